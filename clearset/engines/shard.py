@@ -1,0 +1,135 @@
+"""The per-shard function every engine calls: read one shard, hash it, write its manifest.
+
+`scan_shard` is the unit of work. It is a plain function of picklable arguments, so the
+local process pool and a Ray cluster drive the same code. It writes the shard's parquet
+and completion marker atomically, and does nothing at all for a shard already done.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clearset.hashing import hash_bytes
+from clearset.hashing.item import STATUS_MISSING
+from clearset.runfolder import RunFolder, file_sha256
+from clearset.settings import MANIFEST_ROW_GROUP
+from clearset.sinks.atomic import atomic_path, write_json_atomic
+from clearset.sinks.manifest import ManifestWriter
+from clearset.sources.base import Item, ShardRef, Source
+
+#: How many items a worker hashes between progress reports.
+PROGRESS_EVERY = 32
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """Everything that changes what a scan writes. Recorded in run.json."""
+
+    exact_pdq: bool = True
+    trim_borders: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ShardSummary:
+    shard_id: str
+    shard: str
+    rows: int = 0
+    bytes: int = 0
+    skipped: bool = False
+    status: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProgressFn = Callable[[int, int, int], None]  # (items, errors, bytes) since the last call
+
+
+def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "key": item.key,
+        "shard": item.shard,
+        "position": item.position,
+        "member": item.member,
+        "members": list(item.members),
+        "url": item.url,
+        "upstream_sha256": item.upstream_sha256,
+        "upstream_md5": item.upstream_md5,
+        "upstream_status": item.upstream_status,
+    }
+    if item.data is None:
+        row.update(status=STATUS_MISSING, reason=item.missing_reason)
+        return row
+    hashes = hash_bytes(item.data, exact_pdq=settings.exact_pdq, trim_borders=settings.trim_borders)
+    row.update(
+        size=hashes.size,
+        sha256=hashes.sha256,
+        md5=hashes.md5,
+        sha1=hashes.sha1,
+        pdq=hashes.pdq,
+        pdq_quality=hashes.pdq_quality,
+        pdq_trimmed=hashes.pdq_trimmed,
+        pdq_trimmed_quality=hashes.pdq_trimmed_quality,
+        width=hashes.width,
+        height=hashes.height,
+        format=hashes.format,
+        status=hashes.status,
+        reason=hashes.reason,
+    )
+    return row
+
+
+def scan_shard(
+    source: Source,
+    shard: ShardRef,
+    run_dir: str | Path,
+    settings: ScanSettings,
+    progress: ProgressFn | None = None,
+) -> ShardSummary:
+    """Hash every item of `shard` into the run's manifest. Skips a shard already done."""
+    run = RunFolder(Path(run_dir))
+    summary = ShardSummary(shard_id=shard.id, shard=shard.name)
+    if run.is_done(shard.id):
+        summary.skipped = True
+        return summary
+    status: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    pending = [0, 0, 0]
+    target = run.manifest_file(shard.id)
+    with atomic_path(target) as tmp:
+        writer = ManifestWriter(tmp, MANIFEST_ROW_GROUP)
+        try:
+            for item in source.read_shard(shard):
+                row = manifest_row(item, settings)
+                writer.add(row)
+                status[row["status"]] += 1
+                if row.get("reason"):
+                    reasons[row["reason"].split(":", 1)[0]] += 1
+                summary.bytes += row.get("size") or 0
+                pending[0] += 1
+                pending[1] += row["status"] != "ok"
+                pending[2] += row.get("size") or 0
+                if progress is not None and pending[0] >= PROGRESS_EVERY:
+                    progress(*pending)
+                    pending = [0, 0, 0]
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        summary.rows = writer.count
+    if progress is not None and pending[0]:
+        progress(*pending)
+    summary.status = dict(status)
+    summary.reasons = dict(reasons)
+    marker = summary.to_dict()
+    marker["manifest_sha256"] = file_sha256(target)
+    write_json_atomic(run.done_file(shard.id), marker)
+    return summary

@@ -1,0 +1,30 @@
+"""The exceptions clearset raises on purpose.
+
+Every error a user can cause (a missing file, a malformed list line, a run folder made
+with other settings) is one of these, with a message that names the file and the problem
+in one line. The CLI prints that line on stderr and exits non-zero; anything else is a bug.
+"""
+
+
+class ClearsetError(Exception):
+    """Base class: a problem the user can act on. str(error) is the one-line message."""
+
+
+class InputError(ClearsetError):
+    """A source, list, key or proof the user gave cannot be read or is malformed."""
+
+
+class RunFolderError(ClearsetError):
+    """A run folder is missing, incomplete, or was made with incompatible settings."""
+
+
+class OutputError(ClearsetError):
+    """An output location cannot be written, or holds something that is not ours."""
+
+
+class VerificationError(ClearsetError):
+    """A receipt or proof did not verify. The message says why."""
+
+
+class MissingExtraError(ClearsetError):
+    """An optional dependency (ray, a cloud filesystem) is needed but not installed."""

@@ -1,0 +1,77 @@
+"""Decode image bytes to the picture a browser would show, or say why it cannot be done.
+
+PDQ must be computed on what a person sees: EXIF orientation applied, transparency
+composited on white, palette, CMYK, greyscale and 16-bit modes converted to 8-bit RGB, and
+only the first frame of an animation. Pillow's decompression-bomb limit is kept; an image
+over it is reported as an error reason, never a crash and never an attempt to decode it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clearset.settings import MAX_IMAGE_PIXELS
+
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class DecodeFailure(Exception):
+    """The bytes are not a decodable image. `reason` is a short machine-friendly code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedImage:
+    """An image opened lazily: format and size are known, pixels are not decoded yet."""
+
+    image: Image.Image
+    format: str
+
+
+def open_image(data: bytes) -> OpenedImage:
+    """Open `data` with Pillow without decoding pixels. Raises DecodeFailure."""
+    if not data:
+        raise DecodeFailure("empty", "zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            # Above MAX_IMAGE_PIXELS Pillow only warns; we treat it as the bomb it may be.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeFailure("decompression_bomb", str(exc).split(".")[0]) from None
+    except UnidentifiedImageError:
+        raise DecodeFailure("not_an_image", "no known image format") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DecodeFailure("corrupt", str(exc)) from None
+    return OpenedImage(image=image, format=image.format or "unknown")
+
+
+def to_display_rgb(image: Image.Image) -> Image.Image:
+    """The first frame as 8-bit RGB, oriented and flattened as a browser shows it."""
+    try:
+        image.seek(0)
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        if image.mode in ("RGBA", "LA", "PA") or (
+            image.mode == "P" and "transparency" in image.info
+        ):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16-bit greyscale: scale down to 8 bits instead of clipping at 255.
+            image = image.point(lambda v: v / 256).convert("L")
+        return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeFailure("decompression_bomb", str(exc).split(".")[0]) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Truncated JPEGs land here ("image file is truncated").
+        raise DecodeFailure("corrupt", str(exc)) from None

@@ -1,0 +1,30 @@
+"""Named settings with documented defaults.
+
+Thresholds and limits live here, not as numbers in the middle of code. Every value that
+changes what a scan finds is recorded in the run folder's run.json so that a run can be
+reproduced and a receipt can name it.
+"""
+
+from __future__ import annotations
+
+#: PDQ Hamming distance at or below which two hashes match (Meta's recommended value).
+PDQ_MATCH_THRESHOLD = 31
+
+#: PDQ quality below which a hash is too unreliable to near-match (Meta's recommendation).
+#: Such items are still exact-matched on their cryptographic hashes.
+PDQ_MIN_QUALITY = 50
+
+#: Pillow refuses images above this many pixels (twice this raises, once this warns).
+#: We keep Pillow's own default so a decompression bomb is an error row, never a crash.
+MAX_IMAGE_PIXELS = 89_478_485
+
+#: Items a folder source puts in one shard (a folder has no shards of its own).
+FOLDER_SHARD_SIZE = 10_000
+
+#: Rows buffered before a manifest row group is written; bounds memory per worker.
+MANIFEST_ROW_GROUP = 4_096
+
+#: Extensions (lower case, without the dot) read as images inside shards and folders.
+IMAGE_EXTENSIONS = frozenset(
+    {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif", "avif", "heic"}
+)

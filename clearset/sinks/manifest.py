@@ -1,0 +1,94 @@
+"""The manifest: one parquet row per item a source holds, with every hash we computed.
+
+A run's manifest is `RUN/manifest/<shard>.parquet`, one file per source shard, written
+atomically. Hashes are fixed-size binary columns (packed bytes, not hex strings); query
+them with DuckDB, e.g. `SELECT key, hex(pdq) FROM 'RUN/manifest/*.parquet'`. Columns
+named `upstream_*` are hashes the source carried; they need not equal ours (img2dataset
+hashes the original download, which differs from the stored bytes after re-encoding).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clearset.errors import RunFolderError
+
+MANIFEST_VERSION = 1
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),
+        pa.field("member", pa.string()),
+        pa.field("members", pa.list_(pa.string())),
+        pa.field("url", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("sha256", pa.binary(32)),
+        pa.field("md5", pa.binary(16)),
+        pa.field("sha1", pa.binary(20)),
+        pa.field("pdq", pa.binary(32)),
+        pa.field("pdq_quality", pa.int16()),
+        pa.field("pdq_trimmed", pa.binary(32)),
+        pa.field("pdq_trimmed_quality", pa.int16()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("format", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("upstream_sha256", pa.string()),
+        pa.field("upstream_md5", pa.string()),
+        pa.field("upstream_status", pa.string()),
+    ],
+    metadata={"clearset.manifest_version": str(MANIFEST_VERSION)},
+)
+
+COLUMNS = tuple(MANIFEST_SCHEMA.names)
+
+
+class ManifestWriter:
+    """Buffers rows and writes them to a parquet file in bounded row groups."""
+
+    def __init__(self, path: Path, row_group: int) -> None:
+        self._writer = pq.ParquetWriter(path, MANIFEST_SCHEMA, compression="zstd")
+        self._rows: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self._row_group = row_group
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        for name in COLUMNS:
+            self._rows[name].append(row.get(name))
+        self.count += 1
+        if len(self._rows["key"]) >= self._row_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows["key"]:
+            table = pa.Table.from_pydict(self._rows, schema=MANIFEST_SCHEMA)
+            self._writer.write_table(table)
+            self._rows = {name: [] for name in COLUMNS}
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def abort(self) -> None:
+        self._writer.close()
+
+
+def read_manifest_files(files: list[Path], columns: list[str] | None = None) -> pa.Table:
+    """Manifest files concatenated in the order given (an empty table for none)."""
+    if not files:
+        schema = MANIFEST_SCHEMA
+        if columns is not None:
+            schema = pa.schema([MANIFEST_SCHEMA.field(c) for c in columns])
+        return schema.empty_table()
+    try:
+        tables = [pq.read_table(f, columns=columns) for f in files]
+    except (OSError, pa.ArrowException) as exc:
+        raise RunFolderError(f"unreadable manifest file ({exc})") from None
+    return pa.concat_tables(tables)
