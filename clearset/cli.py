@@ -71,12 +71,15 @@ def scan(
     ] = None,
     workers: WorkersOpt = None,
     exact_pdq: ExactPdqOpt = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
+    ] = None,
 ) -> None:
     """Hash every item of SOURCE into the run folder OUT (re-running resumes)."""
     settings = ScanSettings(exact_pdq=exact_pdq)
     src = open_source(source, kind=kind, image_column=image_column)
-    result = run_scan(src, out_dir, settings, workers=workers, show_progress=progress, console=console)
+    show = console.is_terminal if progress is None else progress
+    result = run_scan(src, out_dir, settings, workers=workers, show_progress=show, console=console)
     _print_summary(out_dir, result.shards_skipped, result.seconds)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -115,6 +116,7 @@ def run_scan(
     """Scan every shard of `source` into `run_dir`, resuming what is already there."""
     run = RunFolder(Path(run_dir))
     shards = source.shards()
+    created = not run.run_json.exists()
     info = run.prepare(source.spec(), settings.to_dict())
     pending = [s for s in shards if not run.is_done(s.id)]
     workers = workers or default_workers()
@@ -148,6 +150,9 @@ def run_scan(
         shards=len(shards),
     )
     run.write_info(info)
+    if result.failures and created and not result.counts["shards_done"]:
+        # Nothing was scanned and the folder is ours alone: leave no husk behind.
+        shutil.rmtree(run.path, ignore_errors=True)
     if result.failures:
         name, why = result.failures[0]
         raise ScanIncomplete(
