@@ -162,7 +162,9 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
 
 
 def demo_items(seed: int = DEMO_SEED, count: int = DEMO_IMAGES) -> list[DemoItem]:
@@ -181,7 +183,9 @@ def demo_items(seed: int = DEMO_SEED, count: int = DEMO_IMAGES) -> list[DemoItem
         else:
             data, ext = encode_jpeg(image, int(rng.integers(70, 96))), "jpg"
         items.append(
-            DemoItem(key, ext, data, image.width, image.height, f"a procedural scene, number {number}")
+            DemoItem(
+                key, ext, data, image.width, image.height, f"a procedural scene, number {number}"
+            )
         )
     good_jpeg = encode_jpeg(generate_image(rng), 90)
     broken = [
@@ -243,7 +247,10 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_webdataset(
-    root: Path, items: list[DemoItem], shard_size: int, seed: int = DEMO_SEED,
+    root: Path,
+    items: list[DemoItem],
+    shard_size: int,
+    seed: int = DEMO_SEED,
     failed_keys: tuple[str, ...] = (),
 ) -> list[Path]:
     """img2dataset-style shards: NNNNN.tar + NNNNN.parquet + NNNNN_stats.json."""
@@ -261,7 +268,10 @@ def write_webdataset(
         # Members land in download-completion order, not key order.
         order = rng.permutation(len(chunk))
         tar_path = root / f"{name}.tar"
-        with atomic_path(tar_path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        with (
+            atomic_path(tar_path) as tmp,
+            tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar,
+        ):
             for index in order:
                 item, row = chunk[index], rows[index]
                 _add_member(tar, f"{item.key}.{item.ext}", item.data)

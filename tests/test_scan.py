@@ -25,7 +25,9 @@ from tests.conftest import run_cli, tree_state
 @pytest.fixture(scope="module")
 def demo_run(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run") / "run"
-    run_scan(open_source(str(demo_data.webdataset)), run, ScanSettings(), workers=2, show_progress=False)
+    run_scan(
+        open_source(str(demo_data.webdataset)), run, ScanSettings(), workers=2, show_progress=False
+    )
     return run
 
 
@@ -52,15 +54,29 @@ def test_run_json_records_source_settings_and_counts(demo_run: Path) -> None:
     assert info["tool"]["name"] == "clearset"
 
 
-def test_parallel_and_serial_scans_agree(demo_data: DemoData, demo_run: Path, tmp_path: Path) -> None:
+def test_parallel_and_serial_scans_agree(
+    demo_data: DemoData, demo_run: Path, tmp_path: Path
+) -> None:
     serial = tmp_path / "serial"
-    run_scan(open_source(str(demo_data.webdataset)), serial, ScanSettings(), workers=1, show_progress=False)
+    run_scan(
+        open_source(str(demo_data.webdataset)),
+        serial,
+        ScanSettings(),
+        workers=1,
+        show_progress=False,
+    )
     assert RunFolder(serial).read_manifest().equals(RunFolder(demo_run).read_manifest())
 
 
 def test_rerun_skips_finished_shards(demo_data: DemoData, demo_run: Path) -> None:
     before = tree_state(demo_run / "manifest")
-    result = run_scan(open_source(str(demo_data.webdataset)), demo_run, ScanSettings(), workers=1, show_progress=False)
+    result = run_scan(
+        open_source(str(demo_data.webdataset)),
+        demo_run,
+        ScanSettings(),
+        workers=1,
+        show_progress=False,
+    )
     assert result.shards_skipped == result.shards_total and result.shards_done == 0
     assert tree_state(demo_run / "manifest") == before
 
@@ -74,7 +90,18 @@ def test_killed_scan_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clearset.cli", "scan", src, "--out", str(killed), "-w", "1", "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "clearset.cli",
+            "scan",
+            src,
+            "--out",
+            str(killed),
+            "-w",
+            "1",
+            "--no-progress",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -95,19 +122,37 @@ def test_killed_scan_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
 
 def test_source_is_not_modified(demo_data: DemoData, tmp_path: Path) -> None:
     before = tree_state(demo_data.root)
-    run_scan(open_source(str(demo_data.folder)), tmp_path / "r", ScanSettings(), workers=1, show_progress=False)
+    run_scan(
+        open_source(str(demo_data.folder)),
+        tmp_path / "r",
+        ScanSettings(),
+        workers=1,
+        show_progress=False,
+    )
     assert tree_state(demo_data.root) == before
 
 
 def test_resume_with_other_settings_is_refused(demo_data: DemoData, demo_run: Path) -> None:
     with pytest.raises(RunFolderError, match="other settings"):
-        run_scan(open_source(str(demo_data.folder)), demo_run, ScanSettings(), workers=1, show_progress=False)
+        run_scan(
+            open_source(str(demo_data.folder)),
+            demo_run,
+            ScanSettings(),
+            workers=1,
+            show_progress=False,
+        )
 
 
 def test_non_empty_folder_that_is_not_a_run_is_refused(demo_data: DemoData, tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(RunFolderError, match="not a run folder"):
-        run_scan(open_source(str(demo_data.folder)), tmp_path, ScanSettings(), workers=1, show_progress=False)
+        run_scan(
+            open_source(str(demo_data.folder)),
+            tmp_path,
+            ScanSettings(),
+            workers=1,
+            show_progress=False,
+        )
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
@@ -118,7 +163,9 @@ def test_corrupt_shard_fails_alone_and_leaves_no_partial_output(tmp_path: Path) 
     tar.write_bytes(tar.read_bytes()[:700])  # cut mid-member
     run = tmp_path / "run"
     with pytest.raises(ScanIncomplete, match=r"00001\.tar"):
-        run_scan(open_source(str(tmp_path / "src")), run, ScanSettings(), workers=1, show_progress=False)
+        run_scan(
+            open_source(str(tmp_path / "src")), run, ScanSettings(), workers=1, show_progress=False
+        )
     names = sorted(p.name for p in (run / "manifest").iterdir())
     assert names == ["00000.done.json", "00000.parquet"]
     info = json.loads((run / "run.json").read_text())
@@ -126,7 +173,9 @@ def test_corrupt_shard_fails_alone_and_leaves_no_partial_output(tmp_path: Path) 
 
 
 def test_cli_scan_and_summary(demo_data: DemoData, tmp_path: Path) -> None:
-    proc = run_cli("scan", str(demo_data.hf_parquet), "--out", str(tmp_path / "r"), "--no-progress", check=True)
+    proc = run_cli(
+        "scan", str(demo_data.hf_parquet), "--out", str(tmp_path / "r"), "--no-progress", check=True
+    )
     assert "decompression_bomb" in proc.stdout and "manifest" in proc.stdout
 
 
@@ -139,7 +188,9 @@ def test_cli_scan_and_summary(demo_data: DemoData, tmp_path: Path) -> None:
         (["scan", "{bad_parquet}", "--out", "{out}"], "not a readable parquet file"),
     ],
 )
-def test_cli_errors_are_one_line_and_leave_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+def test_cli_errors_are_one_line_and_leave_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     (tmp_path / "bad.tar").write_bytes(b"this is not a tar file at all" * 40)
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 but not really")
     names = {

@@ -103,7 +103,11 @@ def test_dotted_keys_group_as_webdataset_does(tmp_path: Path) -> None:
         tmp_path / "s.tar",
         [("a.b.jpg", jpeg), ("a.b.json", b"{}"), ("dir/c.jpg", jpeg), ("dir/c.txt", b"x")],
     )
-    items = list(open_source(str(tmp_path / "s.tar")).read_shard(open_source(str(tmp_path / "s.tar")).shards()[0]))
+    items = list(
+        open_source(str(tmp_path / "s.tar")).read_shard(
+            open_source(str(tmp_path / "s.tar")).shards()[0]
+        )
+    )
     assert [(i.key, i.member) for i in items] == [("a", "a.b.jpg"), ("dir/c", "dir/c.jpg")]
     assert items[0].members == ("a.b.jpg", "a.b.json")
 
@@ -112,9 +116,14 @@ def test_upstream_hashes_are_kept_apart_from_ours(tmp_path: Path) -> None:
     item = demo_items(count=1)[0]
     original = hashlib.sha256(b"the original download, before re-encoding").hexdigest()
     meta = {"key": item.key, "url": "https://images.example.com/x.jpg", "sha256": original.upper()}
-    _tar(tmp_path / "s.tar", [(f"{item.key}.jpg", item.data), (f"{item.key}.json", json.dumps(meta).encode())])
+    _tar(
+        tmp_path / "s.tar",
+        [(f"{item.key}.jpg", item.data), (f"{item.key}.json", json.dumps(meta).encode())],
+    )
     run = tmp_path / "run"
-    run_scan(open_source(str(tmp_path / "s.tar")), run, ScanSettings(), workers=1, show_progress=False)
+    run_scan(
+        open_source(str(tmp_path / "s.tar")), run, ScanSettings(), workers=1, show_progress=False
+    )
     row = RunFolder(run).read_manifest().to_pylist()[0]
     assert row["upstream_sha256"] == original
     assert row["sha256"] == hashlib.sha256(item.data).digest()
@@ -131,7 +140,13 @@ def test_metadata_only_parquet_is_a_source(tmp_path: Path) -> None:
     )
     pq.write_table(table, tmp_path / "meta.parquet")
     run = tmp_path / "run"
-    run_scan(open_source(str(tmp_path / "meta.parquet")), run, ScanSettings(), workers=1, show_progress=False)
+    run_scan(
+        open_source(str(tmp_path / "meta.parquet")),
+        run,
+        ScanSettings(),
+        workers=1,
+        show_progress=False,
+    )
     rows = RunFolder(run).read_manifest().to_pylist()
     assert [r["status"] for r in rows] == ["missing", "missing"]
     assert rows[1]["upstream_md5"] == "a" * 32
@@ -143,7 +158,11 @@ def test_hf_rows_with_a_path_but_no_bytes_are_rows(tmp_path: Path) -> None:
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     jpeg = demo_items(count=1)[0].data
     table = pa.table(
-        {"image": pa.array([{"bytes": jpeg, "path": "a.jpg"}, {"bytes": None, "path": "b.jpg"}], image_type)}
+        {
+            "image": pa.array(
+                [{"bytes": jpeg, "path": "a.jpg"}, {"bytes": None, "path": "b.jpg"}], image_type
+            )
+        }
     )
     pq.write_table(table, tmp_path / "hf.parquet")
     source = open_source(str(tmp_path / "hf.parquet"))

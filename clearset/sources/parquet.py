@@ -81,8 +81,17 @@ class ParquetSource:
                 position = 0
                 for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
                     for row in batch.to_pylist():
-                        yield _item(row, shard, position, image, key_col, url_col, sha_col,
-                                    md5_col, status_col)
+                        yield _item(
+                            row,
+                            shard,
+                            position,
+                            image,
+                            key_col,
+                            url_col,
+                            sha_col,
+                            md5_col,
+                            status_col,
+                        )
                         position += 1
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"{shard.path}: not a readable parquet file ({exc})") from None

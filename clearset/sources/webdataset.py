@@ -55,9 +55,7 @@ class WebDatasetSource:
         for path in paths:
             if fs.isdir(path):
                 root = path
-                tars.extend(
-                    p for p in sorted(fs.find(path)) if p.endswith(TAR_SUFFIXES)
-                )
+                tars.extend(p for p in sorted(fs.find(path)) if p.endswith(TAR_SUFFIXES))
             elif fs.exists(path):
                 tars.append(path)
             else:
