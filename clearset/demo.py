@@ -348,13 +348,30 @@ class DemoData:
     def hf_parquet(self) -> Path:
         return self.root / "hf" / "train-00000.parquet"
 
+    @property
+    def lists(self) -> Path:
+        return self.root / "lists"
+
+    @property
+    def pdq_list(self) -> Path:
+        return self.lists / "watch-pdq.txt"
+
+    @property
+    def md5_list(self) -> Path:
+        return self.lists / "watch-md5.csv"
+
+    def planted(self) -> dict[str, str]:
+        return json.loads((self.lists / "planted.json").read_text())
+
 
 def build_demo_data(
     root: Path, seed: int = DEMO_SEED, count: int = DEMO_IMAGES, shard_size: int = DEMO_SHARD_SIZE
 ) -> DemoData:
     """Write all three forms of the demo data set under `root` (deterministic)."""
     items = demo_items(seed, count)
+    watch = plant_watched(items, seed)
     demo = DemoData(root)
+    write_watch_lists(demo.lists, watch)
     failed = (f"{count + 100:09d}",)
     write_webdataset(demo.webdataset, items, shard_size, seed, failed_keys=failed)
     write_folder(demo.folder, items)
@@ -367,3 +384,98 @@ def iter_demo_images(seed: int, count: int) -> Iterator[Image.Image]:
     rng = np.random.default_rng(seed)
     for _ in range(count):
         yield generate_image(rng)
+
+
+# ---------------------------------------------------------------- the stand-in watch list
+
+#: How each planted copy is made from its watched original. PDQ survives all of these
+#: (flips only with --dihedral); it does not survive crops much larger than 1 %.
+PLANTED_EDITS = ("exact", "reencode", "resize", "crop", "letterbox", "flip")
+
+
+def _edit(image: Image.Image, edit: str, rng: np.random.Generator) -> bytes:
+    w, h = image.size
+    if edit == "reencode":
+        return encode_jpeg(image, 60)
+    if edit == "resize":
+        return encode_jpeg(image.resize((int(w * 0.9), int(h * 0.9)), Image.LANCZOS), 85)
+    if edit == "crop":
+        dx, dy = max(1, w // 200), max(1, h // 200)  # 0.5 % off each side: 1 % in all
+        return encode_jpeg(image.crop((dx, dy, w - dx, h - dy)), 90)
+    if edit == "letterbox":
+        pad = h // 6
+        canvas = Image.new("RGB", (w, h + 2 * pad), (255, 255, 255))  # img2dataset's white
+        canvas.paste(image, (0, pad))
+        return encode_jpeg(canvas, 90)
+    if edit == "flip":
+        return encode_jpeg(image.transpose(Image.FLIP_LEFT_RIGHT), 90)
+    raise ValueError(edit)
+
+
+@dataclass
+class WatchList:
+    """Benign stand-ins for a hotline list: hashes of pictures we then plant, edited."""
+
+    pdq_hex: list[str]
+    md5_hex: list[str]
+    planted: dict[str, str]  # key of a planted copy -> the edit that made it
+
+
+def watched_originals(seed: int, count: int) -> list[Image.Image]:
+    """Detailed pictures (photos or busy scenes) whose PDQ quality is high."""
+    from clearset.hashing.pdq import pdq_from_rgb
+
+    rng = np.random.default_rng(seed + 101)
+    chosen: list[Image.Image] = []
+    while len(chosen) < count:
+        w, h = int(rng.integers(320, 641)), int(rng.integers(320, 641))
+        base = _photo(rng, h, w)
+        if base is None:
+            base = _texture(rng, h, w)
+        image = _shapes(rng, base)
+        if pdq_from_rgb(np.asarray(image))[1] >= 80:
+            chosen.append(image)
+    return chosen
+
+
+def plant_watched(items: list[DemoItem], seed: int) -> WatchList:
+    """Insert one edited copy of a watched original per edit; return the list to use."""
+    from clearset.hashing.pdq import pdq_from_rgb
+
+    rng = np.random.default_rng(seed + 202)
+    originals = watched_originals(seed, len(PLANTED_EDITS))
+    planted: dict[str, str] = {}
+    pdq_hex, md5_hex = [], []
+    import hashlib
+
+    for number, (image, edit) in enumerate(zip(originals, PLANTED_EDITS, strict=True)):
+        stored = encode_jpeg(image, 90)
+        pdq_hex.append(
+            pdq_from_rgb(np.asarray(Image.open(io.BytesIO(stored)).convert("RGB")))[0].hex()
+        )
+        data = stored if edit == "exact" else _edit(image, edit, rng)
+        if edit == "exact":
+            md5_hex.append(hashlib.md5(stored).hexdigest())
+        # Planted copies replace ordinary items spread through the shards.
+        slot = (number * 7 + 3) % len([i for i in items if not i.broken])
+        target = items[slot]
+        shown = Image.open(io.BytesIO(data))
+        items[slot] = DemoItem(target.key, "jpg", data, shown.width, shown.height, target.caption)
+        planted[target.key] = edit
+    # A watched picture that is not in the data set: lists hold far more than any set.
+    absent = watched_originals(seed + 1, 1)[0]
+    pdq_hex.append(pdq_from_rgb(np.asarray(absent))[0].hex())
+    return WatchList(pdq_hex=pdq_hex, md5_hex=md5_hex, planted=planted)
+
+
+def write_watch_lists(root: Path, watch: WatchList) -> tuple[Path, Path]:
+    """A threatexchange-style PDQ list and an HMA-style CSV of MD5s, as an operator has."""
+    root.mkdir(parents=True, exist_ok=True)
+    pdq_path, md5_path = root / "watch-pdq.txt", root / "watch-md5.csv"
+    lines = ["# benign stand-in watch list: PDQ hashes of generated demo pictures"]
+    lines += [f"pdq {h}" for h in watch.pdq_hex]
+    pdq_path.write_text("\n".join(lines) + "\n")
+    rows = ["signal_type,signal_value,tags"] + [f"md5,{h},demo" for h in watch.md5_hex]
+    md5_path.write_text("\n".join(rows) + "\n")
+    (root / "planted.json").write_text(json.dumps(watch.planted, indent=2, sort_keys=True))
+    return pdq_path, md5_path

@@ -3,6 +3,8 @@
     RUN/run.json                     source, tool version, settings, times, counts
     RUN/manifest/<shard>.parquet     one row per item of that source shard
     RUN/manifest/<shard>.done.json   completion marker: rows, counts, the parquet's sha256
+    RUN/matches/<shard>.parquet      with lists: that shard's match rows (before its marker)
+    RUN/matches.parquet              all match rows, gathered when a scan or match ends
 
 A shard's parquet is renamed into place first and its marker second, so a marker always
 names a complete file. A re-run skips shards with a marker; only marked shards count as
@@ -55,6 +57,13 @@ class RunFolder:
 
     def manifest_file(self, shard_id: str) -> Path:
         return self.manifest_dir / f"{shard_id}.parquet"
+
+    @property
+    def matches_dir(self) -> Path:
+        return self.path / "matches"
+
+    def matches_file(self, shard_id: str) -> Path:
+        return self.matches_dir / f"{shard_id}.parquet"
 
     def done_file(self, shard_id: str) -> Path:
         return self.manifest_dir / f"{shard_id}{DONE_SUFFIX}"

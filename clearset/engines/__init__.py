@@ -1,6 +1,14 @@
 """Engines run the per-shard function over a source: local processes (default) or Ray."""
 
-from clearset.engines.local import ScanIncomplete, ScanResult, run_scan
+from clearset.engines.local import MatchJob, ScanIncomplete, ScanResult, run_match, run_scan
 from clearset.engines.shard import ScanSettings, scan_shard
 
-__all__ = ["ScanIncomplete", "ScanResult", "ScanSettings", "run_scan", "scan_shard"]
+__all__ = [
+    "MatchJob",
+    "run_match",
+    "ScanIncomplete",
+    "ScanResult",
+    "ScanSettings",
+    "run_scan",
+    "scan_shard",
+]

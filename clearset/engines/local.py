@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,11 +30,20 @@ from rich.progress import (
 )
 
 from clearset.engines.shard import ScanSettings, ShardSummary, scan_shard
-from clearset.errors import ClearsetError
+from clearset.errors import ClearsetError, RunFolderError
+from clearset.matching.matcher import (
+    MATCH_SCHEMA,
+    ListSpec,
+    Matcher,
+    MatchSettings,
+    list_record,
+)
 from clearset.runfolder import RunFolder, utc_now
+from clearset.sinks.atomic import atomic_path
 from clearset.sources.base import ShardRef, Source
 
 _progress_queue: Any = None
+_worker_matcher: tuple[Any, Matcher] | None = None
 
 
 class ScanIncomplete(ClearsetError):
@@ -66,10 +77,32 @@ def _report(items: int, errors: int, nbytes: int) -> None:
         _progress_queue.put((items, errors, nbytes))
 
 
+def _matcher_in_worker(job: MatchJob | None) -> Matcher | None:
+    """Each worker loads the lists and builds their indexes once, not once per shard."""
+    global _worker_matcher
+    if job is None:
+        return None
+    if _worker_matcher is None or _worker_matcher[0] != job:
+        _worker_matcher = (job, job.matcher())
+    return _worker_matcher[1]
+
+
 def _scan_shard_in_worker(
-    source: Source, shard: ShardRef, run_dir: str, settings: ScanSettings
+    source: Source, shard: ShardRef, run_dir: str, settings: ScanSettings, job: MatchJob | None
 ) -> ShardSummary:
-    return scan_shard(source, shard, run_dir, settings, progress=_report)
+    matcher = _matcher_in_worker(job)
+    return scan_shard(source, shard, run_dir, settings, progress=_report, matcher=matcher)
+
+
+@dataclass(frozen=True)
+class MatchJob:
+    """Which lists to match and how: small, picklable, loaded where it is used."""
+
+    lists: tuple[ListSpec, ...]
+    settings: MatchSettings
+
+    def matcher(self) -> Matcher:
+        return Matcher([hl for spec in self.lists for hl in spec.load()], self.settings)
 
 
 class _Meter:
@@ -114,15 +147,25 @@ def run_scan(
     workers: int | None = None,
     show_progress: bool = True,
     console: Console | None = None,
+    match: MatchJob | None = None,
 ) -> ScanResult:
-    """Scan every shard of `source` into `run_dir`, resuming what is already there."""
+    """Scan every shard of `source` into `run_dir`, resuming what is already there.
+
+    With `match`, each shard is also matched against the lists as it is hashed, and
+    RUN/matches.parquet gathers the match rows at the end.
+    """
     run = RunFolder(Path(run_dir))
     shards = source.shards()
+    matcher = match.matcher() if match is not None else None  # fail early on a bad list
+    recorded = settings.to_dict()
+    if matcher is not None:
+        recorded["matching"] = matching_record(matcher)
     created = not run.run_json.exists()
-    info = run.prepare(source.spec(), settings.to_dict())
+    info = run.prepare(source.spec(), recorded)
     pending = [s for s in shards if not run.is_done(s.id)]
     workers = workers or default_workers()
-    if source.url.startswith("memory://"):
+    in_memory = [source.url] + [spec.path for spec in (match.lists if match else ())]
+    if any(url.startswith("memory://") for url in in_memory):
         workers = 1  # an in-memory filesystem is not shared with other processes
     started = time.monotonic()
     result = ScanResult(
@@ -136,15 +179,17 @@ def run_scan(
         if workers == 1 or len(pending) <= 1:
             for shard in pending:
                 try:
-                    scan_shard(source, shard, run.path, settings, progress=meter.add)
+                    scan_shard(source, shard, run.path, settings, meter.add, matcher)
                     result.shards_done += 1
                 except ClearsetError as exc:
                     result.failures.append((shard.name, str(exc)))
                 meter.shard_done()
         else:
-            _run_pool(source, pending, run, settings, workers, meter, result)
+            _run_pool(source, pending, run, settings, workers, meter, result, match)
     result.seconds = time.monotonic() - started
     result.counts = summarise_markers(run)
+    if matcher is not None and not result.failures:
+        result.counts["matches"] = gather_matches(run, matcher)
     info.update(
         finished=utc_now() if not result.failures else None,
         counts=result.counts,
@@ -172,6 +217,7 @@ def _run_pool(
     workers: int,
     meter: _Meter,
     result: ScanResult,
+    match: MatchJob | None,
 ) -> None:
     context = multiprocessing.get_context("spawn")
     progress_queue = context.Queue()
@@ -182,7 +228,7 @@ def _run_pool(
         initargs=(progress_queue,),
     ) as pool:
         futures: dict[Future[ShardSummary], ShardRef] = {
-            pool.submit(_scan_shard_in_worker, source, shard, str(run.path), settings): shard
+            pool.submit(_scan_shard_in_worker, source, shard, str(run.path), settings, match): shard
             for shard in pending
         }
         remaining = set(futures)
@@ -230,3 +276,64 @@ def summarise_markers(run: RunFolder) -> dict[str, Any]:
         "status": dict(sorted(status.items())),
         "reasons": dict(sorted(reasons.items())),
     }
+
+
+def matching_record(matcher: Matcher) -> dict[str, Any]:
+    """What run.json records of a match: the lists by identity, and the settings."""
+    return {
+        **matcher.settings.to_dict(),
+        "lists": [list_record(hl, matcher.settings) for hl in matcher.lists],
+    }
+
+
+def gather_matches(run: RunFolder, matcher: Matcher) -> dict[str, Any]:
+    """Write RUN/matches.parquet from the per-shard files; count matches per list."""
+    files = [run.matches_file(m["shard_id"]) for m in run.done_markers()]
+    tables = [pq.read_table(f) for f in files if f.exists()]
+    table = pa.concat_tables(tables) if tables else MATCH_SCHEMA.empty_table()
+    with atomic_path(run.path / "matches.parquet") as tmp:
+        pq.write_table(table.cast(MATCH_SCHEMA), tmp, compression="zstd")
+    digests = table.column("list_digest").to_pylist()
+    types = table.column("hash_type").to_pylist()
+    keys = set(zip(table.column("shard").to_pylist(), table.column("key").to_pylist(), strict=True))
+    per_list = []
+    for hash_list in matcher.lists:
+        digest, kind = hash_list.identity.digest, hash_list.hash_type
+        count = sum(1 for d, t in zip(digests, types, strict=True) if d == digest and t == kind)
+        per_list.append({"name": hash_list.identity.name, "hash_type": kind, "matches": count})
+    return {"rows": table.num_rows, "items": len(keys), "per_list": per_list}
+
+
+def run_match(run_dir: str | Path, match: MatchJob) -> dict[str, Any]:
+    """Match an existing run's manifest against (new) lists, reading no image.
+
+    The new matches replace the old ones as a whole: they are written to a temporary
+    folder which is swapped in when every shard is done.
+    """
+    run = RunFolder(Path(run_dir))
+    info = run.read_info()
+    if not run.done_markers():
+        raise RunFolderError(f"{run.path}: the manifest is empty (was it scanned?)")
+    matcher = match.matcher()
+    staging = RunFolder(run.path / f".tmp-match-{os.getpid()}")
+    shutil.rmtree(staging.path, ignore_errors=True)
+    staging.matches_dir.mkdir(parents=True)
+    try:
+        for marker in run.done_markers():
+            manifest = pq.read_table(run.manifest_file(marker["shard_id"]))
+            matches = matcher.match_table(manifest)
+            with atomic_path(staging.matches_file(marker["shard_id"])) as tmp:
+                pq.write_table(matches.cast(MATCH_SCHEMA), tmp, compression="zstd")
+        old = run.path / f".tmp-old-matches-{os.getpid()}"
+        if run.matches_dir.exists():
+            os.replace(run.matches_dir, old)
+        os.replace(staging.matches_dir, run.matches_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging.path, ignore_errors=True)
+    summary = gather_matches(run, matcher)
+    info["settings"]["matching"] = matching_record(matcher)
+    info.setdefault("counts", {})["matches"] = summary
+    info["matched"] = utc_now()
+    run.write_info(info)
+    return summary

@@ -13,8 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from clearset.hashing import hash_bytes
+from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
 from clearset.hashing.item import STATUS_MISSING
+from clearset.hashing.pdq import pdq_dihedral_from_rgb
+from clearset.matching.matcher import MATCH_SCHEMA, Matcher
 from clearset.runfolder import RunFolder, file_sha256
 from clearset.settings import MANIFEST_ROW_GROUP
 from clearset.sinks.atomic import atomic_path, write_json_atomic
@@ -31,6 +37,7 @@ class ScanSettings:
 
     exact_pdq: bool = True
     trim_borders: bool = False
+    dihedral: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +52,7 @@ class ShardSummary:
     skipped: bool = False
     status: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+    matches: dict[str, int] | None = None  # match rows per list digest, when matched
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +92,19 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         status=hashes.status,
         reason=hashes.reason,
     )
+    if settings.dihedral and hashes.status == "ok":
+        row["pdq_dihedral"] = dihedral_hashes(item.data)
     return row
+
+
+def dihedral_hashes(data: bytes) -> bytes | None:
+    """The 7 other rotations/flips' PDQ hashes, from one pass of the reference hasher."""
+    try:
+        rgb = np.asarray(to_display_rgb(open_image(data).image))
+    except DecodeFailure:
+        return None
+    hashes, _ = pdq_dihedral_from_rgb(rgb)
+    return b"".join(hashes[1:])
 
 
 def scan_shard(
@@ -93,8 +113,10 @@ def scan_shard(
     run_dir: str | Path,
     settings: ScanSettings,
     progress: ProgressFn | None = None,
+    matcher: Matcher | None = None,
 ) -> ShardSummary:
-    """Hash every item of `shard` into the run's manifest. Skips a shard already done."""
+    """Hash every item of `shard` into the run's manifest, and match it against the
+    matcher's lists when there is one. Skips a shard already done."""
     run = RunFolder(Path(run_dir))
     summary = ShardSummary(shard_id=shard.id, shard=shard.name)
     if run.is_done(shard.id):
@@ -129,7 +151,18 @@ def scan_shard(
         progress(*pending)
     summary.status = dict(status)
     summary.reasons = dict(reasons)
+    if matcher is not None:
+        summary.matches = write_shard_matches(run, shard.id, matcher)
     marker = summary.to_dict()
     marker["manifest_sha256"] = file_sha256(target)
     write_json_atomic(run.done_file(shard.id), marker)
     return summary
+
+
+def write_shard_matches(run: RunFolder, shard_id: str, matcher: Matcher) -> dict[str, int]:
+    """Match one shard's manifest and write RUN/matches/<shard>.parquet atomically."""
+    manifest = pq.read_table(run.manifest_file(shard_id))
+    matches = matcher.match_table(manifest)
+    with atomic_path(run.matches_file(shard_id)) as tmp:
+        pq.write_table(matches.cast(MATCH_SCHEMA), tmp, compression="zstd")
+    return dict(Counter(matches.column("list_digest").to_pylist()))

@@ -35,6 +35,9 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("pdq_quality", pa.int16()),
         pa.field("pdq_trimmed", pa.binary(32)),
         pa.field("pdq_trimmed_quality", pa.int16()),
+        # With --dihedral: the other 7 rotations/flips' hashes, 32 bytes each, in
+        # clearset.hashing.pdq.DIHEDRAL_NAMES order after "original".
+        pa.field("pdq_dihedral", pa.binary(224)),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),

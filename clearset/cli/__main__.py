@@ -1,0 +1,3 @@
+from clearset.cli import main
+
+main()

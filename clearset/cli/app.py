@@ -1,0 +1,110 @@
+"""The Typer app every command module registers on, and the options they share."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from clearset import __version__
+from clearset.engines import MatchJob
+from clearset.errors import InputError
+from clearset.matching.matcher import ListSpec, MatchSettings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Scan training data sets against hash lists, clean them, and issue receipts.",
+)
+console = Console(stderr=True)
+out = Console()
+
+EXIT_ERROR = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"clearset {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", "-w", min=1, help="Worker processes (default: one per core)."),
+]
+ExactPdqOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact-pdq/--fast-pdq",
+        help="Compute PDQ with the reference pipeline, bit-equal to pdqhash.",
+    ),
+]
+
+
+ListOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--list",
+        "-l",
+        help="Hash list to match: PATH[,type=pdq|md5|sha1|sha256|url][,name=N][,version=V]"
+        "[,threshold=T][,column=C][,format=F]. Repeat for several lists.",
+    ),
+]
+SkipInvalidOpt = Annotated[
+    bool, typer.Option(help="Skip malformed list entries (counted) instead of failing.")
+]
+ThresholdOpt = Annotated[
+    int,
+    typer.Option(min=0, max=256, help="PDQ Hamming distance that matches (per list: threshold=)."),
+]
+MinQualityOpt = Annotated[
+    int, typer.Option(min=0, max=100, help="PDQ quality below which an item is not near-matched.")
+]
+
+LIST_OPTIONS = {"type": "hash_type", "name": "name", "version": "version",
+                "threshold": "threshold", "column": "column", "format": "fmt"}  # fmt: skip
+
+
+def parse_list_spec(text: str, skip_invalid: bool) -> ListSpec:
+    """`PATH[,key=value...]` as given to --list."""
+    path, *options = text.split(",")
+    values: dict[str, object] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key.strip() not in LIST_OPTIONS:
+            known = ", ".join(LIST_OPTIONS)
+            raise InputError(f"--list {text}: bad option {option!r} (known: {known})")
+        field = LIST_OPTIONS[key.strip()]
+        if field == "threshold":
+            try:
+                values[field] = int(value)
+            except ValueError:
+                raise InputError(f"--list {text}: threshold must be a whole number") from None
+        else:
+            values[field] = value.strip()
+    if not path:
+        raise InputError(f"--list {text!r}: no path")
+    return ListSpec(path=path, skip_invalid=skip_invalid, **values)  # type: ignore[arg-type]
+
+
+def match_job(
+    lists: list[str] | None, skip_invalid: bool, threshold: int, min_quality: int
+) -> MatchJob | None:
+    if not lists:
+        return None
+    specs = tuple(parse_list_spec(text, skip_invalid) for text in lists)
+    return MatchJob(specs, MatchSettings(pdq_threshold=threshold, min_quality=min_quality))
+
+
+def sql_literal(text: str) -> str:
+    return text.replace("'", "''")

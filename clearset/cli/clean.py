@@ -1,0 +1,3 @@
+"""Commands that write a cleaned copy and the removal report: clean, report, apply-removals."""
+
+from __future__ import annotations

@@ -1,0 +1,174 @@
+"""Commands that read a data set: demo, scan, match and hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import pyarrow.parquet as pq
+import typer
+from rich.table import Table
+
+from clearset.cli.app import (
+    ExactPdqOpt,
+    ListOpt,
+    MinQualityOpt,
+    SkipInvalidOpt,
+    ThresholdOpt,
+    WorkersOpt,
+    app,
+    console,
+    match_job,
+    out,
+    sql_literal,
+)
+from clearset.engines import MatchJob, ScanSettings, run_match, run_scan
+from clearset.errors import InputError
+from clearset.hashing import hash_bytes
+from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+from clearset.sources import SOURCE_KINDS, open_source
+
+
+@app.command()
+def scan(
+    source: Annotated[str, typer.Argument(help="Folder, tar shards, parquet, or fsspec URL.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    kind: Annotated[
+        str | None, typer.Option(help=f"Source kind: {', '.join(SOURCE_KINDS)} (default: detect).")
+    ] = None,
+    image_column: Annotated[
+        str | None, typer.Option(help="Parquet column holding image bytes (default: detect).")
+    ] = None,
+    workers: WorkersOpt = None,
+    exact_pdq: ExactPdqOpt = True,
+    lists: ListOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
+    min_quality: MinQualityOpt = PDQ_MIN_QUALITY,
+    dihedral: Annotated[
+        bool, typer.Option(help="Also match the 7 other rotations/flips of each image.")
+    ] = False,
+    progress: Annotated[
+        bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
+    ] = None,
+) -> None:
+    """Hash every item of SOURCE into the run folder OUT and match it against --list
+    lists (re-running resumes)."""
+    settings = ScanSettings(exact_pdq=exact_pdq, dihedral=dihedral)
+    job = match_job(lists, skip_invalid, threshold, min_quality)
+    src = open_source(source, kind=kind, image_column=image_column)
+    show = console.is_terminal if progress is None else progress
+    result = run_scan(
+        src, out_dir, settings, workers=workers, show_progress=show, console=console, match=job
+    )
+    _print_summary(out_dir, result.shards_skipped, result.seconds)
+    if job is not None:
+        _print_matches(result.counts["matches"], out_dir)
+
+
+@app.command()
+def match(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `clearset scan`.")],
+    lists: ListOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
+    min_quality: MinQualityOpt = PDQ_MIN_QUALITY,
+) -> None:
+    """Match an existing run's manifest against new or updated lists (no image is read)."""
+    job = match_job(lists, skip_invalid, threshold, min_quality)
+    if job is None:
+        raise InputError("match: give at least one --list")
+    _print_matches(run_match(run_dir, job), run_dir)
+
+
+def _print_matches(summary: dict, run_dir: Path) -> None:
+    table = Table(title="matches")
+    table.add_column("list")
+    table.add_column("type")
+    table.add_column("matched items", justify="right")
+    for entry in summary["per_list"]:
+        table.add_row(entry["name"], entry["hash_type"], f"{entry['matches']:,}")
+    out.print(table)
+    out.print(f"{summary['items']:,} items matched; rows: {run_dir / 'matches.parquet'}")
+
+
+def _print_summary(run_dir: Path, skipped: int, seconds: float) -> None:
+    pattern = str(run_dir / "manifest" / "*.parquet")
+    rows = duckdb.sql(
+        "SELECT status, coalesce(split_part(reason, ':', 1), '') AS why, count(*) AS n "
+        f"FROM read_parquet('{sql_literal(pattern)}') GROUP BY ALL ORDER BY status, why"
+    ).fetchall()
+    table = Table(title=f"scan of {run_dir}", show_lines=False)
+    table.add_column("status")
+    table.add_column("reason")
+    table.add_column("items", justify="right")
+    for status, why, count in rows:
+        table.add_row(status, why, f"{count:,}")
+    out.print(table)
+    total = sum(r[2] for r in rows)
+    note = f" ({skipped} shards already done)" if skipped else ""
+    out.print(f"{total:,} items in {seconds:.1f}s{note}; manifest: {run_dir / 'manifest'}")
+
+
+@app.command("hash")
+def hash_files(
+    files: Annotated[list[Path], typer.Argument(help="Image files to hash.")],
+    exact_pdq: ExactPdqOpt = True,
+) -> None:
+    """Print each file's hashes on one line: PDQ hex as threatexchange lists use it."""
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        hashes = hash_bytes(data, exact_pdq=exact_pdq)
+        pdq = hashes.pdq.hex() if hashes.pdq else "-"
+        quality = hashes.pdq_quality if hashes.pdq_quality is not None else "-"
+        line = (
+            f"pdq={pdq} quality={quality} sha256={hashes.sha256.hex()} "
+            f"md5={hashes.md5.hex()} sha1={hashes.sha1.hex()} status={hashes.status}"
+        )
+        if hashes.reason:
+            line += f" reason={hashes.reason.split(':', 1)[0]}"
+        print(f"{line} {path}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the demo data and runs.")
+    ] = Path("clearset-demo"),
+    workers: WorkersOpt = None,
+) -> None:
+    """Build the benign demo data set and its stand-in watch list, scan and match it."""
+    from clearset.demo import DemoData, build_demo_data
+
+    data = DemoData(out_dir / "data")
+    if not (data.root / ".complete").exists():
+        console.print(f"building the benign demo data set in {data.root}")
+        build_demo_data(data.root)
+        (data.root / ".complete").write_text("demo data complete\n")
+    run_dir = out_dir / "run"
+    job = MatchJob((ListSpec(str(data.pdq_list)), ListSpec(str(data.md5_list))), MatchSettings())
+    src = open_source(str(data.webdataset))
+    result = run_scan(
+        src,
+        run_dir,
+        ScanSettings(dihedral=True),
+        workers=workers,
+        console=console,
+        show_progress=console.is_terminal,
+        match=job,
+    )
+    _print_summary(run_dir, result.shards_skipped, result.seconds)
+    _print_matches(result.counts["matches"], run_dir)
+    planted = data.planted()
+    matches = pq.read_table(run_dir / "matches.parquet", columns=["key"])
+    found = set(matches.column("key").to_pylist())
+    missed = sorted(edit for key, edit in planted.items() if key not in found)
+    out.print(
+        f"planted copies of watched pictures: {len(planted)}; found: "
+        f"{len(planted) - len(missed)}" + (f" (missed: {', '.join(missed)})" if missed else "")
+    )

@@ -1,0 +1,3 @@
+"""Commands for receipts: keygen, receipt, prove, verify, diff-receipts."""
+
+from __future__ import annotations
