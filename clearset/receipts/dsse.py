@@ -1,0 +1,217 @@
+"""Signing receipts: Ed25519 keys and DSSE envelopes around in-toto statements.
+
+A receipt file is a DSSE envelope (https://github.com/secure-systems-lab/dsse):
+
+    {"payloadType": "application/vnd.in-toto+json",
+     "payload": base64(canonical statement bytes),
+     "signatures": [{"keyid": sha256 hex of the public key's DER, "sig": base64(Ed25519)}]}
+
+The signature covers PAE(type, body) = "DSSEv1" SP len(type) SP type SP len(body) SP body,
+so the payload type cannot be swapped under a signature. Any DSSE verifier (for example
+securesystemslib's) accepts clearset's envelopes. Verifying here is stricter: base64 must
+be canonical and the payload must be the statement's canonical JSON, so one statement has
+one byte form and one receipt digest (see ``statement``).
+
+Keys are Ed25519 in PEM: ``clearset.key`` (PKCS#8, unencrypted, mode 0600) and
+``clearset.pub`` (SubjectPublicKeyInfo). A key id is the SHA-256 hex of the public key's
+DER encoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from clearset.errors import InputError, OutputError, VerificationError
+from clearset.receipts.statement import canonical_json, check_statement
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+PRIVATE_KEY_NAME = "clearset.key"
+PUBLIC_KEY_NAME = "clearset.pub"
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what the signature actually covers."""
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """SHA-256 hex of the public key's SubjectPublicKeyInfo DER."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def generate_keypair(keydir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write a new clearset.key (mode 0600) and clearset.pub into ``keydir``.
+
+    Refuses (OutputError) if either file exists: overwriting a signing key would orphan
+    every receipt it signed. Returns (private key path, public key path).
+    """
+    keydir = Path(keydir)
+    private_path, public_path = keydir / PRIVATE_KEY_NAME, keydir / PUBLIC_KEY_NAME
+    for path in (private_path, public_path):
+        if path.exists():
+            raise OutputError(f"{path}: already exists; refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        keydir.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: a file that appeared since the check above is still not overwritten.
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as sink:
+            os.fchmod(sink.fileno(), 0o600)  # the umask cannot widen it, but be explicit
+            sink.write(private_pem)
+        fd = os.open(public_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as sink:
+            sink.write(public_pem)
+    except FileExistsError as error:
+        raise OutputError(f"{error.filename}: already exists; refusing to overwrite") from error
+    except OSError as error:
+        raise OutputError(f"{keydir}: cannot write keys ({error.strerror})") from error
+    return private_path, public_path
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read {what} ({error.strerror})") from error
+
+
+def load_private_key(
+    path: str | os.PathLike[str], password: bytes | None = None
+) -> Ed25519PrivateKey:
+    """Read an Ed25519 private key (PEM); InputError naming the file otherwise."""
+    path = Path(path)
+    try:
+        key = serialization.load_pem_private_key(_read(path, "private key"), password)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise InputError(f"{path}: not a readable PEM private key ({error})") from error
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InputError(f"{path}: not an Ed25519 key (clearset signs with Ed25519)")
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """Read an Ed25519 public key (PEM); InputError naming the file otherwise."""
+    path = Path(path)
+    try:
+        key = serialization.load_pem_public_key(_read(path, "public key"))
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise InputError(f"{path}: not a readable PEM public key ({error})") from error
+    if not isinstance(key, Ed25519PublicKey):
+        raise InputError(f"{path}: not an Ed25519 key (clearset signs with Ed25519)")
+    return key
+
+
+def sign_statement(statement: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Wrap a receipt statement in a DSSE envelope signed with ``key``."""
+    check_statement(statement)
+    payload = canonical_json(statement)
+    signature = key.sign(pae(PAYLOAD_TYPE, payload))
+    return {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "signatures": [
+            {"keyid": key_id(key.public_key()), "sig": base64.b64encode(signature).decode()}
+        ],
+    }
+
+
+def _strict_b64(text: Any, what: str) -> bytes:
+    """Decode base64 that is in its one canonical form (else two texts, one meaning)."""
+    if not isinstance(text, str):
+        raise VerificationError(f"envelope {what} is not a base64 string")
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise VerificationError(f"envelope {what} is not valid base64") from error
+    if base64.b64encode(decoded).decode("ascii") != text:
+        raise VerificationError(f"envelope {what} is not canonical base64")
+    return decoded
+
+
+def envelope_payload(envelope: Any) -> bytes:
+    """The payload bytes of an envelope, decoded but NOT verified."""
+    if not isinstance(envelope, dict):
+        raise VerificationError("receipt is not a DSSE envelope (not a JSON object)")
+    return _strict_b64(envelope.get("payload"), "payload")
+
+
+def receipt_digest(envelope: dict[str, Any]) -> str:
+    """SHA-256 hex of the envelope's payload: the digest proofs name. Not verified."""
+    return hashlib.sha256(envelope_payload(envelope)).hexdigest()
+
+
+def verify_envelope(envelope: Any, public_key: Ed25519PublicKey) -> dict[str, Any]:
+    """Check the envelope's signature by ``public_key``; return the statement it signs.
+
+    Raises VerificationError saying why: wrong payload type, bad base64, no signature by
+    this key, a signature that does not verify, or a payload that is not a canonical
+    clearset receipt statement.
+    """
+    payload = envelope_payload(envelope)
+    if set(envelope) != {"payloadType", "payload", "signatures"}:
+        raise VerificationError(
+            "envelope must hold exactly payloadType, payload and signatures; got "
+            + ", ".join(sorted(envelope))
+        )
+    if envelope["payloadType"] != PAYLOAD_TYPE:
+        raise VerificationError(
+            f"envelope payloadType is {envelope['payloadType']!r}, not {PAYLOAD_TYPE!r}"
+        )
+    signatures = envelope["signatures"]
+    if not isinstance(signatures, list) or not signatures:
+        raise VerificationError("envelope carries no signatures")
+    wanted = key_id(public_key)
+    message = pae(PAYLOAD_TYPE, payload)
+    candidates = []
+    for signature in signatures:
+        if not isinstance(signature, dict) or "sig" not in signature:
+            raise VerificationError("envelope signature entry has no sig")
+        # DSSE makes keyid optional; an entry without one may still be ours.
+        if signature.get("keyid", "") in (wanted, ""):
+            candidates.append(_strict_b64(signature["sig"], "signature"))
+    if not candidates:
+        named = ", ".join(str(s.get("keyid")) for s in signatures)
+        raise VerificationError(f"receipt is not signed by key {wanted} (signed by: {named})")
+    for candidate in candidates:
+        try:
+            public_key.verify(candidate, message)
+            break
+        except InvalidSignature:
+            continue
+    else:
+        raise VerificationError(
+            f"signature by key {wanted} does not verify: the receipt or the key was altered"
+        )
+    try:
+        statement = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise VerificationError(f"signed payload is not JSON ({error})") from error
+    check_statement(statement)
+    if canonical_json(statement) != payload:
+        raise VerificationError("signed payload is not in clearset's canonical JSON form")
+    return statement
