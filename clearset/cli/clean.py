@@ -1,3 +1,119 @@
 """Commands that write a cleaned copy and the removal report: clean, report, apply-removals."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clearset.cli.app import WorkersOpt, app, console, out
+
+ToOpt = Annotated[Path, typer.Option("--to", help="Destination folder for the cleaned copy.")]
+LinkOpt = Annotated[
+    bool, typer.Option(help="Hard-link unchanged files instead of copying (same filesystem).")
+]
+DropEmptyOpt = Annotated[
+    bool, typer.Option(help="Leave out shards that lose every item (default: write them empty).")
+]
+KeepListOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Newer metadata (parquet): keep only items whose URL or hash it holds.",
+    ),
+]
+ProgressOpt = Annotated[
+    bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
+]
+
+
+@app.command()
+def clean(
+    run_dir: Annotated[Path, typer.Argument(help="A scanned and matched run folder.")],
+    to: ToOpt,
+    link: LinkOpt = False,
+    drop_undecodable: Annotated[
+        bool, typer.Option(help="Also remove items that are not decodable images (reported).")
+    ] = False,
+    drop_empty_shards: DropEmptyOpt = False,
+    keep_list: KeepListOpt = None,
+    workers: WorkersOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Write the run's source again to --to without its matched items (same format and
+    shard names; re-running resumes)."""
+    from clearset.sinks.clean import clean_run
+
+    counts = clean_run(
+        run_dir,
+        to,
+        link=link,
+        drop_undecodable=drop_undecodable,
+        drop_empty_shards=drop_empty_shards,
+        keep_list=keep_list,
+        workers=workers,
+        show_progress=console.is_terminal if progress is None else progress,
+        console=console,
+    )
+    print_clean(counts, run_dir, to)
+
+
+def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
+    out.print(
+        f"kept {counts.get('items_kept', 0):,} items, removed {counts.get('keys_removed', 0):,} "
+        f"keys ({counts.get('members_removed', 0):,} members); "
+        f"undecodable kept {counts.get('undecodable_kept', 0):,}, "
+        f"dropped {counts.get('undecodable_dropped', 0):,}"
+    )
+    for reason, number in counts.get("keys_removed_by_reason", {}).items():
+        out.print(f"  {reason}: {number:,} keys")
+    out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `clearset scan`.")],
+) -> None:
+    """Write RUN/report.json and RUN/report.html (identifiers and counts only)."""
+    from clearset.sinks.report import write_report
+
+    json_path, html_path = write_report(run_dir)
+    out.print(f"report: {html_path} (data: {json_path})")
+
+
+@app.command("apply-removals")
+def apply_removals_command(
+    source: Annotated[str, typer.Argument(help="Your copy of the data set (as for scan).")],
+    removals: Annotated[
+        str | None, typer.Argument(help="A removal list (removals.parquet) published for it.")
+    ] = None,
+    to: ToOpt = Path("cleaned"),
+    keep_list: KeepListOpt = None,
+    kind: Annotated[str | None, typer.Option(help="Source kind (default: detect).")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Parquet image column.")] = None,
+    link: LinkOpt = False,
+    drop_empty_shards: DropEmptyOpt = False,
+    workers: WorkersOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Apply a published removal list (by URL or SHA-256) and/or a --keep-list to your
+    copy of a data set, writing the rest to --to in the same format."""
+    from clearset.sinks.removals import apply_removals
+
+    counts = apply_removals(
+        source,
+        removals,
+        to,
+        keep_list=keep_list,
+        kind=kind,
+        image_column=image_column,
+        link=link,
+        drop_empty_shards=drop_empty_shards,
+        workers=workers,
+        show_progress=console.is_terminal if progress is None else progress,
+        console=console,
+    )
+    out.print(
+        f"kept {counts['keys_kept']:,} keys, removed {counts['keys_removed']:,} "
+        f"({counts['members_removed']:,} members); cleaned copy: {to}"
+    )

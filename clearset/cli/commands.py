@@ -53,19 +53,46 @@ def scan(
     progress: Annotated[
         bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
     ] = None,
+    clean_to: Annotated[
+        Path | None,
+        typer.Option(help="Also write the source without matched items here, in the same pass."),
+    ] = None,
+    drop_undecodable: Annotated[
+        bool, typer.Option(help="With --clean-to: also remove undecodable items.")
+    ] = False,
 ) -> None:
     """Hash every item of SOURCE into the run folder OUT and match it against --list
     lists (re-running resumes)."""
+    from clearset.sinks.clean import CleanJob, CleanOptions
+
     settings = ScanSettings(exact_pdq=exact_pdq, dihedral=dihedral)
     job = match_job(lists, skip_invalid, threshold, min_quality)
+    if clean_to is not None and job is None and not drop_undecodable:
+        raise InputError("scan: --clean-to needs at least one --list to remove matches of")
+    clean = (
+        CleanJob(str(clean_to.resolve()), CleanOptions(drop_undecodable=drop_undecodable))
+        if clean_to is not None
+        else None
+    )
     src = open_source(source, kind=kind, image_column=image_column)
     show = console.is_terminal if progress is None else progress
     result = run_scan(
-        src, out_dir, settings, workers=workers, show_progress=show, console=console, match=job
+        src,
+        out_dir,
+        settings,
+        workers=workers,
+        show_progress=show,
+        console=console,
+        match=job,
+        clean=clean,
     )
     _print_summary(out_dir, result.shards_skipped, result.seconds)
     if job is not None:
         _print_matches(result.counts["matches"], out_dir)
+    if clean_to is not None:
+        from clearset.cli.clean import print_clean
+
+        print_clean(result.counts["clean"], out_dir, clean_to)
 
 
 @app.command()

@@ -40,6 +40,7 @@ from clearset.matching.matcher import (
 )
 from clearset.runfolder import RunFolder, utc_now
 from clearset.sinks.atomic import atomic_path
+from clearset.sinks.clean import CleanJob, dest_done_file, finish_clean, prepare_clean
 from clearset.sources.base import ShardRef, Source
 
 _progress_queue: Any = None
@@ -88,10 +89,17 @@ def _matcher_in_worker(job: MatchJob | None) -> Matcher | None:
 
 
 def _scan_shard_in_worker(
-    source: Source, shard: ShardRef, run_dir: str, settings: ScanSettings, job: MatchJob | None
+    source: Source,
+    shard: ShardRef,
+    run_dir: str,
+    settings: ScanSettings,
+    job: MatchJob | None,
+    clean: CleanJob | None = None,
 ) -> ShardSummary:
     matcher = _matcher_in_worker(job)
-    return scan_shard(source, shard, run_dir, settings, progress=_report, matcher=matcher)
+    return scan_shard(
+        source, shard, run_dir, settings, progress=_report, matcher=matcher, clean=clean
+    )
 
 
 @dataclass(frozen=True)
@@ -108,11 +116,20 @@ class MatchJob:
 class _Meter:
     """Rich progress over shards, with items, items/s, MB/s and errors alongside."""
 
-    def __init__(self, total: int, done: int, enabled: bool, console: Console | None) -> None:
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        enabled: bool,
+        console: Console | None,
+        label: str = "scan",
+        errors_label: str = "not ok",
+    ) -> None:
         self.items = self.errors = self.bytes = 0
+        self.errors_label = errors_label
         self.start = time.monotonic()
         self.progress = Progress(
-            TextColumn("[bold]scan"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("shards"),
@@ -132,7 +149,7 @@ class _Meter:
         self.progress.update(
             self.task,
             stats=f"{self.items:,} items  {self.items / elapsed:,.0f} items/s  "
-            f"{self.bytes / elapsed / 1e6:,.1f} MB/s  {self.errors:,} not ok",
+            f"{self.bytes / elapsed / 1e6:,.1f} MB/s  {self.errors:,} {self.errors_label}",
         )
 
     def shard_done(self) -> None:
@@ -148,11 +165,14 @@ def run_scan(
     show_progress: bool = True,
     console: Console | None = None,
     match: MatchJob | None = None,
+    clean: CleanJob | None = None,
 ) -> ScanResult:
     """Scan every shard of `source` into `run_dir`, resuming what is already there.
 
     With `match`, each shard is also matched against the lists as it is hashed, and
-    RUN/matches.parquet gathers the match rows at the end.
+    RUN/matches.parquet gathers the match rows at the end. With `clean` too, each shard
+    is written to the clean destination without its matched keys as soon as it is
+    matched (see `clearset.sinks.clean`), and RUN/removals.parquet is gathered at the end.
     """
     run = RunFolder(Path(run_dir))
     shards = source.shards()
@@ -162,7 +182,14 @@ def run_scan(
         recorded["matching"] = matching_record(matcher)
     created = not run.run_json.exists()
     info = run.prepare(source.spec(), recorded)
-    pending = [s for s in shards if not run.is_done(s.id)]
+    if clean is not None:
+        try:
+            prepare_clean(run, info, clean, shards)
+        except ClearsetError:
+            if created:
+                shutil.rmtree(run.path, ignore_errors=True)  # refused before any work
+            raise
+    pending = [s for s in shards if not run.is_done(s.id) or not _cleaned(run, s, clean)]
     workers = workers or default_workers()
     in_memory = [source.url] + [spec.path for spec in (match.lists if match else ())]
     if any(url.startswith("memory://") for url in in_memory):
@@ -179,17 +206,19 @@ def run_scan(
         if workers == 1 or len(pending) <= 1:
             for shard in pending:
                 try:
-                    scan_shard(source, shard, run.path, settings, meter.add, matcher)
+                    scan_shard(source, shard, run.path, settings, meter.add, matcher, clean)
                     result.shards_done += 1
                 except ClearsetError as exc:
                     result.failures.append((shard.name, str(exc)))
                 meter.shard_done()
         else:
-            _run_pool(source, pending, run, settings, workers, meter, result, match)
+            _run_pool(source, pending, run, settings, workers, meter, result, match, clean)
     result.seconds = time.monotonic() - started
     result.counts = summarise_markers(run)
     if matcher is not None and not result.failures:
         result.counts["matches"] = gather_matches(run, matcher)
+    if clean is not None and not result.failures:
+        result.counts["clean"] = finish_clean(run)
     info.update(
         finished=utc_now() if not result.failures else None,
         counts=result.counts,
@@ -209,6 +238,12 @@ def run_scan(
     return result
 
 
+def _cleaned(run: RunFolder, shard: ShardRef, clean: CleanJob | None) -> bool:
+    if clean is None:
+        return True
+    return dest_done_file(Path(clean.dest), shard.id).exists()
+
+
 def _run_pool(
     source: Source,
     pending: list[ShardRef],
@@ -218,6 +253,7 @@ def _run_pool(
     meter: _Meter,
     result: ScanResult,
     match: MatchJob | None,
+    clean: CleanJob | None = None,
 ) -> None:
     context = multiprocessing.get_context("spawn")
     progress_queue = context.Queue()
@@ -228,7 +264,9 @@ def _run_pool(
         initargs=(progress_queue,),
     ) as pool:
         futures: dict[Future[ShardSummary], ShardRef] = {
-            pool.submit(_scan_shard_in_worker, source, shard, str(run.path), settings, match): shard
+            pool.submit(
+                _scan_shard_in_worker, source, shard, str(run.path), settings, match, clean
+            ): shard
             for shard in pending
         }
         remaining = set(futures)

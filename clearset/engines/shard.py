@@ -24,6 +24,7 @@ from clearset.matching.matcher import MATCH_SCHEMA, Matcher
 from clearset.runfolder import RunFolder, file_sha256
 from clearset.settings import MANIFEST_ROW_GROUP
 from clearset.sinks.atomic import atomic_path, write_json_atomic
+from clearset.sinks.clean import CleanJob, clean_run_shard
 from clearset.sinks.manifest import ManifestWriter
 from clearset.sources.base import Item, ShardRef, Source
 
@@ -114,13 +115,20 @@ def scan_shard(
     settings: ScanSettings,
     progress: ProgressFn | None = None,
     matcher: Matcher | None = None,
+    clean: CleanJob | None = None,
 ) -> ShardSummary:
     """Hash every item of `shard` into the run's manifest, and match it against the
-    matcher's lists when there is one. Skips a shard already done."""
+    matcher's lists when there is one. Skips a shard already done.
+
+    With `clean`, the shard is then written to the clean destination without its
+    matched keys, right away while its files are still in the page cache (a shard
+    scanned earlier but not yet cleaned is cleaned now)."""
     run = RunFolder(Path(run_dir))
     summary = ShardSummary(shard_id=shard.id, shard=shard.name)
     if run.is_done(shard.id):
         summary.skipped = True
+        if clean is not None:
+            clean_run_shard(source, shard, run.path, clean)
         return summary
     status: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -156,6 +164,9 @@ def scan_shard(
     marker = summary.to_dict()
     marker["manifest_sha256"] = file_sha256(target)
     write_json_atomic(run.done_file(shard.id), marker)
+    if clean is not None:
+        # After the scan marker: a failed clean costs a re-clean, never a re-hash.
+        clean_run_shard(source, shard, run.path, clean)
     return summary
 
 

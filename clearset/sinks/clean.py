@@ -1,0 +1,565 @@
+"""Clean: write a scanned data set again without its matched items, shard by shard.
+
+Removal is decided by key within a shard: if any member of a key matched a list (or is
+undecodable with `drop_undecodable`, or is absent from a `keep_list`), every member of
+that key goes. `clean_shard` is the unit of work any engine calls; `clean_run` drives it
+over a run with local processes, and `scan --clean-to` calls it right after each shard is
+hashed and matched. Layout:
+
+    DEST/...                           the cleaned copy, same names as the source
+    DEST/.clearset-clean/clean.state   which run and options this destination belongs to
+    DEST/.clearset-clean/<shard>.done  per-shard completion markers (resume)
+    RUN/cleaned/manifest/<shard>.parquet + .done.json   the kept rows (receipts use them)
+    RUN/cleaned/removals/<shard>.parquet                the removed rows, per shard
+    RUN/cleaned/clean.json             destination, options, counts, times, matching
+    RUN/removals.parquet               every removed item: key, shard, url, sha256, reason
+
+The state files use extensions no source reads as items (`.state`, `.done`), so a scan of
+the cleaned copy sees only the data. The source is never written to.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from clearset.errors import ClearsetError, OutputError, RunFolderError
+from clearset.runfolder import RunFolder, file_sha256, utc_now
+from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
+from clearset.sinks.manifest import MANIFEST_SCHEMA
+from clearset.sinks.removals import (
+    REASON_NOT_IN_KEEP_LIST,
+    REASON_UNDECODABLE,
+    REMOVALS_SCHEMA,
+    HashSet,
+    load_hash_set,
+    row_hashes,
+    write_removals,
+)
+from clearset.sinks.writers import WRITERS
+from clearset.sources import source_from_spec
+from clearset.sources.base import ShardRef, Source
+
+STATE_DIR = ".clearset-clean"
+STATE_FILE = "clean.state"
+DEST_DONE_SUFFIX = ".done"
+CLEAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    """How to clean. Everything but `link` changes what the copy holds."""
+
+    link: bool = False
+    drop_undecodable: bool = False
+    drop_empty_shards: bool = False
+    keep_list: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        # Linking or copying gives the same bytes: a resume may switch between them.
+        found = self.to_dict()
+        del found["link"]
+        return found
+
+
+@dataclass(frozen=True)
+class CleanJob:
+    """Where and how to clean: small and picklable, for worker processes."""
+
+    dest: str
+    options: CleanOptions = CleanOptions()
+
+
+@dataclass
+class CleanShardSummary:
+    shard_id: str
+    shard: str
+    skipped: bool = False
+    rows: int = 0  # kept manifest rows (the name completion markers use)
+    rows_removed: int = 0
+    keys_removed: int = 0
+    members_removed: int = 0
+    removed_by_reason: dict[str, int] = field(default_factory=dict)  # keys per reason
+    undecodable_kept: int = 0
+    undecodable_dropped: int = 0
+    kept_without_bytes: int = 0
+    path_only_kept: int = 0
+    copied_whole: bool = False
+    dropped_empty: bool = False
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- destination
+
+
+def state_dir(dest: Path) -> Path:
+    return dest / STATE_DIR
+
+
+def dest_done_file(dest: Path, shard_id: str) -> Path:
+    return state_dir(dest) / f"{shard_id}{DEST_DONE_SUFFIX}"
+
+
+def prepare_destination(dest: Path, identity: dict[str, Any]) -> None:
+    """Start or resume writing into `dest`; refuse a destination that is not ours."""
+    state = state_dir(dest) / STATE_FILE
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"{dest}: exists and is not a folder")
+    if state.exists():
+        try:
+            recorded = json.loads(state.read_text())
+        except ValueError:
+            raise OutputError(f"{state}: corrupt clean state; choose a new --to") from None
+        if recorded.get("identity") != identity:
+            raise OutputError(
+                f"{dest}: holds a clean of another run or with other options; "
+                "choose a new --to (or remove it)"
+            )
+    elif dest.exists() and any(dest.iterdir()):
+        raise OutputError(
+            f"{dest}: exists, is not empty and is not a clearset clean output; "
+            "choose a new or empty --to"
+        )
+    try:
+        state_dir(dest).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{dest}: cannot create ({exc.strerror})") from None
+    if not state.exists():
+        write_json_atomic(state, {"format": CLEAN_FORMAT, "identity": identity})
+    # An interrupted writer leaves `.tmp-*` files anywhere under the copy; they are ours.
+    for leftover in dest.rglob(f"{TMP_PREFIX}*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+
+
+def _local_path(url: str) -> Path | None:
+    fs, path = fsspec.core.url_to_fs(url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return Path(path).resolve() if "file" in protocols or "local" in protocols else None
+
+
+def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path) -> None:
+    """The source is never modified: refuse a destination that would overwrite a source
+    file, or that is, holds or lies in a source folder (a re-scan would see both)."""
+    target = dest.resolve()
+    folders = set()
+    root = _local_path(source_url) if not any(c in source_url for c in "{*?[") else None
+    if root is not None and root.is_dir():
+        folders.add(root)
+    for shard in shards:
+        path = _local_path(shard.path)
+        if path is None:
+            continue
+        if shard.files:
+            folders.add(path)
+        elif (target / shard.name).resolve() == path:
+            folders.add(path.parent)
+    for folder in folders:
+        if target == folder or folder in target.parents or target in folder.parents:
+            raise OutputError(
+                f"{dest}: overlaps the source ({folder}); the source is never modified, "
+                "choose a --to outside it"
+            )
+
+
+# ---------------------------------------------------------------- deciding removals
+
+_set_cache: dict[str, HashSet] = {}
+
+
+def keep_set(url: str) -> HashSet:
+    """A keep (or removal) list, loaded once per process: workers clean many shards."""
+    if url not in _set_cache:
+        if len(_set_cache) >= 2:
+            _set_cache.clear()
+        _set_cache[url] = load_hash_set(url)
+    return _set_cache[url]
+
+
+def shard_removals(
+    manifest: pa.Table, matches: pa.Table | None, options: CleanOptions
+) -> dict[str, str]:
+    """{key: reason} for the keys of one shard that go; reasons joined by ", "."""
+    reasons: dict[str, set[str]] = {}
+    if matches is not None:
+        for key, name in zip(
+            matches.column("key").to_pylist(), matches.column("list_name").to_pylist(), strict=True
+        ):
+            reasons.setdefault(key, set()).add(name)
+    rows = manifest.select(
+        ["key", "url", "sha256", "md5", "upstream_sha256", "upstream_md5", "status"]
+    ).to_pylist()
+    if options.drop_undecodable:
+        for row in rows:
+            if row["status"] == "error":
+                reasons.setdefault(row["key"], set()).add(REASON_UNDECODABLE)
+    if options.keep_list:
+        keep = keep_set(options.keep_list)
+        present: dict[str, bool] = {}
+        for row in rows:
+            held = keep.holds(row["url"], row_hashes(row))
+            present[row["key"]] = present.get(row["key"], False) or held
+        for key, held in present.items():
+            if not held:
+                reasons.setdefault(key, set()).add(REASON_NOT_IN_KEEP_LIST)
+    return {key: ", ".join(sorted(names)) for key, names in reasons.items()}
+
+
+def _removal_rows(manifest: pa.Table, removed: dict[str, str]) -> pa.Table:
+    rows = manifest.select(["key", "shard", "member", "url", "sha256"]).to_pylist()
+    found = [
+        {**row, "sha256": row["sha256"].hex() if row["sha256"] else None, "reason": removed[key]}
+        for row in rows
+        if (key := row["key"]) in removed
+    ]
+    return pa.Table.from_pylist(found, schema=REMOVALS_SCHEMA)
+
+
+# ---------------------------------------------------------------- the unit of work
+
+
+def clean_shard(
+    source_kind: str,
+    shard: ShardRef,
+    dest: Path,
+    removed: dict[str, str],
+    options: CleanOptions,
+    *,
+    manifest: pa.Table | None = None,
+    cleaned: RunFolder | None = None,
+) -> CleanShardSummary:
+    """Write one shard without the `removed` keys into `dest`, then its markers.
+
+    With a run's `manifest` and `cleaned` folder, also write the kept rows (the cleaned
+    copy's manifest) and the removed rows, before the destination's marker: a marker
+    always names a shard whose every output is complete."""
+    summary = CleanShardSummary(shard_id=shard.id, shard=shard.name)
+    marker = dest_done_file(dest, shard.id)
+    if marker.exists() and (cleaned is None or cleaned.is_done(shard.id)):
+        summary.skipped = True
+        return summary
+    writer = WRITERS[source_kind]
+    written = writer(
+        shard,
+        dest,
+        removed,
+        any_removed=bool(removed),
+        link=options.link,
+        drop_empty=options.drop_empty_shards,
+    )
+    summary.members_removed = written.members_removed
+    summary.copied_whole = written.copied_whole
+    summary.dropped_empty = written.dropped_empty
+    summary.files = written.files
+    summary.keys_removed = len(removed)
+    summary.removed_by_reason = dict(Counter(removed.values()))
+    if manifest is not None and cleaned is not None:
+        gone = pa.array([k in removed for k in manifest.column("key").to_pylist()], pa.bool_())
+        kept = manifest.filter(pc.invert(gone))
+        if written.dropped_empty:
+            # The shard's files are gone, so nothing of it remains in the copy.
+            kept = kept.slice(0, 0)
+        _count_kept(summary, manifest, kept, removed)
+        with atomic_path(cleaned.manifest_file(shard.id)) as tmp:
+            pq.write_table(kept.cast(MANIFEST_SCHEMA), tmp, compression="zstd")
+        write_removals(_removal_rows(manifest, removed), removals_file(cleaned, shard.id))
+        done = summary.to_dict()
+        done["manifest_sha256"] = file_sha256(cleaned.manifest_file(shard.id))
+        write_json_atomic(cleaned.done_file(shard.id), done)
+    else:
+        summary.rows = written.keys_kept
+    write_json_atomic(marker, summary.to_dict())
+    return summary
+
+
+def _count_kept(
+    summary: CleanShardSummary, manifest: pa.Table, kept: pa.Table, removed: dict[str, str]
+) -> None:
+    summary.rows = kept.num_rows
+    summary.rows_removed = manifest.num_rows - kept.num_rows
+    for row in kept.select(["status", "reason"]).to_pylist():
+        if row["status"] == "error":
+            summary.undecodable_kept += 1
+        elif row["status"] == "missing":
+            summary.kept_without_bytes += 1
+            if (row["reason"] or "").startswith("path_only"):
+                summary.path_only_kept += 1
+    for row in manifest.select(["key", "status"]).to_pylist():
+        if row["status"] == "error" and REASON_UNDECODABLE in removed.get(row["key"], ""):
+            summary.undecodable_dropped += 1
+
+
+def removals_file(cleaned: RunFolder, shard_id: str) -> Path:
+    return cleaned.path / "removals" / f"{shard_id}.parquet"
+
+
+def clean_run_shard(
+    source: Source, shard: ShardRef, run_dir: str | Path, job: CleanJob
+) -> CleanShardSummary:
+    """Clean one shard of a scanned, matched run (what every engine calls)."""
+    run = RunFolder(Path(run_dir))
+    cleaned = RunFolder(run.path / "cleaned")
+    dest = Path(job.dest)
+    if dest_done_file(dest, shard.id).exists() and cleaned.is_done(shard.id):
+        return CleanShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
+    if not run.is_done(shard.id):
+        raise RunFolderError(f"{run.path}: shard {shard.name} is not scanned; scan it first")
+    manifest = pq.read_table(run.manifest_file(shard.id))
+    matches_file = run.matches_file(shard.id)
+    matches = None
+    if matches_file.exists():
+        matches = pq.read_table(matches_file, columns=["key", "list_name"])
+    if matches is None and run.read_info().get("settings", {}).get("matching"):
+        raise RunFolderError(
+            f"{run.path}: no match rows for shard {shard.name}; re-run `clearset match`"
+        )
+    removed = shard_removals(manifest, matches, job.options)
+    return clean_shard(
+        source.kind, shard, dest, removed, job.options, manifest=manifest, cleaned=cleaned
+    )
+
+
+# ---------------------------------------------------------------- a whole run
+
+
+def _identity(run: RunFolder, info: dict[str, Any], options: CleanOptions) -> dict[str, Any]:
+    return {
+        "run": str(run.path.resolve()),
+        "run_started": info.get("started"),
+        "source": info.get("source"),
+        "matching": info.get("settings", {}).get("matching"),
+        "options": options.identity(),
+    }
+
+
+def prepare_clean(
+    run: RunFolder, info: dict[str, Any], job: CleanJob, shards: list[ShardRef]
+) -> None:
+    """Check and ready both sides of a clean before any shard is written."""
+    options = job.options
+    if not info.get("settings", {}).get("matching") and not (
+        options.keep_list or options.drop_undecodable
+    ):
+        raise RunFolderError(
+            f"{run.path}: the run was not matched against any list; "
+            "run `clearset match` first (or give --keep-list)"
+        )
+    if options.keep_list:
+        keep_set(options.keep_list)  # fail early on a bad keep list
+    dest = Path(job.dest)
+    refuse_overlap(info["source"]["url"], shards, dest)
+    identity = _identity(run, info, options)
+    prepare_destination(dest, identity)
+    cleaned = RunFolder(run.path / "cleaned")
+    record = _read_clean_json(cleaned)
+    wanted = {"destination": str(dest.resolve()), "identity": identity}
+    if record is not None and {k: record.get(k) for k in wanted} != wanted:
+        # This run was cleaned before to elsewhere or otherwise: the new clean replaces
+        # the record (a receipt follows the latest clean), the old copy stays as it is.
+        shutil.rmtree(cleaned.path)
+        record = None
+    for folder in (cleaned.manifest_dir, cleaned.path / "removals"):
+        folder.mkdir(parents=True, exist_ok=True)
+        sweep_tmp(folder)
+    record = record or {"format": CLEAN_FORMAT, **wanted, "started": utc_now()}
+    record.update(
+        finished=None,
+        options=options.to_dict(),
+        matching=identity["matching"],
+        source=info.get("source"),
+    )
+    write_json_atomic(cleaned.path / "clean.json", record)
+
+
+def _read_clean_json(cleaned: RunFolder) -> dict[str, Any] | None:
+    path = cleaned.path / "clean.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise RunFolderError(f"{path}: corrupt clean record") from None
+
+
+def finish_clean(run: RunFolder) -> dict[str, Any]:
+    """Gather per-shard removals into RUN/removals.parquet and finish clean.json."""
+    cleaned = RunFolder(run.path / "cleaned")
+    markers = cleaned.done_markers()
+    tables = [pq.read_table(removals_file(cleaned, m["shard_id"])) for m in markers]
+    removals = pa.concat_tables(tables) if tables else REMOVALS_SCHEMA.empty_table()
+    write_removals(removals, run.path / "removals.parquet")
+    counts: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
+    for marker in markers:
+        counts.update(
+            {
+                "shards": 1,
+                "items_kept": marker["rows"],
+                "items_removed": marker["rows_removed"],
+                "keys_removed": marker["keys_removed"],
+                "members_removed": marker["members_removed"],
+                "undecodable_kept": marker["undecodable_kept"],
+                "undecodable_dropped": marker["undecodable_dropped"],
+                "kept_without_bytes": marker["kept_without_bytes"],
+                "path_only_kept": marker["path_only_kept"],
+                "shards_copied_whole": int(marker["copied_whole"]),
+                "shards_dropped_empty": int(marker["dropped_empty"]),
+            }
+        )
+        by_reason.update(marker["removed_by_reason"])
+    summary = {**dict(counts), "keys_removed_by_reason": dict(sorted(by_reason.items()))}
+    record = _read_clean_json(cleaned) or {}
+    record.update(finished=utc_now(), counts=summary)
+    write_json_atomic(cleaned.path / "clean.json", record)
+    return summary
+
+
+def clean_run(
+    run_dir: str | Path,
+    to: str | Path,
+    *,
+    link: bool = False,
+    drop_undecodable: bool = False,
+    drop_empty_shards: bool = False,
+    keep_list: str | None = None,
+    workers: int | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Write the scanned source of `run_dir` to `to` without its matched items.
+
+    Resumes an interrupted clean into the same destination; returns clean.json's counts.
+    """
+    from clearset.engines.local import default_workers
+
+    run = RunFolder(Path(run_dir))
+    info = run.read_info()
+    if not info.get("finished"):
+        raise RunFolderError(
+            f"{run.path}: the scan is not finished; re-run the same scan before cleaning"
+        )
+    source = source_from_spec(info["source"])
+    shards = source.shards()
+    job = CleanJob(
+        dest=str(Path(to).resolve()),
+        options=CleanOptions(
+            link=link,
+            drop_undecodable=drop_undecodable,
+            drop_empty_shards=drop_empty_shards,
+            keep_list=keep_list,
+        ),
+    )
+    prepare_clean(run, info, job, shards)
+    workers = workers or default_workers()
+    if source.url.startswith("memory://") or (keep_list or "").startswith("memory://"):
+        workers = 1  # an in-memory filesystem is not shared with other processes
+    calls = [(source, shard, str(run.path), job) for shard in shards]
+    run_shards(clean_run_shard, calls, workers, show_progress=show_progress, console=console)
+    return finish_clean(run)
+
+
+def run_shards(
+    fn: Callable[..., CleanShardSummary],
+    calls: list[tuple[Any, ...]],
+    workers: int,
+    *,
+    label: str = "clean",
+    show_progress: bool = False,
+    console: Console | None = None,
+) -> list[CleanShardSummary]:
+    """`fn(*call)` for each shard's call, in a process pool, with a progress bar. A failed
+    shard keeps no marker (a re-run retries it); the first failure is raised at the end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from clearset.engines.local import _Meter
+
+    meter = _Meter(len(calls), 0, show_progress, console, label=label, errors_label="keys removed")
+    done: list[CleanShardSummary] = []
+    failures: list[str] = []
+
+    def record(summary: CleanShardSummary) -> None:
+        done.append(summary)
+        meter.add(summary.rows, summary.keys_removed, 0)
+        meter.shard_done()
+
+    with meter.progress:
+        if workers == 1 or len(calls) <= 1:
+            for call in calls:
+                try:
+                    record(fn(*call))
+                except ClearsetError as exc:
+                    failures.append(str(exc))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(calls)), mp_context=context) as pool:
+                futures = [pool.submit(fn, *call) for call in calls]
+                try:
+                    for future in as_completed(futures):
+                        try:
+                            record(future.result())
+                        except ClearsetError as exc:
+                            failures.append(str(exc))
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    if failures:
+        raise OutputError(
+            f"{len(failures)} of {len(calls)} shards failed to clean (first: {failures[0]}); "
+            "the others are complete; re-run the same command to retry"
+        )
+    return done
+
+
+def read_cleaned_manifest(run_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The cleaned copy's manifest: the run's manifest rows that the last clean kept."""
+    run = RunFolder(Path(run_dir))
+    cleaned = RunFolder(run.path / "cleaned")
+    record = _read_clean_json(cleaned)
+    if record is None:
+        raise RunFolderError(f"{run.path}: has no cleaned copy; run `clearset clean` first")
+    if not record.get("finished"):
+        raise RunFolderError(
+            f"{run.path}: the clean to {record.get('destination')} is not finished; "
+            "re-run the same `clearset clean` to complete it"
+        )
+    from clearset.sinks.manifest import read_manifest_files
+
+    return read_manifest_files(cleaned.manifest_files(), columns)
+
+
+def clean_info(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/cleaned/clean.json, or None when the run was never cleaned."""
+    return _read_clean_json(RunFolder(Path(run_dir) / "cleaned"))
+
+
+__all__ = [
+    "CleanJob",
+    "CleanOptions",
+    "CleanShardSummary",
+    "clean_info",
+    "clean_run",
+    "clean_run_shard",
+    "clean_shard",
+    "finish_clean",
+    "prepare_clean",
+    "read_cleaned_manifest",
+    "shard_removals",
+]

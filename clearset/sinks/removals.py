@@ -1,0 +1,236 @@
+"""Removal lists and keep lists: applying one data set's removals to another copy of it.
+
+`RUN/removals.parquet` names each removed item by key, shard, URL and SHA-256 (hex), with
+the reason (a list name, or "undecodable"): identifiers only. Others holding a copy of
+the same data set apply it with `apply_removals`, which removes every key whose URL or
+bytes' SHA-256 is in the list, and writes the rest in the source's own format.
+
+The other direction is a keep list: a newer release's metadata (Re-LAION-5B was
+published this way, with no removal list). `--keep-list` keeps only items whose URL, or
+one of whose hashes, the newer metadata holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clearset.errors import InputError
+from clearset.sources.base import expand_paths, normalise_hex
+
+REMOVALS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("member", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("sha256", pa.string()),  # hex of the stored bytes; null when none
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+#: Reasons other than a list name.
+REASON_UNDECODABLE = "undecodable"
+REASON_NOT_IN_KEEP_LIST = "not_in_keep_list"
+REASON_REMOVAL_LIST = "removal_list"
+
+URL_COLUMNS = ("url", "URL", "image_url")
+HASH_COLUMNS = ("sha256", "SHA256", "md5", "MD5", "hash")
+
+
+@dataclass(frozen=True)
+class HashSet:
+    """URLs and hex hashes to look items up in (a keep list or a removal list)."""
+
+    urls: frozenset[str]
+    hashes: frozenset[str]
+
+    def holds(self, url: str | None, hashes: Iterable[str | None]) -> bool:
+        if url and url in self.urls:
+            return True
+        return any(h in self.hashes for h in hashes if h)
+
+    def __len__(self) -> int:
+        return len(self.urls) + len(self.hashes)
+
+
+def _parquet_columns(url: str, wanted: tuple[str, ...]) -> dict[str, list[Any]]:
+    fs, paths = expand_paths(url)
+    files: list[str] = []
+    for path in paths:
+        if fs.isdir(path):
+            files.extend(p for p in sorted(fs.find(path)) if p.endswith(".parquet"))
+        elif fs.exists(path):
+            files.append(path)
+        else:
+            raise InputError(f"{url}: no such file")
+    if not files:
+        raise InputError(f"{url}: no .parquet files found")
+    values: dict[str, list[Any]] = {}
+    for path in files:
+        try:
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                columns = [c for c in wanted if c in parquet.schema_arrow.names]
+                if not columns:
+                    raise InputError(
+                        f"{path}: has none of the columns {', '.join(wanted)} to match items by"
+                    )
+                table = parquet.read(columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+        for name in columns:
+            values.setdefault(name, []).extend(table.column(name).to_pylist())
+    return values
+
+
+def load_hash_set(url: str) -> HashSet:
+    """URLs and hashes from parquet metadata (a newer release, or a removal list)."""
+    values = _parquet_columns(url, URL_COLUMNS + HASH_COLUMNS)
+    urls = {str(v) for name in URL_COLUMNS for v in values.get(name, []) if v}
+    hashes = {normalise_hex(v) for name in HASH_COLUMNS for v in values.get(name, []) if v}
+    return HashSet(urls=frozenset(urls), hashes=frozenset(h for h in hashes if h))
+
+
+def row_hashes(row: dict[str, Any]) -> list[str | None]:
+    """A manifest row's hashes as hex, ours and upstream, to look up in a HashSet."""
+    found: list[str | None] = []
+    for name in ("sha256", "md5"):
+        value = row.get(name)
+        found.append(value.hex() if isinstance(value, bytes) else normalise_hex(value))
+    found += [normalise_hex(row.get("upstream_sha256")), normalise_hex(row.get("upstream_md5"))]
+    return found
+
+
+def item_hashes(data: bytes | None) -> list[str | None]:
+    if data is None:
+        return []
+    return [hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()]
+
+
+def write_removals(table: pa.Table, path: Path) -> None:
+    from clearset.sinks.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table.cast(REMOVALS_SCHEMA), tmp, compression="zstd")
+
+
+def read_removals(url: str) -> HashSet:
+    """The URLs and SHA-256s of a removal list, checked to be one."""
+    try:
+        with fsspec.open(url, "rb") as handle:
+            names = pq.ParquetFile(handle).schema_arrow.names
+    except FileNotFoundError:
+        raise InputError(f"{url}: no such removal list") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{url}: not a readable parquet file ({exc})") from None
+    if not {"url", "sha256"} <= set(names):
+        raise InputError(f"{url}: not a clearset removal list (needs url and sha256 columns)")
+    return load_hash_set(url)
+
+
+def apply_removals(
+    source_url: str,
+    removals_path: str | None,
+    to: str | Path,
+    *,
+    keep_list: str | None = None,
+    kind: str | None = None,
+    image_column: str | None = None,
+    link: bool = False,
+    drop_empty_shards: bool = False,
+    workers: int | None = None,
+    show_progress: bool = False,
+    console: Any = None,
+) -> dict[str, Any]:
+    """Write `source_url` to `to` without the items a removal list names (by URL or by
+    the SHA-256 of the bytes), and/or keeping only what a keep list holds.
+
+    For holders of another copy of a cleaned data set: no run folder and no list is
+    needed, only the published removal list. A whole key goes when any member matches.
+    """
+    from clearset.engines.local import default_workers
+    from clearset.sinks.clean import (
+        CleanOptions,
+        keep_set,
+        prepare_destination,
+        refuse_overlap,
+        run_shards,
+    )
+    from clearset.sources import open_source
+
+    if removals_path is None and keep_list is None:
+        raise InputError("apply-removals: give a removal list, --keep-list, or both")
+    source = open_source(source_url, kind=kind, image_column=image_column)
+    shards = source.shards()
+    options = CleanOptions(link=link, drop_empty_shards=drop_empty_shards, keep_list=keep_list)
+    removal_digest = None
+    if removals_path is not None:
+        read_removals(removals_path)  # fail early on something that is not a removal list
+        removal_digest = _url_sha256(removals_path)
+    if keep_list is not None:
+        keep_set(keep_list)
+    dest = Path(to).resolve()
+    refuse_overlap(source_url, shards, dest)
+    identity = {
+        "source": source.spec(),
+        "removals": removals_path,
+        "removals_sha256": removal_digest,
+        "options": options.identity(),
+    }
+    prepare_destination(dest, identity)
+    workers = workers or default_workers()
+    urls = [source_url, removals_path or "", keep_list or ""]
+    if any(u.startswith("memory://") for u in urls):
+        workers = 1
+    calls = [(source, shard, str(dest), removals_path, options) for shard in shards]
+    done = run_shards(
+        apply_shard, calls, workers, label="apply", show_progress=show_progress, console=console
+    )
+    return {
+        "shards": len(done),
+        "keys_removed": sum(s.keys_removed for s in done if not s.skipped),
+        "members_removed": sum(s.members_removed for s in done if not s.skipped),
+        "keys_kept": sum(s.rows for s in done if not s.skipped),
+        "shards_skipped": sum(s.skipped for s in done),
+    }
+
+
+def _url_sha256(url: str) -> str:
+    digest = hashlib.sha256()
+    with fsspec.open(url, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, options: Any) -> Any:
+    """Decide one shard's removals from its items' URLs and bytes, then clean it."""
+    from clearset.sinks.clean import clean_shard, dest_done_file, keep_set
+
+    if dest_done_file(Path(dest), shard.id).exists():
+        from clearset.sinks.clean import CleanShardSummary
+
+        return CleanShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
+    remove = keep_set(removals_path) if removals_path else None
+    keep = keep_set(options.keep_list) if options.keep_list else None
+    reasons: dict[str, set[str]] = {}
+    held: dict[str, bool] = {}
+    for item in source.read_shard(shard):
+        hashes = item_hashes(item.data) + [item.upstream_sha256, item.upstream_md5]
+        if remove is not None and remove.holds(item.url, hashes):
+            reasons.setdefault(item.key, set()).add(REASON_REMOVAL_LIST)
+        if keep is not None:
+            held[item.key] = held.get(item.key, False) or keep.holds(item.url, hashes)
+    for key, present in held.items():
+        if not present:
+            reasons.setdefault(key, set()).add(REASON_NOT_IN_KEEP_LIST)
+    removed = {key: ", ".join(sorted(names)) for key, names in reasons.items()}
+    return clean_shard(source.kind, shard, Path(dest), removed, options)

@@ -1,0 +1,355 @@
+"""Write one shard of a data set again, in its own format, without the removed keys.
+
+One writer per source kind: WebDataset tar shards (with img2dataset's `.parquet` and
+`_stats.json` side files rewritten to match), parquet files (rows removed, schema,
+schema metadata, compression and row-group size kept), and folders (files copied or
+hard-linked). A shard that loses nothing is copied (or linked) whole, byte for byte,
+which is the common case and the fast one. Every file goes to a temporary name in the
+destination and is renamed when complete. Kept bytes are never decoded: a cleaned copy
+is the source's own bytes, minus whole keys.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Container
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from clearset.errors import InputError, OutputError
+from clearset.sinks.atomic import atomic_path
+from clearset.sources.base import ShardRef, split_ext
+from clearset.sources.parquet import KEY_COLUMN_NAMES
+from clearset.sources.webdataset import TAR_SUFFIXES
+
+#: Row-group size used for a parquet that has no row groups to copy the size from.
+DEFAULT_ROW_GROUP = 1_000
+
+#: Parquet codec names as metadata reports them -> as pyarrow's writer accepts them.
+_CODECS = {"UNCOMPRESSED": "none", "LZ4_RAW": "lz4"}
+
+
+@dataclass
+class WrittenShard:
+    """What a writer put in the destination for one shard."""
+
+    files: list[str] = field(default_factory=list)  # paths relative to the destination
+    members_removed: int = 0
+    keys_removed: int = 0
+    keys_kept: int = 0
+    copied_whole: bool = False
+    dropped_empty: bool = False
+
+
+class _DropShard(Exception):
+    """Raised inside an atomic write to discard an empty shard (the temp file goes)."""
+
+
+def _is_local(url: str) -> bool:
+    fs, _ = fsspec.core.url_to_fs(url)
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def copy_file(src_url: str, target: Path, *, link: bool) -> None:
+    """Copy (or hard-link) one whole file into place atomically; bytes are untouched."""
+    with atomic_path(target) as tmp:
+        if link:
+            if not _is_local(src_url):
+                raise OutputError(f"{src_url}: --link needs a source on local disk")
+            _, path = fsspec.core.url_to_fs(src_url)
+            try:
+                os.link(path, tmp)
+            except OSError as exc:
+                raise OutputError(
+                    f"{target}: cannot hard-link {path} ({exc.strerror}); "
+                    "--link needs the destination on the same filesystem as the source"
+                ) from None
+            return
+        try:
+            with fsspec.open(src_url, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except FileNotFoundError:
+            raise InputError(f"{src_url}: no such file (was the source moved?)") from None
+
+
+def side_urls(tar_url: str) -> tuple[str, str] | None:
+    """img2dataset's side files for a tar: (`NNNNN.parquet`, `NNNNN_stats.json`)."""
+    for suffix in TAR_SUFFIXES:
+        if tar_url.endswith(suffix):
+            stem = tar_url[: -len(suffix)]
+            return f"{stem}.parquet", f"{stem}_stats.json"
+    return None
+
+
+def _exists(url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    return bool(fs.exists(path))
+
+
+def _sibling(target: Path, url: str) -> Path:
+    return target.with_name(url.rsplit("/", 1)[-1])
+
+
+def write_webdataset_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """The tar without the removed keys' members, and its side files to match."""
+    target = dest_root / shard.name
+    written = WrittenShard()
+    sides = side_urls(shard.path)
+    side_parquet, side_stats = sides if sides else (None, None)
+    present = [u for u in (side_parquet, side_stats) if u and _exists(u)]
+    if not any_removed and not drop_empty:
+        for url in [shard.path, *present]:
+            copy_file(url, _sibling(target, url), link=link)
+            written.files.append(str(_sibling(target, url).relative_to(dest_root)))
+        written.copied_whole = True
+        return written
+    try:
+        with atomic_path(target) as tmp:
+            _filter_tar(shard.path, tmp, removed, written)
+            if drop_empty and written.keys_kept == 0:
+                raise _DropShard
+    except _DropShard:
+        written.dropped_empty = True
+        return written
+    written.files.append(shard.name)
+    removed_rows: list[dict[str, Any]] = []
+    if side_parquet in present:
+        removed_rows = _filter_side_parquet(side_parquet, _sibling(target, side_parquet), removed)
+        written.files.append(str(_sibling(target, side_parquet).relative_to(dest_root)))
+    if side_stats in present:
+        _rewrite_stats(side_stats, _sibling(target, side_stats), removed_rows, written)
+        written.files.append(str(_sibling(target, side_stats).relative_to(dest_root)))
+    return written
+
+
+def _filter_tar(src_url: str, tmp: Path, removed: Container[str], written: WrittenShard) -> None:
+    """Stream members from source to output, skipping whole removed keys.
+
+    Each kept member keeps its tar header (name, mode, mtime, owner) and its bytes, so a
+    training reader sees exactly what it saw before, minus the removed samples.
+    """
+    gz = src_url.endswith((".tar.gz", ".tgz"))
+    kept_keys: set[str] = set()
+    removed_keys: set[str] = set()
+    try:
+        with (
+            fsspec.open(src_url, "rb", compression="infer") as stream,
+            tarfile.open(fileobj=stream, mode="r|") as source,
+            open(tmp, "wb") as raw,
+            # mtime=0: the same input always gives the same bytes, so a resume is identical
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else raw as out,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for member in source:
+                key = None
+                if member.isfile():
+                    key, _ = split_ext(member.name)
+                if key is not None and key in removed:
+                    written.members_removed += 1
+                    removed_keys.add(key)
+                    continue
+                if key is not None:
+                    kept_keys.add(key)
+                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+    except (tarfile.TarError, EOFError) as exc:
+        raise InputError(f"{src_url}: not a readable tar shard ({exc})") from None
+    written.keys_kept = len(kept_keys)
+    written.keys_removed = len(removed_keys)
+
+
+def parquet_codec(metadata: pq.FileMetaData) -> str:
+    if metadata.num_row_groups == 0 or metadata.num_columns == 0:
+        return "zstd"
+    codec = str(metadata.row_group(0).column(0).compression).upper()
+    return _CODECS.get(codec, codec.lower())
+
+
+def parquet_row_group(metadata: pq.FileMetaData) -> int:
+    if metadata.num_row_groups == 0:
+        return DEFAULT_ROW_GROUP
+    return max(1, metadata.row_group(0).num_rows)
+
+
+def _filter_side_parquet(
+    src_url: str, target: Path, removed: Container[str]
+) -> list[dict[str, Any]]:
+    """img2dataset's per-shard parquet without the removed keys' rows (one row per key,
+    small): returns the removed rows' status columns so the stats can be corrected."""
+    try:
+        with fsspec.open(src_url, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            table = parquet.read()
+            codec, row_group = parquet_codec(parquet.metadata), parquet_row_group(parquet.metadata)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{src_url}: unreadable side parquet ({exc})") from None
+    if "key" not in table.column_names:
+        with atomic_path(target) as tmp:
+            pq.write_table(table, tmp, row_group_size=row_group, compression=codec)
+        return []
+    keys = table.column("key").to_pylist()
+    drop = [k is not None and str(k) in removed for k in keys]
+    columns = [c for c in ("status", "error_message") if c in table.column_names]
+    removed_rows = table.filter(pa.array(drop)).select(columns).to_pylist()
+    with atomic_path(target) as tmp:
+        kept = table.filter(pc.invert(pa.array(drop)))
+        pq.write_table(kept, tmp, row_group_size=row_group, compression=codec)
+    return removed_rows
+
+
+def _rewrite_stats(
+    src_url: str, target: Path, removed_rows: list[dict[str, Any]], written: WrittenShard
+) -> None:
+    """img2dataset's `_stats.json` with its counts corrected for the removed keys.
+
+    Without a side parquet we know only that removed tar keys were successes."""
+    try:
+        with fsspec.open(src_url, "rb") as handle:
+            stats = json.loads(handle.read())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{src_url}: unreadable stats file ({exc})") from None
+    if not isinstance(stats, dict):
+        raise InputError(f"{src_url}: stats file is not a JSON object")
+    rows = removed_rows or [{"status": "success"}] * written.keys_removed
+    status_dict = stats.get("status_dict")
+    for row in rows:
+        status = row.get("status") or "success"
+        _decrement(stats, "count")
+        if status == "success":
+            _decrement(stats, "successes")
+        elif status in ("failed_to_download", "failed_to_resize"):
+            _decrement(stats, status)
+        if isinstance(status_dict, dict):
+            label = "success" if status == "success" else row.get("error_message") or status
+            _decrement(status_dict, label)
+            if status_dict.get(label) == 0:
+                del status_dict[label]
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(stats, indent=4))
+
+
+def _decrement(counts: dict[str, Any], name: str) -> None:
+    if isinstance(counts.get(name), int) and counts[name] > 0:
+        counts[name] -= 1
+
+
+def parquet_keys(table: pa.Table, key_column: str | None, offset: int) -> list[str]:
+    """Row keys exactly as `ParquetSource` names items: the key column, else position."""
+    if key_column is None:
+        return [f"{offset + i:09d}" for i in range(table.num_rows)]
+    values = table.column(key_column).to_pylist()
+    return [str(v) if v is not None else f"{offset + i:09d}" for i, v in enumerate(values)]
+
+
+def write_parquet_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """The parquet file without the removed rows, streamed one row group at a time.
+
+    The schema (with its `huggingface` metadata, so `datasets` still sees an Image
+    feature), the codec and the row-group size are the source's own."""
+    target = dest_root / shard.name
+    written = WrittenShard()
+    if not any_removed and not drop_empty:
+        copy_file(shard.path, target, link=link)
+        written.files.append(shard.name)
+        written.copied_whole = True
+        return written
+    try:
+        with fsspec.open(shard.path, "rb") as handle, atomic_path(target) as tmp:
+            parquet = pq.ParquetFile(handle)
+            schema = parquet.schema_arrow
+            key_column = next((c for c in KEY_COLUMN_NAMES if c in schema.names), None)
+            row_group = parquet_row_group(parquet.metadata)
+            writer = pq.ParquetWriter(tmp, schema, compression=parquet_codec(parquet.metadata))
+            pending: list[pa.Table] = []
+            buffered = offset = 0
+            try:
+                for index in range(parquet.num_row_groups):
+                    table = parquet.read_row_group(index)
+                    keys = parquet_keys(table, key_column, offset)
+                    offset += table.num_rows
+                    keep = pa.array([k not in removed for k in keys], pa.bool_())
+                    kept = table.filter(keep)
+                    written.members_removed += table.num_rows - kept.num_rows
+                    written.keys_kept += kept.num_rows
+                    pending.append(kept)
+                    buffered += kept.num_rows
+                    # Re-cut into the source's row-group size after removals.
+                    while buffered >= row_group:
+                        merged = pa.concat_tables(pending)
+                        writer.write_table(merged.slice(0, row_group), row_group_size=row_group)
+                        rest = merged.slice(row_group)
+                        pending, buffered = [rest], rest.num_rows
+                if buffered:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=row_group)
+            finally:
+                writer.close()
+            if drop_empty and written.keys_kept == 0:
+                raise _DropShard
+    except _DropShard:
+        written.dropped_empty = True
+        return written
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{shard.path}: not a readable parquet file ({exc})") from None
+    written.files.append(shard.name)
+    return written
+
+
+def write_folder_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """Every file of the shard's kept keys, at the same relative path, copied or linked.
+
+    Files that are no item of their own (a stray .txt) belong to no removed key and stay."""
+    written = WrittenShard()
+    kept_keys: set[str] = set()
+    root = shard.path.rstrip("/")
+    for name in shard.files:
+        key, _ = split_ext(name)
+        key = key if key is not None else name
+        if key in removed:
+            written.members_removed += 1
+            continue
+        kept_keys.add(key)
+        copy_file(f"{root}/{name}", dest_root / name, link=link)
+        written.files.append(name)
+    written.keys_kept = len(kept_keys)
+    written.copied_whole = not any_removed
+    return written
+
+
+WRITERS = {
+    "webdataset": write_webdataset_shard,
+    "parquet": write_parquet_shard,
+    "folder": write_folder_shard,
+}
