@@ -36,8 +36,8 @@ PROGRESS_EVERY = 32
 class ScanSettings:
     """Everything that changes what a scan writes. Recorded in run.json."""
 
-    exact_pdq: bool = True
-    trim_borders: bool = False
+    exact_pdq: bool = False
+    trim_borders: bool = True
     dihedral: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,18 +1,32 @@
-"""Hash one item's bytes: every signal, with a status and reason when decoding fails."""
+"""Hash one item's bytes: every signal, with a status and reason when decoding fails.
+
+PDQ takes one of two paths. The default fast path decodes a JPEG at reduced scale
+straight to luma and applies Meta's filter through a matching operator (`fast_pdq`): within
+a few bits of the reference, several times faster. `exact_pdq=True`, and every format other
+than JPEG, takes the reference path: full decode to display RGB and `pdqhash`, bit-equal
+to other tools. With `trim_borders`, letterbox and pillarbox bands are found and the
+picture inside is hashed too (`pdq_trimmed`); `pdq` always stays the hash as stored.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
+from clearset.hashing.borders import find_borders, trim
 from clearset.hashing.crypto import crypto_digests
 from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
+from clearset.hashing.fast_pdq import decode_jpeg_luma, luma_from_rgb, pdq_from_reduced
 from clearset.hashing.pdq import pdq_from_rgb
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"  # bytes present but not a decodable image; crypto hashes still set
 STATUS_MISSING = "missing"  # no bytes at all (failed download, URL-only metadata)
+
+#: Formats (as Pillow names them) the fast path handles; the rest take the reference path.
+FAST_PDQ_FORMATS = frozenset({"JPEG"})
 
 
 @dataclass(slots=True)
@@ -35,23 +49,51 @@ class ItemHashes:
     pdq_trimmed_quality: int | None = None
 
 
-def hash_bytes(data: bytes, *, exact_pdq: bool = True, trim_borders: bool = False) -> ItemHashes:
+def _reference_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -> None:
+    """Full decode to display RGB and `pdqhash` (the `--exact-pdq` path)."""
+    rgb = np.asarray(to_display_rgb(image))
+    result.height, result.width = rgb.shape[:2]
+    result.pdq, result.pdq_quality = pdq_from_rgb(rgb)
+    if trim_borders:
+        borders = find_borders(luma_from_rgb(rgb))
+        if borders.any:
+            result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_rgb(trim(rgb, borders))
+
+
+def _fast_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -> None:
+    """Reduced-scale luma decode and the matching PDQ operator (JPEG only)."""
+    try:
+        reduced = decode_jpeg_luma(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeFailure("decompression_bomb", str(exc).split(".")[0]) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Truncated JPEGs land here ("image file is truncated"), as on the reference path.
+        raise DecodeFailure("corrupt", str(exc)) from None
+    result.width, result.height = reduced.width, reduced.height
+    result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
+    if trim_borders:
+        borders = find_borders(reduced.luma)
+        if borders.any:
+            inner = reduced.crop(borders.top, borders.bottom, borders.left, borders.right)
+            result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_reduced(inner)
+
+
+def hash_bytes(data: bytes, *, exact_pdq: bool = False, trim_borders: bool = True) -> ItemHashes:
     """All hashes of one stored item. Never raises for bad image data.
 
     `exact_pdq` computes PDQ with the reference pipeline (bit-equal to pdqhash on the
-    decoded pixels); `trim_borders` also hashes the picture without uniform borders.
+    decoded pixels) instead of the fast path; `trim_borders` also hashes the picture
+    without uniform black or white borders, into `pdq_trimmed`.
     """
-    del trim_borders  # the fast path and border trimming land with the fast-hashing work
     digests = crypto_digests(data)
-    result = ItemHashes(
-        sha256=digests.sha256, md5=digests.md5, sha1=digests.sha1, size=len(data)
-    )
+    result = ItemHashes(sha256=digests.sha256, md5=digests.md5, sha1=digests.sha1, size=len(data))
     try:
         opened = open_image(data)
         result.format = opened.format
-        rgb = to_display_rgb(opened.image)
-        result.width, result.height = rgb.size
-        result.pdq, result.pdq_quality = pdq_from_rgb(np.asarray(rgb))
+        if not exact_pdq and opened.format in FAST_PDQ_FORMATS:
+            _fast_pdq(opened.image, result, trim_borders)
+        else:
+            _reference_pdq(opened.image, result, trim_borders)
     except DecodeFailure as failure:
         result.status = STATUS_ERROR
         result.reason = str(failure)[:200]

@@ -1,0 +1,317 @@
+"""Fast PDQ: Meta's PDQ filter as two small matrix products, fed by a scaled JPEG decode.
+
+Meta's PDQ (pdqhasher.cpp) takes the luma of the full-resolution picture, blurs it with
+two passes of a Jarosz box filter per axis (window ``ceil(dim / 128)``), samples a 64x64
+grid, takes a 16x16 DCT and thresholds it at its median. The blur and the sampling are
+linear and separable, so the whole front half is ``Rows @ luma @ Cols.T`` where ``Rows``
+(64 x height) and ``Cols`` (64 x width) depend only on the image size. That lets us skip
+most of the work: libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 scale, and each reduced
+pixel is (close to) the mean of an s x s block of full-resolution pixels, so summing each
+operator row over every block gives an operator that maps the reduced picture to the same
+64x64 grid. We decode straight to luma (a YCbCr JPEG's Y channel is PDQ's luma) at the
+coarsest scale whose block is at most half a box window (FAST_PDQ_BLOCK_PER_WINDOW); the
+hash is within a few bits of the reference. `pdq_from_rgb_full` is the
+same operator at full resolution, kept beside it so tests can check the operator itself
+against `pdqhash` bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from clearset.hashing.pdq import pack_bits
+
+#: Side of the grid PDQ samples after blurring (Meta's constant).
+PDQ_GRID = 64
+#: Side of the DCT block the 256 bits come from (Meta's constant).
+PDQ_DCT = 16
+#: Meta's pdqhasher refuses pictures narrower than this and returns quality 0.
+PDQ_MIN_DIM = 5
+#: Box-filter passes per axis in Meta's implementation.
+JAROSZ_PASSES = 2
+
+#: The reduced decode keeps a block (1/s scale) no wider than this many Jarosz windows.
+#: 0.5 keeps p99 distance to the reference within Meta's 10 bits on the bench corpus;
+#: larger values decode faster and drift further (see bench/hashing.py --sweep).
+FAST_PDQ_BLOCK_PER_WINDOW = 0.5
+
+#: libjpeg's DCT scaling factors, coarsest first.
+JPEG_SCALES = (8, 4, 2, 1)
+
+#: EXIF orientation -> (transpose, reverse rows, reverse columns), applied in that order
+#: to a row-major array; the same picture Pillow's `ImageOps.exif_transpose` gives.
+EXIF_ORIENTATION_OPS: dict[int, tuple[bool, bool, bool]] = {
+    1: (False, False, False),
+    2: (False, False, True),
+    3: (False, True, True),
+    4: (False, True, False),
+    5: (True, False, False),
+    6: (True, False, True),
+    7: (True, True, True),
+    8: (True, True, False),
+}
+
+_EXIF_ORIENTATION_TAG = 0x0112
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def jarosz_window(dim: int) -> int:
+    """Meta's box-filter window along an axis of `dim` pixels (computeJaroszFilterWindowSize)."""
+    return (dim + 2 * PDQ_GRID - 1) // (2 * PDQ_GRID)
+
+
+def _box_ranges(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last input index that Meta's box1DFloat averages for each output index."""
+    # box1DFloat centres an even window one pixel right: output k averages
+    # [k - (window - half), k + half - 1] clipped to the vector, half = (window + 2) // 2.
+    half = (window + 2) // 2
+    k = np.arange(n)
+    lo = np.maximum(k - (window - half), 0)
+    hi = np.minimum(k + half - 1, n - 1)
+    return lo, hi
+
+
+@dataclass(frozen=True, slots=True)
+class AxisOperator:
+    """PDQ's blur-and-sample along one axis: sample i = sum(weights[i] * x[index[i]]).
+
+    Kept sparse because each sample only sees about two box windows of pixels: gathering
+    those few rows and columns costs far less than a dense 64 x n product.
+    """
+
+    index: np.ndarray  # (64, taps) int, positions in the (reduced) axis
+    weights: np.ndarray  # (64, taps) float64, zero where a row has fewer taps
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeAxis:
+    """How one axis of a reduced decode maps to full-resolution pixels.
+
+    Reduced pixel 0 covers the first `head` full-resolution pixels, every later one the
+    next `scale` (the last may be short). `head` is `scale` for a plain decode; it is the
+    short remainder when EXIF orientation flipped the axis or a trim cut into it.
+    """
+
+    length: int  # full-resolution pixels
+    scale: int
+    head: int
+
+    @classmethod
+    def plain(cls, length: int, scale: int, flipped: bool = False) -> DecodeAxis:
+        blocks = -(-length // scale)
+        head = length - scale * (blocks - 1) if flipped else min(scale, length)
+        return cls(length=length, scale=scale, head=head)
+
+    @property
+    def blocks(self) -> int:
+        return 1 if self.length <= self.head else 1 + -(-(self.length - self.head) // self.scale)
+
+    def start(self, block: int) -> int:
+        """First full-resolution pixel of reduced pixel `block` (`blocks` gives the end)."""
+        if block <= 0:
+            return 0
+        return min(self.head + (block - 1) * self.scale, self.length)
+
+    def crop(self, first: int, stop: int) -> DecodeAxis:
+        """The axis of reduced pixels [first, stop)."""
+        begin, end = self.start(first), self.start(stop)
+        return DecodeAxis(length=end - begin, scale=self.scale, head=self.start(first + 1) - begin)
+
+
+@lru_cache(maxsize=4096)
+def pdq_axis_operator(n: int, scale: int = 1, head: int | None = None) -> AxisOperator:
+    """The operator taking one axis of a 1/scale decode of `n` pixels to PDQ's 64 samples.
+
+    Sample i is Meta's two box-filter passes evaluated at pixel int((i + 0.5) * n / 64);
+    each full-resolution pixel's weight goes to the reduced pixel whose block holds it
+    (see DecodeAxis for `head`; None means a plain decode).
+    """
+    head = min(scale, n) if head is None else head
+    window = jarosz_window(n)
+    lo, hi = _box_ranges(n, window)
+    samples = ((np.arange(PDQ_GRID) + 0.5) * n / PDQ_GRID).astype(np.int64)
+    offsets = np.arange(window)
+    # Second pass: sample c averages first-pass outputs k in [lo[c], hi[c]] ...
+    k = lo[samples][:, None] + offsets  # (64, window)
+    k_valid = k <= hi[samples][:, None]
+    k = np.minimum(k, n - 1)
+    # ... and each of those averages pixels p in [lo[k], hi[k]].
+    p = lo[k][:, :, None] + offsets  # (64, window, window)
+    valid = k_valid[:, :, None] & (p <= hi[k][:, :, None])
+    weight = (1.0 / (hi[samples] - lo[samples] + 1))[:, None, None] / (hi[k] - lo[k] + 1)[
+        :, :, None
+    ]
+    weight = np.where(valid, weight, 0.0)
+    p = np.minimum(p, n - 1)
+    blocks = DecodeAxis(length=n, scale=scale, head=head).blocks
+    block = (p + scale - head) // scale
+    first = block.reshape(PDQ_GRID, -1).min(axis=1)
+    local = (block - first[:, None, None]).reshape(PDQ_GRID, -1)
+    taps = int(local.max()) + 1
+    flat = (np.arange(PDQ_GRID)[:, None] * taps + local).ravel()
+    weights = np.bincount(flat, weights=weight.ravel(), minlength=PDQ_GRID * taps)
+    index = np.minimum(first[:, None] + np.arange(taps), blocks - 1)
+    weights = weights.reshape(PDQ_GRID, taps)
+    index.setflags(write=False)
+    weights.setflags(write=False)
+    return AxisOperator(index=index, weights=weights)
+
+
+def pdq_grid(luma: np.ndarray, rows: AxisOperator, cols: AxisOperator) -> np.ndarray:
+    """The blurred 64x64 grid: gather the few rows, then the few columns, each sample needs."""
+    gathered = (luma[rows.index] * rows.weights[:, :, None]).sum(axis=1)  # (64, width)
+    return (gathered[:, cols.index] * cols.weights[None, :, :]).sum(axis=2)
+
+
+@lru_cache(maxsize=1)
+def _dct_matrix() -> np.ndarray:
+    """Meta's 16 x 64 DCT-II rows 1..16 (the DC row is left out)."""
+    i = np.arange(1, PDQ_DCT + 1)[:, None]
+    j = np.arange(PDQ_GRID)[None, :]
+    return np.sqrt(2.0 / PDQ_GRID) * np.cos(np.pi / 2 / PDQ_GRID * i * (2 * j + 1))
+
+
+def pdq_quality(grid: np.ndarray) -> int:
+    """Meta's image-domain quality: summed truncated neighbour gradients of the 64x64 grid."""
+    grid = grid.astype(np.float32)
+    # C++ truncates each scaled difference to int before taking its absolute value.
+    down = np.abs(np.trunc((grid[:-1, :] - grid[1:, :]) * np.float32(100) / np.float32(255)))
+    right = np.abs(np.trunc((grid[:, :-1] - grid[:, 1:]) * np.float32(100) / np.float32(255)))
+    return min(int(down.sum() + right.sum()) // 90, 100)
+
+
+def pdq_from_grid(grid: np.ndarray) -> tuple[bytes, int]:
+    """(hash, quality) from the blurred 64x64 luma grid: DCT, median threshold, pack."""
+    dct = _dct_matrix()
+    coefficients = (dct @ grid @ dct.T).ravel()
+    # Meta's torben median of 256 values is the 128th smallest (the lower median).
+    median = np.partition(coefficients, 127)[127]
+    bits = coefficients > median
+    # pdqhash lists bit 255 first; pack_bits puts the first element in the top bit.
+    return pack_bits(bits[::-1]), pdq_quality(grid)
+
+
+def pdq_from_luma(
+    luma: np.ndarray, rows: DecodeAxis | None = None, cols: DecodeAxis | None = None
+) -> tuple[bytes, int]:
+    """(hash, quality) of a luma array whose axes map to full resolution as `rows`, `cols`.
+
+    Without axes `luma` is taken at full resolution: Meta's algorithm up to float rounding.
+    """
+    rows = rows or DecodeAxis.plain(luma.shape[0], 1)
+    cols = cols or DecodeAxis.plain(luma.shape[1], 1)
+    if min(rows.length, cols.length) < PDQ_MIN_DIM:
+        return bytes(32), 0
+    grid = pdq_grid(
+        luma,
+        pdq_axis_operator(rows.length, rows.scale, rows.head),
+        pdq_axis_operator(cols.length, cols.scale, cols.head),
+    )
+    return pdq_from_grid(grid)
+
+
+def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
+    """PDQ's luma (0.299 R + 0.587 G + 0.114 B) of an HxWx3 uint8 array, as float32."""
+    return rgb.astype(np.float32) @ _LUMA_WEIGHTS
+
+
+def pdq_from_rgb_full(rgb: np.ndarray) -> tuple[bytes, int]:
+    """The operator at full resolution: the plain twin tests compare with `pdqhash`."""
+    return pdq_from_luma(luma_from_rgb(rgb))
+
+
+@dataclass(frozen=True, slots=True)
+class ReducedLuma:
+    """A picture's luma decoded at reduced scale, oriented as shown, with its axis maps."""
+
+    luma: np.ndarray  # uint8 or float32, oriented as displayed
+    rows: DecodeAxis
+    cols: DecodeAxis
+
+    @property
+    def height(self) -> int:
+        return self.rows.length
+
+    @property
+    def width(self) -> int:
+        return self.cols.length
+
+    def crop(self, top: int, bottom: int, left: int, right: int) -> ReducedLuma:
+        """Drop `top`/`bottom` reduced rows and `left`/`right` reduced columns."""
+        h, w = self.luma.shape
+        return ReducedLuma(
+            luma=self.luma[top : h - bottom, left : w - right],
+            rows=self.rows.crop(top, h - bottom),
+            cols=self.cols.crop(left, w - right),
+        )
+
+
+def choose_scale(width: int, height: int, block_per_window: float) -> int:
+    """The coarsest libjpeg scale whose block is at most `block_per_window` Jarosz windows."""
+    limit = block_per_window * min(jarosz_window(width), jarosz_window(height))
+    for scale in JPEG_SCALES:
+        if scale <= limit and min(width, height) // scale >= PDQ_MIN_DIM:
+            return scale
+    return 1
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1-8), 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the hash
+        return 1
+    return value if value in EXIF_ORIENTATION_OPS else 1
+
+
+def orient(array: np.ndarray, orientation: int) -> tuple[np.ndarray, tuple[bool, bool]]:
+    """`array` as EXIF `orientation` says to show it, and which output axes run backwards."""
+    transpose, reverse_rows, reverse_cols = EXIF_ORIENTATION_OPS[orientation]
+    if transpose:
+        array = array.T
+    if reverse_rows:
+        array = array[::-1]
+    if reverse_cols:
+        array = array[:, ::-1]
+    return array, (reverse_rows, reverse_cols)
+
+
+def decode_jpeg_luma(
+    image: Image.Image, block_per_window: float = FAST_PDQ_BLOCK_PER_WINDOW
+) -> ReducedLuma:
+    """Decode an opened, not yet loaded JPEG at reduced scale straight to oriented luma.
+
+    Raises Pillow's own errors (OSError for truncated data); the caller maps them.
+    """
+    orientation = exif_orientation(image)
+    stored_width, stored_height = image.size
+    scale = choose_scale(stored_width, stored_height, block_per_window)
+    # Pillow picks the largest libjpeg scale s with size // request >= s, so asking for
+    # size // scale gets exactly `scale`. Mode "L" makes libjpeg emit Y, skipping the
+    # chroma IDCT, upsampling and colour conversion.
+    request = (stored_width // scale, stored_height // scale) if scale > 1 else None
+    drafted = image.draft("L", request)
+    actual = round(stored_width / drafted[1][2]) if drafted and request else 1
+    image.load()
+    if image.mode == "L":
+        luma = np.asarray(image)
+    else:
+        # CMYK JPEGs have no Y channel to take: convert the reduced picture.
+        luma = luma_from_rgb(np.asarray(image.convert("RGB")))
+    oriented, (reverse_rows, reverse_cols) = orient(luma, orientation)
+    if EXIF_ORIENTATION_OPS[orientation][0]:
+        stored_width, stored_height = stored_height, stored_width
+    return ReducedLuma(
+        luma=oriented,
+        rows=DecodeAxis.plain(stored_height, actual, reverse_rows),
+        cols=DecodeAxis.plain(stored_width, actual, reverse_cols),
+    )
+
+
+def pdq_from_reduced(reduced: ReducedLuma) -> tuple[bytes, int]:
+    """(hash, quality) of a reduced decode."""
+    return pdq_from_luma(reduced.luma, reduced.rows, reduced.cols)
