@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from clearset.cli import clean, commands, receipts  # noqa: F401  (they register commands)
 from clearset.cli.app import EXIT_ERROR, app, console
 from clearset.errors import ClearsetError, InputError
@@ -18,22 +16,13 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
+    # Typer/click handle usage errors themselves (exit 2 with a usage line); our own
+    # errors are the user's to act on: one line, no traceback.
     try:
-        app(standalone_mode=False)
+        app()
     except ClearsetError as exc:
         console.print(f"[red]clearset: error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ERROR if isinstance(exc, InputError) else 1)
     except KeyboardInterrupt:
         console.print("clearset: interrupted; re-run the same command to resume")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -46,7 +46,15 @@ ExactPdqOpt = Annotated[
     bool,
     typer.Option(
         "--exact-pdq/--fast-pdq",
-        help="Compute PDQ with the reference pipeline, bit-equal to pdqhash.",
+        help="Compute PDQ with the reference pipeline, bit-equal to pdqhash "
+        "(default: the fast path, within a few bits of it, for JPEGs).",
+    ),
+]
+TrimOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trim-borders/--no-trim-borders",
+        help="Also hash each image without black/white letterbox or pillarbox borders.",
     ),
 ]
 

@@ -16,6 +16,7 @@ from clearset.cli.app import (
     MinQualityOpt,
     SkipInvalidOpt,
     ThresholdOpt,
+    TrimOpt,
     WorkersOpt,
     app,
     console,
@@ -27,7 +28,11 @@ from clearset.engines import MatchJob, ScanSettings, run_match, run_scan
 from clearset.errors import InputError
 from clearset.hashing import hash_bytes
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.receipts import generate_keypair, proof_to_json
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+from clearset.sinks.atomic import atomic_path
+from clearset.sinks.clean import CleanJob, clean_info, read_cleaned_manifest
+from clearset.sinks.report import write_report
 from clearset.sources import SOURCE_KINDS, open_source
 
 
@@ -42,7 +47,8 @@ def scan(
         str | None, typer.Option(help="Parquet column holding image bytes (default: detect).")
     ] = None,
     workers: WorkersOpt = None,
-    exact_pdq: ExactPdqOpt = True,
+    exact_pdq: ExactPdqOpt = False,
+    trim_borders: TrimOpt = True,
     lists: ListOpt = None,
     skip_invalid: SkipInvalidOpt = False,
     threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
@@ -65,7 +71,7 @@ def scan(
     lists (re-running resumes)."""
     from clearset.sinks.clean import CleanJob, CleanOptions
 
-    settings = ScanSettings(exact_pdq=exact_pdq, dihedral=dihedral)
+    settings = ScanSettings(exact_pdq=exact_pdq, trim_borders=trim_borders, dihedral=dihedral)
     job = match_job(lists, skip_invalid, threshold, min_quality)
     if clean_to is not None and job is None and not drop_undecodable:
         raise InputError("scan: --clean-to needs at least one --list to remove matches of")
@@ -142,7 +148,7 @@ def _print_summary(run_dir: Path, skipped: int, seconds: float) -> None:
 @app.command("hash")
 def hash_files(
     files: Annotated[list[Path], typer.Argument(help="Image files to hash.")],
-    exact_pdq: ExactPdqOpt = True,
+    exact_pdq: ExactPdqOpt = False,
 ) -> None:
     """Print each file's hashes on one line: PDQ hex as threatexchange lists use it."""
     for path in files:
@@ -179,15 +185,16 @@ def demo(
         (data.root / ".complete").write_text("demo data complete\n")
     run_dir = out_dir / "run"
     job = MatchJob((ListSpec(str(data.pdq_list)), ListSpec(str(data.md5_list))), MatchSettings())
-    src = open_source(str(data.webdataset))
+    clean = CleanJob(str((out_dir / "cleaned").resolve()))
     result = run_scan(
-        src,
+        open_source(str(data.webdataset)),
         run_dir,
         ScanSettings(dihedral=True),
         workers=workers,
         console=console,
         show_progress=console.is_terminal,
         match=job,
+        clean=clean,
     )
     _print_summary(run_dir, result.shards_skipped, result.seconds)
     _print_matches(result.counts["matches"], run_dir)
@@ -199,3 +206,32 @@ def demo(
         f"planted copies of watched pictures: {len(planted)}; found: "
         f"{len(planted) - len(missed)}" + (f" (missed: {', '.join(missed)})" if missed else "")
     )
+    counts = clean_info(run_dir)["counts"]
+    kept, removed = counts["items_kept"], counts["items_removed"]
+    out.print(f"cleaned copy: {clean.dest} ({kept:,} items kept, {removed:,} removed)")
+    _, html = write_report(run_dir)
+    out.print(f"report: {html}")
+    _demo_receipt(out_dir, run_dir)
+
+
+def _demo_receipt(out_dir: Path, run_dir: Path) -> None:
+    """Sign a receipt, then prove and verify one kept and one removed item."""
+    from clearset.receipts import load_public_key, verify
+    from clearset.receipts.issue import issue_receipt, prove_item, removed_hashes
+
+    keys = out_dir / "keys"
+    if not (keys / "clearset.key").exists():
+        generate_keypair(keys)
+    envelope = issue_receipt(run_dir, keys / "clearset.key", dataset_name="clearset-demo")
+    pub = load_public_key(keys / "clearset.pub")
+    kept = read_cleaned_manifest(run_dir, columns=["sha256"]).column("sha256")
+    kept_hash = next(h for h in kept.to_pylist() if h is not None)
+    removed = removed_hashes(run_dir)
+    out.print(f"receipt: {run_dir / 'receipt.dsse.json'} (public key: {keys / 'clearset.pub'})")
+    for label, sha256 in (("kept item", kept_hash), ("removed item", removed[0])):
+        proof = prove_item(run_dir, sha256)
+        path = out_dir / f"proof-{proof['type']}.json"
+        with atomic_path(path) as tmp:
+            tmp.write_text(proof_to_json(proof))
+        verify(envelope, proof, pub)
+        out.print(f"{label} {sha256.hex()[:16]}…: {proof['type']} proof verified ({path})")

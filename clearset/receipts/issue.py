@@ -1,0 +1,176 @@
+"""Issue a receipt for a run folder, and answer membership questions about it.
+
+A receipt is issued over the cleaned copy's manifest (what remains after `clearset clean`),
+because that is what a model is trained on. `issue_receipt` writes, in the run folder:
+
+    RUN/tree.bin             the Merkle leaves and upper levels, for proofs
+    RUN/receipt.dsse.json    the signed statement (DSSE envelope)
+    RUN/receipt.salt         the salt of the removed-items commitment, mode 0600: keep it
+                             private; with it the builder can later open the commitment
+
+The run's manifest digest named in the statement is the SHA-256 of the canonical JSON
+list of [shard id, manifest parquet SHA-256] pairs from the run's completion markers, so
+anyone holding the run folder can recompute it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clearset.errors import InputError, RunFolderError
+from clearset.lists.model import sort_unique
+from clearset.receipts.dsse import load_private_key, receipt_digest, sign_statement
+from clearset.receipts.merkle import MerkleTree
+from clearset.receipts.proofs import prove, prove_removed
+from clearset.receipts.statement import build_statement, canonical_json, commit_removed
+from clearset.runfolder import RunFolder
+from clearset.sinks.atomic import atomic_path
+
+RECEIPT_FILE = "receipt.dsse.json"
+TREE_FILE = "tree.bin"
+SALT_FILE = "receipt.salt"
+REMOVALS_FILE = "removals.parquet"
+
+
+def manifest_digest(run: RunFolder) -> str:
+    """SHA-256 over the run's shards and their manifest files' SHA-256 (see module doc)."""
+    import hashlib
+
+    pairs = [[m["shard_id"], m["manifest_sha256"]] for m in run.done_markers()]
+    return hashlib.sha256(canonical_json(pairs)).hexdigest()
+
+
+def _packed(column: pa.ChunkedArray) -> np.ndarray:
+    """A binary(32) column's non-null values as uint8[N, 32], not via Python objects."""
+    array = column.combine_chunks().drop_null()
+    if not len(array):
+        return np.empty((0, 32), np.uint8)
+    data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+    start = array.offset * 32
+    return data[start : start + len(array) * 32].reshape(-1, 32)
+
+
+def kept_leaves(run_dir: Path) -> np.ndarray:
+    """Sorted unique SHA-256 values of every kept item that has bytes."""
+    from clearset.sinks.clean import read_cleaned_manifest
+
+    table = read_cleaned_manifest(run_dir, columns=["sha256"])
+    leaves, _ = sort_unique(_packed(table.column("sha256")))
+    return leaves
+
+
+def removed_hashes(run_dir: Path) -> list[bytes]:
+    path = run_dir / REMOVALS_FILE
+    if not path.exists():
+        return []
+    values = pq.read_table(path, columns=["sha256"]).column("sha256").to_pylist()
+    return [bytes.fromhex(v) for v in values if v]
+
+
+def _list_identities(info: dict[str, Any]) -> list[dict[str, Any]]:
+    lists = info.get("settings", {}).get("matching", {}).get("lists", [])
+    return [
+        {
+            "name": entry["name"],
+            "version": entry.get("version"),
+            "digest": entry["digest"],
+            "hash_type": entry["hash_type"],
+            "threshold": entry["threshold"] if entry["hash_type"] == "pdq" else None,
+        }
+        for entry in lists
+    ]
+
+
+def read_receipt(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such receipt") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable receipt ({exc})") from None
+
+
+def issue_receipt(
+    run_dir: Path,
+    key_path: Path,
+    *,
+    dataset_name: str | None = None,
+    previous: Path | None = None,
+) -> dict[str, Any]:
+    """Build the tree over the cleaned copy, sign the statement; returns the envelope."""
+    run = RunFolder(Path(run_dir))
+    info = run.read_info()
+    if not info.get("finished"):
+        raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
+    key = load_private_key(key_path)
+    leaves = kept_leaves(run.path)
+    previous_record = None
+    if previous is not None:
+        previous_path = previous / RECEIPT_FILE if previous.is_dir() else previous
+        old = read_receipt(previous_path)
+        statement = json.loads(_payload(old, previous_path))
+        previous_record = {
+            "receipt_digest": receipt_digest(old),
+            "root": statement["predicate"]["tree"]["root"],
+        }
+    tree = MerkleTree.build(leaves, run.path / TREE_FILE)
+    commitment, salt, count = commit_removed(removed_hashes(run.path))
+    source = info["source"]
+    statement = build_statement(
+        dataset_name=dataset_name or source.get("url", "dataset"),
+        tree_size=tree.size,
+        root=tree.root,
+        source_name=source.get("url", ""),
+        manifest_digest=manifest_digest(run),
+        lists=_list_identities(info),
+        scan_started=info["started"][:19] + "Z",
+        scan_finished=info["finished"][:19] + "Z",
+        removed_count=count,
+        removed_commitment=commitment,
+        previous=previous_record,
+    )
+    envelope = sign_statement(statement, key)
+    with atomic_path(run.path / SALT_FILE) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(salt.hex() + "\n")
+    with atomic_path(run.path / RECEIPT_FILE) as tmp:
+        tmp.write_text(json.dumps(envelope, indent=2) + "\n")
+    return envelope
+
+
+def _payload(envelope: dict[str, Any], where: Path) -> bytes:
+    import base64
+
+    try:
+        return base64.b64decode(envelope["payload"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{where}: not a DSSE envelope") from None
+
+
+def open_tree(run_dir: Path) -> tuple[MerkleTree, dict[str, Any]]:
+    """The run's tree and receipt, or a clear error if it has none."""
+    receipt_path = Path(run_dir) / RECEIPT_FILE
+    if not receipt_path.exists():
+        raise RunFolderError(f"{run_dir}: no receipt; run `clearset receipt {run_dir} --key KEY`")
+    return MerkleTree.open(Path(run_dir) / TREE_FILE), read_receipt(receipt_path)
+
+
+def prove_item(run_dir: Path, sha256: bytes) -> dict[str, Any]:
+    tree, envelope = open_tree(run_dir)
+    return prove(tree, sha256, receipt_digest(envelope))
+
+
+def prove_item_removed(old_run: Path, new_run: Path, sha256: bytes) -> dict[str, Any]:
+    old_tree, old_envelope = open_tree(old_run)
+    new_tree, new_envelope = open_tree(new_run)
+    return prove_removed(
+        old_tree, new_tree, sha256, receipt_digest(old_envelope), receipt_digest(new_envelope)
+    )
