@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
-from clearset.sources.base import expand_paths, normalise_hex
+from clearset.sources.base import find_files, normalise_hex
 
 REMOVALS_SCHEMA = pa.schema(
     [
@@ -62,17 +62,7 @@ class HashSet:
 
 
 def _parquet_columns(url: str, wanted: tuple[str, ...]) -> dict[str, list[Any]]:
-    fs, paths = expand_paths(url)
-    files: list[str] = []
-    for path in paths:
-        if fs.isdir(path):
-            files.extend(p for p in sorted(fs.find(path)) if p.endswith(".parquet"))
-        elif fs.exists(path):
-            files.append(path)
-        else:
-            raise InputError(f"{url}: no such file")
-    if not files:
-        raise InputError(f"{url}: no .parquet files found")
+    fs, _, files = find_files(url, (".parquet",), "file")
     values: dict[str, list[Any]] = {}
     for path in files:
         try:

@@ -113,6 +113,37 @@ def expand_paths(url: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     return fs, paths
 
 
+def find_files(
+    url: str, suffixes: tuple[str, ...], what: str
+) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
+    """(filesystem, root folder or "", sorted files) for a file, folder or pattern of files
+    ending in `suffixes`; `what` names them in errors ("parquet file", "shard")."""
+    fs, paths = expand_paths(url)
+    files: list[str] = []
+    root = ""
+    for path in paths:
+        if fs.isdir(path):
+            root = path
+            files.extend(p for p in sorted(fs.find(path)) if p.endswith(suffixes))
+        elif fs.exists(path):
+            files.append(path)
+        else:
+            raise InputError(f"{protocol_url(fs, path)}: no such {what}")
+    if not files:
+        raise InputError(f"{url}: no {' or '.join(suffixes)} files found")
+    return fs, root, files
+
+
+def file_shards(url: str, suffixes: tuple[str, ...], what: str) -> list[ShardRef]:
+    """One shard per file: the shards of tar and parquet sources."""
+    fs, root, files = find_files(url, suffixes, what)
+    refs = []
+    for path in files:
+        name = relative_name(path, root)
+        refs.append(ShardRef(id=shard_id_for(name), name=name, path=protocol_url(fs, path)))
+    return refs
+
+
 def shard_id_for(name: str) -> str:
     """A file-name-safe id for a shard's run-folder files, unique per relative name."""
     stem = re.sub(r"\.(tar(\.gz)?|parquet)$", "", name)

@@ -21,11 +21,8 @@ from clearset.errors import InputError
 from clearset.sources.base import (
     Item,
     ShardRef,
-    expand_paths,
+    file_shards,
     normalise_hex,
-    protocol_url,
-    relative_name,
-    shard_id_for,
 )
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
@@ -47,24 +44,7 @@ class ParquetSource:
         return {"kind": self.kind, "url": self.url, "image_column": self.image_column}
 
     def shards(self) -> list[ShardRef]:
-        fs, paths = expand_paths(self.url)
-        files: list[str] = []
-        root = ""
-        for path in paths:
-            if fs.isdir(path):
-                root = path
-                files.extend(p for p in sorted(fs.find(path)) if p.endswith(".parquet"))
-            elif fs.exists(path):
-                files.append(path)
-            else:
-                raise InputError(f"{protocol_url(fs, path)}: no such parquet file")
-        if not files:
-            raise InputError(f"{self.url}: no .parquet files found")
-        refs = []
-        for path in files:
-            name = relative_name(path, root)
-            refs.append(ShardRef(id=shard_id_for(name), name=name, path=protocol_url(fs, path)))
-        return refs
+        return file_shards(self.url, (".parquet",), "parquet file")
 
     def read_shard(self, shard: ShardRef) -> Iterator[Item]:
         try:

@@ -23,12 +23,9 @@ from clearset.errors import InputError
 from clearset.sources.base import (
     Item,
     ShardRef,
-    expand_paths,
+    file_shards,
     is_image_ext,
     normalise_hex,
-    protocol_url,
-    relative_name,
-    shard_id_for,
     split_ext,
 )
 
@@ -49,24 +46,7 @@ class WebDatasetSource:
         return {"kind": self.kind, "url": self.url}
 
     def shards(self) -> list[ShardRef]:
-        fs, paths = expand_paths(self.url)
-        tars: list[str] = []
-        root = ""
-        for path in paths:
-            if fs.isdir(path):
-                root = path
-                tars.extend(p for p in sorted(fs.find(path)) if p.endswith(TAR_SUFFIXES))
-            elif fs.exists(path):
-                tars.append(path)
-            else:
-                raise InputError(f"{protocol_url(fs, path)}: no such shard")
-        if not tars:
-            raise InputError(f"{self.url}: no .tar shards found")
-        refs = []
-        for path in tars:
-            name = relative_name(path, root)
-            refs.append(ShardRef(id=shard_id_for(name), name=name, path=protocol_url(fs, path)))
-        return refs
+        return file_shards(self.url, TAR_SUFFIXES, "shard")
 
     def read_shard(self, shard: ShardRef) -> Iterator[Item]:
         side = _read_side_parquet(shard.path)
