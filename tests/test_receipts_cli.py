@@ -215,3 +215,16 @@ def test_prove_needs_exactly_one_target(signed: dict[str, Path]) -> None:
     assert proc.returncode != 0 and "exactly one of --sha256" in proc.stderr
     proc = run_cli("prove", str(signed["new"]), "--sha256", "xyz")
     assert proc.returncode != 0 and "not 64 hex digits" in proc.stderr
+
+
+def test_leaf_chunks_are_the_sorted_unique_set() -> None:
+    import numpy as np
+
+    from clearset.receipts.issue import sorted_leaf_chunks
+
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    rows[:40, 0] = 7  # a crowded leading byte
+    rows = np.concatenate([rows, rows[::5]])  # repeats across the set
+    chunks = list(sorted_leaf_chunks(rows))
+    assert [bytes(r) for c in chunks for r in c] == sorted({bytes(r) for r in rows})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,38 @@ def _packed(column: pa.ChunkedArray) -> np.ndarray:
     return data[start : start + len(array) * 32].reshape(-1, 32)
 
 
-def kept_leaves(run_dir: Path) -> np.ndarray:
-    """Sorted unique SHA-256 values of every kept item that has bytes."""
-    from clearset.sinks.clean import read_cleaned_manifest
+def kept_hashes(run_dir: Path) -> np.ndarray:
+    """Every kept item's SHA-256, unsorted, as one uint8[N, 32] array.
 
-    table = read_cleaned_manifest(run_dir, columns=["sha256"])
-    leaves, _ = sort_unique(_packed(table.column("sha256")))
-    return leaves
+    Read shard by shard into an array sized from the parquet footers, so the peak is the
+    32 bytes a leaf the tree needs anyway plus one shard, not a second copy of the set.
+    """
+    from clearset.sinks.clean import cleaned_manifest_files
+
+    files = cleaned_manifest_files(run_dir)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    rows = np.empty((total, 32), np.uint8)
+    filled = 0
+    for path in files:
+        packed = _packed(pq.read_table(path, columns=["sha256"]).column("sha256"))
+        rows[filled : filled + len(packed)] = packed
+        filled += len(packed)
+    return rows[:filled]
+
+
+def sorted_leaf_chunks(rows: np.ndarray) -> Iterator[np.ndarray]:
+    """`rows` sorted and made unique, as chunks in order: one chunk per leading byte.
+
+    Sorting the whole set at once would need a second full copy; a chunk per first byte
+    needs 1/256 of one, and chunks of distinct leading bytes cannot share a value, so
+    the chunks together are sorted and unique.
+    """
+    leading = rows[:, 0].copy()
+    for value in range(256):
+        where = np.flatnonzero(leading == value)
+        if where.size:
+            chunk, _ = sort_unique(rows[where])
+            yield chunk
 
 
 def removed_hashes(run_dir: Path) -> list[bytes]:
@@ -110,7 +136,7 @@ def issue_receipt(
     if not info.get("finished"):
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
     key = load_private_key(key_path)
-    leaves = kept_leaves(run.path)
+    leaves = kept_hashes(run.path)
     previous_record = None
     if previous is not None:
         previous_path = previous / RECEIPT_FILE if previous.is_dir() else previous
@@ -120,7 +146,8 @@ def issue_receipt(
             "receipt_digest": receipt_digest(old),
             "root": statement["predicate"]["tree"]["root"],
         }
-    tree = MerkleTree.build(leaves, run.path / TREE_FILE)
+    tree = MerkleTree.build(sorted_leaf_chunks(leaves), run.path / TREE_FILE)
+    del leaves
     commitment, salt, count = commit_removed(removed_hashes(run.path))
     source = info["source"]
     statement = build_statement(

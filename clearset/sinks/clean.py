@@ -528,8 +528,8 @@ def run_shards(
     return done
 
 
-def read_cleaned_manifest(run_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """The cleaned copy's manifest: the run's manifest rows that the last clean kept."""
+def cleaned_manifest_files(run_dir: str | Path) -> list[Path]:
+    """The cleaned copy's manifest files, once the last clean has finished."""
     run = RunFolder(Path(run_dir))
     cleaned = RunFolder(run.path / "cleaned")
     record = _read_clean_json(cleaned)
@@ -540,9 +540,14 @@ def read_cleaned_manifest(run_dir: str | Path, columns: list[str] | None = None)
             f"{run.path}: the clean to {record.get('destination')} is not finished; "
             "re-run the same `clearset clean` to complete it"
         )
+    return cleaned.manifest_files()
+
+
+def read_cleaned_manifest(run_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The cleaned copy's manifest: the run's manifest rows that the last clean kept."""
     from clearset.sinks.manifest import read_manifest_files
 
-    return read_manifest_files(cleaned.manifest_files(), columns)
+    return read_manifest_files(cleaned_manifest_files(run_dir), columns)
 
 
 def clean_info(run_dir: str | Path) -> dict[str, Any] | None:
@@ -556,6 +561,7 @@ __all__ = [
     "CleanShardSummary",
     "clean_info",
     "clean_run",
+    "cleaned_manifest_files",
     "clean_run_shard",
     "clean_shard",
     "finish_clean",
