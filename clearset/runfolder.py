@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,6 +128,10 @@ class RunFolder:
             }
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
         sweep_tmp(self.manifest_dir)
+        for leftover in self.path.glob(".tmp-*"):
+            # spool and staging folders of an interrupted scan or match
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
         info["finished"] = None
         info["tool"] = {"name": TOOL_NAME, "version": __version__}
         self.write_info(info)

@@ -267,3 +267,51 @@ def test_folder_source_clean_copies_whole_keys(tmp_path: Path) -> None:
         open_source(str(tmp_path / "out")).shards()[0]
     )
     assert {r.key for r in rows} == {i.key for i in items} - {items[2].key}
+
+
+def test_scan_clean_to_reads_a_remote_shard_once(demo_data: DemoData, tmp_path: Path) -> None:
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from clearset.engines import MatchJob, ScanSettings, run_scan
+    from clearset.matching.matcher import ListSpec, MatchSettings
+    from clearset.sinks.clean import CleanJob
+
+    opened: list[str] = []
+
+    class CountingMemory(MemoryFileSystem):
+        """An object store stand-in that counts every read of a file."""
+
+        protocol = "countmem"
+
+        @classmethod
+        def _strip_protocol(cls, path):  # type: ignore[no-untyped-def]
+            return super()._strip_protocol(path.replace("countmem://", "memory://"))
+
+        def _open(self, path, mode="rb", **kwargs):  # type: ignore[no-untyped-def]
+            if "r" in mode:
+                opened.append(path.rsplit("/", 1)[-1])
+            return super()._open(path, mode, **kwargs)
+
+    fsspec.register_implementation("countmem", CountingMemory, clobber=True)
+    remote = fsspec.filesystem("countmem")
+    for path in demo_data.webdataset.iterdir():
+        remote.pipe(f"/remote-wds/{path.name}", path.read_bytes())
+    job = MatchJob((ListSpec(str(demo_data.pdq_list)),), MatchSettings())
+    try:
+        run_scan(
+            open_source("countmem://remote-wds"), tmp_path / "run", ScanSettings(), workers=1,
+            show_progress=False, match=job, clean=CleanJob(str(tmp_path / "out")),
+        )  # fmt: skip
+    finally:
+        remote.rm("/remote-wds", recursive=True)
+    tars = [name for name in opened if name.endswith(".tar")]
+    assert sorted(tars) == sorted(p.name for p in demo_data.webdataset.glob("*.tar"))
+    local = tmp_path / "local"
+    run_scan(
+        open_source(str(demo_data.webdataset)), local / "run", ScanSettings(), workers=1,
+        show_progress=False, match=job, clean=CleanJob(str(local / "out")),
+    )  # fmt: skip
+    for path in sorted((local / "out").glob("*.tar")):
+        assert (tmp_path / "out" / path.name).read_bytes() == path.read_bytes()
+    assert not list((tmp_path / "run").glob(".tmp-*"))

@@ -7,12 +7,16 @@ and completion marker atomically, and does nothing at all for a shard already do
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -124,12 +128,27 @@ def scan_shard(
     matched keys, right away while its files are still in the page cache (a shard
     scanned earlier but not yet cleaned is cleaned now)."""
     run = RunFolder(Path(run_dir))
-    summary = ShardSummary(shard_id=shard.id, shard=shard.name)
     if run.is_done(shard.id):
-        summary.skipped = True
         if clean is not None:
             clean_run_shard(source, shard, run.path, clean)
-        return summary
+        return ShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
+    if clean is None or is_local(shard.path) or shard.files:
+        return _scan_shard(source, shard, run, settings, progress, matcher, clean)
+    # Hashing and cleaning both read the shard: from object storage, fetch it once.
+    with spooled(shard, run.path) as local:
+        return _scan_shard(source, local, run, settings, progress, matcher, clean)
+
+
+def _scan_shard(
+    source: Source,
+    shard: ShardRef,
+    run: RunFolder,
+    settings: ScanSettings,
+    progress: ProgressFn | None,
+    matcher: Matcher | None,
+    clean: CleanJob | None,
+) -> ShardSummary:
+    summary = ShardSummary(shard_id=shard.id, shard=shard.name)
     status: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     pending = [0, 0, 0]
@@ -177,3 +196,27 @@ def write_shard_matches(run: RunFolder, shard_id: str, matcher: Matcher) -> dict
     with atomic_path(run.matches_file(shard_id)) as tmp:
         pq.write_table(matches.cast(MATCH_SCHEMA), tmp, compression="zstd")
     return dict(Counter(matches.column("list_digest").to_pylist()))
+
+
+def is_local(url: str) -> bool:
+    """Whether a shard's URL is on local disk (re-reading it costs no network)."""
+    protocol = fsspec.core.split_protocol(url)[0]
+    return protocol in (None, "file", "local")
+
+
+@contextmanager
+def spooled(shard: ShardRef, run_dir: Path) -> Iterator[ShardRef]:
+    """A local copy of a remote shard file and its img2dataset side files, removed after."""
+    folder = run_dir / f".tmp-spool-{os.getpid()}-{shard.id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        base = shard.path.rsplit("/", 1)[0]
+        name = shard.path.rsplit("/", 1)[-1]
+        stem = name.split(".", 1)[0]
+        for sibling in (name, f"{stem}.parquet", f"{stem}_stats.json"):
+            fs, path = fsspec.core.url_to_fs(f"{base}/{sibling}")
+            if sibling == name or (sibling != name and fs.exists(path)):
+                fs.get_file(path, str(folder / sibling))
+        yield replace(shard, path=(folder / name).as_uri())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
