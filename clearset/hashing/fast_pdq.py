@@ -8,11 +8,11 @@ linear and separable, so the whole front half is ``Rows @ luma @ Cols.T`` where 
 most of the work: libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 scale, and each reduced
 pixel is (close to) the mean of an s x s block of full-resolution pixels, so summing each
 operator row over every block gives an operator that maps the reduced picture to the same
-64x64 grid. We decode straight to luma (a YCbCr JPEG's Y channel is PDQ's luma) at the
-coarsest scale whose block is at most half a box window (FAST_PDQ_BLOCK_PER_WINDOW); the
-hash is within a few bits of the reference. `pdq_from_rgb_full` is the
-same operator at full resolution, kept beside it so tests can check the operator itself
-against `pdqhash` bit for bit.
+64x64 grid. We decode at the coarsest scale whose block is at most half a box window
+(FAST_PDQ_BLOCK_PER_WINDOW) and take PDQ's luma of the reduced RGB (FAST_PDQ_DECODE_MODE
+says why not libjpeg's Y); the hash is within a few bits of the reference.
+`pdq_from_rgb_full` is the same operator at full resolution, kept beside it so tests can
+check the operator itself against `pdqhash` bit for bit.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ JAROSZ_PASSES = 2
 #: 0.5 keeps p99 distance to the reference within Meta's 10 bits on the bench corpus;
 #: larger values decode faster and drift further (see bench/hashing.py --sweep).
 FAST_PDQ_BLOCK_PER_WINDOW = 0.5
+
+#: What libjpeg decodes to. "L" (its Y channel) is about 15 % faster, but Y is not the
+#: luma PDQ computes from decoded RGB where colours clip, and on the 2,000-JPEG bench that
+#: cost resized and cropped twins their match at the threshold's edge (481 of 500 found
+#: against the reference's 482); "RGB" then PDQ's own luma found all 482.
+FAST_PDQ_DECODE_MODE = "RGB"
 
 #: libjpeg's DCT scaling factors, coarsest first.
 JPEG_SCALES = (8, 4, 2, 1)
@@ -291,16 +297,15 @@ def decode_jpeg_luma(
     stored_width, stored_height = image.size
     scale = choose_scale(stored_width, stored_height, block_per_window)
     # Pillow picks the largest libjpeg scale s with size // request >= s, so asking for
-    # size // scale gets exactly `scale`. Mode "L" makes libjpeg emit Y, skipping the
-    # chroma IDCT, upsampling and colour conversion.
+    # size // scale gets exactly `scale`.
     request = (stored_width // scale, stored_height // scale) if scale > 1 else None
-    drafted = image.draft("L", request)
+    drafted = image.draft(FAST_PDQ_DECODE_MODE, request)
     actual = round(stored_width / drafted[1][2]) if drafted and request else 1
     image.load()
     if image.mode == "L":
         luma = np.asarray(image)
     else:
-        # CMYK JPEGs have no Y channel to take: convert the reduced picture.
+        # RGB as decoded, or CMYK converted: PDQ's luma from the reduced picture.
         luma = luma_from_rgb(np.asarray(image.convert("RGB")))
     oriented, (reverse_rows, reverse_cols) = orient(luma, orientation)
     if EXIF_ORIENTATION_OPS[orientation][0]:

@@ -1,11 +1,12 @@
 """Hash one item's bytes: every signal, with a status and reason when decoding fails.
 
-PDQ takes one of two paths. The default fast path decodes a JPEG at reduced scale
-straight to luma and applies Meta's filter through a matching operator (`fast_pdq`): within
-a few bits of the reference, several times faster. `exact_pdq=True`, and every format other
-than JPEG, takes the reference path: full decode to display RGB and `pdqhash`, bit-equal
-to other tools. With `trim_borders`, letterbox and pillarbox bands are found and the
-picture inside is hashed too (`pdq_trimmed`); `pdq` always stays the hash as stored.
+PDQ takes one of two paths. The default fast path decodes a JPEG at reduced scale to
+RGB, takes PDQ's luma and applies Meta's filter through a matching operator
+(`fast_pdq`): within a few bits of the reference, several times faster. With
+`exact_pdq=True`, and for every format other than JPEG, the reference path runs: full
+decode to display RGB and `pdqhash`, bit-equal to other tools. With `trim_borders`,
+letterbox and pillarbox bands are found and the picture inside is hashed too
+(`pdq_trimmed`); `pdq` always stays the hash as stored.
 """
 
 from __future__ import annotations
