@@ -228,3 +228,18 @@ def test_leaf_chunks_are_the_sorted_unique_set() -> None:
     rows = np.concatenate([rows, rows[::5]])  # repeats across the set
     chunks = list(sorted_leaf_chunks(rows))
     assert [bytes(r) for c in chunks for r in c] == sorted({bytes(r) for r in rows})
+
+
+def test_receipt_refuses_a_clean_older_than_the_last_match(
+    demo_data: DemoData, tmp_path: Path, signed: dict[str, Path]
+) -> None:
+    run = _scan_and_clean(demo_data, tmp_path, (ListSpec(str(demo_data.md5_list)),))
+    run_cli("match", str(run), "--list", str(demo_data.pdq_list), check=True)
+    key = str(signed["keys"] / "clearset.key")
+    proc = run_cli("receipt", str(run), "--key", key)
+    assert proc.returncode != 0 and "before the last `clearset match`" in proc.stderr
+    assert not (run / "receipt.dsse.json").exists()
+    run_cli("clean", str(run), "--to", str(tmp_path / "recleaned"), check=True)
+    run_cli("receipt", str(run), "--key", key, check=True)
+    lists = _statement(run)["predicate"]["lists"]
+    assert [entry["name"] for entry in lists] == ["watch-pdq"]

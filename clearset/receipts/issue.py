@@ -135,6 +135,7 @@ def issue_receipt(
     info = run.read_info()
     if not info.get("finished"):
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
+    _check_clean_is_current(run, info)
     key = load_private_key(key_path)
     leaves = kept_hashes(run.path)
     previous_record = None
@@ -171,6 +172,22 @@ def issue_receipt(
     with atomic_path(run.path / RECEIPT_FILE) as tmp:
         tmp.write_text(json.dumps(envelope, indent=2) + "\n")
     return envelope
+
+
+def _check_clean_is_current(run: RunFolder, info: dict[str, Any]) -> None:
+    """Refuse to sign a cleaned copy made against other lists than run.json now names
+    (after a `clearset match`): the receipt would claim lists the copy was not cleaned by."""
+    from clearset.sinks.clean import clean_info
+
+    record = clean_info(run.path)
+    if record is None:
+        return  # kept_hashes says what to do
+    cleaned_with = record.get("identity", {}).get("matching")
+    if cleaned_with != info.get("settings", {}).get("matching"):
+        raise RunFolderError(
+            f"{run.path}: the cleaned copy was made before the last `clearset match`; "
+            "clean again (`clearset clean RUN --to NEW_OUTPUT`) before issuing a receipt"
+        )
 
 
 def _payload(envelope: dict[str, Any], where: Path) -> bytes:
