@@ -216,3 +216,37 @@ def test_cli_hash_prints_threatexchange_hex(demo_data: DemoData) -> None:
     import hashlib
 
     assert fields["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) -> None:
+    items = demo_items(seed=5, count=80)
+    write_webdataset(tmp_path / "src", items, shard_size=4)
+    src, run = str(tmp_path / "src"), tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clearset.cli", "scan", src, "--out", str(run), "-w", "2",
+         "--exact-pdq", "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal would make it
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((run / "manifest").glob("*.done.json")):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the scan hung after Ctrl-C") from None
+    assert proc.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    done = len(list((run / "manifest").glob("*.done.json")))
+    assert done < len(open_source(src).shards())
+    run_scan(open_source(src), run, ScanSettings(exact_pdq=True), workers=2, show_progress=False)
+    full = tmp_path / "full"
+    run_scan(open_source(src), full, ScanSettings(exact_pdq=True), workers=1, show_progress=False)
+    assert RunFolder(run).read_manifest().equals(RunFolder(full).read_manifest())

@@ -20,6 +20,10 @@ def main() -> None:
     # errors are the user's to act on: one line, no traceback.
     try:
         app()
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into exit 130 before we see it
+            console.print("clearset: interrupted; re-run the same command to resume")
+        raise
     except ClearsetError as exc:
         console.print(f"[red]clearset: error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_ERROR if isinstance(exc, InputError) else 1)

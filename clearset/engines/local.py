@@ -11,9 +11,12 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,38 @@ def default_workers() -> int:
     return max(
         1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
+
+
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    # Ctrl-C goes to the whole process group; the parent alone decides what happens, so
+    # a worker never dies half-way through writing a file or hangs a shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+@contextmanager
+def worker_pool(
+    workers: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[ProcessPoolExecutor]:
+    """A spawn process pool that an interrupt or error in the parent stops at once."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(initializer, initargs),
+    )
+    try:
+        yield pool
+    except BaseException:
+        # Unfinished shards have no marker and their temporary files are swept on resume.
+        for process in list((pool._processes or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _init_worker(progress_queue: Any) -> None:
@@ -255,14 +290,8 @@ def _run_pool(
     match: MatchJob | None,
     clean: CleanJob | None = None,
 ) -> None:
-    context = multiprocessing.get_context("spawn")
-    progress_queue = context.Queue()
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(pending)),
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(progress_queue,),
-    ) as pool:
+    progress_queue = multiprocessing.get_context("spawn").Queue()
+    with worker_pool(min(workers, len(pending)), _init_worker, (progress_queue,)) as pool:
         futures: dict[Future[ShardSummary], ShardRef] = {
             pool.submit(
                 _scan_shard_in_worker, source, shard, str(run.path), settings, match, clean
@@ -270,21 +299,17 @@ def _run_pool(
             for shard in pending
         }
         remaining = set(futures)
-        try:
-            while remaining:
-                finished, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(progress_queue, meter)
-                for future in finished:
-                    shard = futures[future]
-                    try:
-                        future.result()
-                        result.shards_done += 1
-                    except ClearsetError as exc:
-                        result.failures.append((shard.name, str(exc)))
-                    meter.shard_done()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        while remaining:
+            finished, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(progress_queue, meter)
+            for future in finished:
+                shard = futures[future]
+                try:
+                    future.result()
+                    result.shards_done += 1
+                except ClearsetError as exc:
+                    result.failures.append((shard.name, str(exc)))
+                meter.shard_done()
     _drain(progress_queue, meter)
 
 

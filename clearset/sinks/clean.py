@@ -486,10 +486,9 @@ def run_shards(
 ) -> list[CleanShardSummary]:
     """`fn(*call)` for each shard's call, in a process pool, with a progress bar. A failed
     shard keeps no marker (a re-run retries it); the first failure is raised at the end."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    from clearset.engines.local import _Meter
+    from clearset.engines.local import _Meter, worker_pool
 
     meter = _Meter(len(calls), 0, show_progress, console, label=label, errors_label="keys removed")
     done: list[CleanShardSummary] = []
@@ -508,18 +507,13 @@ def run_shards(
                 except ClearsetError as exc:
                     failures.append(str(exc))
         else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(calls)), mp_context=context) as pool:
+            with worker_pool(min(workers, len(calls))) as pool:
                 futures = [pool.submit(fn, *call) for call in calls]
-                try:
-                    for future in as_completed(futures):
-                        try:
-                            record(future.result())
-                        except ClearsetError as exc:
-                            failures.append(str(exc))
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+                for future in as_completed(futures):
+                    try:
+                        record(future.result())
+                    except ClearsetError as exc:
+                        failures.append(str(exc))
     if failures:
         raise OutputError(
             f"{len(failures)} of {len(calls)} shards failed to clean (first: {failures[0]}); "
