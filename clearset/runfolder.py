@@ -108,10 +108,24 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: exists and is not a folder")
         if self.run_json.exists():
             info = self.read_info()
-            if info.get("source") != source_spec or info.get("settings") != settings:
+            if info.get("source") != source_spec:
+                other = info.get("source", {}).get("url")
                 raise RunFolderError(
-                    f"{self.path}: holds a run of another source or other settings; "
-                    "resume with the same command or choose a new --out"
+                    f"{self.path}: holds a run of another source ({other}); choose a new --out"
+                )
+            recorded = info.get("settings", {})
+            differ = sorted(
+                k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
+            )
+            if differ == ["matching"]:
+                raise RunFolderError(
+                    f"{self.path}: was matched against other lists (a list file changed, or "
+                    "`clearset match` re-matched it); resume with those lists or choose a new --out"
+                )
+            if differ:
+                raise RunFolderError(
+                    f"{self.path}: holds a run with other settings ({', '.join(differ)}); "
+                    "resume with the same options or choose a new --out"
                 )
             info["resumed"] = info.get("resumed", 0) + 1
         else:

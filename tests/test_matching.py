@@ -227,3 +227,28 @@ def test_bad_list_fails_before_any_scan(demo_data: DemoData, tmp_path: Path) -> 
 def test_bad_list_option_is_one_line(demo_data: DemoData, tmp_path: Path) -> None:
     proc = run_cli("match", str(tmp_path), "--list", f"{demo_data.pdq_list},colour=red")
     assert proc.returncode != 0 and "bad option 'colour=red'" in proc.stderr
+
+
+def test_changed_list_or_unfinished_scan_says_what_is_wrong(
+    demo_data: DemoData, tmp_path: Path
+) -> None:
+    import shutil
+
+    from clearset.errors import RunFolderError
+
+    listed = tmp_path / "watch.txt"
+    shutil.copy(demo_data.pdq_list, listed)
+    job = MatchJob((ListSpec(str(listed)),), MatchSettings())
+    source = open_source(str(demo_data.hf_parquet))
+    run = tmp_path / "run"
+    run_scan(source, run, ScanSettings(), workers=1, show_progress=False, match=job)
+    listed.write_text(
+        listed.read_text().splitlines()[0] + "\n" + listed.read_text().splitlines()[1] + "\n"
+    )
+    with pytest.raises(RunFolderError, match="matched against other lists"):
+        run_scan(source, run, ScanSettings(), workers=1, show_progress=False, match=job)
+    info = json.loads((run / "run.json").read_text())
+    info["finished"] = None
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunFolderError, match="scan is not finished"):
+        run_match(run, job)

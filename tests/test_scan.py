@@ -132,15 +132,19 @@ def test_source_is_not_modified(demo_data: DemoData, tmp_path: Path) -> None:
     assert tree_state(demo_data.root) == before
 
 
-def test_resume_with_other_settings_is_refused(demo_data: DemoData, demo_run: Path) -> None:
-    with pytest.raises(RunFolderError, match="other settings"):
+def test_resume_with_another_source_or_other_settings_is_refused(
+    demo_data: DemoData, demo_run: Path
+) -> None:
+    with pytest.raises(RunFolderError, match="another source"):
         run_scan(
-            open_source(str(demo_data.folder)),
-            demo_run,
-            ScanSettings(),
-            workers=1,
+            open_source(str(demo_data.folder)), demo_run, ScanSettings(), workers=1,
             show_progress=False,
-        )
+        )  # fmt: skip
+    with pytest.raises(RunFolderError, match=r"other settings \(dihedral, trim_borders\)"):
+        run_scan(
+            open_source(str(demo_data.webdataset)), demo_run,
+            ScanSettings(trim_borders=False, dihedral=True), workers=1, show_progress=False,
+        )  # fmt: skip
 
 
 def test_non_empty_folder_that_is_not_a_run_is_refused(demo_data: DemoData, tmp_path: Path) -> None:

@@ -375,8 +375,10 @@ def run_match(run_dir: str | Path, match: MatchJob) -> dict[str, Any]:
     """
     run = RunFolder(Path(run_dir))
     info = run.read_info()
-    if not run.done_markers():
-        raise RunFolderError(f"{run.path}: the manifest is empty (was it scanned?)")
+    if not info.get("finished"):
+        raise RunFolderError(
+            f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
+        )
     matcher = match.matcher()
     staging = RunFolder(run.path / f".tmp-match-{os.getpid()}")
     shutil.rmtree(staging.path, ignore_errors=True)
