@@ -6,6 +6,7 @@ carry the same removals to other copies of the data set."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -315,3 +316,23 @@ def test_scan_clean_to_reads_a_remote_shard_once(demo_data: DemoData, tmp_path: 
     for path in sorted((local / "out").glob("*.tar")):
         assert (tmp_path / "out" / path.name).read_bytes() == path.read_bytes()
     assert not list((tmp_path / "run").glob(".tmp-*"))
+
+
+def test_clean_refuses_a_shard_changed_since_the_scan(demo_data: DemoData, tmp_path: Path) -> None:
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(demo_data.webdataset, src)
+    run = tmp_path / "run"
+    job = MatchJob((ListSpec(str(demo_data.md5_list)),), MatchSettings())
+    run_scan(open_source(str(src)), run, ScanSettings(), workers=1, show_progress=False, match=job)
+    with tarfile.open(src / "00001.tar", "a") as tar:  # someone adds an unscanned image
+        data = (demo_data.folder / "000000003.jpg").read_bytes()
+        info = tarfile.TarInfo("999999999.jpg")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    proc = run_cli("clean", str(run), "--to", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    assert "00001.tar: changed since it was scanned" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "00001.tar").exists()

@@ -30,7 +30,7 @@ from clearset.settings import MANIFEST_ROW_GROUP
 from clearset.sinks.atomic import atomic_path, write_json_atomic
 from clearset.sinks.clean import CleanJob, clean_run_shard
 from clearset.sinks.manifest import ManifestWriter
-from clearset.sources.base import Item, ShardRef, Source
+from clearset.sources.base import Item, ShardRef, Source, shard_fingerprint
 
 #: How many items a worker hashes between progress reports.
 PROGRESS_EVERY = 32
@@ -132,11 +132,12 @@ def scan_shard(
         if clean is not None:
             clean_run_shard(source, shard, run.path, clean)
         return ShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
+    fingerprint = shard_fingerprint(shard)
     if clean is None or is_local(shard.path) or shard.files:
-        return _scan_shard(source, shard, run, settings, progress, matcher, clean)
+        return _scan_shard(source, shard, run, settings, progress, matcher, clean, fingerprint)
     # Hashing and cleaning both read the shard: from object storage, fetch it once.
     with spooled(shard, run.path) as local:
-        return _scan_shard(source, local, run, settings, progress, matcher, clean)
+        return _scan_shard(source, local, run, settings, progress, matcher, clean, fingerprint)
 
 
 def _scan_shard(
@@ -147,6 +148,7 @@ def _scan_shard(
     progress: ProgressFn | None,
     matcher: Matcher | None,
     clean: CleanJob | None,
+    fingerprint: dict[str, Any],
 ) -> ShardSummary:
     summary = ShardSummary(shard_id=shard.id, shard=shard.name)
     status: Counter[str] = Counter()
@@ -182,10 +184,12 @@ def _scan_shard(
         summary.matches = write_shard_matches(run, shard.id, matcher)
     marker = summary.to_dict()
     marker["manifest_sha256"] = file_sha256(target)
+    marker["source_fingerprint"] = fingerprint
     write_json_atomic(run.done_file(shard.id), marker)
     if clean is not None:
-        # After the scan marker: a failed clean costs a re-clean, never a re-hash.
-        clean_run_shard(source, shard, run.path, clean)
+        # After the scan marker: a failed clean costs a re-clean, never a re-hash. The
+        # bytes were read a moment ago (or spooled), so no need to check them again.
+        clean_run_shard(source, shard, run.path, clean, check_source=False)
     return summary
 
 

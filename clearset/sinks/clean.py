@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from clearset.errors import ClearsetError, OutputError, RunFolderError
+from clearset.errors import ClearsetError, InputError, OutputError, RunFolderError
 from clearset.runfolder import RunFolder, file_sha256, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import MANIFEST_SCHEMA
@@ -49,7 +49,7 @@ from clearset.sinks.removals import (
 )
 from clearset.sinks.writers import WRITERS
 from clearset.sources import source_from_spec
-from clearset.sources.base import ShardRef, Source
+from clearset.sources.base import ShardRef, Source, shard_fingerprint
 
 STATE_DIR = ".clearset-clean"
 STATE_FILE = "clean.state"
@@ -310,10 +310,28 @@ def removals_file(cleaned: RunFolder, shard_id: str) -> Path:
     return cleaned.path / "removals" / f"{shard_id}.parquet"
 
 
+def _check_unchanged(run: RunFolder, shard: ShardRef) -> None:
+    marker = json.loads(run.done_file(shard.id).read_text())
+    recorded = marker.get("source_fingerprint")
+    if recorded is not None and recorded != shard_fingerprint(shard):
+        raise InputError(
+            f"{shard.path}: changed since it was scanned into {run.path}; "
+            "scan it again into a new run before cleaning"
+        )
+
+
 def clean_run_shard(
-    source: Source, shard: ShardRef, run_dir: str | Path, job: CleanJob
+    source: Source,
+    shard: ShardRef,
+    run_dir: str | Path,
+    job: CleanJob,
+    *,
+    check_source: bool = True,
 ) -> CleanShardSummary:
-    """Clean one shard of a scanned, matched run (what every engine calls)."""
+    """Clean one shard of a scanned, matched run (what every engine calls).
+
+    With `check_source`, a shard whose files changed since the scan is refused: copying
+    it would put bytes nobody scanned into the cleaned copy and under its receipt."""
     run = RunFolder(Path(run_dir))
     cleaned = RunFolder(run.path / "cleaned")
     dest = Path(job.dest)
@@ -321,6 +339,8 @@ def clean_run_shard(
         return CleanShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
     if not run.is_done(shard.id):
         raise RunFolderError(f"{run.path}: shard {shard.name} is not scanned; scan it first")
+    if check_source:
+        _check_unchanged(run, shard)
     manifest = pq.read_table(run.manifest_file(shard.id))
     matches_file = run.matches_file(shard.id)
     matches = None

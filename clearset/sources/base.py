@@ -8,6 +8,7 @@ a shard streams items one at a time so memory stays flat however large the shard
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -142,6 +143,29 @@ def file_shards(url: str, suffixes: tuple[str, ...], what: str) -> list[ShardRef
         name = relative_name(path, root)
         refs.append(ShardRef(id=shard_id_for(name), name=name, path=protocol_url(fs, path)))
     return refs
+
+
+def shard_fingerprint(shard: ShardRef) -> dict[str, Any]:
+    """Size and modification stamp of a shard's files, recorded at scan time so that a
+    later clean can refuse a source that changed since (it would copy unscanned bytes)."""
+    fs, root = fsspec.core.url_to_fs(shard.path)
+    paths = [f"{root}/{name}" for name in shard.files] if shard.files else [root]
+    digest = hashlib.sha256()
+    total = 0
+    for path in paths:
+        try:
+            info = fs.info(path)
+        except (OSError, FileNotFoundError):
+            raise InputError(f"{protocol_url(fs, path)}: no longer readable") from None
+        stamp = next((str(info[k]) for k in _STAMP_KEYS if info.get(k) is not None), "")
+        size = int(info.get("size") or 0)
+        total += size
+        digest.update(f"{path}\0{size}\0{stamp}\n".encode())
+    return {"files": len(paths), "bytes": total, "stamp": digest.hexdigest()}
+
+
+# What filesystems call a file's version: local mtime, S3/GCS/Azure etags and times.
+_STAMP_KEYS = ("mtime", "ETag", "etag", "LastModified", "last_modified", "updated", "created")
 
 
 def shard_id_for(name: str) -> str:
