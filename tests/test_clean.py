@@ -336,3 +336,49 @@ def test_clean_refuses_a_shard_changed_since_the_scan(demo_data: DemoData, tmp_p
     assert "00001.tar: changed since it was scanned" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "00001.tar").exists()
+
+
+def _tar_keys(path: Path) -> set[str]:
+    with tarfile.open(path) as tar:
+        return {name.split(".", 1)[0] for name in tar.getnames()}
+
+
+def test_apply_removals_counts_are_true_on_a_rerun(demo_data: DemoData, tmp_path: Path) -> None:
+    from clearset.sinks.removals import apply_removals
+
+    run = tmp_path / "run"
+    job = MatchJob((ListSpec(str(demo_data.pdq_list)),), MatchSettings())
+    run_scan(
+        open_source(str(demo_data.webdataset)), run, ScanSettings(), workers=1,
+        show_progress=False, match=job,
+    )  # fmt: skip
+    removed = set(pq.read_table(run / "matches.parquet").column("key").to_pylist())
+    first = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "out")
+    again = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "out")
+    assert first["keys_removed"] == len(removed) == again["keys_removed"]
+    assert again["shards_skipped"] == again["shards"] and first["shards_skipped"] == 0
+    untouched = [p for p in demo_data.webdataset.glob("*.tar") if not _tar_keys(p) & removed]
+    assert first["shards_copied_whole"] == len(untouched) >= 1
+    kept = sum(len(_tar_keys(p)) for p in (tmp_path / "out").glob("*.tar"))
+    assert first["keys_kept_in_rewritten_shards"] == kept - sum(
+        len(_tar_keys(p)) for p in untouched
+    )
+    assert again["keys_kept_in_rewritten_shards"] == first["keys_kept_in_rewritten_shards"]
+
+
+def _removals(run: Path) -> Path:
+    """A removal list for the run's matches, as `clearset clean` would write it."""
+    rows = pq.read_table(run / "matches.parquet").to_pylist()
+    table = pa.table(
+        {
+            "key": [r["key"] for r in rows],
+            "shard": [r["shard"] for r in rows],
+            "member": [r["member"] for r in rows],
+            "url": [r["url"] for r in rows],
+            "sha256": [r["sha256"].hex() for r in rows],
+            "reason": [r["list_name"] for r in rows],
+        }
+    )
+    path = run / "my-removals.parquet"
+    pq.write_table(table, path)
+    return path

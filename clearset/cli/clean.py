@@ -114,6 +114,9 @@ def apply_removals_command(
         console=console,
     )
     out.print(
-        f"kept {counts['keys_kept']:,} keys, removed {counts['keys_removed']:,} "
-        f"({counts['members_removed']:,} members); cleaned copy: {to}"
+        f"removed {counts['keys_removed']:,} keys ({counts['members_removed']:,} members) "
+        f"from {counts['shards'] - counts['shards_copied_whole']:,} shards, which keep "
+        f"{counts['keys_kept_in_rewritten_shards']:,} keys; "
+        f"{counts['shards_copied_whole']:,} shards had nothing to remove and were copied "
+        f"whole; cleaned copy: {to}"
     )

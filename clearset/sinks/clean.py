@@ -24,7 +24,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,19 @@ def _removal_rows(manifest: pa.Table, removed: dict[str, str]) -> pa.Table:
 # ---------------------------------------------------------------- the unit of work
 
 
+def done_summary(dest: Path, shard: ShardRef) -> CleanShardSummary:
+    """A shard an earlier run finished: its marker holds the counts, so totals stay true."""
+    summary = CleanShardSummary(shard_id=shard.id, shard=shard.name)
+    try:
+        recorded = json.loads(dest_done_file(dest, shard.id).read_text())
+        known = {f.name for f in fields(CleanShardSummary)}
+        summary = CleanShardSummary(**{k: v for k, v in recorded.items() if k in known})
+    except (OSError, ValueError, TypeError):
+        pass  # an unreadable marker still means done; only the counts are lost
+    summary.skipped = True
+    return summary
+
+
 def clean_shard(
     source_kind: str,
     shard: ShardRef,
@@ -253,8 +266,7 @@ def clean_shard(
     summary = CleanShardSummary(shard_id=shard.id, shard=shard.name)
     marker = dest_done_file(dest, shard.id)
     if marker.exists() and (cleaned is None or cleaned.is_done(shard.id)):
-        summary.skipped = True
-        return summary
+        return done_summary(dest, shard)
     writer = WRITERS[source_kind]
     written = writer(
         shard,

@@ -184,11 +184,14 @@ def apply_removals(
     done = run_shards(
         apply_shard, calls, workers, label="apply", show_progress=show_progress, console=console
     )
+    # A shard with nothing to remove is copied whole, unread, so its keys are not
+    # counted: "kept" covers the rewritten shards only, and says so.
     return {
         "shards": len(done),
-        "keys_removed": sum(s.keys_removed for s in done if not s.skipped),
-        "members_removed": sum(s.members_removed for s in done if not s.skipped),
-        "keys_kept": sum(s.rows for s in done if not s.skipped),
+        "keys_removed": sum(s.keys_removed for s in done),
+        "members_removed": sum(s.members_removed for s in done),
+        "keys_kept_in_rewritten_shards": sum(s.rows for s in done if not s.copied_whole),
+        "shards_copied_whole": sum(s.copied_whole for s in done),
         "shards_skipped": sum(s.skipped for s in done),
     }
 
@@ -203,12 +206,10 @@ def _url_sha256(url: str) -> str:
 
 def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, options: Any) -> Any:
     """Decide one shard's removals from its items' URLs and bytes, then clean it."""
-    from clearset.sinks.clean import clean_shard, dest_done_file, keep_set
+    from clearset.sinks.clean import clean_shard, dest_done_file, done_summary, keep_set
 
     if dest_done_file(Path(dest), shard.id).exists():
-        from clearset.sinks.clean import CleanShardSummary
-
-        return CleanShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
+        return done_summary(Path(dest), shard)
     remove = keep_set(removals_path) if removals_path else None
     keep = keep_set(options.keep_list) if options.keep_list else None
     reasons: dict[str, set[str]] = {}
