@@ -243,3 +243,14 @@ def test_receipt_refuses_a_clean_older_than_the_last_match(
     run_cli("receipt", str(run), "--key", key, check=True)
     lists = _statement(run)["predicate"]["lists"]
     assert [entry["name"] for entry in lists] == ["watch-pdq"]
+
+
+def test_a_proof_that_is_not_a_proof_is_invalid_not_an_error(signed: dict[str, Path]) -> None:
+    pub = str(signed["keys"] / "clearset.pub")
+    for text in ("[1, 2]", "{}", "not json"):
+        bad = signed["root"] / "junk-proof.json"
+        bad.write_text(text)
+        proc = run_cli(
+            "verify", str(signed["new"] / "receipt.dsse.json"), "--pubkey", pub, "--proof", str(bad)
+        )
+        assert proc.returncode == 1 and proc.stderr.startswith("invalid: "), (text, proc.stderr)

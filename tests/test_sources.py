@@ -221,3 +221,19 @@ def test_reading_a_shard_streams(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert count == 400
     assert peak < shard_bytes / 4, (peak, shard_bytes)
+
+
+def test_folder_key_is_never_split_across_shards(tmp_path: Path) -> None:
+    from clearset.sources import FolderSource
+
+    jpeg = demo_items(count=1)[0].data
+    root = tmp_path / "data"
+    (root / "a.d").mkdir(parents=True)
+    (root / "a.b.jpg").write_bytes(jpeg)  # key "a"
+    (root / "a.d" / "x.jpg").write_bytes(jpeg)  # key "a.d/x", sorts between a's files
+    (root / "a.json").write_text('{"url": "https://x.example/a"}')  # key "a" again
+    source = FolderSource(url=str(root), shard_size=1)
+    shards = source.shards()
+    assert sorted(s.files for s in shards) == [("a.b.jpg", "a.json"), ("a.d/x.jpg",)]
+    items = [i for s in shards for i in source.read_shard(s)]
+    assert {i.key: i.url for i in items} == {"a": "https://x.example/a", "a.d/x": None}

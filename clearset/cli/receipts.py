@@ -141,9 +141,13 @@ def verify_command(
             message = "receipt signature valid"
         else:
             try:
-                loaded = load_proof(proof.read_bytes(), str(proof))
+                raw = proof.read_bytes()
             except OSError as exc:
                 raise InputError(f"{proof}: cannot read ({exc.strerror or exc})") from None
+            try:
+                loaded = load_proof(raw, str(proof))
+            except InputError as exc:  # readable but not a proof: an invalid claim
+                raise VerificationError(str(exc)) from None
             if loaded.get("type") == "removed":
                 if old_receipt is None:
                     raise InputError(f"{proof}: a removal proof needs --old-receipt OLD")

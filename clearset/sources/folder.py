@@ -44,17 +44,13 @@ class FolderSource:
             raise InputError(f"{self.url}: not a folder")
         root = paths[0]
         files = [relative_name(p, root) for p in sorted(fs.find(root))]
-        # Keep whole keys together: a shard boundary never splits a key's files.
-        groups: list[list[str]] = []
-        last_key = None
+        # Keep whole keys together: a shard boundary never splits a key's files, even
+        # where sorting puts another key between them (`a.b.jpg`, `a.d/x.jpg`, `a.txt`).
+        by_key: dict[str, list[str]] = {}
         for name in files:
             key, _ = split_ext(name)
-            if key is None:
-                key = name
-            if key != last_key:
-                groups.append([])
-                last_key = key
-            groups[-1].append(name)
+            by_key.setdefault(key if key is not None else name, []).append(name)
+        groups = list(by_key.values())
         refs = []
         root_url = protocol_url(fs, root)
         for number, start in enumerate(range(0, len(groups), self.shard_size)):
