@@ -239,8 +239,13 @@ def test_receipt_refuses_a_clean_older_than_the_last_match(
     proc = run_cli("receipt", str(run), "--key", key)
     assert proc.returncode != 0 and "before the last `clearset match`" in proc.stderr
     assert not (run / "receipt.dsse.json").exists()
+    run_cli("report", str(run), check=True)
+    assert json.loads((run / "report.json").read_text())["clean"]["stale"] is True
+    assert "Stale:" in (run / "report.html").read_text()
     run_cli("clean", str(run), "--to", str(tmp_path / "recleaned"), check=True)
     run_cli("receipt", str(run), "--key", key, check=True)
+    run_cli("report", str(run), check=True)
+    assert json.loads((run / "report.json").read_text())["clean"]["stale"] is False
     lists = _statement(run)["predicate"]["lists"]
     assert [entry["name"] for entry in lists] == ["watch-pdq"]
 

@@ -166,6 +166,9 @@ def _clean_section(run: RunFolder, cleaned: dict[str, Any] | None) -> dict[str, 
         "counts": cleaned.get("counts"),
         "removal_list": str(removals_path) if removals_path.exists() else None,
         "dropped_undecodable": dropped,
+        # After a `clearset match` with other lists the copy no longer reflects them.
+        "stale": cleaned.get("identity", {}).get("matching")
+        != run.read_info().get("settings", {}).get("matching"),
     }
 
 
@@ -357,8 +360,14 @@ def _clean_html(clean: dict[str, Any] | None) -> str:
     rows += [[f"keys removed: {k}", v] for k, v in counts.get("keys_removed_by_reason", {}).items()]
     dropped = clean.get("dropped_undecodable") or []
     dropped_rows = [[d["shard"], d["key"], d["member"], d["sha256"]] for d in dropped]
+    stale = (
+        "<p><strong>Stale:</strong> this run was matched again after the copy was cleaned; "
+        "the counts above come from the new match, the copy from the old one. Clean again.</p>"
+        if clean.get("stale")
+        else ""
+    )
     return (
-        f"<h2>Clean</h2><p>Cleaned copy in <code>{_e(clean['destination'])}</code>, "
+        stale + f"<h2>Clean</h2><p>Cleaned copy in <code>{_e(clean['destination'])}</code>, "
         f"finished {_e(clean['finished'])}; options <code>{_e(json.dumps(clean['options']))}"
         f"</code>. Removal list: <code>{_e(clean['removal_list'])}</code>.</p>"
         + _table(["count", "value"], rows)
