@@ -114,5 +114,15 @@ def match_job(
     return MatchJob(specs, MatchSettings(pdq_threshold=threshold, min_quality=min_quality))
 
 
+ProgressOpt = Annotated[
+    bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
+]
+
+
+def show_progress(progress: bool | None) -> bool:
+    """--progress/--no-progress as given, else a bar only where a person watches."""
+    return console.is_terminal if progress is None else progress
+
+
 def sql_literal(text: str) -> str:
     return text.replace("'", "''")

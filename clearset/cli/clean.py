@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from clearset.cli.app import WorkersOpt, app, console, out
+from clearset.cli.app import ProgressOpt, WorkersOpt, app, console, out, show_progress
 
 ToOpt = Annotated[Path, typer.Option("--to", help="Destination folder for the cleaned copy.")]
 LinkOpt = Annotated[
@@ -21,9 +21,6 @@ KeepListOpt = Annotated[
     typer.Option(
         help="Newer metadata (parquet): keep only items whose URL or hash it holds.",
     ),
-]
-ProgressOpt = Annotated[
-    bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
 ]
 
 
@@ -52,7 +49,7 @@ def clean(
         drop_empty_shards=drop_empty_shards,
         keep_list=keep_list,
         workers=workers,
-        show_progress=console.is_terminal if progress is None else progress,
+        show_progress=show_progress(progress),
         console=console,
     )
     print_clean(counts, run_dir, to)
@@ -110,7 +107,7 @@ def apply_removals_command(
         link=link,
         drop_empty_shards=drop_empty_shards,
         workers=workers,
-        show_progress=console.is_terminal if progress is None else progress,
+        show_progress=show_progress(progress),
         console=console,
     )
     out.print(

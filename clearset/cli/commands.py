@@ -14,6 +14,7 @@ from clearset.cli.app import (
     ExactPdqOpt,
     ListOpt,
     MinQualityOpt,
+    ProgressOpt,
     SkipInvalidOpt,
     ThresholdOpt,
     TrimOpt,
@@ -22,6 +23,7 @@ from clearset.cli.app import (
     console,
     match_job,
     out,
+    show_progress,
     sql_literal,
 )
 from clearset.engines import MatchJob, ScanSettings, run_match, run_scan
@@ -56,9 +58,7 @@ def scan(
     dihedral: Annotated[
         bool, typer.Option(help="Also match the 7 other rotations/flips of each image.")
     ] = False,
-    progress: Annotated[
-        bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
-    ] = None,
+    progress: ProgressOpt = None,
     clean_to: Annotated[
         Path | None,
         typer.Option(help="Also write the source without matched items here, in the same pass."),
@@ -81,7 +81,7 @@ def scan(
         else None
     )
     src = open_source(source, kind=kind, image_column=image_column)
-    show = console.is_terminal if progress is None else progress
+    show = show_progress(progress)
     result = run_scan(
         src,
         out_dir,
@@ -192,7 +192,7 @@ def demo(
         ScanSettings(dihedral=True),
         workers=workers,
         console=console,
-        show_progress=console.is_terminal,
+        show_progress=show_progress(None),
         match=job,
         clean=clean,
     )
