@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -96,11 +97,26 @@ def worker_pool(
         yield pool
     except BaseException:
         # Unfinished shards have no marker and their temporary files are swept on resume.
-        for process in list((pool._processes or {}).values()):
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        # A second Ctrl-C during this would leave the pool half shut down (a hang, or a
+        # death by signal), so it waits the moment it takes to stop the workers.
+        with _sigint_ignored():
+            for process in list((pool._processes or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _init_worker(progress_queue: Any) -> None:
