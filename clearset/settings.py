@@ -28,3 +28,12 @@ MANIFEST_ROW_GROUP = 4_096
 IMAGE_EXTENSIONS = frozenset(
     {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif", "avif", "heic"}
 )
+
+#: Largest member or file held in memory to hash and decode. A larger one is hashed
+#: (SHA-256, MD5, SHA-1) while streaming, never decoded, and its row says `too_large`.
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+
+#: A scan fails (exit 1) when more than this share of its items could not be read
+#: (no bytes where there should be, or bytes that do not decode), unless the user
+#: passes --allow-missing. Failed downloads the source itself records are not counted.
+MAX_UNREAD_SHARE = 0.05

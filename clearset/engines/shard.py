@@ -20,16 +20,16 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from clearset.hashing import hash_bytes
+from clearset.hashing import crypto_digests, hash_bytes
 from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
-from clearset.hashing.item import STATUS_MISSING
+from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
 from clearset.hashing.pdq import pdq_dihedral_from_rgb
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher
 from clearset.runfolder import RunFolder, file_sha256
-from clearset.settings import MANIFEST_ROW_GROUP
+from clearset.settings import MANIFEST_ROW_GROUP, MAX_MEMBER_BYTES
 from clearset.sinks.atomic import atomic_path, write_json_atomic
 from clearset.sinks.clean import CleanJob, clean_run_shard
-from clearset.sinks.manifest import ManifestWriter
+from clearset.sinks.manifest import STATUS_OTHER, ManifestWriter, row_account
 from clearset.sources.base import Item, ShardRef, Source, shard_fingerprint
 
 #: How many items a worker hashes between progress reports.
@@ -57,6 +57,8 @@ class ShardSummary:
     skipped: bool = False
     status: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+    # Rows by how they count in the scan's accounting (see `row_account`), by reason.
+    account: dict[str, dict[str, int]] = field(default_factory=dict)
     matches: dict[str, int] | None = None  # match rows per list digest, when matched
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,11 +79,34 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         "upstream_sha256": item.upstream_sha256,
         "upstream_md5": item.upstream_md5,
         "upstream_status": item.upstream_status,
+        "reason": item.note,
     }
-    if item.data is None:
-        row.update(status=STATUS_MISSING, reason=item.missing_reason)
+    if item.streamed is not None:
+        big = item.streamed
+        row.update(
+            size=big.size,
+            sha256=big.sha256,
+            md5=big.md5,
+            sha1=big.sha1,
+            status=STATUS_ERROR if item.expect_image else STATUS_OTHER,
+            reason=f"too_large: {big.size} bytes, over the {MAX_MEMBER_BYTES}-byte cap",
+        )
         return row
-    hashes = hash_bytes(item.data, exact_pdq=settings.exact_pdq, trim_borders=settings.trim_borders)
+    if item.data is None:
+        row.update(status=item.status or STATUS_MISSING, reason=item.missing_reason)
+        return row
+    picture = item.image_data if item.image_data is not None else item.data
+    hashes = hash_bytes(picture, exact_pdq=settings.exact_pdq, trim_borders=settings.trim_borders)
+    if item.image_data is not None:
+        # A compressed member: the picture is decoded from its content, but the hashes
+        # that name it (and that a cleaned copy holds) are those of the stored bytes.
+        stored = crypto_digests(item.data)
+        hashes.sha256, hashes.md5, hashes.sha1 = stored.sha256, stored.md5, stored.sha1
+        hashes.size = len(item.data)
+    status, reason = hashes.status, hashes.reason
+    if status == STATUS_ERROR and not item.expect_image and reason.split(":")[0] in NOT_IMAGE:
+        # A caption, a .json, a .cls: hashed and accounted for, not an image.
+        status, reason = STATUS_OTHER, reason.split(":")[0]
     row.update(
         size=hashes.size,
         sha256=hashes.sha256,
@@ -94,12 +119,16 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         width=hashes.width,
         height=hashes.height,
         format=hashes.format,
-        status=hashes.status,
-        reason=hashes.reason,
+        status=status,
+        reason=reason or item.note,
     )
-    if settings.dihedral and hashes.status == "ok":
-        row["pdq_dihedral"] = dihedral_hashes(item.data)
+    if settings.dihedral and status == STATUS_OK:
+        row["pdq_dihedral"] = dihedral_hashes(picture)
     return row
+
+
+#: Decode failures that mean "these bytes are no image at all", not "a broken image".
+NOT_IMAGE = frozenset({"not_an_image", "empty"})
 
 
 def dihedral_hashes(data: bytes) -> bytes | None:
@@ -153,17 +182,21 @@ def _scan_shard(
     summary = ShardSummary(shard_id=shard.id, shard=shard.name)
     status: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    account: dict[str, Counter[str]] = {}
+    read: dict[str, Any] = {}
     pending = [0, 0, 0]
     target = run.manifest_file(shard.id)
     with atomic_path(target) as tmp:
         writer = ManifestWriter(tmp, MANIFEST_ROW_GROUP)
         try:
-            for item in source.read_shard(shard):
+            for item in source.read_shard(shard, read):
                 row = manifest_row(item, settings)
                 writer.add(row)
                 status[row["status"]] += 1
-                if row.get("reason"):
-                    reasons[row["reason"].split(":", 1)[0]] += 1
+                why = (row.get("reason") or "").split(":", 1)[0]
+                account.setdefault(row_account(row), Counter())[why] += 1
+                if why:
+                    reasons[why] += 1
                 summary.bytes += row.get("size") or 0
                 pending[0] += 1
                 pending[1] += row["status"] != "ok"
@@ -180,11 +213,15 @@ def _scan_shard(
         progress(*pending)
     summary.status = dict(status)
     summary.reasons = dict(reasons)
+    summary.account = {name: dict(counts) for name, counts in account.items()}
     if matcher is not None:
         summary.matches = write_shard_matches(run, shard.id, matcher)
     marker = summary.to_dict()
     marker["manifest_sha256"] = file_sha256(target)
     marker["source_fingerprint"] = fingerprint
+    # The whole shard file's SHA-256 as the scan read it (tar and parquet shards):
+    # clean copies a file only when it still has exactly these bytes.
+    marker["source_file"] = read or None
     write_json_atomic(run.done_file(shard.id), marker)
     if clean is not None:
         # After the scan marker: a failed clean costs a re-clean, never a re-hash. The

@@ -52,6 +52,31 @@ MANIFEST_SCHEMA = pa.schema(
 
 COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
+#: Row statuses. `ok`: an image, every hash computed. `error`: bytes that should be an
+#: image (by name or by content) but do not decode; crypto hashes still set. `missing`:
+#: no bytes where an image should be (a failed download, a metadata-only row, a path
+#: that cannot be read). `other`: a member that is no image (a caption, a .json, a link,
+#: a folder entry): crypto hashes when it holds bytes, never decoded as a picture.
+STATUS_OK, STATUS_ERROR, STATUS_MISSING, STATUS_OTHER = "ok", "error", "missing", "other"
+
+#: How each row counts in a scan's accounting (`row_account`).
+HASHED, UNREAD, UPSTREAM_FAILED, OTHER = "hashed", "unread", "upstream_failed", "other"
+
+
+def row_account(row: dict[str, Any]) -> str:
+    """`hashed` (an image, every hash), `unread` (an image we could not read or decode:
+    these count against the scan), `upstream_failed` (a download the source itself
+    records as failed: there never were bytes) or `other` (no image: accounted for by
+    its crypto hashes or its kind)."""
+    status = row["status"]
+    if status == STATUS_OK:
+        return HASHED
+    if status == STATUS_OTHER:
+        return OTHER
+    if status == STATUS_MISSING and row.get("upstream_status") not in (None, "success"):
+        return UPSTREAM_FAILED
+    return UNREAD
+
 
 class ManifestWriter:
     """Buffers rows and writes them to a parquet file in bounded row groups."""

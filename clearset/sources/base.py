@@ -9,6 +9,7 @@ a shard streams items one at a time so memory stays flat however large the shard
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import fsspec
 from braceexpand import braceexpand
 
 from clearset.errors import InputError
-from clearset.settings import IMAGE_EXTENSIONS
+from clearset.settings import IMAGE_EXTENSIONS, MAX_MEMBER_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,13 @@ class ShardRef:
 
 @dataclass(slots=True)
 class Item:
-    """One image (or one row that should have held one) as read from a source."""
+    """One member or file of a source (or one row that should have held an image).
+
+    Every member of a shard and every file of a folder becomes one Item, whatever its
+    name: whether it is an image is decided later by its bytes. An Item without bytes
+    is either `missing` (a failed download, a metadata-only row: `missing_reason`) or
+    `other` (a link, a folder, a device: `status="other"` and `missing_reason` says
+    which); neither is ever copied into a cleaned copy as bytes nobody hashed."""
 
     key: str
     shard: str
@@ -51,7 +58,86 @@ class Item:
     upstream_status: str | None = None
     # Why `data` is None, when it is.
     missing_reason: str | None = None
+    # "other" for members that hold no bytes to hash (links, folders, devices).
+    status: str | None = None
+    # Whether the name says image (`.jpg`...): an image-named member that does not
+    # decode is an `error`; any other member that does not decode is `other`.
+    expect_image: bool = True
+    # The picture to decode when it differs from the stored bytes (a `.jpg.gz` member:
+    # webdataset decompresses it before decoding). Crypto hashes stay on `data`.
+    image_data: bytes | None = None
+    # A member too large to hold in memory: hashed while streaming, never decoded.
+    streamed: StreamedHashes | None = None
+    # Metadata that could not be used (a `.json` url that is a list...): a row reason.
+    note: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedHashes:
+    size: int
+    sha256: bytes
+    md5: bytes
+    sha1: bytes
+
+
+class _Digests:
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+        self.size = 0
+
+    def update(self, block: bytes) -> None:
+        self.sha256.update(block)
+        self.md5.update(block)
+        self.sha1.update(block)
+        self.size += len(block)
+
+    def result(self) -> StreamedHashes:
+        return StreamedHashes(
+            self.size, self.sha256.digest(), self.md5.digest(), self.sha1.digest()
+        )
+
+
+def read_bounded(
+    handle: Any, limit: int = MAX_MEMBER_BYTES, size: int | None = None
+) -> tuple[bytes | None, StreamedHashes | None]:
+    """All of `handle` as bytes if it holds at most `limit` bytes; otherwise None and
+    the crypto hashes of everything it holds, read in blocks (memory stays bounded).
+    `size`, when the container says it (a tar header, a file's stat), saves the blocks."""
+    if size is not None and size <= limit:
+        return handle.read(size), None
+    blocks: list[bytes] = []
+    held = 0
+    while held <= limit and (block := handle.read(1 << 20)):
+        blocks.append(block)
+        held += len(block)
+    if held <= limit:
+        return b"".join(blocks), None
+    digests = _Digests()
+    for block in blocks:
+        digests.update(block)
+    blocks.clear()
+    while block := handle.read(1 << 20):
+        digests.update(block)
+    return None, digests.result()
+
+
+def as_text(value: Any) -> tuple[str | None, bool]:
+    """A metadata value (url, status) as text, and whether it was unusable.
+
+    Numbers become their text and bytes are decoded (undecodable bytes as \\xNN); a
+    list, mapping or other value is dropped and reported, never a crash."""
+    if value is None:
+        return None, False
+    if isinstance(value, str):
+        return display_name(value), False
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace"), False
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, True
+    return str(value), False
 
 
 class Source(Protocol):
@@ -60,7 +146,9 @@ class Source(Protocol):
 
     def shards(self) -> list[ShardRef]: ...
 
-    def read_shard(self, shard: ShardRef) -> Iterator[Item]: ...
+    def read_shard(self, shard: ShardRef, record: dict[str, Any] | None = None) -> Iterator[Item]:
+        """Every item of `shard`; with `record`, the file's size and SHA-256 go there."""
+        ...
 
     def spec(self) -> dict[str, Any]:
         """What run.json records to say which source a run read, and to check a resume."""
@@ -88,13 +176,15 @@ def is_image_ext(ext: str | None) -> bool:
 
 
 def normalise_hex(value: Any) -> str | None:
-    """Upstream hash columns as lower-case hex, or None when empty."""
+    """Upstream hash columns as lower-case hex, or None when empty or not a hash."""
     if value is None:
         return None
     if isinstance(value, bytes):
         return value.hex()
-    text = str(value).strip().lower()
-    return text or None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    return text if text and all(c in "0123456789abcdef" for c in text) else None
 
 
 def expand_paths(url: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
@@ -117,8 +207,12 @@ def expand_paths(url: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
 def find_files(
     url: str, suffixes: tuple[str, ...], what: str
 ) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
-    """(filesystem, root folder or "", sorted files) for a file, folder or pattern of files
-    ending in `suffixes`; `what` names them in errors ("parquet file", "shard")."""
+    """(filesystem, root folder, sorted files) for a file, folder or pattern of files
+    ending in `suffixes`; `what` names them in errors ("parquet file", "shard").
+
+    The root is the folder the shards' names are relative to: the folder given, or the
+    deepest folder holding every file of a pattern, so `s/{p,q}/0.tar` names `p/0.tar`
+    and `q/0.tar`, never two shards called `0.tar`."""
     fs, paths = expand_paths(url)
     files: list[str] = []
     root = ""
@@ -132,7 +226,21 @@ def find_files(
             raise InputError(f"{protocol_url(fs, path)}: no such {what}")
     if not files:
         raise InputError(f"{url}: no {' or '.join(suffixes)} files found")
+    files = list(dict.fromkeys(files))  # a pattern may name a file twice
+    if len(paths) != 1 or not root:
+        root = common_folder(files)
     return fs, root, files
+
+
+def common_folder(files: list[str]) -> str:
+    """The deepest folder that holds every one of `files`."""
+    parts = [f.split("/")[:-1] for f in files]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if any(p != level[0] for p in level):
+            break
+        common.append(level[0])
+    return "/".join(common)
 
 
 def file_shards(url: str, suffixes: tuple[str, ...], what: str) -> list[ShardRef]:
@@ -142,7 +250,22 @@ def file_shards(url: str, suffixes: tuple[str, ...], what: str) -> list[ShardRef
     for path in files:
         name = relative_name(path, root)
         refs.append(ShardRef(id=shard_id_for(name), name=name, path=protocol_url(fs, path)))
+    check_unique(refs, url)
     return refs
+
+
+def check_unique(refs: list[ShardRef], url: str) -> None:
+    """Refuse two shards that would share a name or run-folder file, before any work."""
+    seen: dict[str, str] = {}
+    for ref in refs:
+        # Case-folded: on a case-insensitive disk `A.tar` and `a.tar` share one marker.
+        for token in (f"name:{ref.name}", f"id:{ref.id.lower()}"):
+            if token in seen:
+                raise InputError(
+                    f"{url}: shards {seen[token]} and {ref.path} would share one name "
+                    f"({ref.name}); give them as separate sources"
+                )
+            seen[token] = ref.path
 
 
 def shard_fingerprint(shard: ShardRef) -> dict[str, Any]:
@@ -152,15 +275,21 @@ def shard_fingerprint(shard: ShardRef) -> dict[str, Any]:
     paths = [f"{root}/{name}" for name in shard.files] if shard.files else [root]
     digest = hashlib.sha256()
     total = 0
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     for path in paths:
         try:
-            info = fs.info(path)
+            if local:
+                # Never through a link: a link's target is not part of the source.
+                found = os.lstat(path)
+                size, stamp = found.st_size, str(found.st_mtime_ns)
+            else:
+                info = fs.info(path)
+                stamp = next((str(info[k]) for k in _STAMP_KEYS if info.get(k) is not None), "")
+                size = int(info.get("size") or 0)
         except (OSError, FileNotFoundError):
             raise InputError(f"{protocol_url(fs, path)}: no longer readable") from None
-        stamp = next((str(info[k]) for k in _STAMP_KEYS if info.get(k) is not None), "")
-        size = int(info.get("size") or 0)
         total += size
-        digest.update(f"{path}\0{size}\0{stamp}\n".encode())
+        digest.update(f"{path}\0{size}\0{stamp}\n".encode("utf-8", "surrogateescape"))
     return {"files": len(paths), "bytes": total, "stamp": digest.hexdigest()}
 
 
@@ -168,10 +297,37 @@ def shard_fingerprint(shard: ShardRef) -> dict[str, Any]:
 _STAMP_KEYS = ("mtime", "ETag", "etag", "LastModified", "last_modified", "updated", "created")
 
 
+#: Bytes that stand for themselves in a shard id; every other byte is %XX-escaped.
+_ID_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+#: Longest id kept whole; longer ones end in a digest (file names stop at 255 bytes).
+_ID_MAX = 180
+
+
 def shard_id_for(name: str) -> str:
-    """A file-name-safe id for a shard's run-folder files, unique per relative name."""
-    stem = re.sub(r"\.(tar(\.gz)?|parquet)$", "", name)
-    return re.sub(r"[^A-Za-z0-9._-]+", "__", stem).strip("_") or "shard"
+    """A file-name-safe id for a shard's run-folder files, unique by construction.
+
+    The id is the source-relative name with every byte outside [A-Za-z0-9._-] written
+    as %XX (so `a/b.tar` is `a%2Fb.tar` and can never meet a shard called `a__b.tar`),
+    and the extension kept (`x.tar` and `x.tar.gz` differ). A leading dot is escaped too,
+    so no id is hidden or looks like a temporary file."""
+    raw = name.encode("utf-8", "surrogateescape")
+    text = "".join(chr(b) if b in _ID_SAFE else f"%{b:02X}" for b in raw)
+    if text.startswith("."):
+        text = "%2E" + text[1:]
+    if len(text) > _ID_MAX:
+        # `~` is escaped everywhere else, so a shortened id never equals a whole one.
+        text = text[: _ID_MAX - 17] + "~" + hashlib.sha256(raw).hexdigest()[:16]
+    return text or "shard"
+
+
+def display_name(name: str) -> str:
+    """A file or member name as valid UTF-8 for the manifest: undecodable bytes (kept by
+    Python as surrogate escapes) are written as \\xNN instead of failing."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def relative_name(path: str, root: str) -> str:

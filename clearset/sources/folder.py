@@ -1,14 +1,22 @@
 """A folder of files, searched recursively (img2dataset's "files" output included).
 
-Files are grouped into keys as webdataset would group them (`dir/000001.jpg` and
-`dir/000001.json` are key `dir/000001`), so a `.json` side file gives its image a URL
-and upstream hashes. A folder has no shards, so its sorted file list is cut into runs of
-`FOLDER_SHARD_SIZE` files; the cut is deterministic, which is what lets a scan resume.
+Every file becomes a manifest row, whatever its name: whether it is an image is decided
+by its bytes. Files are grouped into keys as webdataset would group them
+(`dir/000001.jpg` and `dir/000001.json` are key `dir/000001`), so a `.json` side file
+gives its image a URL and upstream hashes. A folder has no shards, so its sorted file
+list is cut into runs of `FOLDER_SHARD_SIZE` keys; the cut is deterministic, which is
+what lets a scan resume.
+
+A folder is read without leaving it: a symbolic link is recorded (`not_a_file: symlink`)
+and never followed, FIFOs, sockets and devices are recorded and never opened, and every
+read is bounded (`MAX_MEMBER_BYTES`; a larger file is hashed while streaming).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -20,13 +28,70 @@ from clearset.settings import FOLDER_SHARD_SIZE
 from clearset.sources.base import (
     Item,
     ShardRef,
+    as_text,
+    display_name,
     expand_paths,
     is_image_ext,
     normalise_hex,
     protocol_url,
+    read_bounded,
     relative_name,
     split_ext,
 )
+
+#: The folder `clearset clean` keeps its resume state in, inside a cleaned copy.
+STATE_DIR_NAME = ".clearset-clean"
+
+
+def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def walk_local(root: str) -> list[str]:
+    """Every entry under `root` that is not a folder, relative and sorted, without
+    following a symbolic link anywhere (a link to a folder is an entry, not a folder)."""
+    found: list[str] = []
+    stack = [""]
+    while stack:
+        prefix = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, prefix) if prefix else root))
+        except OSError as exc:
+            raise InputError(f"{root}/{prefix}: cannot list ({exc.strerror})") from None
+        for entry in entries:
+            name = f"{prefix}/{entry.name}" if prefix else entry.name
+            if name == STATE_DIR_NAME:
+                continue  # a cleaned copy's own resume state (see sinks.clean), not data
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(name)
+            else:
+                found.append(name)
+    return sorted(found)
+
+
+def list_files(url: str) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
+    """(filesystem, root, relative names of every non-folder entry) of a folder."""
+    fs, paths = expand_paths(url)
+    if len(paths) != 1 or not fs.isdir(paths[0]):
+        raise InputError(f"{url}: not a folder")
+    root = paths[0].rstrip("/") or "/"
+    if is_local_fs(fs):
+        return fs, root, walk_local(root)
+    names = [relative_name(p, root) for p in sorted(fs.find(root))]
+    return fs, root, [n for n in names if not n.startswith(STATE_DIR_NAME + "/")]
+
+
+def file_key(name: str) -> str:
+    key, _ = split_ext(name)
+    return key if key is not None else name
+
+
+def group_keys(files: list[str]) -> dict[str, list[str]]:
+    by_key: dict[str, list[str]] = {}
+    for name in files:
+        by_key.setdefault(file_key(name), []).append(name)
+    return by_key
 
 
 @dataclass
@@ -39,18 +104,10 @@ class FolderSource:
         return {"kind": self.kind, "url": self.url, "shard_size": self.shard_size}
 
     def shards(self) -> list[ShardRef]:
-        fs, paths = expand_paths(self.url)
-        if len(paths) != 1 or not fs.isdir(paths[0]):
-            raise InputError(f"{self.url}: not a folder")
-        root = paths[0]
-        files = [relative_name(p, root) for p in sorted(fs.find(root))]
+        fs, root, files = list_files(self.url)
         # Keep whole keys together: a shard boundary never splits a key's files, even
         # where sorting puts another key between them (`a.b.jpg`, `a.d/x.jpg`, `a.txt`).
-        by_key: dict[str, list[str]] = {}
-        for name in files:
-            key, _ = split_ext(name)
-            by_key.setdefault(key if key is not None else name, []).append(name)
-        groups = list(by_key.values())
+        groups = list(group_keys(files).values())
         refs = []
         root_url = protocol_url(fs, root)
         for number, start in enumerate(range(0, len(groups), self.shard_size)):
@@ -61,58 +118,109 @@ class FolderSource:
             raise InputError(f"{self.url}: the folder holds no files")
         return refs
 
-    def read_shard(self, shard: ShardRef) -> Iterator[Item]:
+    def read_shard(self, shard: ShardRef, record: dict[str, Any] | None = None) -> Iterator[Item]:
         fs, root = fsspec.core.url_to_fs(shard.path)
-        by_key: dict[str, list[str]] = {}
-        for name in shard.files:
-            key, _ = split_ext(name)
-            by_key.setdefault(key if key is not None else name, []).append(name)
+        local = is_local_fs(fs)
         position = 0
-        for key, names in by_key.items():
-            meta: dict[str, Any] = {}
-            images = []
+        for key, names in group_keys(list(shard.files)).items():
+            meta, note = {}, None
+            side = next((n for n in names if split_ext(n)[1] == "json"), None)
+            if side is not None:
+                meta, note = _read_json(fs, f"{root}/{side}", local)
+            url, bad_url = as_text(meta.get("url"))
+            status, bad_status = as_text(meta.get("status"))
+            if bad_url or bad_status:
+                note = note or "bad_metadata: url or status is not text"
+            shown = tuple(display_name(n) for n in names)
             for name in names:
-                _, ext = split_ext(name)
-                if ext == "json":
-                    meta = _read_json(fs, f"{root}/{name}")
-                elif is_image_ext(ext):
-                    images.append(name)
-            common = {
-                "key": key,
-                "shard": shard.name,
-                "members": tuple(names),
-                "url": meta.get("url"),
-                "upstream_sha256": normalise_hex(meta.get("sha256")),
-                "upstream_md5": normalise_hex(meta.get("md5")),
-                "upstream_status": meta.get("status"),
-            }
-            if not images:
-                # A stray text or metadata file is not an item; a json without its
-                # image is, since it names something that should have been there.
-                if not meta:
-                    continue
+                path = f"{root}/{name}"
+                data, streamed, kind = read_file(fs, path, local)
                 yield Item(
+                    key=display_name(key),
+                    shard=shard.name,
                     position=position,
-                    member=None,
-                    data=None,
-                    missing_reason="no_image: no image file for this key",
-                    **common,
+                    members=shown,
+                    member=display_name(name),
+                    data=data,
+                    url=url,
+                    upstream_sha256=normalise_hex(meta.get("sha256")),
+                    upstream_md5=normalise_hex(meta.get("md5")),
+                    upstream_status=status,
+                    missing_reason=None if kind == "file" else f"not_a_file: {kind}",
+                    status=None if kind == "file" else "other",
+                    expect_image=is_image_ext(split_ext(name)[1]),
+                    streamed=streamed,
+                    note=note,
                 )
                 position += 1
-            for name in images:
-                try:
-                    with fs.open(f"{root}/{name}", "rb") as handle:
-                        data = handle.read()
-                except OSError as exc:
-                    raise InputError(f"{root}/{name}: cannot read ({exc})") from None
-                yield Item(position=position, member=name, data=data, **common)
-                position += 1
 
 
-def _read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
+def entry_kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "other"
+
+
+def read_file(
+    fs: fsspec.AbstractFileSystem, path: str, local: bool
+) -> tuple[bytes | None, Any, str]:
+    """(bytes or None, streamed hashes or None, kind) of one folder entry.
+
+    On local disk the entry is opened without following a link and without blocking
+    (a FIFO swapped in after listing cannot hang the scan), then checked to be a regular
+    file before a byte is read."""
+    if not local:
+        try:
+            with fs.open(path, "rb") as handle:
+                data, streamed = read_bounded(handle)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc})") from None
+        return data, streamed, "file"
     try:
-        with fs.open(path, "rb") as handle:
-            value = json.loads(handle.read())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        kind = entry_kind(os.lstat(path).st_mode)
+    except OSError as exc:
+        raise InputError(f"{display_name(path)}: cannot read ({exc.strerror})") from None
+    if kind != "file":
+        return None, None, kind
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise InputError(f"{display_name(path)}: cannot read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        found = os.fstat(fd)
+        kind = entry_kind(found.st_mode)
+        if kind != "file":
+            return None, None, kind
+        data, streamed = read_bounded(handle, size=found.st_size)
+    return data, streamed, "file"
+
+
+def _read_json(
+    fs: fsspec.AbstractFileSystem, path: str, local: bool
+) -> tuple[dict[str, Any], str | None]:
+    try:
+        data, _, kind = read_file(fs, path, local)
+    except InputError:
+        return {}, "bad_metadata: .json side file is unreadable"
+    if data is None:
+        return {}, None
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return {}, "bad_metadata: .json side file is not valid JSON"
+    except RecursionError:
+        return {}, "bad_metadata: .json side file is too deeply nested"
+    if not isinstance(value, dict):
+        return {}, "bad_metadata: .json side file is not an object"
+    return value, None

@@ -9,6 +9,7 @@ they carry, which is how Re-LAION-5B was filtered. Rows are streamed in batches.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,9 +22,11 @@ from clearset.errors import InputError
 from clearset.sources.base import (
     Item,
     ShardRef,
+    as_text,
     file_shards,
     normalise_hex,
 )
+from clearset.sources.folder import is_local_fs, read_file
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("key", "__key__", "id", "uid", "image_id")
@@ -39,14 +42,24 @@ class ParquetSource:
     kind: ClassVar[str] = "parquet"
     url: str
     image_column: str | None = None
+    # Where relative paths of path-only Image cells are resolved (default: the folder
+    # of the parquet file that names them, as `datasets` resolves a repository's files).
+    base_dir: str | None = None
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "url": self.url, "image_column": self.image_column}
+        spec = {"kind": self.kind, "url": self.url, "image_column": self.image_column}
+        if self.base_dir is not None:
+            spec["base_dir"] = self.base_dir
+        return spec
 
     def shards(self) -> list[ShardRef]:
-        return file_shards(self.url, (".parquet",), "parquet file")
+        refs = file_shards(self.url, (".parquet",), "parquet file")
+        return [r for r in refs if not is_side_parquet(r.path)] or refs
 
-    def read_shard(self, shard: ShardRef) -> Iterator[Item]:
+    def read_shard(self, shard: ShardRef, record: dict[str, Any] | None = None) -> Iterator[Item]:
+        if record is not None:
+            record.update(file_digest(shard.path))
+        base = self.base_dir or shard.path.rsplit("/", 1)[0]
         try:
             with fsspec.open(shard.path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
@@ -71,6 +84,7 @@ class ParquetSource:
                             sha_col,
                             md5_col,
                             status_col,
+                            base,
                         )
                         position += 1
         except (OSError, pa.ArrowException) as exc:
@@ -87,38 +101,86 @@ def _item(
     sha_col: str | None,
     md5_col: str | None,
     status_col: str | None,
+    base: str,
 ) -> Item:
-    key = str(row[key_col]) if key_col and row.get(key_col) is not None else f"{position:09d}"
+    key_value, _ = as_text(row.get(key_col)) if key_col else (None, False)
+    key = key_value if key_value is not None else f"{position:09d}"
     data: bytes | None = None
     member = image
     missing = None
+    streamed = None
     if image is None:
         missing = "metadata_only: no image column"
     else:
         cell = row.get(image)
         if isinstance(cell, dict):
             data = cell.get("bytes")
-            if data is None:
-                # A Hugging Face Image may point at a file instead of holding bytes.
-                missing = f"path_only: column {image!r} holds a path but no bytes"
-                member = f"{image}:{cell.get('path')}" if cell.get("path") else image
+            path = cell.get("path")
+            if data is None and isinstance(path, str) and path:
+                # A Hugging Face Image may point at a file instead of holding bytes: read
+                # it where `datasets` would, so the picture is hashed all the same.
+                member = f"{image}:{path}"
+                data, streamed, missing = read_path_only(path, base)
         else:
             data = cell
-        if data is None and missing is None:
+        if isinstance(data, str):
+            # A malformed cell (text where bytes belong) is still bytes in the file:
+            # hash them so that nothing in a cleaned copy goes unhashed.
+            data = data.encode("utf-8", "surrogateescape")
+        if data is None and streamed is None and missing is None:
             missing = f"no_bytes: column {image!r} is empty"
+    url, bad_url = as_text(row.get(url_col)) if url_col else (None, False)
+    status, bad_status = as_text(row.get(status_col)) if status_col else (None, False)
     return Item(
         key=key,
         shard=shard.name,
         position=position,
         members=(image,) if image else (),
         member=member,
-        data=data,
-        url=row.get(url_col) if url_col else None,
+        data=data if streamed is None else None,
+        url=url,
         upstream_sha256=normalise_hex(row.get(sha_col)) if sha_col else None,
         upstream_md5=normalise_hex(row.get(md5_col)) if md5_col else None,
-        upstream_status=row.get(status_col) if status_col else None,
+        upstream_status=status,
         missing_reason=missing,
+        streamed=streamed,
+        note="bad_metadata: url or status is not text" if bad_url or bad_status else None,
     )
+
+
+def read_path_only(path: str, base: str) -> tuple[bytes | None, Any, str | None]:
+    """(bytes, streamed hashes, missing reason) of the file a path-only cell names:
+    an absolute path or URL as it is, a relative one against `base`."""
+    url = path if "://" in path or path.startswith("/") else f"{base.rstrip('/')}/{path}"
+    try:
+        fs, local_path = fsspec.core.url_to_fs(url)
+        data, streamed, kind = read_file(fs, local_path, is_local_fs(fs))
+    except (InputError, OSError, ValueError, ImportError):
+        return None, None, "path_only: the file the row names cannot be read"
+    if kind != "file":
+        return None, None, f"path_only: the row names a {kind}, not a file"
+    return data, streamed, None
+
+
+def is_side_parquet(url: str) -> bool:
+    """img2dataset's per-shard metadata beside a `.tar` or a folder of the same stem."""
+    fs, path = fsspec.core.url_to_fs(url)
+    stem = path[: -len(".parquet")]
+    return any(fs.exists(stem + suffix) for suffix in (".tar", ".tar.gz", ".tgz")) or fs.isdir(stem)
+
+
+def file_digest(url: str) -> dict[str, Any]:
+    """SHA-256 and size of a whole file, read once in blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with fsspec.open(url, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+    except OSError as exc:
+        raise InputError(f"{url}: cannot read ({exc})") from None
+    return {"file_sha256": digest.hexdigest(), "file_bytes": size}
 
 
 def _first_present(schema: pa.Schema, names: tuple[str, ...]) -> str | None:

@@ -1,40 +1,126 @@
 """WebDataset tar shards, including img2dataset output with its side files.
 
+Every member of a tar becomes a manifest row, whatever its name: `.jpg`, `.jpe`, `.ppm`,
+a member with no extension, `__meta__/x.jpg` (which webdataset itself skips), a `.json`
+caption file, a link or a folder entry. Whether a member is an image is decided by its
+bytes when it is hashed. Members are grouped into keys exactly as webdataset groups
+them (see `split_ext`); removal is by key.
+
 Facts of the img2dataset layout we respect: tar members are in download-completion
 order, not key order; failed downloads are absent from the tar but present in the shard's
 `.parquet` with their status, and become manifest rows with no bytes; its `sha256`/`md5`
 columns hash the original download and are kept as upstream columns, never as ours.
-Members are grouped into keys exactly as webdataset groups them (see `split_ext`).
+
+The tar is read once, as a stream, and the SHA-256 of the whole file is taken on the
+way: `clean` compares it before copying so that a cleaned copy holds only bytes that
+this scan read.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import json
 import tarfile
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
-from webdataset.tariterators import tar_file_iterator
 
 from clearset.errors import InputError
+from clearset.settings import MAX_MEMBER_BYTES
 from clearset.sources.base import (
     Item,
     ShardRef,
+    StreamedHashes,
+    as_text,
+    display_name,
     file_shards,
     is_image_ext,
     normalise_hex,
+    read_bounded,
     split_ext,
 )
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 SIDE_COLUMNS = ("key", "url", "status", "error_message", "sha256", "md5")
+GZIP_SUFFIXES = (".tar.gz", ".tgz")
 
 
-def _raise(exc: Exception) -> bool:
-    raise exc
+@dataclass
+class TarMember:
+    """One member as read from the stream: its bytes for a regular file, else a kind."""
+
+    name: str
+    kind: str  # "file", "dir", "symlink", "hardlink", "fifo", "device", "other"
+    data: bytes | None = None
+    streamed: StreamedHashes | None = None
+    linkname: str | None = None
+
+
+@dataclass
+class HashingReader:
+    """A read-only stream that hashes every byte read through it."""
+
+    raw: Any
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+    def read(self, n: int = -1) -> bytes:
+        block = self.raw.read(n)
+        self.digest.update(block)
+        self.size += len(block)
+        return block
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def member_kind(info: tarfile.TarInfo) -> str:
+    if info.isreg():
+        return "file"
+    if info.isdir():
+        return "dir"
+    if info.issym():
+        return "symlink"
+    if info.islnk():
+        return "hardlink"
+    if info.isfifo():
+        return "fifo"
+    if info.ischr() or info.isblk():
+        return "device"
+    return "other"
+
+
+def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarMember]:
+    """Every member of a tar (or .tar.gz) shard in order; with `record`, the file's
+    size and SHA-256 are put there once the whole file has been read."""
+    try:
+        with fsspec.open(url, "rb") as raw:
+            hashing = HashingReader(raw)
+            stream: Any = hashing
+            if url.endswith(GZIP_SUFFIXES):
+                stream = gzip.GzipFile(fileobj=hashing, mode="rb")
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for info in tar:
+                    member = TarMember(name=info.name, kind=member_kind(info))
+                    if member.kind == "file":
+                        handle = tar.extractfile(info)
+                        member.data, member.streamed = read_bounded(handle, size=info.size)
+                    else:
+                        member.linkname = info.linkname or None
+                    yield member
+            hashing.drain()  # the end-of-archive padding is part of the file too
+            if record is not None:
+                record.update(file_sha256=hashing.digest.hexdigest(), file_bytes=hashing.size)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{url}: not a readable tar shard ({exc})") from None
 
 
 @dataclass
@@ -48,93 +134,122 @@ class WebDatasetSource:
     def shards(self) -> list[ShardRef]:
         return file_shards(self.url, TAR_SUFFIXES, "shard")
 
-    def read_shard(self, shard: ShardRef) -> Iterator[Item]:
+    def read_shard(self, shard: ShardRef, record: dict[str, Any] | None = None) -> Iterator[Item]:
         side = _read_side_parquet(shard.path)
         seen: set[str] = set()
         position = 0
-        for key, members in _grouped_members(shard.path):
+        for key, members in _grouped(tar_members(shard.path, record)):
             seen.add(key)
-            meta = _member_json(members)
+            meta, note = _member_json(members)
             row = side.get(key, {})
-            names = tuple(f"{key}.{ext}" for ext in members)
-            images = [ext for ext in members if is_image_ext(ext)]
-            common = {
-                "key": key,
-                "shard": shard.name,
-                "members": names,
-                "url": row.get("url") or meta.get("url"),
-                "upstream_sha256": normalise_hex(row.get("sha256") or meta.get("sha256")),
-                "upstream_md5": normalise_hex(row.get("md5") or meta.get("md5")),
-                "upstream_status": row.get("status") or meta.get("status"),
-            }
-            if not images:
+            url, bad_url = as_text(row.get("url") or meta.get("url"))
+            status, bad_status = as_text(row.get("status") or meta.get("status"))
+            if bad_url or bad_status:
+                note = note or "bad_metadata: url or status is not text"
+            names = tuple(display_name(m.name) for m in members)
+            for member in members:
+                _, ext = split_ext(member.name)
                 yield Item(
+                    key=display_name(key),
+                    shard=shard.name,
                     position=position,
-                    member=None,
-                    data=None,
-                    missing_reason="no_image: no image member for this key",
-                    **common,
+                    members=names,
+                    member=display_name(member.name),
+                    data=member.data,
+                    url=url,
+                    upstream_sha256=normalise_hex(row.get("sha256") or meta.get("sha256")),
+                    upstream_md5=normalise_hex(row.get("md5") or meta.get("md5")),
+                    upstream_status=status,
+                    missing_reason=_kind_reason(member),
+                    status="other" if member.kind != "file" else None,
+                    expect_image=is_image_ext(ext),
+                    image_data=_gunzipped(member),
+                    streamed=member.streamed,
+                    note=note,
                 )
-                position += 1
-            for ext in images:
-                yield Item(position=position, member=f"{key}.{ext}", data=members[ext], **common)
                 position += 1
         # Keys the side file knows but the tar lacks: failed downloads, mostly.
         for key, row in side.items():
             if key in seen:
                 continue
-            status = row.get("status")
-            why = row.get("error_message") or "absent from the tar"
+            status, _ = as_text(row.get("status"))
+            why, _ = as_text(row.get("error_message"))
+            url, _ = as_text(row.get("url"))
             yield Item(
-                key=key,
+                key=display_name(key),
                 shard=shard.name,
                 position=position,
                 members=(),
                 member=None,
                 data=None,
-                url=row.get("url"),
+                url=url,
                 upstream_sha256=normalise_hex(row.get("sha256")),
                 upstream_md5=normalise_hex(row.get("md5")),
                 upstream_status=status,
-                missing_reason=f"not_in_shard: upstream status {status}, {why}"[:200],
+                missing_reason=_not_in_shard(status, why),
             )
             position += 1
 
 
-def _grouped_members(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for consecutive members sharing a key, in tar order."""
+def _not_in_shard(status: str | None, why: str | None) -> str:
+    return f"not_in_shard: upstream status {status}, {why or 'absent from the tar'}"[:200]
+
+
+def member_key(name: str) -> str:
+    """The key a member belongs to: webdataset's, or the whole name when it has no
+    extension (such a member is its own key, and is still hashed and accounted for)."""
+    key, _ = split_ext(name)
+    return key if key is not None else name
+
+
+def _grouped(members: Iterator[TarMember]) -> Iterator[tuple[str, list[TarMember]]]:
+    """(key, members) for consecutive members sharing a key, in tar order."""
     current_key: str | None = None
-    current: dict[str, bytes] = {}
+    current: list[TarMember] = []
+    for member in members:
+        key = member_key(member.name)
+        if key != current_key and current:
+            yield current_key or "", current
+            current = []
+        current_key = key
+        current.append(member)
+    if current:
+        yield current_key or "", current
+
+
+def _kind_reason(member: TarMember) -> str | None:
+    if member.kind == "file":
+        return None
+    target = f" to {display_name(member.linkname)}" if member.linkname else ""
+    return f"not_a_file: {member.kind}{target}"[:200]
+
+
+def _gunzipped(member: TarMember) -> bytes | None:
+    """A `.gz` member's content, as webdataset's reader yields it before decoding."""
+    if member.data is None or not member.name.endswith(".gz"):
+        return None
     try:
-        with fsspec.open(url, "rb", compression="infer") as stream:
-            for member in tar_file_iterator(stream, handler=_raise):
-                key, ext = split_ext(member["fname"])
-                if key is None or ext is None:
-                    continue
-                if key != current_key:
-                    if current_key is not None:
-                        yield current_key, current
-                    current_key, current = key, {}
-                if ext in current:
-                    # webdataset would refuse this sample; we keep the first copy and
-                    # hash the second as its own member so nothing goes unscanned.
-                    ext = f"dup{len(current)}.{ext}"
-                current[ext] = member["data"]
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"{url}: not a readable tar shard ({exc})") from None
-    if current_key is not None:
-        yield current_key, current
+        with gzip.GzipFile(fileobj=io.BytesIO(member.data)) as handle:
+            data, streamed = read_bounded(handle, MAX_MEMBER_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return data if streamed is None else None
 
 
-def _member_json(members: dict[str, bytes]) -> dict[str, Any]:
-    raw = members.get("json")
+def _member_json(members: list[TarMember]) -> tuple[dict[str, Any], str | None]:
+    """The key's `.json` member as a dict, and a note when it is unusable."""
+    raw = next((m.data for m in members if m.name.endswith(".json") and m.data), None)
     if not raw:
-        return {}
+        return {}, None
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        return {}, "bad_metadata: .json member is not valid JSON"
+    except RecursionError:
+        return {}, "bad_metadata: .json member is too deeply nested"
+    if not isinstance(value, dict):
+        return {}, "bad_metadata: .json member is not an object"
+    return value, None
 
 
 def _read_side_parquet(tar_url: str) -> dict[str, dict[str, Any]]:
@@ -155,7 +270,12 @@ def _read_side_parquet(tar_url: str) -> dict[str, dict[str, Any]]:
             if "key" not in columns:
                 return {}
             table = parquet.read(columns=columns)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{side_url}: unreadable side parquet ({exc})") from None
     rows = table.to_pylist()
-    return {str(row["key"]): row for row in rows if row.get("key") is not None}
+    found = {}
+    for row in rows:
+        key, _ = as_text(row.get("key"))
+        if key is not None:
+            found[key] = row
+    return found
