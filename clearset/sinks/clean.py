@@ -37,7 +37,7 @@ from rich.console import Console
 from clearset.errors import ClearsetError, InputError, OutputError, RunFolderError
 from clearset.runfolder import RunFolder, file_sha256, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
-from clearset.sinks.manifest import MANIFEST_SCHEMA
+from clearset.sinks.manifest import MANIFEST_SCHEMA, STATUS_OTHER
 from clearset.sinks.removals import (
     REASON_NOT_IN_KEEP_LIST,
     REASON_UNDECODABLE,
@@ -47,11 +47,12 @@ from clearset.sinks.removals import (
     row_hashes,
     write_removals,
 )
-from clearset.sinks.writers import WRITERS
+from clearset.sinks.writers import WRITERS, ShardContents
 from clearset.sources import source_from_spec
 from clearset.sources.base import ShardRef, Source, shard_fingerprint
+from clearset.sources.folder import STATE_DIR_NAME
 
-STATE_DIR = ".clearset-clean"
+STATE_DIR = STATE_DIR_NAME
 STATE_FILE = "clean.state"
 DEST_DONE_SUFFIX = ".done"
 CLEAN_FORMAT = 1
@@ -98,6 +99,7 @@ class CleanShardSummary:
     undecodable_dropped: int = 0
     kept_without_bytes: int = 0
     path_only_kept: int = 0
+    members_dropped: int = 0  # links to nothing kept, FIFOs, devices: never copied
     copied_whole: bool = False
     dropped_empty: bool = False
     files: list[str] = field(default_factory=list)
@@ -155,7 +157,7 @@ def _local_path(url: str) -> Path | None:
     return Path(path).resolve() if "file" in protocols or "local" in protocols else None
 
 
-def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path) -> None:
+def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path, what: str = "--to") -> None:
     """The source is never modified: refuse a destination that would overwrite a source
     file, or that is, holds or lies in a source folder (a re-scan would see both)."""
     target = dest.resolve()
@@ -175,7 +177,7 @@ def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path) -> None:
         if target == folder or folder in target.parents or target in folder.parents:
             raise OutputError(
                 f"{dest}: overlaps the source ({folder}); the source is never modified, "
-                "choose a --to outside it"
+                f"choose a {what} outside it"
             )
 
 
@@ -223,11 +225,14 @@ def shard_removals(
 
 
 def _removal_rows(manifest: pa.Table, removed: dict[str, str]) -> pa.Table:
-    rows = manifest.select(["key", "shard", "member", "url", "sha256"]).to_pylist()
+    """One row per removed image item. A removed key's captions and side files go with
+    it but are not listed: their hashes (an empty caption, a common .json) would make
+    `apply-removals` remove unrelated items elsewhere."""
+    rows = manifest.select(["key", "shard", "member", "url", "sha256", "status"]).to_pylist()
     found = [
         {**row, "sha256": row["sha256"].hex() if row["sha256"] else None, "reason": removed[key]}
         for row in rows
-        if (key := row["key"]) in removed
+        if (key := row["key"]) in removed and row.pop("status") != STATUS_OTHER
     ]
     return pa.Table.from_pylist(found, schema=REMOVALS_SCHEMA)
 
@@ -255,6 +260,7 @@ def clean_shard(
     removed: dict[str, str],
     options: CleanOptions,
     *,
+    contents: ShardContents,
     manifest: pa.Table | None = None,
     cleaned: RunFolder | None = None,
 ) -> CleanShardSummary:
@@ -273,10 +279,12 @@ def clean_shard(
         dest,
         removed,
         any_removed=bool(removed),
+        contents=contents,
         link=options.link,
         drop_empty=options.drop_empty_shards,
     )
     summary.members_removed = written.members_removed
+    summary.members_dropped = written.members_dropped
     summary.copied_whole = written.copied_whole
     summary.dropped_empty = written.dropped_empty
     summary.files = written.files
@@ -363,8 +371,19 @@ def clean_run_shard(
             f"{run.path}: no match rows for shard {shard.name}; re-run `clearset match`"
         )
     removed = shard_removals(manifest, matches, job.options)
+    marker = json.loads(run.done_file(shard.id).read_text())
+    scanned = ShardContents.from_manifest(
+        manifest, (marker.get("source_file") or {}).get("file_sha256")
+    )
     return clean_shard(
-        source.kind, shard, dest, removed, job.options, manifest=manifest, cleaned=cleaned
+        source.kind,
+        shard,
+        dest,
+        removed,
+        job.options,
+        contents=scanned,
+        manifest=manifest,
+        cleaned=cleaned,
     )
 
 
@@ -386,6 +405,7 @@ def prepare_clean(
 ) -> None:
     """Check and ready both sides of a clean before any shard is written."""
     options = job.options
+    refuse_unaccounted(run, info)
     if not info.get("settings", {}).get("matching") and not (
         options.keep_list or options.drop_undecodable
     ):
@@ -420,6 +440,14 @@ def prepare_clean(
     write_json_atomic(cleaned.path / "clean.json", record)
 
 
+def refuse_unaccounted(run: RunFolder, info: dict[str, Any]) -> None:
+    """A run whose scan hashed nothing, or left too much unread, backs no cleaned copy
+    and no receipt (unless it was scanned with --allow-missing)."""
+    accounting = info.get("accounting") or {}
+    if accounting.get("verdict") == "failed":
+        raise RunFolderError(f"{run.path}: {accounting.get('problem')}; not cleaning or signing it")
+
+
 def _read_clean_json(cleaned: RunFolder) -> dict[str, Any] | None:
     path = cleaned.path / "clean.json"
     if not path.exists():
@@ -451,6 +479,7 @@ def finish_clean(run: RunFolder) -> dict[str, Any]:
                 "undecodable_dropped": marker["undecodable_dropped"],
                 "kept_without_bytes": marker["kept_without_bytes"],
                 "path_only_kept": marker["path_only_kept"],
+                "members_dropped": marker.get("members_dropped", 0),
                 "shards_copied_whole": int(marker["copied_whole"]),
                 "shards_dropped_empty": int(marker["dropped_empty"]),
             }
@@ -561,6 +590,7 @@ def cleaned_manifest_files(run_dir: str | Path) -> list[Path]:
     record = _read_clean_json(cleaned)
     if record is None:
         raise RunFolderError(f"{run.path}: has no cleaned copy; run `clearset clean` first")
+    refuse_unaccounted(run, run.read_info())
     if not record.get("finished"):
         raise RunFolderError(
             f"{run.path}: the clean to {record.get('destination')} is not finished; "

@@ -99,10 +99,14 @@ def row_hashes(row: dict[str, Any]) -> list[str | None]:
     return found
 
 
-def item_hashes(data: bytes | None) -> list[str | None]:
-    if data is None:
+def item_hashes(item: Any) -> list[str | None]:
+    """Hex SHA-256 and MD5 of an item's stored bytes (streamed or held), or none."""
+    if item.streamed is not None:
+        return [item.streamed.sha256.hex(), item.streamed.md5.hex()]
+    if item.data is None:
         return []
-    return [hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()]
+    data = item.data
+    return [hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).hexdigest()]
 
 
 def write_removals(table: pa.Table, path: Path) -> None:
@@ -207,6 +211,7 @@ def _url_sha256(url: str) -> str:
 def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, options: Any) -> Any:
     """Decide one shard's removals from its items' URLs and bytes, then clean it."""
     from clearset.sinks.clean import clean_shard, dest_done_file, done_summary, keep_set
+    from clearset.sinks.writers import ShardContents
 
     if dest_done_file(Path(dest), shard.id).exists():
         return done_summary(Path(dest), shard)
@@ -214,8 +219,15 @@ def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, o
     keep = keep_set(options.keep_list) if options.keep_list else None
     reasons: dict[str, set[str]] = {}
     held: dict[str, bool] = {}
-    for item in source.read_shard(shard):
-        hashes = item_hashes(item.data) + [item.upstream_sha256, item.upstream_md5]
+    read: dict[str, Any] = {}
+    contents = ShardContents()
+    for item in source.read_shard(shard, read):
+        own = item_hashes(item)
+        hashes = own + [item.upstream_sha256, item.upstream_md5]
+        if item.member is not None and (own or item.status):
+            # What the writer may copy: exactly the members read here, with these bytes.
+            sha256 = bytes.fromhex(own[0]) if own else None
+            contents.members.setdefault(item.member, []).append(sha256)
         if remove is not None and remove.holds(item.url, hashes):
             reasons.setdefault(item.key, set()).add(REASON_REMOVAL_LIST)
         if keep is not None:
@@ -224,4 +236,5 @@ def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, o
         if not present:
             reasons.setdefault(key, set()).add(REASON_NOT_IN_KEEP_LIST)
     removed = {key: ", ".join(sorted(names)) for key, names in reasons.items()}
-    return clean_shard(source.kind, shard, Path(dest), removed, options)
+    contents.file_sha256 = read.get("file_sha256")
+    return clean_shard(source.kind, shard, Path(dest), removed, options, contents=contents)

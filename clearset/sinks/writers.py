@@ -12,10 +12,12 @@ is the source's own bytes, minus whole keys.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
-import shutil
+import posixpath
 import tarfile
+import zlib
 from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 
 from clearset.errors import InputError, OutputError
 from clearset.sinks.atomic import atomic_path
-from clearset.sources.base import ShardRef, split_ext
+from clearset.sources.base import ShardRef, display_name
 from clearset.sources.parquet import KEY_COLUMN_NAMES
 from clearset.sources.webdataset import TAR_SUFFIXES
 
@@ -49,6 +51,49 @@ class WrittenShard:
     keys_kept: int = 0
     copied_whole: bool = False
     dropped_empty: bool = False
+    # Links to nothing kept, FIFOs and devices: never copied into a cleaned copy.
+    members_dropped: int = 0
+
+
+@dataclass
+class ShardContents:
+    """What a scan read of one shard: a writer copies these bytes and nothing else.
+
+    `file_sha256` is the whole shard file's SHA-256 (tar and parquet shards); `members`
+    maps each member's name (as the manifest writes it) to the SHA-256 of each of its
+    occurrences, in order (None for a member that holds no bytes: a link, a folder)."""
+
+    file_sha256: str | None = None
+    members: dict[str, list[bytes | None]] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, manifest: pa.Table, file_sha256: str | None) -> ShardContents:
+        members: dict[str, list[bytes | None]] = {}
+        rows = manifest.select(["member", "sha256", "status", "reason"]).to_pylist()
+        for row in rows:
+            if row["member"] is None or (row["status"] == "missing" and row["sha256"] is None):
+                continue  # a row without a member: a failed download, a metadata row
+            members.setdefault(row["member"], []).append(row["sha256"])
+        return cls(file_sha256=file_sha256, members=members)
+
+    def take(self, shard: ShardRef, name: str) -> bytes | None:
+        """The scanned SHA-256 of the next occurrence of member `name`; refuses a member
+        the scan never saw (it would put unhashed bytes into the cleaned copy)."""
+        shown = display_name(name)
+        found = self.members.get(shown)
+        if not found:
+            raise OutputError(
+                f"{shard.path}: member {shown} has no row in the scan's manifest; refusing "
+                "to copy bytes the scan did not hash (scan the source again into a new run)"
+            )
+        return found.pop(0)
+
+
+def changed_since_scan(url: str) -> OutputError:
+    return OutputError(
+        f"{url}: changed since it was scanned (its bytes differ from those the scan "
+        "hashed); scan it again into a new run before cleaning"
+    )
 
 
 class _DropShard(Exception):
@@ -60,8 +105,11 @@ def _is_local(url: str) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
-def copy_file(src_url: str, target: Path, *, link: bool) -> None:
-    """Copy (or hard-link) one whole file into place atomically; bytes are untouched."""
+def copy_file(src_url: str, target: Path, *, link: bool, sha256: bytes | str | None = None) -> None:
+    """Copy (or hard-link) one whole file into place atomically; bytes are untouched.
+
+    With `sha256` (raw or hex), the bytes are hashed on the way and the copy is refused,
+    leaving nothing behind, unless they are exactly the bytes the scan hashed."""
     with atomic_path(target) as tmp:
         if link:
             if not _is_local(src_url):
@@ -74,12 +122,31 @@ def copy_file(src_url: str, target: Path, *, link: bool) -> None:
                     f"{target}: cannot hard-link {path} ({exc.strerror}); "
                     "--link needs the destination on the same filesystem as the source"
                 ) from None
+            if sha256 is not None and _file_sha256(tmp) != _raw(sha256):
+                raise changed_since_scan(src_url)
             return
+        digest = hashlib.sha256()
         try:
             with fsspec.open(src_url, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    dst.write(block)
         except FileNotFoundError:
             raise InputError(f"{src_url}: no such file (was the source moved?)") from None
+        if sha256 is not None and digest.digest() != _raw(sha256):
+            raise changed_since_scan(src_url)
+
+
+def _raw(sha256: bytes | str) -> bytes:
+    return bytes.fromhex(sha256) if isinstance(sha256, str) else sha256
+
+
+def _file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.digest()
 
 
 def side_urls(tar_url: str) -> tuple[str, str] | None:
@@ -106,24 +173,32 @@ def write_webdataset_shard(
     removed: Container[str],
     *,
     any_removed: bool,
+    contents: ShardContents,
     link: bool = False,
     drop_empty: bool = False,
 ) -> WrittenShard:
-    """The tar without the removed keys' members, and its side files to match."""
+    """The tar without the removed keys' members, and its side files to match.
+
+    A tar is copied whole only when nothing goes and it holds nothing but files and
+    folders, and only when its bytes are those the scan hashed; otherwise it is
+    rewritten member by member, each member checked against the manifest."""
     target = dest_root / shard.name
     written = WrittenShard()
     sides = side_urls(shard.path)
     side_parquet, side_stats = sides if sides else (None, None)
     present = [u for u in (side_parquet, side_stats) if u and _exists(u)]
-    if not any_removed and not drop_empty:
-        for url in [shard.path, *present]:
+    plain = all(None not in hashes or not hashes for hashes in contents.members.values())
+    if not any_removed and not drop_empty and plain and contents.file_sha256:
+        copy_file(shard.path, target, link=link, sha256=contents.file_sha256)
+        written.files.append(shard.name)
+        for url in present:
             copy_file(url, _sibling(target, url), link=link)
             written.files.append(str(_sibling(target, url).relative_to(dest_root)))
         written.copied_whole = True
         return written
     try:
         with atomic_path(target) as tmp:
-            _filter_tar(shard.path, tmp, removed, written)
+            _filter_tar(shard, tmp, removed, written, contents)
             if drop_empty and written.keys_kept == 0:
                 raise _DropShard
     except _DropShard:
@@ -140,39 +215,86 @@ def write_webdataset_shard(
     return written
 
 
-def _filter_tar(src_url: str, tmp: Path, removed: Container[str], written: WrittenShard) -> None:
+def _filter_tar(
+    shard: ShardRef,
+    tmp: Path,
+    removed: Container[str],
+    written: WrittenShard,
+    contents: ShardContents,
+) -> None:
     """Stream members from source to output, skipping whole removed keys.
 
     Each kept member keeps its tar header (name, mode, mtime, owner) and its bytes, so a
-    training reader sees exactly what it saw before, minus the removed samples.
-    """
-    gz = src_url.endswith((".tar.gz", ".tgz"))
+    training reader sees exactly what it saw before, minus the removed samples. Every
+    member must have a manifest row and its bytes the SHA-256 that row holds. Links are
+    kept only when they point at a member already kept; FIFOs and devices never are."""
+    from clearset.sources.webdataset import GZIP_SUFFIXES, HashingReader, member_key
+
+    src_url = shard.path
+    gz = src_url.endswith(GZIP_SUFFIXES)
     kept_keys: set[str] = set()
     removed_keys: set[str] = set()
+    kept_files: set[str] = set()
     try:
         with (
-            fsspec.open(src_url, "rb", compression="infer") as stream,
-            tarfile.open(fileobj=stream, mode="r|") as source,
-            open(tmp, "wb") as raw,
+            fsspec.open(src_url, "rb") as raw,
+            open(tmp, "wb") as out_raw,
             # mtime=0: the same input always gives the same bytes, so a resume is identical
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else raw as out,
+            gzip.GzipFile(filename="", mode="wb", fileobj=out_raw, mtime=0)
+            if gz
+            else out_raw as out,
             tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
-            for member in source:
-                key = None
-                if member.isfile():
-                    key, _ = split_ext(member.name)
-                if key is not None and key in removed:
-                    written.members_removed += 1
-                    removed_keys.add(key)
-                    continue
-                if key is not None:
+            hashing = HashingReader(raw)
+            stream: Any = gzip.GzipFile(fileobj=hashing, mode="rb") if gz else hashing
+            with tarfile.open(fileobj=stream, mode="r|") as source:
+                for member in source:
+                    scanned = contents.take(shard, member.name)
+                    key = display_name(member_key(member.name))
+                    if key in removed:
+                        written.members_removed += 1
+                        removed_keys.add(key)
+                        continue
+                    if not _keep_member(member, kept_files):
+                        written.members_dropped += 1
+                        continue
                     kept_keys.add(key)
-                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
-    except (tarfile.TarError, EOFError) as exc:
+                    if member.isreg():
+                        reader = HashingReader(source.extractfile(member))
+                        tar.addfile(member, reader)
+                        if reader.digest.digest() != scanned:
+                            raise changed_since_scan(
+                                f"{src_url} (member {display_name(member.name)})"
+                            )
+                        kept_files.add(member.name)
+                    else:
+                        tar.addfile(member)
+            hashing.drain()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise InputError(f"{src_url}: not a readable tar shard ({exc})") from None
+    if contents.file_sha256 and hashing.digest.hexdigest() != contents.file_sha256:
+        raise changed_since_scan(src_url)
     written.keys_kept = len(kept_keys)
     written.keys_removed = len(removed_keys)
+
+
+def _gzip_writer(raw: Any) -> gzip.GzipFile:
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+
+
+def _keep_member(member: tarfile.TarInfo, kept_files: set[str]) -> bool:
+    """Folders and files are kept; a link only when it points at a file already kept
+    in this tar (so it can never reach a removed member or anything outside)."""
+    if member.isreg() or member.isdir():
+        return True
+    if member.islnk():
+        return member.linkname in kept_files
+    if member.issym():
+        if member.linkname.startswith("/"):
+            return False
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+        return target in kept_files
+    return False  # FIFOs, devices and anything else: no bytes of ours to hand out
 
 
 def parquet_codec(metadata: pq.FileMetaData) -> str:
@@ -264,20 +386,28 @@ def write_parquet_shard(
     removed: Container[str],
     *,
     any_removed: bool,
+    contents: ShardContents,
     link: bool = False,
     drop_empty: bool = False,
 ) -> WrittenShard:
     """The parquet file without the removed rows, streamed one row group at a time.
 
     The schema (with its `huggingface` metadata, so `datasets` still sees an Image
-    feature), the codec and the row-group size are the source's own."""
+    feature), the codec and the row-group size are the source's own. The file must
+    still be the one the scan hashed, byte for byte."""
     target = dest_root / shard.name
     written = WrittenShard()
+    if not contents.file_sha256:
+        raise OutputError(f"{shard.path}: the scan recorded no digest of this file; scan again")
     if not any_removed and not drop_empty:
-        copy_file(shard.path, target, link=link)
+        copy_file(shard.path, target, link=link, sha256=contents.file_sha256)
         written.files.append(shard.name)
         written.copied_whole = True
         return written
+    from clearset.sources.parquet import file_digest
+
+    if file_digest(shard.path)["file_sha256"] != contents.file_sha256:
+        raise changed_since_scan(shard.path)
     try:
         with fsspec.open(shard.path, "rb") as handle, atomic_path(target) as tmp:
             parquet = pq.ParquetFile(handle)
@@ -325,26 +455,32 @@ def write_folder_shard(
     removed: Container[str],
     *,
     any_removed: bool,
+    contents: ShardContents,
     link: bool = False,
     drop_empty: bool = False,
 ) -> WrittenShard:
-    """Every file of the shard's kept keys, at the same relative path, copied or linked.
+    """Every file of the shard's kept keys, at the same relative path, copied or linked,
+    each one checked to hold the bytes the scan hashed. Links, FIFOs and devices are
+    never copied (the scan did not follow or open them)."""
+    from clearset.sources.folder import file_key
 
-    Files that are no item of their own (a stray .txt) belong to no removed key and stay."""
     written = WrittenShard()
     kept_keys: set[str] = set()
     root = shard.path.rstrip("/")
     for name in shard.files:
-        key, _ = split_ext(name)
-        key = key if key is not None else name
+        scanned = contents.take(shard, name)
+        key = display_name(file_key(name))
         if key in removed:
             written.members_removed += 1
             continue
+        if scanned is None:
+            written.members_dropped += 1
+            continue
         kept_keys.add(key)
-        copy_file(f"{root}/{name}", dest_root / name, link=link)
-        written.files.append(name)
+        copy_file(f"{root}/{name}", dest_root / name, link=link, sha256=scanned)
+        written.files.append(display_name(name))
     written.keys_kept = len(kept_keys)
-    written.copied_whole = not any_removed
+    written.copied_whole = not any_removed and not written.members_dropped
     return written
 
 
