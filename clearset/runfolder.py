@@ -25,8 +25,16 @@ import pyarrow as pa
 
 from clearset import TOOL_NAME, __version__
 from clearset.errors import RunFolderError
+from clearset.settings import MAX_UNREAD_SHARE
 from clearset.sinks.atomic import sweep_tmp, write_json_atomic
-from clearset.sinks.manifest import MANIFEST_VERSION, read_manifest_files
+from clearset.sinks.manifest import (
+    HASHED,
+    MANIFEST_VERSION,
+    OTHER,
+    UNREAD,
+    UPSTREAM_FAILED,
+    read_manifest_files,
+)
 
 RUN_FORMAT = 1
 DONE_SUFFIX = ".done.json"
@@ -150,3 +158,49 @@ class RunFolder:
         info["tool"] = {"name": TOOL_NAME, "version": __version__}
         self.write_info(info)
         return info
+
+
+def account_scan(account: dict[str, dict[str, int]], allow_missing: bool) -> dict[str, Any]:
+    """The scan's accounting: what was hashed, what could not be read, and whether that
+    is acceptable. A scan that hashed no image, or left more than `MAX_UNREAD_SHARE` of
+    its items unread, fails unless the user accepts it (--allow-missing)."""
+    totals = {name: sum(reasons.values()) for name, reasons in account.items()}
+    hashed, unread = totals.get(HASHED, 0), totals.get(UNREAD, 0)
+    read = sum(totals.values()) - totals.get(UPSTREAM_FAILED, 0)
+    items = hashed + unread
+    problem = None
+    if read and not hashed:
+        problem = f"hashed no image in {read:,} manifest rows"
+    elif items and unread / items > MAX_UNREAD_SHARE:
+        problem = (
+            f"could not read {unread:,} of {items:,} items ({unread / items:.1%}, more than "
+            f"the {MAX_UNREAD_SHARE:.0%} allowed)"
+        )
+    verdict = "ok" if problem is None else "accepted" if allow_missing else "failed"
+    return {
+        "verdict": verdict,
+        "problem": problem,
+        "allow_missing": allow_missing,
+        "max_unread_share": MAX_UNREAD_SHARE,
+        "totals": totals,
+        "reasons": {name: dict(sorted(r.items())) for name, r in sorted(account.items())},
+    }
+
+
+def accounting_line(accounting: dict[str, Any]) -> str:
+    """One line a person reads at the end of every scan."""
+    totals, reasons = accounting["totals"], accounting["reasons"]
+
+    def why(name: str) -> str:
+        found = {k or "unknown": v for k, v in reasons.get(name, {}).items()}
+        return " (" + ", ".join(f"{k} {v:,}" for k, v in found.items()) + ")" if found else ""
+
+    found = sum(totals.values())
+    parts = [
+        f"{totals.get(HASHED, 0):,} images hashed",
+        f"{totals.get(UNREAD, 0):,} unread{why(UNREAD)}",
+        f"{totals.get(OTHER, 0):,} other members hashed, not images",
+    ]
+    if totals.get(UPSTREAM_FAILED):
+        parts.append(f"{totals[UPSTREAM_FAILED]:,} failed downloads the source records")
+    return f"accounting: {found:,} rows: " + "; ".join(parts)

@@ -62,7 +62,8 @@ def test_match_rows_name_one_true_entry_and_no_content(
 ) -> None:
     table = pq.read_table(matched_run / "matches.parquet")
     assert "caption" not in table.column_names and "pdq" not in table.column_names
-    manifest = {r["key"]: r for r in RunFolder(matched_run).read_manifest().to_pylist()}
+    rows = RunFolder(matched_run).read_manifest().to_pylist()
+    manifest = {r["key"]: r for r in rows if r["status"] != "other"}  # the image rows
     pdq_entries = {
         line.split()[1]
         for line in demo_data.pdq_list.read_text().splitlines()
@@ -136,7 +137,7 @@ def test_metadata_only_parquet_is_screened_by_md5_and_url(tmp_path: Path) -> Non
     (tmp_path / "md5.txt").write_text(f"{md5s[1]}\n{md5s[4].upper()}\n")
     (tmp_path / "urls.txt").write_text("https://images.example.com/meta/2.jpg\n")
     proc = run_cli(
-        "scan", str(tmp_path / "meta.parquet"), "--out", str(tmp_path / "run"),
+        "scan", str(tmp_path / "meta.parquet"), "--out", str(tmp_path / "run"), "--allow-missing",
         "--list", str(tmp_path / "md5.txt"), "--list", f"{tmp_path / 'urls.txt'},type=url",
         check=True,
     )  # fmt: skip

@@ -33,15 +33,18 @@ def demo_run(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_broken_members_get_rows_with_reasons(demo_run: Path) -> None:
     rows = RunFolder(demo_run).read_manifest().to_pylist()
-    by_key = {r["key"]: r for r in rows}
+    by_key = {r["key"]: r for r in rows if r["status"] != "other"}  # the image rows
     broken = {i.key: i.broken for i in demo_items() if i.broken}
     reasons = {by_key[k]["reason"].split(":", 1)[0] for k in broken}
     assert reasons == {"corrupt", "empty", "not_an_image", "decompression_bomb"}
     assert all(by_key[k]["status"] == "error" and by_key[k]["sha256"] for k in broken)
     good = [i for i in demo_items() if not i.broken]
     assert all(by_key[i.key]["status"] == "ok" and len(by_key[i.key]["pdq"]) == 32 for i in good)
-    # nothing lost: every key of the data set plus the failed download is in the manifest
-    assert len(rows) == len(demo_items()) + 1
+    # nothing lost: every key of the data set plus the failed download is in the manifest,
+    # and every other member (captions, .json) is a row of its own, hashed
+    assert len(by_key) == len(demo_items()) + 1
+    others = [r for r in rows if r["status"] == "other"]
+    assert len(others) == 2 * len(demo_items()) and all(r["sha256"] for r in others)
 
 
 def test_run_json_records_source_settings_and_counts(demo_run: Path) -> None:
@@ -49,8 +52,11 @@ def test_run_json_records_source_settings_and_counts(demo_run: Path) -> None:
     assert info["source"]["kind"] == "webdataset"
     assert info["settings"] == ScanSettings().to_dict()
     assert info["finished"] and info["started"] <= info["finished"]
-    assert info["counts"]["items"] == len(demo_items()) + 1
+    assert info["counts"]["items"] == 3 * len(demo_items()) + 1  # manifest rows
     assert info["counts"]["status"]["error"] == 4
+    totals = info["accounting"]["totals"]
+    assert totals == {"hashed": 96, "unread": 4, "other": 200, "upstream_failed": 1}
+    assert info["accounting"]["verdict"] == "ok"
     assert info["tool"]["name"] == "clearset"
 
 
@@ -86,7 +92,10 @@ def test_killed_scan_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
     write_webdataset(tmp_path / "src", items, shard_size=3)
     src = str(tmp_path / "src")
     full = tmp_path / "full"
-    run_scan(open_source(src), full, ScanSettings(), workers=1, show_progress=False)
+    # 4 broken members of 64 (6 %): accepted on purpose
+    run_scan(
+        open_source(src), full, ScanSettings(), workers=1, show_progress=False, allow_missing=True
+    )
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -101,6 +110,7 @@ def test_killed_scan_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
             "-w",
             "1",
             "--no-progress",
+            "--allow-missing",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -114,7 +124,9 @@ def test_killed_scan_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
     total = len(open_source(src).shards())
     assert 0 < done < total, "the scan must be stopped part-way for this test to mean anything"
 
-    result = run_scan(open_source(src), killed, ScanSettings(), workers=2, show_progress=False)
+    result = run_scan(
+        open_source(src), killed, ScanSettings(), workers=2, show_progress=False, allow_missing=True
+    )
     assert result.shards_skipped == done
     assert RunFolder(killed).read_manifest().equals(RunFolder(full).read_manifest())
     assert not [p for p in (killed / "manifest").iterdir() if p.name.startswith(".tmp-")]
@@ -171,7 +183,7 @@ def test_corrupt_shard_fails_alone_and_leaves_no_partial_output(tmp_path: Path) 
             open_source(str(tmp_path / "src")), run, ScanSettings(), workers=1, show_progress=False
         )
     names = sorted(p.name for p in (run / "manifest").iterdir())
-    assert names == ["00000.done.json", "00000.parquet"]
+    assert names == ["00000.tar.done.json", "00000.tar.parquet"]
     info = json.loads((run / "run.json").read_text())
     assert info["finished"] is None and info["failed_shards"][0]["shard"] == "00001.tar"
 

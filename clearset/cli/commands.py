@@ -31,11 +31,12 @@ from clearset.errors import InputError
 from clearset.hashing import hash_bytes
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
+from clearset.runfolder import accounting_line
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, clean_info, read_cleaned_manifest
 from clearset.sinks.report import write_report
-from clearset.sources import SOURCE_KINDS, open_source
+from clearset.sources import SOURCE_KINDS, absolute_url, detect, is_folder, open_source
 
 
 @app.command()
@@ -66,6 +67,20 @@ def scan(
     drop_undecodable: Annotated[
         bool, typer.Option(help="With --clean-to: also remove undecodable items.")
     ] = False,
+    base_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder that relative paths in path-only parquet Image cells are relative "
+            "to (default: the parquet file's folder, as datasets reads them)."
+        ),
+    ] = None,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            help="Accept a scan that hashed no image, or could not read more than 5% of "
+            "its items (default: such a scan fails, and clean and receipt refuse it)."
+        ),
+    ] = False,
 ) -> None:
     """Hash every item of SOURCE into the run folder OUT and match it against --list
     lists (re-running resumes)."""
@@ -80,7 +95,12 @@ def scan(
         if clean_to is not None
         else None
     )
-    src = open_source(source, kind=kind, image_column=image_column)
+    if kind is None and is_folder(source):
+        # A folder can hold several layouts: say which one was chosen, and from what.
+        survey = detect(absolute_url(source))
+        said = f"reading {source} as {survey.kind}: {survey.describe()}".rstrip(": ")
+        out.print(said, markup=False, highlight=False, soft_wrap=True)
+    src = open_source(source, kind=kind, image_column=image_column, base_dir=base_dir)
     show = show_progress(progress)
     result = run_scan(
         src,
@@ -91,8 +111,12 @@ def scan(
         console=console,
         match=job,
         clean=clean,
+        allow_missing=allow_missing,
     )
     _print_summary(out_dir, result.shards_skipped, result.seconds)
+    out.print(accounting_line(result.accounting))
+    if result.accounting["verdict"] == "accepted":
+        console.print(f"scan: accepted with --allow-missing: {result.accounting['problem']}")
     if job is not None:
         _print_matches(result.counts["matches"], out_dir)
     if clean_to is not None:

@@ -42,13 +42,23 @@ from clearset.matching.matcher import (
     MatchSettings,
     list_record,
 )
-from clearset.runfolder import RunFolder, utc_now
+from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
 from clearset.sinks.atomic import atomic_path
-from clearset.sinks.clean import CleanJob, dest_done_file, finish_clean, prepare_clean
+from clearset.sinks.clean import (
+    CleanJob,
+    dest_done_file,
+    finish_clean,
+    prepare_clean,
+    refuse_overlap,
+)
 from clearset.sources.base import ShardRef, Source
 
 _progress_queue: Any = None
 _worker_matcher: tuple[Any, Matcher] | None = None
+
+
+class ScanUnaccounted(RunFolderError):
+    """The scan finished but hashed nothing, or left too much of its source unread."""
 
 
 class ScanIncomplete(ClearsetError):
@@ -64,6 +74,7 @@ class ScanResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    accounting: dict[str, Any] = field(default_factory=dict)
 
 
 def default_workers() -> int:
@@ -217,8 +228,13 @@ def run_scan(
     console: Console | None = None,
     match: MatchJob | None = None,
     clean: CleanJob | None = None,
+    allow_missing: bool = False,
 ) -> ScanResult:
     """Scan every shard of `source` into `run_dir`, resuming what is already there.
+
+    Every scan ends with its accounting (`RUN/run.json` "accounting"): one that hashed no
+    image, or could not read more than `MAX_UNREAD_SHARE` of its items, raises
+    `ScanUnaccounted` after writing its run folder, unless `allow_missing`.
 
     With `match`, each shard is also matched against the lists as it is hashed, and
     RUN/matches.parquet gathers the match rows at the end. With `clean` too, each shard
@@ -227,6 +243,7 @@ def run_scan(
     """
     run = RunFolder(Path(run_dir))
     shards = source.shards()
+    refuse_overlap(source.url, shards, run.path, what="--out")
     matcher = match.matcher() if match is not None else None  # fail early on a bad list
     recorded = settings.to_dict()
     if matcher is not None:
@@ -266,11 +283,14 @@ def run_scan(
             _run_pool(source, pending, run, settings, workers, meter, result, match, clean)
     result.seconds = time.monotonic() - started
     result.counts = summarise_markers(run)
+    accounting = account_scan(result.counts.pop("account"), allow_missing)
+    unaccounted = not result.failures and accounting["verdict"] == "failed"
     if matcher is not None and not result.failures:
         result.counts["matches"] = gather_matches(run, matcher)
-    if clean is not None and not result.failures:
+    if clean is not None and not result.failures and not unaccounted:
         result.counts["clean"] = finish_clean(run)
     info.update(
+        accounting=accounting,
         finished=utc_now() if not result.failures else None,
         counts=result.counts,
         failed_shards=[{"shard": name, "error": why} for name, why in result.failures],
@@ -280,6 +300,13 @@ def run_scan(
     if result.failures and created and not result.counts["shards_done"]:
         # Nothing was scanned and the folder is ours alone: leave no husk behind.
         shutil.rmtree(run.path, ignore_errors=True)
+    result.accounting = accounting
+    if unaccounted:
+        left = " (the clean is left unfinished)" if clean is not None else ""
+        raise ScanUnaccounted(
+            f"{run.path}: the scan {accounting['problem']}{left} ({accounting_line(accounting)}); "
+            "fix the source, or re-run the same command with --allow-missing to accept it"
+        )
     if result.failures:
         name, why = result.failures[0]
         raise ScanIncomplete(
@@ -341,6 +368,7 @@ def summarise_markers(run: RunFolder) -> dict[str, Any]:
     """Totals over the completed shards of a run."""
     status: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    account: dict[str, Counter[str]] = {}
     rows = nbytes = 0
     markers = run.done_markers()
     for marker in markers:
@@ -348,12 +376,15 @@ def summarise_markers(run: RunFolder) -> dict[str, Any]:
         nbytes += marker["bytes"]
         status.update(marker["status"])
         reasons.update(marker["reasons"])
+        for name, by_reason in marker.get("account", {}).items():
+            account.setdefault(name, Counter()).update(by_reason)
     return {
         "shards_done": len(markers),
         "items": rows,
         "bytes": nbytes,
         "status": dict(sorted(status.items())),
         "reasons": dict(sorted(reasons.items())),
+        "account": {name: dict(counts) for name, counts in account.items()},
     }
 
 
