@@ -340,7 +340,9 @@ class Json(ListFormat):
 
     def read(self, stream: IO[bytes], collector: EntryCollector, column: str | None) -> None:
         source = collector.source
-        document = _parse_json(stream.read().removeprefix(_BOM), source, "")
+        document, problem, line = _parse_json(stream.read().removeprefix(_BOM))
+        if problem is not None:
+            raise InputError(f"{source}{'' if line is None else f':{line}'}: {problem}")
         for path, array, declared in _json_arrays(document, source, column):
             for index, entry in enumerate(array):
                 _add_json_entry(collector, entry, f"{path}[{index}]", declared, column)
@@ -356,11 +358,9 @@ class JsonLines(ListFormat):
             line = raw.removeprefix(_BOM) if line_number == 1 else raw
             if not line.strip():
                 continue
-            try:
-                entry = _parse_json(line, collector.source, f":{line_number}")
-            except InputError as error:
-                why = str(error).rpartition(": ")[2]
-                collector.invalid_entry(str(line_number), why, kind="not JSON")
+            entry, problem, _ = _parse_json(line)
+            if problem is not None:
+                collector.invalid_entry(str(line_number), problem, kind="not JSON")
                 continue
             _add_json_entry(collector, entry, str(line_number), None, column)
 
@@ -415,19 +415,18 @@ class Checksums(ListFormat):
             collector.add(value, declared, where)
 
 
-def _parse_json(text: bytes, source: str, where: str) -> Any:
-    """One JSON document; every failure is one line naming the file (and line)."""
+def _parse_json(text: bytes) -> tuple[Any, str | None, int | None]:
+    """(document, None, None), or (None, the problem, its line if known): never raises."""
     try:
-        return json.loads(text)
+        return json.loads(text), None, None
     except json.JSONDecodeError as error:
-        line = where or f":{error.lineno}"
-        raise InputError(f"{source}{line}: not valid JSON ({error.msg})") from None
+        return None, f"not valid JSON ({error.msg})", error.lineno
     except UnicodeDecodeError:
-        raise InputError(f"{source}{where}: not UTF-8 text") from None
+        return None, "not UTF-8 text", None
     except RecursionError:
         # The parser recurses once per level and stops at the interpreter's limit (about
         # 1,000): no hash list nests that deep. Nothing after parsing recurses.
-        raise InputError(f"{source}{where}: too deeply nested: not a hash list") from None
+        return None, "too deeply nested: not a hash list", None
 
 
 FORMATS: tuple[type[ListFormat], ...] = (
