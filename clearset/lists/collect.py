@@ -15,7 +15,7 @@ Error messages name the file, the line (or JSON path) and the problem, and never
 entry's value: an entry is described by its length or the position of a bad character.
 A type token or name is shown only when :func:`shown_name` finds it cannot be (part of) a
 hash or URL. Every entry skipped, whatever the reason, is counted by kind
-(:attr:`HashList.skipped`) and summed up in one notice per file (:meth:`notice`).
+(:attr:`HashList.skipped`) and summed up in one line per file (:attr:`EntryCollector.notice`).
 """
 
 from __future__ import annotations
