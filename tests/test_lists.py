@@ -87,9 +87,12 @@ def test_threatexchange_mixed_file_splits_per_type(tmp_path):
     lists = load_list(path)
     assert [x.hash_type for x in lists] == ["pdq", "md5", "sha256"]
     assert_holds(lists[0], PDQ)
-    assert_holds(lists[1], MD5)
+    # video_md5 hashes whole videos: counted and named as a type clearset cannot match.
+    assert_holds(lists[1], MD5[10:])
     assert_holds(lists[2], SHA256)
     assert any("1 vpdq entries skipped" in w for w in lists[0].warnings)
+    assert lists[0].skipped == {"unsupported: video_md5": 10, "unsupported: vpdq": 1}
+    assert lists[1].skipped == lists[2].skipped == {}
 
 
 def test_threatexchange_with_hash_type_keeps_only_that_type(tmp_path):
@@ -186,6 +189,7 @@ def test_every_format_conforms(tmp_path, list_format):
         "tsv": "signal_type\tsignal_value\n" + "\n".join(f"{t}\t{v}" for t, v in typed),
         "json": json.dumps([{"type": t, "hash": v} for t, v in typed]),
         "jsonl": "\n".join(json.dumps({"type": t, "hash": v}) for t, v in typed),
+        "checksums": "\n".join(f"{v}  image-{i}.jpg" for i, (_, v) in enumerate(typed)),
     }[list_format.name]
     path = write(tmp_path, "list.dat", text)
     md5_list, sha1_list = load_list(path, fmt=list_format.name, version="v1")
@@ -282,7 +286,8 @@ def test_64_hex_is_never_guessed(tmp_path):
         with pytest.raises(InputError) as caught:
             load_list(path, skip_invalid=skip_invalid)
         assert str(caught.value) == (
-            f"{path}:2: 64-hex entries could be PDQ or SHA-256: pass --type pdq or --type sha256"
+            f"{path}:2: 64-hex entries could be PDQ or SHA-256: declare which "
+            "(--list PATH,type=pdq or --list PATH,type=sha256)"
         )
     pdq_list = only(load_list(path, hash_type="pdq"))
     sha_list = only(load_list(path, hash_type="sha256"))
@@ -310,7 +315,7 @@ def test_warnings_are_capped(tmp_path):
 def test_empty_lists_are_errors(tmp_path):
     with pytest.raises(InputError, match=r"empty\.txt: no valid hash entries"):
         load_list(write(tmp_path, "empty.txt", "# only a comment\n\n"))
-    with pytest.raises(InputError, match=r"2 invalid entries skipped"):
+    with pytest.raises(InputError, match=r"skipped: 2 non-hex character \(invalid\)"):
         load_list(write(tmp_path, "bad.txt", "zz\nyy\n"), skip_invalid=True)
 
 
@@ -322,7 +327,9 @@ def test_unreadable_and_malformed_files(tmp_path):
         load_list(str(tmp_path), fmt="text")
     with pytest.raises(InputError, match=r"bad\.json:2: not valid JSON"):
         load_list(write(tmp_path, "bad.json", '[\n"abc",,]'))
-    with pytest.raises(InputError, match=r"h\.csv:1: no hash column in header \(id, name\)"):
+    with pytest.raises(
+        InputError, match=r"h\.csv:1: no hash column in header \(id, name\); .*column=C"
+    ):
         load_list(write(tmp_path, "h.csv", "id,name\n1,x\n"))
     headerless = write(tmp_path, "n.csv", f"{MD5[0]},x\n{MD5[1]},y\n")
     with pytest.raises(InputError, match=r"n\.csv:1: first line looks like a hash") as caught:

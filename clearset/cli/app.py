@@ -59,17 +59,26 @@ TrimOpt = Annotated[
 ]
 
 
+# The --list syntax is written as short words, never one long token: rich gives the help
+# column about 17 characters at COLUMNS=80 and cuts a longer word with "…".
+LIST_SYNTAX_HELP = (
+    "Hash list to match: PATH, or PATH,K=V,... with each K=V one of type=T (pdq, md5, "
+    "sha1, sha256, url, url_md5), name=N, version=V, threshold=T (PDQ bits), column=C "
+    "(CSV column or JSON field), format=F (text, threatexchange, checksums, csv, tsv, "
+    "json, jsonl). E.g. l.txt,type=pdq. Repeat for several lists."
+)
+
 ListOpt = Annotated[
     list[str] | None,
-    typer.Option(
-        "--list",
-        "-l",
-        help="Hash list to match: PATH[,type=pdq|md5|sha1|sha256|url][,name=N][,version=V]"
-        "[,threshold=T][,column=C][,format=F]. Repeat for several lists.",
-    ),
+    typer.Option("--list", "-l", metavar="PATH[,K=V]", help=LIST_SYNTAX_HELP),
 ]
 SkipInvalidOpt = Annotated[
-    bool, typer.Option(help="Skip malformed list entries (counted) instead of failing.")
+    bool,
+    typer.Option(
+        "--skip-invalid",
+        help="Skip malformed list entries instead of failing; how many, of which kinds, "
+        "is printed (one line per list) and recorded with the list in run.json.",
+    ),
 ]
 ThresholdOpt = Annotated[
     int,

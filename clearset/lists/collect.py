@@ -13,6 +13,9 @@ error messages are the same whatever the file's shape. Two paths lead in:
 
 Error messages name the file, the line (or JSON path) and the problem, and never the
 entry's value: an entry is described by its length or the position of a bad character.
+A type token or name is shown only when :func:`shown_name` finds it cannot be (part of) a
+hash or URL. Every entry skipped, whatever the reason, is counted by kind
+(:attr:`HashList.skipped`) and summed up in one line per file (:attr:`EntryCollector.notice`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ from clearset.lists.model import (
 MAX_WARNINGS = 100
 """Warning messages kept per load; further skips are only counted."""
 
-AMBIGUOUS_64_HEX = "64-hex entries could be PDQ or SHA-256: pass --type pdq or --type sha256"
+AMBIGUOUS_64_HEX = (
+    "64-hex entries could be PDQ or SHA-256: declare which (--list PATH,type=pdq or "
+    "--list PATH,type=sha256)"
+)
 
 # A URL is scheme://something with no whitespace. Kept strict so that a mistyped hash is
 # never silently taken for a URL and hashed.
@@ -61,10 +67,33 @@ _ALL_TRUE = np.uint64(0x0101010101010101)  # eight numpy True bytes read as one 
 
 _INFERRED_BY_LENGTH = {32: "md5", 40: "sha1"}
 
+# What a type token or column name looks like when it is safe to show: a short word.
+# Anything with a run of 8 hex digits (a hash, or a type column holding hashes) or URL
+# punctuation is described, not shown.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,31}\Z")
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{8}")
+
+# Distinct unknown type names counted by name; further ones share one count.
+_MAX_NAMED_KINDS = 10
+
 
 def shorten(text: str, limit: int = 24) -> str:
-    """A type token or column name, cut short, for an error message."""
+    """An option value the operator typed (never list content), cut short."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def shown_name(text: str) -> str | None:
+    """``text`` if it is a plain word that cannot be a list entry, else None."""
+    text = text.strip()
+    if _NAME.match(text) and not _HEX_RUN.search(text):
+        return text
+    return None
+
+
+def _looks_like_entry(text: str) -> bool:
+    """A hash or URL where a type name belongs (type and value swapped, say)."""
+    text = text.strip()
+    return bool(_URL.match(text)) or (len(text) in (32, 40, 64) and _first_non_hex(text) is None)
 
 
 def _first_non_hex(value: str) -> int | None:
@@ -92,21 +121,48 @@ class EntryCollector:
         self.skip_invalid = skip_invalid
         self.warnings: list[str] = []
         self.invalid = Counter[str | None]()  # by hash type when known
+        self.invalid_kinds = Counter[tuple[str | None, str]]()  # (hash type, kind)
         self.other_type = Counter[str]()  # declared type differs from hash_type=
         self.unsupported = Counter[str]()  # signal types clearset cannot match
+        self.notice: str | None = None  # set by finish(): what was skipped, in one line
         self._packed: dict[str, list[np.ndarray]] = {t: [] for t in HASH_TYPES}
         self._single: dict[str, bytearray] = {t: bytearray() for t in HASH_TYPES}
 
     # -- problems -------------------------------------------------------------------
 
-    def invalid_entry(self, where: str, problem: str, hash_type: str | None = None) -> None:
-        """A malformed entry: an error, or with skip_invalid a counted warning."""
+    def invalid_entry(
+        self, where: str, problem: str, hash_type: str | None = None, *, kind: str
+    ) -> None:
+        """A malformed entry: an error, or with skip_invalid a warning counted by ``kind``
+        (a short fixed phrase, never the entry)."""
         message = f"{self.source}:{where}: {problem}"
         if not self.skip_invalid:
             raise InputError(message)
         self.invalid[hash_type] += 1
+        self.invalid_kinds[hash_type, kind] += 1
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(message)
+
+    def _unknown_type(self, declared: str, where: str) -> None:
+        if _looks_like_entry(declared):
+            self.invalid_entry(
+                where,
+                "the signal type is a hash or URL, not a type name "
+                "(are the type and hash fields swapped?)",
+                kind="hash or URL where the type belongs",
+            )
+            return
+        name = shown_name(declared)
+        named = {kind for _, kind in self.invalid_kinds if kind.startswith("unknown type ")}
+        if name is not None:
+            shown = f"unknown signal type {name!r}"
+            kind = f"unknown type {name.lower()}"
+            if kind not in named and len(named) >= _MAX_NAMED_KINDS:
+                kind = "unknown type (others)"
+        else:
+            shown = f"unknown signal type ({len(declared.strip())} characters, not shown)"
+            kind = "unknown type (not shown)"
+        self.invalid_entry(where, f"{shown} (expected one of {', '.join(HASH_TYPES)})", kind=kind)
 
     # -- the per-entry path -----------------------------------------------------------
 
@@ -119,11 +175,7 @@ class EntryCollector:
                 if name in UNSUPPORTED_SIGNALS:
                     self.unsupported[name] += 1
                 else:
-                    self.invalid_entry(
-                        where,
-                        f"unknown signal type {shorten(declared.strip())!r} "
-                        f"(expected one of {', '.join(HASH_TYPES)})",
-                    )
+                    self._unknown_type(declared, where)
                 return False, None
             if self.hash_type is not None and ours != self.hash_type:
                 self.other_type[ours] += 1
@@ -144,11 +196,14 @@ class EntryCollector:
                 self._single["url"] += url_sha256(value)
             else:
                 self.invalid_entry(
-                    where, "url entry is neither a URL (scheme://…) nor a 64-hex SHA-256", "url"
+                    where,
+                    "url entry is neither a URL (scheme://…) nor a 64-hex SHA-256",
+                    "url",
+                    kind="not a URL",
                 )
             return
         if not value:
-            self.invalid_entry(where, "empty hash value", hash_type)
+            self.invalid_entry(where, "empty hash value", hash_type, kind="empty")
             return
         bad = _first_non_hex(value)
         if bad is not None:
@@ -156,6 +211,7 @@ class EntryCollector:
                 where,
                 f"non-hex character {_describe_char(value[bad])} at position {bad + 1}",
                 hash_type,
+                kind="non-hex character",
             )
             return
         if hash_type is None:
@@ -168,6 +224,7 @@ class EntryCollector:
                     where,
                     "expected 32 (MD5), 40 (SHA-1) or 64 (PDQ/SHA-256) hex characters, "
                     f"got {len(value)}",
+                    kind="wrong length",
                 )
                 return
         width = 2 * HASH_BYTES[hash_type]
@@ -176,6 +233,7 @@ class EntryCollector:
                 where,
                 f"{hash_type} hash must be {width} hex characters, got {len(value)}",
                 hash_type,
+                kind="wrong length",
             )
             return
         self._keep_hex(value, hash_type, where)
@@ -184,7 +242,7 @@ class EntryCollector:
         packed = bytes.fromhex(value)
         problem = _placeholder_problem(packed, hash_type)
         if problem:
-            self.invalid_entry(where, problem, hash_type)
+            self.invalid_entry(where, problem, hash_type, kind="placeholder")
             return
         self._single[hash_type] += packed
 
@@ -199,7 +257,7 @@ class EntryCollector:
             return
         parts = text.split(None, 2)  # fields after the hash (notes, ids) are ignored
         if len(parts) < 2:
-            self.invalid_entry(where, "expected '<signal_type> <hash>'")
+            self.invalid_entry(where, "expected '<signal_type> <hash>'", kind="malformed line")
             return
         self.add(parts[1], parts[0], where)
 
@@ -325,11 +383,16 @@ class EntryCollector:
     # -- the result -------------------------------------------------------------------
 
     def finish(self, *, name: str, version: str | None, threshold: int | None) -> list[HashList]:
-        """One HashList per hash type found, in HASH_TYPES order."""
+        """One HashList per hash type found, in HASH_TYPES order.
+
+        Sets :attr:`notice` to the one line that tells the operator what was skipped, or
+        None when every entry was kept.
+        """
         for hash_type, count in sorted(self.other_type.items()):
             self._note(f"{count} {hash_type} entries ignored: only {self.hash_type} was asked for")
         for signal, count in sorted(self.unsupported.items()):
             self._note(f"{count} {signal} entries skipped: clearset cannot match that type")
+        file_skips = self._file_skips()
         lists: list[HashList] = []
         for hash_type in HASH_TYPES:
             parts = self._packed[hash_type]
@@ -362,23 +425,65 @@ class EntryCollector:
                     duplicates_folded=repeats,
                     invalid_skipped=self.invalid.pop(hash_type, 0),
                     threshold=threshold if hash_type == "pdq" else None,
+                    skipped=self._skipped_kinds(hash_type),
                 )
             )
-        skipped = sum(self.invalid.values())
         if not lists:
-            detail = f" ({skipped} invalid entries skipped)" if skipped else ""
-            if self.other_type:
-                detail += f" ({sum(self.other_type.values())} entries of other types ignored)"
+            detail = f" (skipped: {_describe_skips(file_skips)})" if file_skips else ""
             raise InputError(f"{self.source}: no valid hash entries{detail}")
-        # Entries too malformed to have a type are counted on the first list, and the
-        # file's warnings travel with it, so that summing over the lists counts each once.
-        lists[0].invalid_skipped += skipped
+        # Entries too malformed to have a type, and entries of types no list of this file
+        # holds, are counted on the first list, and the file's warnings travel with it, so
+        # that summing over the lists counts each once.
+        lists[0].invalid_skipped += sum(self.invalid.values())
+        leftover = Counter({f"invalid: {kind}": n for (_, kind), n in self.invalid_kinds.items()})
+        self.invalid_kinds.clear()
+        leftover.update({f"unsupported: {s}": n for s, n in self.unsupported.items()})
+        leftover.update({f"other type: {t}": n for t, n in self.other_type.items()})
+        lists[0].skipped = dict(sorted((Counter(lists[0].skipped) + leftover).items()))
         lists[0].warnings = list(self.warnings)
+        if file_skips:
+            kept = sum(len(hash_list) + hash_list.duplicates_folded for hash_list in lists)
+            total = sum(file_skips.values())
+            self.notice = (
+                f"{self.source}: kept {kept} of {kept + total} entries, skipped {total} "
+                f"({_describe_skips(file_skips)}); the list digest covers the kept entries, "
+                "not the file"
+            )
         return lists
+
+    def _skipped_kinds(self, hash_type: str | None) -> dict[str, int]:
+        """The invalid-entry counts of one hash type, by kind, taken out of the tally."""
+        taken = {k: n for k, n in self.invalid_kinds.items() if k[0] == hash_type}
+        for key in taken:
+            del self.invalid_kinds[key]
+        return {f"invalid: {kind}": n for (_, kind), n in sorted(taken.items())}
+
+    def _file_skips(self) -> Counter[str]:
+        """Every skip in the file by kind, before finish hands them out to lists."""
+        skips = Counter[str]()
+        for (_, kind), count in self.invalid_kinds.items():
+            skips[f"invalid: {kind}"] += count
+        skips.update({f"unsupported: {s}": n for s, n in self.unsupported.items()})
+        skips.update({f"other type: {t}": n for t, n in self.other_type.items()})
+        return skips
 
     def _note(self, message: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(f"{self.source}: {message}")
+
+
+def _describe_skips(skips: Counter[str] | dict[str, int]) -> str:
+    """'3 video_md5 (type clearset cannot match), 1 non-hex character (invalid)'."""
+    parts = []
+    for key, count in sorted(skips.items(), key=lambda item: (-item[1], item[0])):
+        group, _, kind = key.partition(": ")
+        why = {
+            "invalid": "invalid",
+            "unsupported": "type clearset cannot match",
+            "other type": "not the type asked for",
+        }[group]
+        parts.append(f"{count} {kind} ({why})")
+    return ", ".join(parts)
 
 
 def _placeholder_problem(packed: bytes, hash_type: str) -> str | None:

@@ -18,6 +18,13 @@ Formats understood:
   field), or an object holding such an array under one key, or mapping type names to
   arrays (``{"pdq": [...], "md5": [...]}``).
 * ``jsonl``: one JSON string or object per line.
+* ``checksums``: ``md5sum`` / ``sha1sum`` / ``sha256sum`` output, ``HASH  FILENAME`` or
+  ``HASH *FILENAME`` per line; the type follows from the hash's length (64 hex is
+  SHA-256 here, as the tool that writes the format says). Detected by content only: a
+  file named ``.md5`` is as often a plain list.
+
+Messages never show a value from the file: header cells and JSON keys can be hashes
+(a header-less CSV, an object keyed by hash), so they are counted, not shown.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, ClassVar
 
 from clearset.errors import InputError
-from clearset.lists.collect import EntryCollector, shorten
+from clearset.lists.collect import EntryCollector, shorten, shown_name
 from clearset.lists.model import UNSUPPORTED_SIGNALS, normalise_signal
 
 # Bytes read per step from a text list. Large enough that numpy's per-call overhead
@@ -144,6 +152,24 @@ def _text_stream(stream: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
 
 
+def _show_names(names: Iterable[Any], limit: int = 12) -> str:
+    """Header cells or JSON keys for a message: plain words only, the rest counted.
+
+    An object keyed by hashes or a header-less CSV of URLs is a common wrong shape, so
+    anything :func:`shown_name` refuses is never shown."""
+    shown: list[str] = []
+    hidden = 0
+    for name in names:
+        word = shown_name(str(name))
+        if word is not None and len(shown) < limit:
+            shown.append(word)
+        else:
+            hidden += 1
+    if hidden:
+        shown.append(f"{hidden} more not shown")
+    return ", ".join(shown) or "none"
+
+
 def _looks_like_hash(cell: str) -> bool:
     cell = cell.strip()
     return len(cell) >= 32 and all(c in "0123456789abcdefABCDEF" for c in cell)
@@ -205,7 +231,7 @@ class Csv(ListFormat):
             wanted = column.strip().lower()
             if wanted not in names:
                 raise InputError(
-                    f"{source}:1: no column {shorten(column)!r} in header ({self._show(header)})"
+                    f"{source}:1: no column {shorten(column)!r} in header ({_show_names(header)})"
                 )
             index = names.index(wanted)
             if type_index is None and normalise_signal(wanted) is not None:
@@ -217,19 +243,16 @@ class Csv(ListFormat):
         typed = [(i, n) for i, n in enumerate(names) if normalise_signal(n) is not None]
         if typed:
             return None, None, typed
-        if any(_looks_like_hash(cell) for cell in header):
+        if any(_looks_like_hash(cell) or "://" in cell for cell in header):
             raise InputError(
-                f"{source}:1: first line looks like a hash, not a header: {self.name} lists "
-                "need a header row (or read the file as plain text)"
+                f"{source}:1: first line looks like a hash or URL, not a header: {self.name} "
+                "lists need a header row (or read the file as plain text: "
+                "--list PATH,format=text)"
             )
         raise InputError(
-            f"{source}:1: no hash column in header ({self._show(header)}); name one with --column"
+            f"{source}:1: no hash column in header ({_show_names(header)}); name it with "
+            "--list PATH,column=C"
         )
-
-    @staticmethod
-    def _show(header: list[str]) -> str:
-        shown = ", ".join(shorten(cell.strip(), 20) for cell in header[:12])
-        return shown + (", …" if len(header) > 12 else "")
 
 
 class Tsv(Csv):
@@ -267,7 +290,11 @@ def _add_json_entry(
     else:
         value = entry
     if not isinstance(value, str) or (declared is not None and not isinstance(declared, str)):
-        collector.invalid_entry(where, "expected a hash string or an object with a hash field")
+        collector.invalid_entry(
+            where,
+            "expected a hash string or an object with a hash field",
+            kind="not a hash string",
+        )
         return
     collector.add(value, declared, where)
 
@@ -298,8 +325,9 @@ def _json_arrays(
     if len(arrays) == 1:
         yield f"$.{arrays[0]}", document[arrays[0]], None
         return
-    shown = ", ".join(shorten(str(key), 20) for key in list(document)[:12])
-    raise InputError(f"{source}: no array of hashes found in JSON object (keys: {shown})")
+    raise InputError(
+        f"{source}: no array of hashes found in JSON object (keys: {_show_names(document)})"
+    )
 
 
 class Json(ListFormat):
@@ -312,12 +340,9 @@ class Json(ListFormat):
 
     def read(self, stream: IO[bytes], collector: EntryCollector, column: str | None) -> None:
         source = collector.source
-        try:
-            document = json.loads(stream.read().removeprefix(_BOM))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{source}:{error.lineno}: not valid JSON ({error.msg})") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{source}: not UTF-8 text") from None
+        document, problem, line = _parse_json(stream.read().removeprefix(_BOM))
+        if problem is not None:
+            raise InputError(f"{source}{'' if line is None else f':{line}'}: {problem}")
         for path, array, declared in _json_arrays(document, source, column):
             for index, entry in enumerate(array):
                 _add_json_entry(collector, entry, f"{path}[{index}]", declared, column)
@@ -333,16 +358,86 @@ class JsonLines(ListFormat):
             line = raw.removeprefix(_BOM) if line_number == 1 else raw
             if not line.strip():
                 continue
-            try:
-                entry = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                why = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
-                collector.invalid_entry(str(line_number), f"not valid JSON ({why})")
+            entry, problem, _ = _parse_json(line)
+            if problem is not None:
+                collector.invalid_entry(str(line_number), problem, kind="not JSON")
                 continue
             _add_json_entry(collector, entry, str(line_number), None, column)
 
 
-FORMATS: tuple[type[ListFormat], ...] = (Json, JsonLines, ThreatExchange, Tsv, Csv, PlainText)
+# "HASH  NAME" or "HASH *NAME"; a leading backslash marks an escaped file name.
+_CHECKSUM_LINE = re.compile(rb"\\?([0-9A-Fa-f]{32,128}) [ *]\S")
+_CHECKSUM_TYPES = {32: "md5", 40: "sha1", 64: "sha256"}
+
+
+class Checksums(ListFormat):
+    """``md5sum`` / ``sha1sum`` / ``sha256sum`` output: the hash, two characters, a name."""
+
+    name = "checksums"
+    _SNIFF_LINES = 5
+
+    def sniff(self, head: str) -> bool:
+        lines = [
+            line
+            for line in head.splitlines()[:-1]  # the last may be cut off
+            if line.strip() and not line.startswith("#")
+        ][: self._SNIFF_LINES]
+        if not lines:
+            lines = [line for line in head.splitlines() if line.strip()][:1]
+        return bool(lines) and all(
+            _CHECKSUM_LINE.match(line.encode("utf-8", errors="replace")) for line in lines
+        )
+
+    def read(self, stream: IO[bytes], collector: EntryCollector, column: str | None) -> None:
+        for line_number, raw in enumerate(stream, start=1):
+            line = raw.removeprefix(_BOM) if line_number == 1 else raw
+            if not line.strip() or line.startswith(b"#"):
+                continue
+            where = str(line_number)
+            found = _CHECKSUM_LINE.match(line)
+            if found is None:
+                collector.invalid_entry(
+                    where,
+                    "expected 'HASH  FILENAME' (md5sum/sha256sum output)",
+                    kind="malformed line",
+                )
+                continue
+            value = found.group(1).decode("ascii")
+            # A type the operator declared wins; otherwise the length says which tool.
+            declared = None if collector.hash_type else _CHECKSUM_TYPES.get(len(value))
+            if declared is None and collector.hash_type is None:
+                collector.invalid_entry(
+                    where,
+                    f"a {len(value)}-hex checksum is not MD5, SHA-1 or SHA-256",
+                    kind="wrong length",
+                )
+                continue
+            collector.add(value, declared, where)
+
+
+def _parse_json(text: bytes) -> tuple[Any, str | None, int | None]:
+    """(document, None, None), or (None, the problem, its line if known): never raises."""
+    try:
+        return json.loads(text), None, None
+    except json.JSONDecodeError as error:
+        return None, f"not valid JSON ({error.msg})", error.lineno
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text", None
+    except RecursionError:
+        # The parser recurses once per level and stops at the interpreter's limit (about
+        # 1,000): no hash list nests that deep. Nothing after parsing recurses.
+        return None, "too deeply nested: not a hash list", None
+
+
+FORMATS: tuple[type[ListFormat], ...] = (
+    Json,
+    JsonLines,
+    ThreatExchange,
+    Checksums,
+    Tsv,
+    Csv,
+    PlainText,
+)
 """Every format, in the order content sniffing tries them (PlainText last: the fallback)."""
 
 FORMAT_BY_NAME: dict[str, type[ListFormat]] = {f.name: f for f in FORMATS}

@@ -3,11 +3,19 @@
 This is the one entry point the CLI and the matcher call. It opens the path (a local
 path or any fsspec URL, compressed files included), picks the format, runs every entry
 through the shared validation, and returns one HashList per hash type the file holds.
+
+When entries were skipped (unsupported signal types, types other than the one asked for,
+or malformed entries under ``skip_invalid``) it says so in one line, by kind, on the
+``clearset.lists`` logger at WARNING: with no logging set up, Python prints that line on
+stderr. A spawned worker process that loads the same list again logs it at DEBUG, so
+that a scan with eight workers says it once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import IO
@@ -27,6 +35,8 @@ _COMPRESSION_SUFFIXES = ("gz", "bz2", "xz", "zst", "lz4", "zip")
 
 # A PDQ Hamming distance is between 0 and 256 bits.
 _PDQ_BITS = 256
+
+log = logging.getLogger("clearset.lists")
 
 
 def _file_name(source: str) -> str:
@@ -125,7 +135,7 @@ def load_list(
     list_format = _resolve_format(source, fmt)
     if column is not None and not list_format.accepts_column:
         raise InputError(
-            f"{source}: --column applies to CSV, TSV and JSON lists, not {list_format.name}"
+            f"{source}: column= applies to CSV, TSV and JSON lists, not {list_format.name}"
         )
     collector = EntryCollector(source, hash_type=ours, skip_invalid=skip_invalid)
     with _open(source) as stream:
@@ -134,6 +144,8 @@ def load_list(
         except (OSError, EOFError) as error:
             reason = getattr(error, "strerror", None) or type(error).__name__
             raise InputError(f"{source}: cannot read list ({reason})") from None
+        except RecursionError:
+            raise InputError(f"{source}: too deeply nested: not a hash list") from None
     lists = collector.finish(
         name=name if name is not None else _default_name(source),
         version=version,
@@ -141,4 +153,7 @@ def load_list(
     )
     if threshold is not None and not any(hash_list.hash_type == "pdq" for hash_list in lists):
         raise InputError(f"{source}: a threshold applies only to PDQ lists; this file has none")
+    if collector.notice:
+        in_worker = multiprocessing.parent_process() is not None
+        log.log(logging.DEBUG if in_worker else logging.WARNING, collector.notice)
     return lists

@@ -29,13 +29,22 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from urllib.parse import urlparse
 
 import numpy as np
 
-HASH_TYPES: tuple[str, ...] = ("pdq", "md5", "sha1", "sha256", "url")
-"""Hash types a list can hold. A ``url`` list holds SHA-256 digests of URL strings."""
+HASH_TYPES: tuple[str, ...] = ("pdq", "md5", "sha1", "sha256", "url", "url_md5")
+"""Hash types a list can hold. A ``url`` list holds SHA-256 digests of URL strings; a
+``url_md5`` list (python-threatexchange's signal type) holds MD5 digests of URLs."""
 
-HASH_BYTES: dict[str, int] = {"pdq": 32, "md5": 16, "sha1": 20, "sha256": 32, "url": 32}
+HASH_BYTES: dict[str, int] = {
+    "pdq": 32,
+    "md5": 16,
+    "sha1": 20,
+    "sha256": 32,
+    "url": 32,
+    "url_md5": 16,
+}
 """Packed width in bytes of one entry of each type."""
 
 DIGEST_SCHEME = "clearset-hashlist-v1"
@@ -49,7 +58,6 @@ SIGNAL_ALIASES: dict[str, str] = {
     "hash_pdq": "pdq",
     "pdq_hash": "pdq",
     "md5": "md5",
-    "video_md5": "md5",
     "photo_md5": "md5",
     "hash_md5": "md5",
     "md5_hash": "md5",
@@ -61,13 +69,20 @@ SIGNAL_ALIASES: dict[str, str] = {
     "hash_sha256": "sha256",
     "url": "url",
     "uri": "url",
+    "url_md5": "url_md5",
+    "hash_url_md5": "url_md5",
 }
 
 # Signal types that appear in threatexchange/HMA exports but that clearset cannot match
-# (video and text signals). Entries of these types are skipped and counted, not errors:
-# a mixed export is a normal input, and its PDQ and MD5 entries are still usable.
+# (video and text signals). Entries of these types are skipped, counted and named in the
+# load's notice, not errors: a mixed export is a normal input, and its PDQ and MD5
+# entries are still usable. ``video_md5`` is here, not an alias of ``md5``: it hashes
+# whole video files, which an image data set does not hold, and counting such entries as
+# loaded would overstate what a scan checked.
 UNSUPPORTED_SIGNALS: frozenset[str] = frozenset(
     {
+        "video_md5",
+        "hash_video_md5",
         "vpdq",
         "video_vpdq",
         "tmk",
@@ -77,7 +92,7 @@ UNSUPPORTED_SIGNALS: frozenset[str] = frozenset(
         "raw_text",
         "text",
         "trend_query",
-        "url_md5",
+        "text_md5",
         "hash_crypto",
         "video_md5_tmk",
         "photodna",
@@ -100,6 +115,25 @@ def url_sha256(url: str) -> bytes:
     matcher must hash data-set URLs with this same function.
     """
     return hashlib.sha256(url.strip().encode("utf-8")).digest()
+
+
+def url_md5_forms(url: str) -> tuple[bytes, ...]:
+    """The 16-byte ``url_md5`` entries a data-set URL could be listed as.
+
+    python-threatexchange's ``url_md5`` hashes its own normal form of the URL: lower-cased,
+    with the leading ``scheme://`` removed (as ``urllib.parse`` rebuilds it). Lists made
+    by other tools hash the raw string. Both are matched, so a list from either finds
+    the URL; an MD5 collision between the two forms of different URLs is not a concern.
+    """
+    raw = url.strip()
+    forms = {hashlib.md5(raw.encode("utf-8")).digest()}
+    try:
+        parsed = urlparse(raw.lower())
+        threatexchange = parsed.geturl().replace(f"{parsed.scheme}://", "", 1)
+    except ValueError:  # e.g. a malformed IPv6 host: python-threatexchange fails too
+        return tuple(forms)
+    forms.add(hashlib.md5(threatexchange.encode("utf-8")).digest())
+    return tuple(sorted(forms))
 
 
 # Byte -> its two lower-case hex digits as one little-endian uint16 (first digit in the
@@ -224,6 +258,10 @@ class HashList:
     invalid_skipped: int = 0
     threshold: int | None = None  # PDQ Hamming threshold for this list; None: the default
     warnings: list[str] = field(default_factory=list)
+    # Entries of the file not in this list, by kind ("invalid: non-hex character",
+    # "unsupported: video_md5", "other type: md5"). Kinds without a list of their own
+    # are counted on a file's first list, so summing over a file's lists counts each once.
+    skipped: dict[str, int] = field(default_factory=dict)
     _first_keys: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -3,10 +3,10 @@
 Exact lists (MD5, SHA-1, SHA-256) are checked against the hashes of the stored bytes and
 against the hashes the source already carried (img2dataset's and LAION's `md5`/`sha256`
 columns), so metadata-only parquet can be screened with no image at all. URL lists are
-checked against the row's URL. PDQ lists are searched with the exact Hamming index for
-every item of sufficient quality, on the hash as stored, on the border-trimmed hash when
-there is one, and on the 7 other rotations/flips when the scan kept them. A low quality
-never skips the exact checks.
+checked against the row's URL (its SHA-256 for ``url``, MD5 for ``url_md5``). PDQ lists
+are searched with the exact Hamming index for every item of sufficient quality, on the
+hash as stored, on the border-trimmed hash when there is one, and on the 7 other
+rotations/flips when the scan kept them. A low quality never skips the exact checks.
 
 Each match row names one item, one list (by identity) and the single closest entry of that
 list: never more of a list's contents than that.
@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.lists import HashList, load_list, url_sha256
+from clearset.lists.model import url_md5_forms
 from clearset.matching.pdq_index import PDQIndex
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 
@@ -50,6 +51,7 @@ EXACT_FIELDS: dict[str, tuple[str, ...]] = {
     "sha1": ("sha1",),
     "sha256": ("sha256", "upstream_sha256"),
     "url": ("url",),
+    "url_md5": ("url",),
 }
 
 MANIFEST_COLUMNS = [
@@ -95,12 +97,17 @@ class MatchSettings:
 
 
 def list_record(hash_list: HashList, settings: MatchSettings) -> dict[str, Any]:
-    """A list as outputs name it: identity and threshold, never entries."""
+    """A list as outputs name it: identity, threshold and what loading skipped (by kind,
+    never entries)."""
     record = hash_list.identity.to_dict()
     if hash_list.hash_type == "pdq":
         record["threshold"] = threshold_of(hash_list, settings)
     else:
         record["threshold"] = 0
+    record["skipped"] = dict(hash_list.skipped)
+    record["skipped_total"] = sum(hash_list.skipped.values())
+    if hash_list.skipped:
+        record["digest_covers"] = "the accepted entries, not the file"
     return record
 
 
@@ -208,8 +215,12 @@ def _match_exact(
         for row in range(rows):
             if row in best or values[row] is None:
                 continue
-            value = _as_bytes(field, values[row], width)
-            if value is not None:
+            if hash_list.hash_type == "url_md5":
+                forms = url_md5_forms(values[row]) if values[row].strip() else ()
+            else:
+                value = _as_bytes(field, values[row], width)
+                forms = () if value is None else (value,)
+            for value in forms:
                 candidates.append(row)
                 packed.append(value)
         if not candidates:
@@ -217,7 +228,7 @@ def _match_exact(
         batch = np.frombuffer(b"".join(packed), dtype=np.uint8).reshape(-1, width)
         hits = hash_list.contains(batch)
         for index in np.flatnonzero(hits).tolist():
-            best[candidates[index]] = (field, packed[index].hex(), 0, None)
+            best.setdefault(candidates[index], (field, packed[index].hex(), 0, None))
     return best
 
 

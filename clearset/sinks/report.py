@@ -301,7 +301,7 @@ def render_html(report: dict[str, Any]) -> str:
     thresholds = report["thresholds"]
     list_rows = [
         [r["name"], r.get("version"), r.get("hash_type"), r.get("digest"), r.get("threshold"),
-         r["matched_items"]]
+         r["matched_items"], _skipped_cell(r)]
         for r in lists
     ]  # fmt: skip
     matched = report["matched_items"]
@@ -325,7 +325,10 @@ def render_html(report: dict[str, Any]) -> str:
         f"PDQ threshold {_e(thresholds['pdq_threshold'])} bits, minimum quality "
         f"{_e(thresholds['min_quality'])}. This page names items by identifiers only.</p>",
         "<h2>Lists (by identity)</h2>"
-        + _table(["name", "version", "type", "digest", "threshold", "matched items"], list_rows),
+        + _table(
+            ["name", "version", "type", "digest", "threshold", "matched items", "skipped"],
+            list_rows,
+        ),
         "<h2>Charts</h2>" + "".join(charts),
         _clean_html(report.get("clean")),
         "<h2>Matched items</h2>"
@@ -340,6 +343,15 @@ def render_html(report: dict[str, Any]) -> str:
         + "".join(sections)
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )
+
+
+def _skipped_cell(record: dict[str, Any]) -> str:
+    """What loading a list skipped, by kind; the digest then covers the accepted entries."""
+    skipped = record.get("skipped") or {}
+    if not skipped:
+        return "0"
+    kinds = ", ".join(f"{kind} {count:,}" for kind, count in sorted(skipped.items()))
+    return f"{sum(skipped.values()):,} ({kinds}); digest over the accepted entries"
 
 
 def _shard_histogram(counts: list[int]) -> str:
