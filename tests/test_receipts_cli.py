@@ -3,6 +3,7 @@ and verify inclusion and non-inclusion, tampering caught, and a version chain.""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import stat
@@ -104,13 +105,22 @@ def test_inclusion_proof_for_a_kept_file_verifies(
     proof, output, code = _prove_and_verify(signed, "--file", str(kept_file))
     assert code == 0 and proof["type"] == "inclusion"
     assert proof["sha256"] == hashlib.sha256(kept_file.read_bytes()).hexdigest()
-    assert "is in the set" in output
+    assert f"an item with these exact bytes, SHA-256 {proof['sha256']}, is in the set of" in output
+    assert "re-encoded or resized copies" in output
 
 
 def test_non_inclusion_proof_for_a_removed_item_verifies(signed: dict[str, Path]) -> None:
     removed = pq.read_table(signed["new"] / "removals.parquet").column("sha256").to_pylist()[0]
     proof, output, code = _prove_and_verify(signed, "--sha256", removed)
-    assert code == 0 and proof["type"] == "non-inclusion" and "is not in the set" in output
+    assert code == 0 and proof["type"] == "non-inclusion"
+    # It says exactly what was proved, and what is not covered.
+    size = _statement(signed["new"])["predicate"]["tree"]["size"]
+    root = _statement(signed["new"])["predicate"]["tree"]["root"]
+    assert (
+        f"no item with these exact bytes, SHA-256 {removed}, is in the set of {size:,} items "
+        f"under root {root}" in output
+    )
+    assert "Re-encoded, resized" in output and "not covered" in output
 
 
 @pytest.mark.parametrize("edit", ["flip_path", "other_receipt", "wrong_index"])
@@ -259,3 +269,291 @@ def test_a_proof_that_is_not_a_proof_is_invalid_not_an_error(signed: dict[str, P
             "verify", str(signed["new"] / "receipt.dsse.json"), "--pubkey", pub, "--proof", str(bad)
         )
         assert proc.returncode == 1 and proc.stderr.startswith("invalid: "), (text, proc.stderr)
+
+
+# --- issue 10: a chained receipt must verify; bad input is one line, never a traceback ---
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The real entry point, in this process (many cases; a fresh interpreter costs 2 s)."""
+    import sys
+    from unittest import mock
+
+    from clearset.cli import main
+
+    with mock.patch.object(sys, "argv", ["clearset", *args]):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def unsigned(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cleaned run with no receipt yet: tests copy it, so each starts without one."""
+    root = tmp_path_factory.mktemp("unsigned")
+    return _scan_and_clean(demo_data, root, (ListSpec(str(demo_data.md5_list)),))
+
+
+def _copy_run(unsigned: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(unsigned, tmp_path / "run"))
+
+
+def _nothing_issued(run: Path) -> bool:
+    written = ("receipt.dsse.json", "tree.bin", "tree.bin.part", "receipt.salt")
+    return not any((run / name).exists() for name in written) and not list(run.glob(".tmp-*"))
+
+
+def _one_line_error(code: int, err: str) -> bool:
+    return code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_previous_receipt_without_a_valid_signature_is_refused(
+    signed: dict[str, Path], unsigned: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy_run(unsigned, tmp_path)
+    key = str(signed["keys"] / "clearset.key")
+    envelope = json.loads((signed["old"] / "receipt.dsse.json").read_text())
+    forged = tmp_path / "forged.json"
+    for signatures in ([], [{"keyid": "", "sig": envelope["signatures"][0]["sig"][::-1]}]):
+        forged.write_text(json.dumps({**envelope, "signatures": signatures}))
+        code, _, err = _cli(capsys, "receipt", str(run), "--key", key, "--previous", str(forged))
+        assert _one_line_error(code, err) and "does not verify" in err, err
+        assert _nothing_issued(run)
+    # Signed by another key than the signing key: refused unless that key is named.
+    run_cli("keygen", str(tmp_path / "other"), check=True)
+    other = str(tmp_path / "other" / "clearset.key")
+    previous = str(signed["old"] / "receipt.dsse.json")
+    code, _, err = _cli(capsys, "receipt", str(run), "--key", other, "--previous", previous)
+    assert _one_line_error(code, err) and "--previous-pubkey" in err
+    assert _nothing_issued(run)
+    pub = str(signed["keys"] / "clearset.pub")
+    code, out, err = _cli(
+        capsys, "receipt", str(run), "--key", other, "--previous", previous,
+        "--previous-pubkey", pub,
+    )  # fmt: skip
+    assert code == 0, err
+    old_digest = hashlib.sha256(base64.b64decode(envelope["payload"])).hexdigest()
+    assert _statement(run)["predicate"]["previous"]["receipt_digest"] == old_digest
+    assert f"replaces receipt {old_digest}" in out
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not json", b"\xff\xfe{}", b"[]", b'{"payload": 5}', b'{"payload": "!!"}',
+     b"[" * 5000 + b"]" * 5000, b'{"a":' * 3000 + b"1" + b"}" * 3000, b"1" + b"0" * 5000,
+     b'{"payload": NaN}'],
+    ids=["text", "utf8", "list", "payload-int", "payload-b64", "deep-list", "deep-object",
+         "long-int", "nan"],
+)  # fmt: skip
+def test_a_malformed_previous_receipt_is_one_line_and_nothing_is_written(
+    signed: dict[str, Path],
+    unsigned: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+) -> None:
+    run = _copy_run(unsigned, tmp_path)
+    bad = tmp_path / "previous.json"
+    bad.write_bytes(content)
+    key = str(signed["keys"] / "clearset.key")
+    code, _, err = _cli(capsys, "receipt", str(run), "--key", key, "--previous", str(bad))
+    assert _one_line_error(code, err), err
+    assert str(bad) in err
+    assert _nothing_issued(run)
+
+
+def test_malformed_previous_from_a_fresh_interpreter(
+    signed: dict[str, Path], unsigned: Path, tmp_path: Path
+) -> None:
+    # The same through the installed entry point: deep nesting is no RecursionError there.
+    run = _copy_run(unsigned, tmp_path)
+    bad = tmp_path / "previous.json"
+    bad.write_bytes(b"[" * 100_000)
+    proc = run_cli(
+        "receipt", str(run), "--key", str(signed["keys"] / "clearset.key"), "--previous", str(bad)
+    )
+    assert _one_line_error(proc.returncode, proc.stderr), proc.stderr
+    assert _nothing_issued(run)
+
+
+# --- issue 10: verify says "invalid: reason" (exit 1) for anything not a valid claim ---
+
+
+def _receipt_variants(signed: dict[str, Path]) -> dict[str, bytes]:
+    text = (signed["new"] / "receipt.dsse.json").read_bytes()
+    envelope = json.loads(text)
+    return {
+        "not-utf8": text.replace(b'"payload"', b'"pay\xffload"'),
+        "not-json": text[: len(text) // 2],
+        "deep": b"[" * 2000 + b"]" * 2000,
+        "deep-field": json.dumps({**envelope, "signatures": [{"sig": "DEEP"}]})
+        .replace('"DEEP"', "[" * 1500 + "]" * 1500)
+        .encode(),
+        "list": b"[]",
+        "nan": text.replace(b'"payloadType"', b'"x": NaN, "payloadType"'),
+        "repeated-key": text.replace(b'"payloadType"', b'"payload": "", "payloadType"'),
+    }
+
+
+@pytest.mark.parametrize(
+    "variant", ["not-utf8", "not-json", "deep", "deep-field", "list", "nan", "repeated-key"]
+)
+def test_verify_calls_a_broken_receipt_invalid(
+    signed: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], variant: str
+) -> None:
+    bad = tmp_path / "receipt.json"
+    bad.write_bytes(_receipt_variants(signed)[variant])
+    pub = str(signed["keys"] / "clearset.pub")
+    code, _, err = _cli(capsys, "verify", str(bad), "--pubkey", pub)
+    assert code == 1 and err.startswith("invalid: ") and len(err.splitlines()) == 1, err
+
+
+def _proof_variants(proof: dict) -> dict[str, object]:
+    deep = json.dumps({**proof, "path": "DEEP"}).replace('"DEEP"', "[" * 1500 + "]" * 1500)
+    return {
+        "type-removed": {**proof, "type": "removed"},
+        "type-other": {**proof, "type": "non-inclusion"},
+        "type-list": {**proof, "type": ["inclusion"]},
+        "type-number": {**proof, "type": 1},
+        "version-float": {**proof, "version": 1.0},
+        "version-true": {**proof, "version": True},
+        "deep-path": deep,
+        "deep": "[" * 3000 + "]" * 3000,
+        "huge-index": {**proof, "index": 10**4000},
+    }
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["type-removed", "type-other", "type-list", "type-number", "version-float", "version-true",
+     "deep-path", "deep", "huge-index"],
+)  # fmt: skip
+def test_verify_calls_a_broken_proof_invalid(
+    signed: dict[str, Path],
+    demo_data: DemoData,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    variant: str,
+) -> None:
+    from clearset.receipts.issue import prove_item
+
+    sha256 = hashlib.sha256((demo_data.folder / "000000002.jpg").read_bytes()).digest()
+    proof = prove_item(signed["new"], sha256)
+    assert proof["type"] == "inclusion"
+    value = _proof_variants(proof)[variant]
+    bad = tmp_path / "proof.json"
+    bad.write_text(value if isinstance(value, str) else json.dumps(value))
+    receipt = str(signed["new"] / "receipt.dsse.json")
+    pub = str(signed["keys"] / "clearset.pub")
+    code, _, err = _cli(capsys, "verify", receipt, "--pubkey", pub, "--proof", str(bad))
+    assert code == 1 and err.startswith("invalid: ") and len(err.splitlines()) == 1, err
+
+
+def test_verify_keeps_exit_2_for_usage_errors(
+    signed: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receipt = str(signed["new"] / "receipt.dsse.json")
+    pub = str(signed["keys"] / "clearset.pub")
+    missing = str(tmp_path / "missing.json")
+    for args in (
+        (missing, "--pubkey", pub),
+        (receipt, "--pubkey", missing),
+        (receipt, "--pubkey", pub, "--proof", missing),
+        (receipt,),  # no --pubkey
+    ):
+        code, _, err = _cli(capsys, "verify", *args)
+        assert code == 2 and "Traceback" not in err, (args, err)
+    # a well-formed removal proof without the old receipt is a usage error too
+    proof = tmp_path / "removed.json"
+    kept_old = set(pq.read_table(signed["old"] / "removals.parquet").column("sha256").to_pylist())
+    removed = pq.read_table(signed["new"] / "removals.parquet").column("sha256").to_pylist()
+    target = next(h for h in removed if h not in kept_old)
+    run_cli(
+        "diff-receipts", str(signed["old"]), str(signed["new"]), "--sha256", target,
+        "--out", str(proof), check=True,
+    )  # fmt: skip
+    code, _, err = _cli(capsys, "verify", receipt, "--pubkey", pub, "--proof", str(proof))
+    assert code == 2 and "--old-receipt" in err
+    missing_old = ("--old-receipt", missing)
+    code, _, err = _cli(
+        capsys, "verify", receipt, "--pubkey", pub, "--proof", str(proof), *missing_old
+    )
+    assert code == 2, err
+
+
+# --- issue 10: a private key others can read is named in a warning -------------------
+# --- issue 11: the receipt names the source and the cleaned copy, never a local path ---
+
+
+def test_receipt_names_places_without_local_paths_and_warns_on_an_open_key(
+    signed: dict[str, Path],
+    unsigned: Path,
+    demo_data: DemoData,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    from clearset.receipts import canonical_json
+    from clearset.sinks.clean import clean_info
+
+    # The default: the source's last path part, and no path of this machine anywhere.
+    payload = json.dumps(_statement(signed["new"]))
+    for local in (str(tmp_path_factory.getbasetemp()), str(demo_data.webdataset), str(Path.home())):
+        assert local not in payload
+    predicate = _statement(signed["new"])["predicate"]
+    assert predicate["source"]["name"] == demo_data.webdataset.name
+    assert _statement(signed["new"])["subject"][0]["name"] == demo_data.webdataset.name
+    # Which cleaned copy: its name, its clean's finish time, its manifest's digest.
+    record = clean_info(signed["new"])
+    markers = sorted((signed["new"] / "cleaned" / "manifest").glob("*.done.json"))
+    pairs = [
+        [m["shard_id"], m["manifest_sha256"]] for m in map(json.loads, map(Path.read_text, markers))
+    ]
+    assert predicate["clean"] == {
+        "destination": "cleaned",
+        "finished": record["finished"][:19] + "Z",
+        "manifest_digest": {"sha256": hashlib.sha256(canonical_json(pairs)).hexdigest()},
+    }
+    # --source-name as given; a key readable by others is used, with a one-line warning.
+    run = _copy_run(unsigned, tmp_path)
+    key = tmp_path / "open.key"
+    shutil.copy(signed["keys"] / "clearset.key", key)
+    key.chmod(0o644)
+    code, out, err = _cli(
+        capsys, "receipt", str(run), "--key", str(key), "--source-name", "laion-shards"
+    )
+    assert code == 0
+    assert len(err.strip().splitlines()) == 1 and "warning" in err
+    assert str(key) in err and "0644" in err and f"chmod 600 {key}" in err
+    statement = _statement(run)
+    assert statement["predicate"]["source"]["name"] == "laion-shards"
+    assert statement["subject"][0]["name"] == "laion-shards"
+    assert str(tmp_path) not in json.dumps(statement)
+    clean = statement["predicate"]["clean"]
+    assert f"covers the cleaned copy 'cleaned', cleaned {clean['finished']}" in out
+    assert clean["manifest_digest"]["sha256"] in out
+    # A key only its owner reads: no warning.
+    key.chmod(0o600)
+    code, _, err = _cli(capsys, "receipt", str(run), "--key", str(key))
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [("/home/alice/data/shards", "shards"), ("/home/alice/data/shards/", "shards"),
+     ("s3://bucket/laion/shards", "shards"), ("s3://user:secret@bucket", "bucket"),
+     ("/data/{00000..00009}.tar", "data"), ("gs://b/laion/*.parquet?token=x", "laion"),
+     ("file:///srv/sets/part.parquet", "part.parquet"), ("", "dataset")],
+)  # fmt: skip
+def test_source_label_is_the_last_path_part(url: str, name: str) -> None:
+    from clearset.receipts.issue import source_label
+
+    assert source_label(url) == name

@@ -10,17 +10,20 @@ from typing import Annotated, Any
 
 import typer
 
-from clearset.cli.app import app, out
+from clearset.cli.app import app, console, out
 from clearset.errors import InputError, VerificationError
 from clearset.receipts import (
+    check_removed_form,
     envelope_payload,
     generate_keypair,
+    insecure_key_warning,
+    key_id,
     load_proof,
     load_public_key,
     proof_to_json,
     receipt_digest,
-    verify,
     verify_envelope,
+    verify_proof,
     verify_removed,
 )
 from clearset.receipts.issue import (
@@ -57,22 +60,57 @@ def receipt(
     run_dir: Annotated[Path, typer.Argument(help="A cleaned run folder.")],
     key: Annotated[Path, typer.Option("--key", "-k", help="The private key (clearset.key).")],
     name: Annotated[
-        str | None, typer.Option(help="The data set's name in the receipt (default: its URL).")
+        str | None,
+        typer.Option(help="The data set's name in the receipt (default: the source name)."),
+    ] = None,
+    source_name: Annotated[
+        str | None,
+        typer.Option(
+            "--source-name",
+            help="How the receipt names the source (default: its last path part, e.g. "
+            "'shards' for /home/alice/data/shards); never a path on this machine.",
+        ),
     ] = None,
     previous: Annotated[
         Path | None,
         typer.Option(help="The receipt (or run folder) of the version this one replaces."),
     ] = None,
+    previous_pubkey: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous-pubkey",
+            help="Public key that signed --previous (default: the public half of --key).",
+        ),
+    ] = None,
 ) -> None:
     """Sign a receipt over the cleaned copy: RUN/receipt.dsse.json and RUN/tree.bin."""
-    envelope = issue_receipt(run_dir, key, dataset_name=name, previous=previous)
-    statement = json.loads(envelope_payload(envelope))  # signed just now, by us
-    tree = statement["predicate"]["tree"]
-    out.print(
-        f"receipt: {run_dir / RECEIPT_FILE}\n"
-        f"  digest {receipt_digest(envelope)}\n"
-        f"  {tree['size']:,} items, root {tree['root']}"
+    warning = insecure_key_warning(key)
+    if warning:
+        console.print(f"clearset: warning: {warning}", highlight=False, soft_wrap=True)
+    previous_key = load_public_key(previous_pubkey) if previous_pubkey is not None else None
+    envelope = issue_receipt(
+        run_dir,
+        key,
+        dataset_name=name,
+        source_name=source_name,
+        previous=previous,
+        previous_public_key=previous_key,
     )
+    statement = json.loads(envelope_payload(envelope))  # signed just now, by us
+    predicate = statement["predicate"]
+    tree, clean = predicate["tree"], predicate["clean"]
+    lines = [
+        f"receipt: {run_dir / RECEIPT_FILE}",
+        f"  digest {receipt_digest(envelope)}",
+        f"  source {predicate['source']['name']!r}: {tree['size']:,} items, root {tree['root']}",
+        f"  covers the cleaned copy {clean['destination']!r}, cleaned {clean['finished']}, "
+        f"cleaned manifest sha256 {clean['manifest_digest']['sha256']}",
+    ]
+    if predicate["previous"] is not None:
+        lines.append(
+            f"  replaces receipt {predicate['previous']['receipt_digest']} (signature checked)"
+        )
+    out.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def _target_hash(sha256: str | None, file: Path | None) -> bytes:
@@ -122,6 +160,35 @@ def diff_receipts(
     _emit(prove_item_removed(old_run, new_run, _target_hash(sha256, file)), dest)
 
 
+def _what_the_receipt_says(statement: dict[str, Any], digest: str) -> str:
+    predicate = statement["predicate"]
+    tree, clean = predicate["tree"], predicate.get("clean")
+    text = (
+        f"receipt {digest}: {tree['size']:,} items under root {tree['root']}, "
+        f"source {predicate['source']['name']!r}"
+    )
+    if clean:
+        text += f", cleaned copy {clean['destination']!r} (cleaned {clean['finished']})"
+    return text
+
+
+def _what_the_proof_shows(proof: dict[str, Any], statement: dict[str, Any]) -> str:
+    """What a verified proof shows, and what it does not: exact bytes only."""
+    size, root = statement["predicate"]["tree"]["size"], statement["predicate"]["tree"]["root"]
+    where = f"the set of {size:,} items under root {root}"
+    if proof["type"] == "inclusion":
+        return (
+            f"valid: an item with these exact bytes, SHA-256 {proof['sha256']}, is in {where} "
+            f"(leaf {proof['index']}). It shows nothing about other items, nor about "
+            "re-encoded or resized copies of this one (their SHA-256 differs)."
+        )
+    return (
+        f"valid: no item with these exact bytes, SHA-256 {proof['sha256']}, is in {where}. "
+        "Re-encoded, resized or otherwise altered copies have another SHA-256 and are not "
+        "covered by this proof."
+    )
+
+
 @app.command("verify")
 def verify_command(
     receipt_path: Annotated[Path, typer.Argument(help="receipt.dsse.json")],
@@ -132,34 +199,54 @@ def verify_command(
         typer.Option("--old-receipt", help="For a removal proof: the earlier receipt."),
     ] = None,
 ) -> None:
-    """Check a receipt's signature, and a proof against it. Exit 0 valid, 1 invalid."""
-    envelope = read_receipt(receipt_path)
+    """Check a receipt's signature, and a proof against it.
+
+    Exit 0 valid, 1 invalid (anything that is not a valid receipt or proof), 2 a usage
+    error (a file that cannot be read, a bad option).
+    """
     key = load_public_key(pubkey)
+    raw_proof = _read_bytes(proof) if proof is not None else None
     try:
+        envelope = read_receipt(receipt_path)
         statement = verify_envelope(envelope, key)
-        if proof is None:
-            message = "receipt signature valid"
+        digest = receipt_digest(envelope)
+        if raw_proof is None:
+            message = f"valid: receipt signed by key {key_id(key)}"
         else:
-            try:
-                raw = proof.read_bytes()
-            except OSError as exc:
-                raise InputError(f"{proof}: cannot read ({exc.strerror or exc})") from None
-            try:
-                loaded = load_proof(raw, str(proof))
-            except InputError as exc:  # readable but not a proof: an invalid claim
-                raise VerificationError(str(exc)) from None
+            loaded = load_proof(raw_proof, str(proof))
             if loaded.get("type") == "removed":
+                check_removed_form(loaded)  # a malformed one is invalid, not a usage error
                 if old_receipt is None:
                     raise InputError(f"{proof}: a removal proof needs --old-receipt OLD")
-                old_statement = verify_envelope(read_receipt(old_receipt), key)
+                old_envelope = read_receipt(old_receipt)
+                old_statement = verify_envelope(old_envelope, key)
                 verify_removed(loaded, old_statement, statement)
-                message = f"valid: {loaded['sha256']} was in the old set and is not in the new"
+                old_tree = old_statement["predicate"]["tree"]
+                new_tree = statement["predicate"]["tree"]
+                message = (
+                    f"valid: an item with these exact bytes, SHA-256 {loaded['sha256']}, was "
+                    f"in the old set and is not in the new: it is in the old set of "
+                    f"{old_tree['size']:,} items under root {old_tree['root']} (receipt "
+                    f"{receipt_digest(old_envelope)}) and not in the new set of "
+                    f"{new_tree['size']:,} items under root {new_tree['root']}. Re-encoded or "
+                    "resized copies have another SHA-256 and are not covered."
+                )
             else:
-                verify(envelope, loaded, key)
-                verb = "is in" if loaded["type"] == "inclusion" else "is not in"
-                message = f"valid: {loaded['sha256']} {verb} the set"
+                verify_proof(loaded, statement)
+                message = _what_the_proof_shows(loaded, statement)
     except VerificationError as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
+        print(f"invalid: {_one_line(str(exc))}", file=sys.stderr)
         raise typer.Exit(1) from None
-    tree = statement["predicate"]["tree"]
-    print(f"{message} (receipt {receipt_digest(envelope)}, {tree['size']:,} items)")
+    print(message)
+    print(f"  {_what_the_receipt_says(statement, digest)}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "no reason given"

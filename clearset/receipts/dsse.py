@@ -22,8 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from clearset.errors import InputError, OutputError, VerificationError
-from clearset.receipts.statement import canonical_json, check_statement
+from clearset.receipts.statement import canonical_json, check_statement, parse_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PRIVATE_KEY_NAME = "clearset.key"
@@ -100,6 +100,24 @@ def _read(path: Path, what: str) -> bytes:
         raise InputError(f"{path}: cannot read {what} ({error.strerror})") from error
 
 
+def insecure_key_warning(path: str | os.PathLike[str]) -> str | None:
+    """A one-line warning if a private key file is open to group or others, else None.
+
+    As ssh does for its keys: whoever can read the file can sign receipts in your name.
+    """
+    path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None  # load_private_key says why it cannot be read
+    if not mode & 0o077:
+        return None
+    return (
+        f"{path}: private key has mode {mode:04o}, so group or others can read it and sign "
+        f"receipts in your name; run `chmod 600 {path}`"
+    )
+
+
 def load_private_key(
     path: str | os.PathLike[str], password: bytes | None = None
 ) -> Ed25519PrivateKey:
@@ -153,6 +171,18 @@ def _strict_b64(text: Any, what: str) -> bytes:
     return decoded
 
 
+def parse_envelope(data: bytes | str, where: str = "receipt") -> dict[str, Any]:
+    """A receipt file's bytes as an envelope object, NOT verified.
+
+    VerificationError naming ``where`` if it is not strict JSON (see ``statement``) or not
+    a JSON object; ``verify_envelope`` checks the rest.
+    """
+    envelope = parse_json(data, where)
+    if not isinstance(envelope, dict):
+        raise VerificationError(f"{where} is not a DSSE envelope (not a JSON object)")
+    return envelope
+
+
 def envelope_payload(envelope: Any) -> bytes:
     """The payload bytes of an envelope, decoded but NOT verified."""
     if not isinstance(envelope, dict):
@@ -176,7 +206,7 @@ def verify_envelope(envelope: Any, public_key: Ed25519PublicKey) -> dict[str, An
     if set(envelope) != {"payloadType", "payload", "signatures"}:
         raise VerificationError(
             "envelope must hold exactly payloadType, payload and signatures; got "
-            + ", ".join(sorted(envelope))
+            + ", ".join(repr(field) for field in sorted(envelope))
         )
     if envelope["payloadType"] != PAYLOAD_TYPE:
         raise VerificationError(
@@ -195,7 +225,7 @@ def verify_envelope(envelope: Any, public_key: Ed25519PublicKey) -> dict[str, An
         if signature.get("keyid", "") in (wanted, ""):
             candidates.append(_strict_b64(signature["sig"], "signature"))
     if not candidates:
-        named = ", ".join(str(s.get("keyid")) for s in signatures)
+        named = ", ".join(repr(s.get("keyid")) for s in signatures)
         raise VerificationError(f"receipt is not signed by key {wanted} (signed by: {named})")
     for candidate in candidates:
         try:
@@ -207,10 +237,7 @@ def verify_envelope(envelope: Any, public_key: Ed25519PublicKey) -> dict[str, An
         raise VerificationError(
             f"signature by key {wanted} does not verify: the receipt or the key was altered"
         )
-    try:
-        statement = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise VerificationError(f"signed payload is not JSON ({error})") from error
+    statement = parse_json(payload, "signed payload")
     check_statement(statement)
     if canonical_json(statement) != payload:
         raise VerificationError("signed payload is not in clearset's canonical JSON form")

@@ -10,7 +10,14 @@ because that is what a model is trained on. `issue_receipt` writes, in the run f
 
 The run's manifest digest named in the statement is the SHA-256 of the canonical JSON
 list of [shard id, manifest parquet SHA-256] pairs from the run's completion markers, so
-anyone holding the run folder can recompute it.
+anyone holding the run folder can recompute it. The cleaned copy's manifest digest is the
+same rule over RUN/cleaned/manifest's markers: with the copy's name and its clean's finish
+time it says which cleaned copy the receipt covers.
+
+A receipt is published, so it names places by their last path part only (``shards`` for
+``/home/alice/data/shards`` or ``s3://bucket/laion/shards``), or as ``--source-name``
+gives it: never a path on the operator's machine. A ``--previous`` receipt is chained only
+if its signature verifies (by the signing key's public half unless another is given).
 """
 
 from __future__ import annotations
@@ -20,14 +27,23 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from clearset.errors import InputError, RunFolderError
+from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.lists.model import sort_unique
-from clearset.receipts.dsse import load_private_key, receipt_digest, sign_statement
+from clearset.receipts.dsse import (
+    key_id,
+    load_private_key,
+    parse_envelope,
+    receipt_digest,
+    sign_statement,
+    verify_envelope,
+)
 from clearset.receipts.merkle import MerkleTree
 from clearset.receipts.proofs import prove, prove_removed
 from clearset.receipts.statement import build_statement, canonical_json, commit_removed
@@ -38,6 +54,29 @@ RECEIPT_FILE = "receipt.dsse.json"
 TREE_FILE = "tree.bin"
 SALT_FILE = "receipt.salt"
 REMOVALS_FILE = "removals.parquet"
+
+
+_GLOB_CHARACTERS = frozenset("*?[{")
+
+
+def source_label(url: str) -> str:
+    """The last part of a path or URL: what a receipt may say about where data lay.
+
+    ``/home/alice/data/shards/`` and ``s3://bucket/laion/shards`` give ``shards``; a
+    bucket alone gives its name; glob or brace parts (``{000..009}.tar``) are skipped for
+    the folder above them. Query strings and credentials never come through.
+    """
+    text = url.strip()
+    if "::" in text:  # fsspec chains: the part that names a location
+        text = next((part for part in text.split("::") if "://" in part), text.split("::")[-1])
+    if "://" in text:
+        parts = urlsplit(text)
+        # s3://bucket/a/b: path /a/b; s3://bucket alone: the bucket (never user:secret@)
+        text = parts.netloc.rpartition("@")[2] + "/" + parts.path
+    names = [p for p in text.replace("\\", "/").split("/") if p and p not in (".", "..")]
+    while names and _GLOB_CHARACTERS & set(names[-1]):
+        names.pop()
+    return names[-1] if names else "dataset"
 
 
 def manifest_digest(run: RunFolder) -> str:
@@ -115,12 +154,52 @@ def _list_identities(info: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_receipt(path: Path) -> dict[str, Any]:
+    """A receipt file as an envelope, NOT verified.
+
+    InputError if the file cannot be read (a usage problem: wrong path); VerificationError
+    if it can but is not a receipt (an invalid claim), each naming the file.
+    """
     try:
-        return json.loads(Path(path).read_text())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such receipt") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable receipt ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the receipt ({exc.strerror or exc})") from None
+    return parse_envelope(data, str(path))
+
+
+def _one_line_name(name: str, option: str) -> str:
+    if not name.strip() or any(c in name for c in "\r\n"):
+        raise InputError(f"{option} {name!r}: give a non-empty name on one line")
+    return name
+
+
+def _previous_record(previous: Path, public_key: Ed25519PublicKey) -> dict[str, str]:
+    """{receipt_digest, root} of a --previous receipt whose signature verifies."""
+    path = previous / RECEIPT_FILE if previous.is_dir() else previous
+    try:
+        envelope = read_receipt(path)
+        statement = verify_envelope(envelope, public_key)
+    except VerificationError as error:
+        raise InputError(
+            f"--previous {path}: refusing to chain to a receipt that does not verify with "
+            f"key {key_id(public_key)} ({error}); give its signer's key with --previous-pubkey"
+        ) from None
+    root = statement["predicate"]["tree"]["root"]
+    return {"receipt_digest": receipt_digest(envelope), "root": root}
+
+
+def clean_identity(run_dir: Path) -> dict[str, str]:
+    """Which cleaned copy a receipt covers: its name, finish time and manifest digest."""
+    from clearset.sinks.clean import clean_info, cleaned_manifest_files
+
+    cleaned_manifest_files(run_dir)  # refuses a run never cleaned, or a clean unfinished
+    record = clean_info(run_dir) or {}
+    return {
+        "destination": source_label(str(record.get("destination") or "cleaned")),
+        "finished": str(record["finished"])[:19] + "Z",
+        "manifest_digest": manifest_digest(RunFolder(Path(run_dir) / "cleaned")),
+    }
 
 
 def issue_receipt(
@@ -128,34 +207,41 @@ def issue_receipt(
     key_path: Path,
     *,
     dataset_name: str | None = None,
+    source_name: str | None = None,
     previous: Path | None = None,
+    previous_public_key: Ed25519PublicKey | None = None,
 ) -> dict[str, Any]:
-    """Build the tree over the cleaned copy, sign the statement; returns the envelope."""
+    """Build the tree over the cleaned copy, sign the statement; returns the envelope.
+
+    ``source_name`` (default: the source's last path part) and ``dataset_name`` (default:
+    the source name) are what the receipt calls them. A ``previous`` receipt must verify
+    with ``previous_public_key`` (default: the signing key's own public key). Everything
+    that can be refused is checked before tree.bin, the salt or the receipt is written.
+    """
     run = RunFolder(Path(run_dir))
     info = run.read_info()
     if not info.get("finished"):
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
     _check_clean_is_current(run, info)
+    clean = clean_identity(run.path)
     key = load_private_key(key_path)
-    leaves = kept_hashes(run.path)
+    source = info["source"]
+    if source_name is None:
+        source_name = source_label(str(source.get("url") or ""))
+    source_name = _one_line_name(source_name, "--source-name")
+    dataset_name = _one_line_name(dataset_name or source_name, "--name")
     previous_record = None
     if previous is not None:
-        previous_path = previous / RECEIPT_FILE if previous.is_dir() else previous
-        old = read_receipt(previous_path)
-        statement = json.loads(_payload(old, previous_path))
-        previous_record = {
-            "receipt_digest": receipt_digest(old),
-            "root": statement["predicate"]["tree"]["root"],
-        }
+        previous_record = _previous_record(previous, previous_public_key or key.public_key())
+    leaves = kept_hashes(run.path)
     tree = MerkleTree.build(sorted_leaf_chunks(leaves), run.path / TREE_FILE)
     del leaves
     commitment, salt, count = commit_removed(removed_hashes(run.path))
-    source = info["source"]
     statement = build_statement(
-        dataset_name=dataset_name or source.get("url", "dataset"),
+        dataset_name=dataset_name,
         tree_size=tree.size,
         root=tree.root,
-        source_name=source.get("url", ""),
+        source_name=source_name,
         manifest_digest=manifest_digest(run),
         lists=_list_identities(info),
         scan_started=info["started"][:19] + "Z",
@@ -163,6 +249,7 @@ def issue_receipt(
         removed_count=count,
         removed_commitment=commitment,
         previous=previous_record,
+        clean=clean,
     )
     envelope = sign_statement(statement, key)
     with atomic_path(run.path / SALT_FILE) as tmp:
@@ -188,15 +275,6 @@ def _check_clean_is_current(run: RunFolder, info: dict[str, Any]) -> None:
             f"{run.path}: the cleaned copy was made before the last `clearset match`; "
             "clean again (`clearset clean RUN --to NEW_OUTPUT`) before issuing a receipt"
         )
-
-
-def _payload(envelope: dict[str, Any], where: Path) -> bytes:
-    import base64
-
-    try:
-        return base64.b64decode(envelope["payload"], validate=True)
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{where}: not a DSSE envelope") from None
 
 
 def open_tree(run_dir: Path) -> tuple[MerkleTree, dict[str, Any]]:

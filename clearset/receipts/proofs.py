@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from clearset.errors import InputError, VerificationError
 from clearset.receipts.dsse import verify_envelope
 from clearset.receipts.merkle import EMPTY_ROOT, MerkleTree, hash_leaf, verify_inclusion
-from clearset.receipts.statement import statement_digest, tree_of
+from clearset.receipts.statement import parse_json, statement_digest, tree_of
 
 PROOF_VERSION = 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -115,6 +115,14 @@ def _check_leaf(entry: Any, size: int, root: bytes, side: str) -> tuple[bytes, i
     return value, index
 
 
+def _check_version(proof: Mapping[str, Any]) -> None:
+    # Exactly the integer 1: 1.0 and true compare equal to 1 in Python, but are other
+    # JSON, so another verifier could read them otherwise.
+    version = proof["version"]
+    if type(version) is not int or version != PROOF_VERSION:
+        _fail(f"proof version {version!r} is not supported (expected {PROOF_VERSION})")
+
+
 def verify_proof(proof: Any, statement: Mapping[str, Any]) -> None:
     """Check a proof against a receipt statement; VerificationError says why it fails.
 
@@ -123,12 +131,11 @@ def verify_proof(proof: Any, statement: Mapping[str, Any]) -> None:
     if not isinstance(proof, dict):
         _fail("proof is not a JSON object")
     kind = proof.get("type")
-    if kind not in _FIELDS:
+    if not isinstance(kind, str) or kind not in _FIELDS:
         _fail(f"proof type {kind!r} is not inclusion or non-inclusion")
     if set(proof) != _FIELDS[kind]:
         _fail(f"{kind} proof must hold exactly {', '.join(sorted(_FIELDS[kind]))}")
-    if proof["version"] != PROOF_VERSION or isinstance(proof["version"], bool):
-        _fail(f"proof version {proof['version']!r} is not supported (expected {PROOF_VERSION})")
+    _check_version(proof)
     expected_digest = statement_digest(statement)
     if proof["receipt_digest"] != expected_digest:
         _fail(
@@ -199,19 +206,26 @@ def prove_removed(
     }
 
 
-def verify_removed(
-    proof: Any, old_statement: Mapping[str, Any], new_statement: Mapping[str, Any]
-) -> None:
-    """Check a removed proof against two signature-checked statements."""
+def check_removed_form(proof: Any) -> None:
+    """VerificationError unless ``proof`` has a removed proof's shape (nothing verified)."""
     if not isinstance(proof, dict) or set(proof) != {"version", "type", "sha256", "old", "new"}:
         _fail("removed proof must hold exactly version, type, sha256, old and new")
-    if proof["type"] != "removed" or proof["version"] != PROOF_VERSION:
-        _fail("not a version 1 removed proof")
+    if proof["type"] != "removed":
+        _fail("not a removed proof")
+    _check_version(proof)
+    _hex(proof["sha256"], "sha256")
     for part, kind in (("old", "inclusion"), ("new", "non-inclusion")):
         if not isinstance(proof[part], dict) or proof[part].get("type") != kind:
             _fail(f"removed proof's {part} part must be a {kind} proof")
         if proof[part].get("sha256") != proof["sha256"]:
             _fail(f"removed proof's {part} part is about another item")
+
+
+def verify_removed(
+    proof: Any, old_statement: Mapping[str, Any], new_statement: Mapping[str, Any]
+) -> None:
+    """Check a removed proof against two signature-checked statements."""
+    check_removed_form(proof)
     verify_proof(proof["old"], old_statement)
     verify_proof(proof["new"], new_statement)
 
@@ -229,11 +243,12 @@ def proof_to_json(proof: Mapping[str, Any]) -> str:
 
 
 def load_proof(text: str | bytes, source: str = "proof") -> dict[str, Any]:
-    """Parse proof JSON; InputError naming ``source`` if it is not a JSON object."""
-    try:
-        proof = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{source}: not a JSON proof ({error})") from error
+    """Parse proof JSON strictly (see ``statement.parse_json``), NOT verified.
+
+    VerificationError naming ``source`` if it is not strict JSON or not an object: to a
+    verifier a proof that cannot be read is an invalid claim.
+    """
+    proof = parse_json(text, source)
     if not isinstance(proof, dict):
-        raise InputError(f"{source}: not a JSON proof (expected an object)")
+        raise VerificationError(f"{source} is not a proof (expected a JSON object)")
     return proof

@@ -8,13 +8,17 @@ any one file, and in-toto lets a DigestSet name its own algorithm), and whose pr
 (type ``https://clearset.dev/receipt/v1``) carries:
 
     tree      {algorithm: "RFC9162-SHA256", leaf_rule, size, root}
-    source    {name}                        where the items were read from
+    source    {name}                        the source's name, never a local path
     run       {manifest_digest: {sha256}}   the run folder's manifest
     lists     [{name, version, digest, hash_type, threshold}]   identities, never entries
     tool      {name, version}
     scan      {started, finished}           RFC 3339 UTC, seconds
     removed   {count, commitment, commitment_rule}
     previous  {receipt_digest, root} or null   the receipt this version replaces
+    clean     {destination, finished, manifest_digest: {sha256}} or null
+                                            which cleaned copy: its name (not its path),
+                                            when its clean finished, and the digest of
+                                            its manifest (the kept rows)
 
 The statement is serialised canonically (sorted keys, no whitespace, UTF-8, integers
 only), and its **receipt digest** is the SHA-256 of those bytes, which are exactly the
@@ -25,6 +29,10 @@ items' 32-byte SHA-256 values sorted ascending and unique, with a 32-byte random
 builder keeps private in the run folder. Publishing it reveals nothing about the removed
 items (the salt blinds a guess), yet binds the builder: given the salt, anyone can check
 that a claimed list of removed hashes is the one the receipt committed to.
+
+Receipts and proofs come from people we need not trust, so ``parse_json`` reads them
+strictly: UTF-8, no NaN or Infinity, no repeated keys, no lone surrogates and no nesting
+deeper than ``MAX_JSON_DEPTH``; anything else is a VerificationError with a reason.
 """
 
 from __future__ import annotations
@@ -51,8 +59,70 @@ LEAF_RULE = "sha256 of item bytes, sorted ascending, unique"
 COMMITMENT_RULE = "sha256(salt || sorted unique removed sha256 values)"
 SALT_SIZE = 32
 
+#: Deepest JSON nesting a receipt or proof may have. Ours nest at most 5 levels; the
+#: limit keeps a hostile file from exhausting the parser's (or the encoder's) recursion.
+MAX_JSON_DEPTH = 64
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _LIST_FIELDS = ("name", "version", "digest", "hash_type", "threshold")
+_CLEAN_FIELDS = ("destination", "finished", "manifest_digest")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("a key is repeated in one object")
+    return value
+
+
+def _check_json_tree(value: Any) -> None:
+    """Depth and string checks on parsed JSON, iteratively (no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, item in items:
+                if isinstance(key, str):
+                    key.encode("utf-8")  # UnicodeEncodeError on a lone surrogate
+                stack.append((item, depth + 1))
+        elif isinstance(node, str):
+            node.encode("utf-8")
+
+
+def parse_json(data: bytes | str, what: str) -> Any:
+    """Parse a receipt's or proof's JSON strictly (see module doc).
+
+    VerificationError "WHAT: not ... (reason)" for anything that is not plain JSON; a
+    verifier treats such a file as an invalid claim, not as a usage error.
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise VerificationError(
+                f"{what} is not UTF-8 text (bad byte at offset {error.start})"
+            ) from None
+    try:
+        value = json.loads(data, parse_constant=_no_constant, object_pairs_hook=_no_repeats)
+    except RecursionError:
+        raise VerificationError(f"{what} is not JSON (nested too deeply)") from None
+    except ValueError as error:  # JSONDecodeError, our hooks, an over-long integer
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise VerificationError(f"{what} is not JSON ({reason})") from None
+    try:
+        _check_json_tree(value)
+    except UnicodeEncodeError:
+        raise VerificationError(f"{what} is not JSON (a string holds a lone surrogate)") from None
+    except ValueError as error:
+        raise VerificationError(f"{what} is not JSON ({error})") from None
+    return value
 
 
 def canonical_json(value: Any) -> bytes:
@@ -138,6 +208,7 @@ def build_statement(
     removed_count: int,
     removed_commitment: str,
     previous: Mapping[str, Any] | None = None,
+    clean: Mapping[str, Any] | None = None,
     tool_name: str = clearset.TOOL_NAME,
     tool_version: str = clearset.__version__,
 ) -> dict[str, Any]:
@@ -146,6 +217,8 @@ def build_statement(
     ``lists`` entries carry exactly name, version, digest, hash_type and threshold (None
     for exact lists); anything else is refused, so list entries cannot leak into a receipt.
     ``previous`` is None or {"receipt_digest", "root"} of the receipt this one replaces.
+    ``clean`` is None or {"destination", "finished", "manifest_digest"} of the cleaned copy
+    the tree covers: its name, its clean's finish time and its manifest's digest (hex).
     """
     list_identities = []
     for entry in lists:
@@ -192,6 +265,7 @@ def build_statement(
                 "receipt_digest": _hex32(previous["receipt_digest"], "previous receipt digest"),
                 "root": _hex32(previous["root"], "previous root"),
             },
+            "clean": None if clean is None else _clean_record(clean),
         },
     }
     _refuse_floats(statement)
@@ -200,6 +274,19 @@ def build_statement(
     except VerificationError as error:
         raise InputError(str(error)) from error
     return statement
+
+
+def _clean_record(clean: Mapping[str, Any]) -> dict[str, Any]:
+    if set(clean) != set(_CLEAN_FIELDS):
+        raise InputError(f"a clean record has exactly the fields {', '.join(_CLEAN_FIELDS)}")
+    destination = clean["destination"]
+    if not isinstance(destination, str) or not destination or "\n" in destination:
+        raise InputError("the cleaned copy's name must be one non-empty line")
+    return {
+        "destination": destination,
+        "finished": _timestamp(clean["finished"], "clean finish"),
+        "manifest_digest": {"sha256": _hex32(clean["manifest_digest"], "cleaned manifest")},
+    }
 
 
 def _refuse_floats(value: Any, where: str = "statement") -> None:
@@ -267,6 +354,24 @@ def check_statement(statement: Any) -> None:
             and isinstance(previous.get("root"), str)
         ),
         "predicate.previous must be null or {receipt_digest, root}",
+    )
+    clean = predicate.get("clean")  # absent in receipts made before it was recorded
+    _need(
+        clean is None
+        or (
+            isinstance(clean, dict)
+            and sorted(clean) == sorted(_CLEAN_FIELDS)
+            and isinstance(clean["destination"], str)
+            and isinstance(clean["finished"], str)
+            and isinstance(clean["manifest_digest"], dict)
+            and isinstance(clean["manifest_digest"].get("sha256"), str)
+        ),
+        "predicate.clean must be null or {destination, finished, manifest_digest}",
+    )
+    source = predicate.get("source")
+    _need(
+        isinstance(source, dict) and isinstance(source.get("name"), str),
+        "predicate.source has no name",
     )
 
 
