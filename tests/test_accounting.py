@@ -76,6 +76,8 @@ def _all_bytes(root: Path) -> bytes:
         if path.is_file() and ".clearset-clean" not in path.parts:
             raw = path.read_bytes()
             chunks.append(raw)
+            if path.suffix == ".parquet":
+                chunks.append(repr(pq.read_table(path).to_pylist()).encode())
             if path.name.endswith((".tar", ".tar.gz")):
                 chunks.extend(_tar_bytes(path))
                 if path.name.endswith(".gz"):
@@ -221,18 +223,31 @@ def test_img2dataset_output_formats(img2dataset_outputs: dict, tmp_path: Path, f
     src = img2dataset_outputs["root"] / fmt
     assert detect(str(src)).kind == {"files": "folder"}.get(fmt, fmt)
     before = tree_state(src)
-    run, out = _scan_clean(src, tmp_path, _sha256_list(tmp_path / "l.txt", images[0]))
+    # img2dataset re-encodes what it downloads: the list is the PDQ of the original.
+    run, out = _scan_clean(src, tmp_path, _pdq_list(tmp_path / "l.txt", images[0]))
     rows = _manifest(run)
-    hashed = {r["sha256"] for r in rows if r["status"] == "ok"}
-    assert hashed == {hashlib.sha256(d).digest() for d in images}
-    # _stats.json and side parquets are metadata: never items.
-    assert not any((r["member"] or "").endswith(("_stats.json", ".parquet")) for r in rows)
+    originals = {hashlib.sha256(d).hexdigest() for d in images}
+    assert {r["upstream_sha256"] for r in rows if r["status"] == "ok"} == originals
+    assert not any(
+        r["member"] and r["member"].endswith(".parquet") and r["status"] == "ok" for r in rows
+    )
     info = json.loads((run / "run.json").read_text())
     assert info["accounting"]["verdict"] == "ok"
-    assert info["accounting"]["totals"]["upstream_failed"] == 1  # the URL that failed
-    held = _all_bytes(out)
-    assert images[0] not in held and all(d in held for d in images[1:])
+    assert info["accounting"]["totals"]["hashed"] == 5
+    if fmt != "files":  # the files layout records failures only in its side parquet
+        assert info["accounting"]["totals"]["upstream_failed"] == 1  # the URL that failed
     assert tree_state(src) == before
+    # Read the cleaned copy back: the listed picture is gone, the others are all there,
+    # and no metadata of the removed item (its URL) remains anywhere in it.
+    again = tmp_path / "again"
+    proc = run_cli("scan", str(out), "--out", str(again))
+    assert proc.returncode == 0, proc.stderr
+    kept = {r["upstream_sha256"] for r in _manifest(again) if r["status"] == "ok"}
+    assert kept == originals - {hashlib.sha256(images[0]).hexdigest()}
+    removed_url = next(
+        r["url"] for r in rows if r["upstream_sha256"] == hashlib.sha256(images[0]).hexdigest()
+    )
+    assert removed_url.encode() not in _all_bytes(out)
 
 
 # ---------------------------------------------------------------- 3. path-only Image parquet

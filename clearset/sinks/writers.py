@@ -462,18 +462,19 @@ def write_folder_shard(
     """Every file of the shard's kept keys, at the same relative path, copied or linked,
     each one checked to hold the bytes the scan hashed. Links, FIFOs and devices are
     never copied (the scan did not follow or open them)."""
-    from clearset.sources.folder import file_key
+    from clearset.sources.folder import file_key, is_side_file
 
     written = WrittenShard()
     kept_keys: set[str] = set()
     root = shard.path.rstrip("/")
+    fs, root_path = fsspec.core.url_to_fs(root)
     for name in shard.files:
         scanned = contents.take(shard, name)
         key = display_name(file_key(name))
         if key in removed:
             written.members_removed += 1
             continue
-        if scanned is None:
+        if scanned is None or is_side_file(fs, root_path, name):
             written.members_dropped += 1
             continue
         kept_keys.add(key)

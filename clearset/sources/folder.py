@@ -82,6 +82,16 @@ def list_files(url: str) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
     return fs, root, [n for n in names if not n.startswith(STATE_DIR_NAME + "/")]
 
 
+def is_side_file(fs: fsspec.AbstractFileSystem, root: str, name: str) -> bool:
+    """img2dataset's per-shard metadata in its "files" layout: `NNNNN.parquet` and
+    `NNNNN_stats.json` beside the folder `NNNNN/`. They describe every sample, removed
+    ones too, so a cleaned copy never carries them (they are hashed all the same)."""
+    for suffix in (".parquet", "_stats.json"):
+        if name.endswith(suffix):
+            return bool(fs.isdir(f"{root}/{name[: -len(suffix)]}"))
+    return False
+
+
 def file_key(name: str) -> str:
     key, _ = split_ext(name)
     return key if key is not None else name
