@@ -37,8 +37,10 @@ def clean(
     workers: WorkersOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
-    """Write the run's source again to --to without its matched items (same format and
-    shard names; re-running resumes)."""
+    """Write the run's source again to --to without its matched items.
+
+    The copy has the source's format and shard names; re-running resumes.
+    """
     from clearset.sinks.clean import clean_run
 
     counts = clean_run(
@@ -63,7 +65,7 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
         f"dropped {counts.get('undecodable_dropped', 0):,}"
     )
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
-        out.print(f"  {reason}: {number:,} keys")
+        out.print(f"  {reason}: {number:,} key{'s' if number != 1 else ''}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
 
 
@@ -93,8 +95,11 @@ def apply_removals_command(
     workers: WorkersOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
-    """Apply a published removal list (by URL or SHA-256) and/or a --keep-list to your
-    copy of a data set, writing the rest to --to in the same format."""
+    """Remove a published removal list's items (by URL or SHA-256) from your copy of a data set.
+
+    With --keep-list, keep only the items newer metadata holds. What is kept is written
+    to --to in the source's format.
+    """
     from clearset.sinks.removals import apply_removals
 
     counts = apply_removals(
