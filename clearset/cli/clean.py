@@ -72,12 +72,25 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `clearset scan`.")],
+    show_urls: Annotated[
+        bool,
+        typer.Option(
+            help="Also name each matched item's URL: for the operator, not for sharing "
+            "(the URLs are in RUN/matches.parquet either way).",
+        ),
+    ] = False,
 ) -> None:
-    """Write RUN/report.json and RUN/report.html (identifiers and counts only)."""
+    """Write RUN/report.json and RUN/report.html, made to be shared (identifiers and counts).
+
+    No image, caption or list entry appears, and no URL of a matched item unless
+    --show-urls.
+    """
     from clearset.sinks.report import write_report
 
-    json_path, html_path = write_report(run_dir)
+    json_path, html_path = write_report(run_dir, show_urls=show_urls)
     out.print(f"report: {html_path} (data: {json_path})")
+    if show_urls:
+        out.print("  it names the URLs of matched items: keep it to yourself")
 
 
 @app.command("apply-removals")
