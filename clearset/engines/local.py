@@ -190,10 +190,10 @@ class _Meter:
     The bar moves by items, not only by whole shards. The number of items is not known
     before the shards are read, so it is estimated from the items per finished shard
     (counting the shards still running as half done when one finishes); until a first
-    shard finishes the bar only pulses. Where stderr is not a terminal (Slurm, nohup, CI) one plain line is
-    written every `interval` seconds instead: no escape codes, never wrapped.
-    A run shorter than one interval prints no line. `with meter.progress:` shows it for
-    the duration of the work.
+    shard finishes the bar only pulses. Where stderr is not a terminal (Slurm, nohup, CI)
+    one plain line is written every `interval` seconds instead: no escape codes, never
+    wrapped; a run shorter than one interval prints none. `with meter.progress:` shows
+    it for the duration of the work.
     """
 
     def __init__(
@@ -219,9 +219,9 @@ class _Meter:
         console = console or Console(stderr=True)
         self.as_lines = enabled and not console.is_terminal
         self.stream = console.file
-        self.interval = progress_interval() if interval is None else interval
         self.progress: Any
         if self.as_lines:
+            self.interval = progress_interval() if interval is None else interval
             self.progress = _LogLines(self)
             return
         self.progress = Progress(
@@ -235,8 +235,12 @@ class _Meter:
             disable=not enabled,
             transient=False,
         )
+        fraction = self._estimate()  # 1.0 when every shard was done before; else None
         self.task = self.progress.add_task(
-            label, total=1.0 if total == done else None, completed=0, **self._fields()
+            label,
+            total=None if fraction is None else 1.0,
+            completed=fraction or 0,
+            **self._fields(),
         )
 
     @property
