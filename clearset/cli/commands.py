@@ -222,8 +222,9 @@ def demo(
     _say("scan", str(data.webdataset), "--out", run_dir, "--list", data.pdq_list,
          "--list", data.md5_list, "--dihedral", "--clean-to", cleaned)  # fmt: skip
     out.print(
-        "  (--dihedral also matches the 7 rotations and flips of each picture: one planted "
-        "copy is a mirror image, which the same command without it misses)"
+        "  (the demo turns on --dihedral, which also matches the 7 rotations and flips of "
+        "each picture: one planted copy is a mirror image, so without it the same command "
+        "finds 5 of the 6 planted copies)"
     )
     job = MatchJob((ListSpec(str(data.pdq_list)), ListSpec(str(data.md5_list))), MatchSettings())
     clean = CleanJob(str(cleaned.resolve()))
