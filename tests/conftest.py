@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,17 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
 
 
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the real `clearset` entry point in a fresh interpreter."""
+    """Run the real `clearset` entry point in a fresh interpreter.
+
+    Its stderr is a pipe, where progress is a line every 10 s: on a loaded machine that
+    would land among the lines a test counts, so these runs print it once an hour.
+    """
     proc = subprocess.run(
         [sys.executable, "-m", "clearset.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "CLEARSET_PROGRESS_INTERVAL": "3600"},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"clearset {' '.join(args)} failed:\n{proc.stderr}")

@@ -1,9 +1,12 @@
 """The removal report: counts by list, hash type and shard, thresholds and histograms in
 report.json; a self-contained report.html whose charts render in headless Chromium with
-no network request, and which holds no image, caption, link or list entry."""
+no network request under a CSP that allows its one script by hash, and which holds no
+image, caption, link, list entry or matched item's URL (unless --show-urls)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import shutil
@@ -19,8 +22,9 @@ from clearset.demo import DemoData
 from clearset.engines import MatchJob, ScanSettings, run_scan
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.sinks.clean import CleanJob
-from clearset.sinks.report import write_report
+from clearset.sinks.report import bar_chart, write_report
 from clearset.sources import open_source
+from tests.conftest import run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -80,6 +84,59 @@ def test_report_holds_identifiers_only(demo_data: DemoData, reported: Path) -> N
         assert forbidden not in lowered
     assert "default-src 'none'" in page
     assert len(re.findall(r"<svg\b", page)) == 5
+
+
+def test_report_names_no_url_of_a_matched_item_unless_asked(
+    demo_data: DemoData, reported: Path
+) -> None:
+    report = json.loads((reported / "report.json").read_text())
+    urls = [f"https://images.example.com/demo/{m['key']}" for m in report["matched_items"]]
+    assert urls
+    for name in ("report.json", "report.html"):
+        text = (reported / name).read_text()
+        assert not any(url in text for url in urls), name
+        assert "a procedural scene" not in text
+    assert all("url" not in m for m in report["matched_items"])
+
+    proc = run_cli("report", str(reported), "--show-urls")
+    try:
+        assert proc.returncode == 0, proc.stderr
+        for name in ("report.json", "report.html"):
+            text = (reported / name).read_text()
+            assert all(url in text for url in urls), name
+            assert "a procedural scene" not in text  # captions never, even then
+    finally:
+        write_report(reported)  # the other tests read the shareable one
+
+
+def test_report_csp_allows_its_one_inline_script_by_hash(reported: Path) -> None:
+    page = (reported / "report.html").read_text()
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+    styles = re.findall(r"<style>(.*?)</style>", page, re.S)
+    assert len(scripts) == 1 and len(styles) == 1
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert policy
+    directives = {
+        d.split()[0]: d.split()[1:] for d in (x.strip() for x in policy.group(1).split(";")) if d
+    }
+
+    def sha256(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    assert directives["script-src"] == [sha256(scripts[0])]
+    assert directives["style-src"] == [sha256(styles[0])]
+    assert directives["default-src"] == ["'none'"]
+    assert directives["base-uri"] == ["'none'"] and directives["form-action"] == ["'none'"]
+    assert "unsafe-inline" not in policy.group(1) and "unsafe-eval" not in policy.group(1)
+
+
+def test_an_empty_chart_has_no_axis_or_made_up_scale() -> None:
+    for vertical in (True, False):
+        chart = bar_chart("PDQ matches by distance", ["0", "1", "2"], [0, 0, 0], vertical=vertical)
+        assert "<svg" not in chart and "nothing to show" in chart
+        assert ">1<" not in chart and ">0<" not in chart
+    drawn = bar_chart("x", ["0", "1"], [3, 1], vertical=True, x_title="bits")
+    assert "<svg" in drawn and ">3<" in drawn and ">bits<" in drawn
 
 
 class _RecordingProxy:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.text import Text
+
 from clearset.cli import clean, commands, receipts  # noqa: F401  (they register commands)
 from clearset.cli.app import EXIT_ERROR, app, console
 from clearset.errors import ClearsetError, InputError
@@ -25,7 +27,8 @@ def main() -> None:
             console.print("clearset: interrupted; re-run the same command to resume")
         raise
     except ClearsetError as exc:
-        console.print(f"[red]clearset: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # A Text, not markup: the message quotes user paths, which may hold `[`.
+        console.print(Text.assemble(("clearset: error:", "red"), f" {exc}"))
         sys.exit(EXIT_ERROR if isinstance(exc, InputError) else 1)
     except KeyboardInterrupt:
         console.print("clearset: interrupted; re-run the same command to resume")

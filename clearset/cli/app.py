@@ -1,24 +1,68 @@
-"""The Typer app every command module registers on, and the options they share."""
+"""The Typer app every command module registers on, and the options they share.
+
+Everything the user typed (paths, list names, keys) is printed literally: the consoles
+interpret no rich markup, so `run[1]` or a list named `[/]x` prints as given.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from clearset import __version__
 from clearset.engines import MatchJob
+from clearset.engines.local import progress_interval
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
 
+#: `clearset --help` lists commands in the order of the work, not alphabetically; a
+#: command not named here comes after these, in the order it was registered, before demo.
+COMMAND_ORDER = (
+    "scan", "match", "clean", "report", "keygen", "receipt", "prove", "verify",
+    "diff-receipts", "apply-removals", "hash",
+)  # fmt: skip
+LAST_COMMANDS = ("demo",)
+
+
+class WorkOrderGroup(TyperGroup):
+    """Commands in the order of the work, each with its whole first sentence."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = list(self.commands)
+        first = [n for n in COMMAND_ORDER if n in self.commands]
+        last = [n for n in LAST_COMMANDS if n in self.commands]
+        return first + [n for n in names if n not in first and n not in last] + last
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click cuts each summary to fit one line ("...and..."); wrap it whole instead.
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=WorkOrderGroup,
+    # Plain click help: it wraps every text at the terminal's width, where rich panels cut
+    # option names and help texts short with an ellipsis at 80 columns.
+    rich_markup_mode=None,
     add_completion=False,
     no_args_is_help=True,
     help="Scan training data sets against hash lists, clean them, and issue receipts.",
 )
-console = Console(stderr=True)
-out = Console()
+# No markup, no highlighting: user text (paths, list names) must print as typed, and a
+# `[` in a path must never be read as a style tag. soft_wrap: a long path or hash stays
+# on one line, also in a log file where the width would otherwise be 80 columns.
+console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+out = Console(markup=False, highlight=False, soft_wrap=True)
 
 EXIT_ERROR = 2
 
@@ -124,13 +168,21 @@ def match_job(
 
 
 ProgressOpt = Annotated[
-    bool | None, typer.Option(help="Show a progress bar (default: when on a terminal).")
+    bool | None,
+    typer.Option(
+        help="Show progress: a bar on a terminal, else a plain line every 10 s "
+        "(CLEARSET_PROGRESS_INTERVAL=SECONDS to change).",
+    ),
 ]
 
 
 def show_progress(progress: bool | None) -> bool:
-    """--progress/--no-progress as given, else a bar only where a person watches."""
-    return console.is_terminal if progress is None else progress
+    """--progress/--no-progress as given, else on: a bar where a person watches, and
+    plain lines at an interval in a log (see `clearset.engines.local._Meter`)."""
+    show = True if progress is None else progress
+    if show:
+        progress_interval()  # a bad CLEARSET_PROGRESS_INTERVAL fails before any work
+    return show
 
 
 def sql_literal(text: str) -> str:

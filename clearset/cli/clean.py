@@ -37,8 +37,10 @@ def clean(
     workers: WorkersOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
-    """Write the run's source again to --to without its matched items (same format and
-    shard names; re-running resumes)."""
+    """Write the run's source again to --to without its matched items.
+
+    The copy has the source's format and shard names; re-running resumes.
+    """
     from clearset.sinks.clean import clean_run
 
     counts = clean_run(
@@ -63,19 +65,32 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
         f"dropped {counts.get('undecodable_dropped', 0):,}"
     )
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
-        out.print(f"  {reason}: {number:,} keys")
+        out.print(f"  {reason}: {number:,} key{'s' if number != 1 else ''}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
 
 
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `clearset scan`.")],
+    show_urls: Annotated[
+        bool,
+        typer.Option(
+            help="Also name each matched item's URL: for the operator, not for sharing "
+            "(the URLs are in RUN/matches.parquet either way).",
+        ),
+    ] = False,
 ) -> None:
-    """Write RUN/report.json and RUN/report.html (identifiers and counts only)."""
+    """Write RUN/report.json and RUN/report.html, made to be shared (identifiers and counts).
+
+    No image, caption or list entry appears, and no URL of a matched item unless
+    --show-urls.
+    """
     from clearset.sinks.report import write_report
 
-    json_path, html_path = write_report(run_dir)
+    json_path, html_path = write_report(run_dir, show_urls=show_urls)
     out.print(f"report: {html_path} (data: {json_path})")
+    if show_urls:
+        out.print("  it names the URLs of matched items: keep it to yourself")
 
 
 @app.command("apply-removals")
@@ -93,8 +108,11 @@ def apply_removals_command(
     workers: WorkersOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
-    """Apply a published removal list (by URL or SHA-256) and/or a --keep-list to your
-    copy of a data set, writing the rest to --to in the same format."""
+    """Remove a published removal list's items (by URL or SHA-256) from your copy of a data set.
+
+    With --keep-list, keep only the items newer metadata holds. What is kept is written
+    to --to in the source's format.
+    """
     from clearset.sinks.removals import apply_removals
 
     counts = apply_removals(

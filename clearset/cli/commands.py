@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-import duckdb
 import pyarrow.parquet as pq
 import typer
 from rich.table import Table
@@ -24,14 +25,13 @@ from clearset.cli.app import (
     match_job,
     out,
     show_progress,
-    sql_literal,
 )
 from clearset.engines import MatchJob, ScanSettings, run_match, run_scan
 from clearset.errors import InputError
 from clearset.hashing import hash_bytes
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
-from clearset.runfolder import accounting_line
+from clearset.runfolder import RunFolder, accounting_line
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, clean_info, read_cleaned_manifest
@@ -82,8 +82,10 @@ def scan(
         ),
     ] = False,
 ) -> None:
-    """Hash every item of SOURCE into the run folder OUT and match it against --list
-    lists (re-running resumes)."""
+    """Hash every item of SOURCE into the run folder --out and match it against --list lists.
+
+    Re-running the same command resumes: shards already done are skipped.
+    """
     from clearset.sinks.clean import CleanJob, CleanOptions
 
     settings = ScanSettings(exact_pdq=exact_pdq, trim_borders=trim_borders, dihedral=dihedral)
@@ -148,23 +150,51 @@ def _print_matches(summary: dict, run_dir: Path) -> None:
     for entry in summary["per_list"]:
         table.add_row(entry["name"], entry["hash_type"], f"{entry['matches']:,}")
     out.print(table)
-    out.print(f"{summary['items']:,} items matched; rows: {run_dir / 'matches.parquet'}")
+    out.print(f"{matched_items_note(summary, run_dir)}; rows: {run_dir / 'matches.parquet'}")
+
+
+def matched_items_note(summary: dict, run_dir: Path) -> str:
+    """ "N items matched", saying why the table's rows add up to more than N."""
+    text = f"{summary['items']:,} item{'s' if summary['items'] != 1 else ''} matched"
+    if summary["rows"] <= summary["items"]:
+        return text
+    table = pq.read_table(run_dir / "matches.parquet", columns=["shard", "key", "list_digest"])
+    lists_per_item: dict[tuple[str, str], set[str]] = {}
+    for shard, key, digest in zip(
+        *(table.column(c).to_pylist() for c in ("shard", "key", "list_digest")), strict=True
+    ):
+        lists_per_item.setdefault((shard, key), set()).add(digest)
+    several = Counter(len(d) for d in lists_per_item.values() if len(d) > 1)
+    why = [
+        f"{n:,} item{' ' if n == 1 else 's '}matched {lists} lists"
+        for lists, n in sorted(several.items())
+    ]
+    extra = summary["rows"] - sum(len(d) for d in lists_per_item.values())
+    if extra:
+        why.append(f"{extra:,} more row{'s' if extra != 1 else ''} for the same item and list")
+    return f"{text} ({summary['rows']:,} match rows: {'; '.join(why)})"
 
 
 def _print_summary(run_dir: Path, skipped: int, seconds: float) -> None:
-    pattern = str(run_dir / "manifest" / "*.parquet")
-    rows = duckdb.sql(
-        "SELECT status, coalesce(split_part(reason, ':', 1), '') AS why, count(*) AS n "
-        f"FROM read_parquet('{sql_literal(pattern)}') GROUP BY ALL ORDER BY status, why"
-    ).fetchall()
+    # Read through pyarrow, not a DuckDB glob: a run folder named `run[1]` is a glob
+    # character class to DuckDB and would match nothing.
+    manifest = RunFolder(run_dir).read_manifest(columns=["status", "reason"])
+    counts: Counter[tuple[str, str]] = Counter(
+        (status, (reason or "").split(":", 1)[0])
+        for status, reason in zip(
+            manifest.column("status").to_pylist(),
+            manifest.column("reason").to_pylist(),
+            strict=True,
+        )
+    )
     table = Table(title=f"scan of {run_dir}", show_lines=False)
     table.add_column("status")
     table.add_column("reason")
     table.add_column("items", justify="right")
-    for status, why, count in rows:
+    for (status, why), count in sorted(counts.items()):
         table.add_row(status, why, f"{count:,}")
     out.print(table)
-    total = sum(r[2] for r in rows)
+    total = sum(counts.values())
     note = f" ({skipped} shards already done)" if skipped else ""
     out.print(f"{total:,} items in {seconds:.1f}s{note}; manifest: {run_dir / 'manifest'}")
 
@@ -199,7 +229,10 @@ def demo(
     ] = Path("clearset-demo"),
     workers: WorkersOpt = None,
 ) -> None:
-    """Build the benign demo data set and its stand-in watch list, scan and match it."""
+    """Build a benign demo data set and watch list, then scan, clean, report and receipt it.
+
+    Each step is printed as the `clearset` command that does the same by hand.
+    """
     from clearset.demo import DemoData, build_demo_data
 
     data = DemoData(out_dir / "data")
@@ -208,8 +241,16 @@ def demo(
         build_demo_data(data.root)
         (data.root / ".complete").write_text("demo data complete\n")
     run_dir = out_dir / "run"
+    cleaned = out_dir / "cleaned"
+    _say("scan", str(data.webdataset), "--out", run_dir, "--list", data.pdq_list,
+         "--list", data.md5_list, "--dihedral", "--clean-to", cleaned)  # fmt: skip
+    out.print(
+        "  (the demo turns on --dihedral, which also matches the 7 rotations and flips of "
+        "each picture: one planted copy is a mirror image, so without it the same command "
+        "finds 5 of the 6 planted copies)"
+    )
     job = MatchJob((ListSpec(str(data.pdq_list)), ListSpec(str(data.md5_list))), MatchSettings())
-    clean = CleanJob(str((out_dir / "cleaned").resolve()))
+    clean = CleanJob(str(cleaned.resolve()))
     result = run_scan(
         open_source(str(data.webdataset)),
         run_dir,
@@ -232,10 +273,16 @@ def demo(
     )
     counts = clean_info(run_dir)["counts"]
     kept, removed = counts["items_kept"], counts["items_removed"]
-    out.print(f"cleaned copy: {clean.dest} ({kept:,} items kept, {removed:,} removed)")
+    out.print(f"cleaned copy: {cleaned} ({kept:,} items kept, {removed:,} removed)")
+    _say("report", run_dir)
     _, html = write_report(run_dir)
     out.print(f"report: {html}")
     _demo_receipt(out_dir, run_dir)
+
+
+def _say(*argv: object) -> None:
+    """Print the command line that does by hand what the demo does next."""
+    out.print("\n$ " + shlex.join(["clearset", *(str(a) for a in argv)]))
 
 
 def _demo_receipt(out_dir: Path, run_dir: Path) -> None:
@@ -245,17 +292,22 @@ def _demo_receipt(out_dir: Path, run_dir: Path) -> None:
 
     keys = out_dir / "keys"
     if not (keys / "clearset.key").exists():
+        _say("keygen", keys)
         generate_keypair(keys)
+    _say("receipt", run_dir, "--key", keys / "clearset.key", "--name", "clearset-demo")
     envelope = issue_receipt(run_dir, keys / "clearset.key", dataset_name="clearset-demo")
     pub = load_public_key(keys / "clearset.pub")
     kept = read_cleaned_manifest(run_dir, columns=["sha256"]).column("sha256")
     kept_hash = next(h for h in kept.to_pylist() if h is not None)
     removed = removed_hashes(run_dir)
     out.print(f"receipt: {run_dir / 'receipt.dsse.json'} (public key: {keys / 'clearset.pub'})")
-    for label, sha256 in (("kept item", kept_hash), ("removed item", removed[0])):
+    for label, sha256 in (("a kept item", kept_hash), ("a removed item", removed[0])):
         proof = prove_item(run_dir, sha256)
         path = out_dir / f"proof-{proof['type']}.json"
+        _say("prove", run_dir, "--sha256", sha256.hex(), "--out", path)
         with atomic_path(path) as tmp:
             tmp.write_text(proof_to_json(proof))
+        _say("verify", run_dir / "receipt.dsse.json", "--pubkey", keys / "clearset.pub",
+             "--proof", path)  # fmt: skip
         verify(envelope, proof, pub)
-        out.print(f"{label} {sha256.hex()[:16]}…: {proof['type']} proof verified ({path})")
+        out.print(f"{label}: {proof['type']} proof verified ({path})")

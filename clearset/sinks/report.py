@@ -1,17 +1,21 @@
 """The removal report: RUN/report.json and a single self-contained RUN/report.html.
 
 Both are built from the run folder's tables alone (run.json, the manifest, match rows,
-and the clean record when there is one): no item is ever read or decoded. Matched items
-are named by identifiers only (key, shard, URL as plain text, SHA-256, list, distance);
-no list entry appears. The HTML page has its charts as inline SVG drawn here, its style
-and its one small script inline, and a Content-Security-Policy that forbids every
-fetch, so it renders the same with no network and can never load a matched URL.
+and the clean record when there is one): no item is ever read or decoded. Both are made
+to be shared, so matched items are named by identifiers only (key, shard, SHA-256,
+list, distance): no list entry, and no URL of a matched item unless the operator asks
+for them (`show_urls`); the URLs stay in RUN/matches.parquet and RUN/removals.parquet.
+The HTML page has its charts as inline SVG drawn here, its style and its one small
+script inline, and a Content-Security-Policy that allows exactly that style and that
+script (by hash) and nothing else, so it renders the same with no network and can never
+load anything.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,11 @@ SHARD_BARS_MAX = 60
 QUALITY_BIN = 10
 
 
-def build_report(run_dir: str | Path) -> dict[str, Any]:
-    """The report's content as a JSON-able dict (what report.json holds)."""
+def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, Any]:
+    """The report's content as a JSON-able dict (what report.json holds).
+
+    Matched items carry their URL only with `show_urls`: the report is for sharing.
+    """
     run = RunFolder(Path(run_dir))
     info = run.read_info()
     matching = info.get("settings", {}).get("matching") or {}
@@ -86,7 +93,8 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
             distances[match["distance"]] += 1
         named = matched_keys.setdefault(
             item,
-            {"key": match["key"], "shard": match["shard"], "url": match["url"],
+            {"key": match["key"], "shard": match["shard"],
+             **({"url": match["url"]} if show_urls else {}),
              "sha256": match["sha256"].hex() if match["sha256"] else None, "matches": []},
         )  # fmt: skip
         named["matches"].append(
@@ -108,6 +116,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "generated": utc_now(),
+        "shows_urls": show_urls,
         "run": {
             "path": str(run.path),
             "source": info.get("source"),
@@ -172,10 +181,13 @@ def _clean_section(run: RunFolder, cleaned: dict[str, Any] | None) -> dict[str, 
     }
 
 
-def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write RUN/report.json and RUN/report.html (atomically); return their paths."""
+def write_report(run_dir: str | Path, *, show_urls: bool = False) -> tuple[Path, Path]:
+    """Write RUN/report.json and RUN/report.html (atomically); return their paths.
+
+    With `show_urls` both name each matched item's URL too: for the operator, not to share.
+    """
     run = RunFolder(Path(run_dir))
-    report = build_report(run.path)
+    report = build_report(run.path, show_urls=show_urls)
     json_path, html_path = run.path / "report.json", run.path / "report.html"
     write_json_atomic(json_path, report)
     with atomic_path(html_path) as tmp:
@@ -190,72 +202,224 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def bar_chart(title: str, labels: list[str], values: list[int], *, vertical: bool) -> str:
-    """An inline SVG bar chart: horizontal bars for categories, vertical for histograms."""
-    peak = max(values, default=0) or 1
+#: Longest category label a horizontal chart shows; longer ones keep their end (a
+#: shard's number, a reason) behind an ellipsis, and the whole label is the bar's tooltip.
+CHART_LABEL_CHARS = 34
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= CHART_LABEL_CHARS else "…" + label[-(CHART_LABEL_CHARS - 1) :]
+
+
+def bar_chart(
+    title: str, labels: list[str], values: list[int], *, vertical: bool, x_title: str = ""
+) -> str:
+    """An inline SVG bar chart: horizontal bars for categories, vertical for histograms.
+
+    A chart with nothing to count is only its title and a line saying so: an empty
+    frame with a made-up scale would read as data.
+    """
+    if not any(values):
+        return (
+            f'<figure class="chart"><figcaption>{_e(title)}</figcaption>'
+            '<p class="none">nothing to show</p></figure>'
+        )
+    peak = max(values)
     parts: list[str] = []
     if vertical:
-        width, height, left, bottom = 640, 220, 40, 30
-        step = (width - left - 10) / max(len(values), 1)
+        width, height, left, bottom, top = 640, 230, 46, 44, 16
+        plot = height - bottom - top
+        step = (width - left - 10) / len(values)
+        # One gridline at the tallest bar, labelled with its count: the only scale needed.
+        parts.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{top}" y2="{top}" class="grid"/>'
+            f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{peak:,}</text>'
+            f'<line x1="{left}" x2="{width - 10}" y1="{top + plot}" y2="{top + plot}" '
+            'class="axis"/>'
+        )
+        every = 1 if len(values) <= 16 else max(1, round(len(values) / 8))
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
-            bar = (height - bottom - 20) * value / peak
+            bar = plot * value / peak
             x = left + i * step
             parts.append(
-                f'<rect x="{x:.1f}" y="{height - bottom - bar:.1f}" width="{max(step - 1, 1):.1f}"'
-                f' height="{bar:.1f}" class="bar"><title>{_e(label)}: {value}</title></rect>'
+                f'<rect x="{x:.1f}" y="{top + plot - bar:.1f}" width="{max(step - 1, 1):.1f}"'
+                f' height="{bar:.1f}" class="bar"><title>{_e(label)}: {value:,}</title></rect>'
             )
-            if len(values) <= 16 or i % max(1, len(values) // 8) == 0:
+            if i % every == 0:
                 parts.append(
-                    f'<text x="{x + step / 2:.1f}" y="{height - bottom + 14}" '
+                    f'<text x="{x + step / 2:.1f}" y="{top + plot + 14}" '
                     f'text-anchor="middle">{_e(label)}</text>'
                 )
-        parts.append(f'<text x="4" y="14">{peak}</text>')
-    else:
-        row, left = 22, 220
-        width, height = 640, max(40, row * len(values) + 10)
-        for i, (label, value) in enumerate(zip(labels, values, strict=True)):
-            bar = (width - left - 60) * value / peak
-            y = 5 + i * row
-            parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{_e(label)}</text>')
+        if x_title:
             parts.append(
-                f'<rect x="{left}" y="{y}" width="{bar:.1f}" height="{row - 6}" class="bar">'
-                f"<title>{_e(label)}: {value}</title></rect>"
+                f'<text x="{left + (width - left - 10) / 2:.0f}" y="{height - 6}" '
+                f'text-anchor="middle" class="axis-title">{_e(x_title)}</text>'
             )
-            parts.append(f'<text x="{left + bar + 4:.1f}" y="{y + 14}">{value:,}</text>')
-    empty = "" if values and any(values) else '<p class="none">nothing to show</p>'
+    else:
+        row, left = 22, 230
+        width, height = 640, row * len(values) + 10
+        for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+            bar = (width - left - 70) * value / peak
+            y = 5 + i * row
+            parts.append(
+                f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{_e(_short(label))}'
+                f"<title>{_e(label)}</title></text>"
+                f'<rect x="{left}" y="{y}" width="{bar:.1f}" height="{row - 6}" class="bar">'
+                f"<title>{_e(label)}: {value:,}</title></rect>"
+                f'<text x="{left + bar + 4:.1f}" y="{y + 13}">{value:,}</text>'
+            )
     return (
         f'<figure class="chart"><figcaption>{_e(title)}</figcaption>'
         f'<svg role="img" aria-label="{_e(title)}" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
-        f"{''.join(parts)}</svg>{empty}</figure>"
+        f"{''.join(parts)}</svg></figure>"
     )
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+class _Html(str):
+    """Markup built here from escaped parts: a table cell takes it as it is."""
+
+
+def _nowrap(text: str) -> _Html:
+    return _Html(f'<span class="nw">{_e(text)}</span>')
+
+
+def _path(text: str | None) -> _Html:
+    """A path that may wrap after a `/` but never inside a name (`tx-demo` stays whole)."""
+    if not text:
+        return _Html("—")
+    segments = [s + "/" for s in text.split("/")[:-1]] + [text.split("/")[-1]]
+    return _Html("<code>" + "".join(_nowrap(s) for s in segments if s) + "</code>")
+
+
+def _cell(value: Any, kind: str) -> str:
+    text = "—" if value is None or value == "" else value
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = f"{text:,}"
+    body = text if isinstance(text, _Html) else _e(text)
+    return f'<td class="{kind}">{body}</td>' if kind else f"<td>{body}</td>"
+
+
+def _table(headers: list[str] | None, rows: list[list[Any]], kinds: list[str] | None = None) -> str:
+    """A table; `kinds` gives each column's class: "hash" may break anywhere, "text"
+    wraps at spaces, "label" is a row's name, "num" aligns right, and the rest (names,
+    keys) never wrap. With no headers, a table of name-value rows."""
+    kinds = kinds or [""] * len(rows[0] if rows else headers or [])
+    head = (
+        "<thead><tr>"
+        + "".join(f'<th class="{k}">{_e(h)}</th>' for h, k in zip(headers, kinds, strict=True))
+        + "</tr></thead>"
+        if headers
+        else ""
+    )
+    body = "".join(
+        "<tr>" + "".join(_cell(c, k) for c, k in zip(r, kinds, strict=True)) + "</tr>" for r in rows
+    )
+    return f'<div class="scroll"><table>{head}<tbody>{body}</tbody></table></div>'
+
+
+def _when(stamp: str | None) -> str:
+    """`2026-11-30T13:54:21.789529Z` as `2026-11-30 13:54:21 UTC`."""
+    if not stamp:
+        return "—"
+    return stamp.replace("T", " ").split(".")[0].removesuffix("Z") + " UTC"
 
 
 _STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;padding:0 1.25em;max-width:980px;
+color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
+h3{font-size:1em}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
-td{font-family:ui-monospace,monospace;word-break:break-all}
-.chart{margin:1em 0}.chart figcaption{font-weight:600}.bar{fill:#3a6ea5}
-svg text{font:11px system-ui,sans-serif;fill:#333}.none{color:#888}
-.note{color:#555;font-size:12px}
+th{white-space:nowrap}
+td{font-family:ui-monospace,monospace;white-space:nowrap}
+td.text{font-family:inherit;white-space:normal;min-width:12em}
+td.hash{word-break:break-all;white-space:normal;min-width:16em}
+td.num,th.num{text-align:right}
+td.label{font-family:inherit;color:#555}
+.nw{white-space:nowrap}code .nw{font:inherit}
+.chart{margin:1em 0}.chart figcaption{font-weight:600}
+.chart svg{max-width:100%;height:auto}
+.bar{fill:#3a6ea5}.grid{stroke:#ccc;stroke-dasharray:3 3}.axis{stroke:#888}
+svg text{font:11px system-ui,sans-serif;fill:#333}.axis-title{fill:#555}
+.none{color:#888}.note{color:#555;font-size:12px}
+.stale{background:#fff4d6;border:1px solid #e0c060;padding:.5em .75em}
 """
 
 # The only script: it marks the page as rendered (a test looks for this marker) and
-# counts what it finds. It fetches nothing; the CSP below would forbid it anyway.
+# counts the charts drawn. It fetches nothing; the CSP allows this script alone, by hash.
 _SCRIPT = """
 document.body.setAttribute('data-charts-rendered',
   String(document.querySelectorAll('figure.chart svg').length));
 """
 
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+def csp_hash(text: str) -> str:
+    """A CSP source expression for an inline <script> or <style> with exactly `text`."""
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
+    return f"'sha256-{digest}'"
+
+
+# Everything is denied but the page's own inline style and script, named by hash; no
+# base URL may be set and no form submitted. (frame-ancestors cannot be set in a meta tag.)
+_CSP = (
+    f"default-src 'none'; style-src {csp_hash(_STYLE)}; script-src {csp_hash(_SCRIPT)}; "
+    "base-uri 'none'; form-action 'none'; require-trusted-types-for 'script'; "
+    "trusted-types 'none'"
+)
+
+#: What each count of a clean means, in the report's words.
+CLEAN_COUNT_LABELS = {
+    "items_kept": "items kept",
+    "items_removed": "items removed",
+    "keys_removed": "keys removed",
+    "members_removed": "files removed (all members of removed keys)",
+    "undecodable_kept": "undecodable items kept",
+    "undecodable_dropped": "undecodable items removed",
+    "kept_without_bytes": "items kept that had no image bytes (failed download, no file)",
+    "path_only_kept": "items kept whose image column held only a path",
+    "members_dropped": "links, FIFOs, devices and side files not copied",
+    "shards": "shards cleaned",
+    "shards_copied_whole": "shards copied whole (nothing to remove)",
+    "shards_dropped_empty": "shards left out (every item removed)",
+}
+
+
+def _clean_options_text(options: dict[str, Any] | None) -> str:
+    options = options or {}
+    parts = [
+        "undecodable items removed"
+        if options.get("drop_undecodable")
+        else "undecodable items kept",
+        "shards that lose every item left out"
+        if options.get("drop_empty_shards")
+        else "shards that lose every item written empty",
+        "unchanged files hard-linked" if options.get("link") else "unchanged files copied",
+    ]
+    if options.get("keep_list"):
+        parts.append(f"only items in the keep list {options['keep_list']} kept")
+    return "; ".join(parts)
+
+
+def _hash_label(kind: str | None) -> str:
+    return {"pdq": "PDQ", "md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256", "url": "URL"}.get(
+        kind or "", kind or "?"
+    )
+
+
+def _match_text(match: dict[str, Any]) -> _Html:
+    """`watch-pdq (PDQ, distance 2, borders trimmed)`: which list, and how it matched."""
+    kind = match["hash_type"]
+    how = (
+        [f"{_hash_label(kind)}, exact"] if kind != "pdq" else [f"PDQ, distance {match['distance']}"]
+    )
+    if kind == "pdq" and (match.get("field") or "").endswith("_trimmed"):
+        how.append("borders trimmed")
+    if kind == "pdq" and match.get("rotation") not in (None, "original"):
+        how.append(str(match["rotation"]).replace("_", " "))
+    return _Html(f"{_nowrap(match['list'])} ({_e(', '.join(how))})")
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -267,29 +431,31 @@ def render_html(report: dict[str, Any]) -> str:
     if len(shard_names) > SHARD_BARS_MAX:
         shard_chart = _shard_histogram(shard_items)
     else:
-        shard_chart = bar_chart("items per shard", shard_names, shard_items, vertical=False)
+        shard_chart = bar_chart("Items per shard", shard_names, shard_items, vertical=False)
     charts = [
         bar_chart(
-            "matched items per list",
-            [f"{r['name']} ({r.get('hash_type', '?')})" for r in lists],
+            "Matched items per list",
+            [f"{r['name']} ({_hash_label(r.get('hash_type'))})" for r in lists],
             [r["matched_items"] for r in lists],
             vertical=False,
         ),
         bar_chart(
-            "PDQ distance of matches (Hamming bits)",
+            "PDQ matches by distance",
             [str(d) for d in range(len(report["distance_histogram"]))],
             list(report["distance_histogram"]),
             vertical=True,
+            x_title="Hamming distance to the list entry (bits; 0 = same hash)",
         ),
         bar_chart(
-            "PDQ quality of scanned items",
+            "Scanned items by PDQ quality",
             list(report["pdq_quality_histogram"]),
             list(report["pdq_quality_histogram"].values()),
             vertical=True,
+            x_title="PDQ quality (0-100; below the minimum an item is only exact-matched)",
         ),
         shard_chart,
         bar_chart(
-            "items not hashed as images, by reason",
+            "Items not hashed as images, by reason",
             [f"error: {k}" for k in report["errors_by_reason"]]
             + [f"missing: {k}" for k in report["missing_by_reason"]],
             list(report["errors_by_reason"].values()) + list(report["missing_by_reason"].values()),
@@ -299,15 +465,21 @@ def render_html(report: dict[str, Any]) -> str:
     run = report["run"]
     items = report["items"]
     thresholds = report["thresholds"]
+    source = run["source"] or {}
+    tool = run["tool"] or {}
     list_rows = [
-        [r["name"], r.get("version"), r.get("hash_type"), r.get("digest"), r.get("threshold"),
-         r["matched_items"], _skipped_cell(r)]
+        [r["name"], r.get("version"), _hash_label(r.get("hash_type")), r.get("digest"),
+         r.get("threshold") if r.get("hash_type") == "pdq" else "exact", r["matched_items"],
+         _skipped_cell(r)]
         for r in lists
     ]  # fmt: skip
     matched = report["matched_items"]
+    show_urls = report.get("shows_urls", False)
+    item_headers = ["shard", "key", *(["URL"] if show_urls else []), "SHA-256", "matched"]
+    item_kinds = ["", "", *(["hash"] if show_urls else []), "hash", "text"]
     item_rows = [
-        [m["shard"], m["key"], m["url"], m["sha256"],
-         "; ".join(f"{x['list']} {x['hash_type']} d={x['distance']}" for x in m["matches"])]
+        [m["shard"], m["key"], *([m.get("url")] if show_urls else []), m["sha256"],
+         _Html("; ".join(_match_text(x) for x in m["matches"]))]
         for m in matched[:HTML_ITEM_ROWS]
     ]  # fmt: skip
     more = (
@@ -315,30 +487,83 @@ def render_html(report: dict[str, Any]) -> str:
         if len(matched) > HTML_ITEM_ROWS
         else ""
     )
-    sections = [
-        f"<h1>clearset removal report</h1><p>Run <code>{_e(run['path'])}</code> of "
-        f"<code>{_e((run['source'] or {}).get('url'))}</code> "
-        f"({_e((run['source'] or {}).get('kind'))}), scanned {_e(run['started'])} to "
-        f"{_e(run['finished'])} by {_e((run['tool'] or {}).get('name'))} "
-        f"{_e((run['tool'] or {}).get('version'))}. Generated {_e(report['generated'])}.</p>",
-        f"<p>{items['total']:,} items; {items['matched']:,} matched a list. "
-        f"PDQ threshold {_e(thresholds['pdq_threshold'])} bits, minimum quality "
-        f"{_e(thresholds['min_quality'])}. This page names items by identifiers only.</p>",
-        "<h2>Lists (by identity)</h2>"
-        + _table(
-            ["name", "version", "type", "digest", "threshold", "matched items", "skipped"],
+    urls_note = (
+        "URLs of matched items are shown: this copy is for the operator, not for sharing."
+        if show_urls
+        else "URLs of matched items are left out (they are in the run's matches.parquet; "
+        '<code class="nw">clearset report RUN --show-urls</code> adds them).'
+    )
+    settings = run.get("scan_settings") or {}
+    setting_text = "; ".join(
+        [
+            f"rotations and flips {'matched' if settings.get('dihedral') else 'not matched'}",
+            f"letterbox borders {'trimmed' if settings.get('trim_borders') else 'not trimmed'}",
+            f"PDQ by the {'reference' if settings.get('exact_pdq') else 'fast'} pipeline",
+        ]
+    )
+    matched_line = (
+        f"{items['matched']:,} matched a list" if lists else "not matched against any list"
+    )
+    match_rows = (
+        [
+            ["PDQ threshold", f"{thresholds['pdq_threshold']} bits (per list below)"],
+            ["PDQ minimum quality", thresholds["min_quality"]],
+        ]
+        if lists
+        else []
+    )
+    lists_html = (
+        _table(
+            [
+                "name",
+                "version",
+                "type",
+                "digest (SHA-256 of the list)",
+                "threshold",
+                "matched items",
+                "skipped lines",
+            ],
             list_rows,
+            ["", "", "", "hash", "num", "num", ""],
+        )  # fmt: skip
+        if lists
+        else "<p>None: the run was not matched "
+        '(<code class="nw">clearset match RUN --list LIST</code>).</p>'
+    )
+    sections = [
+        "<h1>clearset removal report</h1>",
+        f"<p><strong>{items['total']:,} items scanned; {matched_line}."
+        "</strong> This page names items by identifiers only: no image, caption or list "
+        f"entry. {urls_note}</p>",
+        _table(
+            None,
+            [
+                [
+                    "data set",
+                    _Html(f"{_path(source.get('url'))} ({_e(source.get('kind') or '?')})"),
+                ],
+                ["run folder", _path(run["path"])],
+                ["scanned", f"{_when(run['started'])} to {_when(run['finished'])}"],
+                *([["matched again", _when(run["matched"])]] if run.get("matched") else []),
+                ["scan settings", setting_text],
+                *match_rows,
+                ["tool", f"{tool.get('name') or '?'} {tool.get('version') or ''}".strip()],
+                ["report made", _when(report["generated"])],
+            ],
+            ["label", "text"],
         ),
+        "<h2>Lists (by identity, never by content)</h2>" + lists_html,
         "<h2>Charts</h2>" + "".join(charts),
         _clean_html(report.get("clean")),
         "<h2>Matched items</h2>"
-        + _table(["shard", "key", "url (text)", "sha256", "matches"], item_rows)
+        + (_table(item_headers, item_rows, item_kinds) if item_rows else "<p>None.</p>")
         + more,
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="referrer" content="no-referrer">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>clearset report</title><style>{_STYLE}</style></head><body>"
         + "".join(sections)
         + f"<script>{_SCRIPT}</script></body></html>\n"
@@ -360,7 +585,9 @@ def _shard_histogram(counts: list[int]) -> str:
     bins = Counter(c // width for c in counts)
     labels = [f"{b * width}-{b * width + width - 1}" for b in range(top // width + 1)]
     values = [bins.get(b, 0) for b in range(top // width + 1)]
-    return bar_chart("shards by number of items", labels, values, vertical=True)
+    return bar_chart(
+        "Shards by number of items", labels, values, vertical=True, x_title="items in the shard"
+    )
 
 
 def _clean_html(clean: dict[str, Any] | None) -> str:
@@ -368,25 +595,33 @@ def _clean_html(clean: dict[str, Any] | None) -> str:
         hint = "<code>clearset clean RUN --to OUT</code>"
         return f"<h2>Clean</h2><p>No cleaned copy yet ({hint}).</p>"
     counts = clean.get("counts") or {}
-    rows = [[k, v] for k, v in counts.items() if not isinstance(v, dict)]
-    rows += [[f"keys removed: {k}", v] for k, v in counts.get("keys_removed_by_reason", {}).items()]
+    # In the order of CLEAN_COUNT_LABELS; a count it does not know yet comes last.
+    order = {key: n for n, key in enumerate(CLEAN_COUNT_LABELS)}
+    rows = [
+        [CLEAN_COUNT_LABELS.get(k, k.replace("_", " ")), v]
+        for k, v in sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+        if not isinstance(v, dict)
+    ]
+    rows += [[f"keys removed as matches of {k}", v]
+             for k, v in counts.get("keys_removed_by_reason", {}).items()]  # fmt: skip
     dropped = clean.get("dropped_undecodable") or []
     dropped_rows = [[d["shard"], d["key"], d["member"], d["sha256"]] for d in dropped]
     stale = (
-        "<p><strong>Stale:</strong> this run was matched again after the copy was cleaned; "
-        "the counts above come from the new match, the copy from the old one. Clean again.</p>"
+        '<p class="stale"><strong>Stale:</strong> this run was matched again after the copy '
+        "was cleaned; the counts above come from the new match, the copy from the old one. "
+        "Clean again.</p>"
         if clean.get("stale")
         else ""
     )
     return (
-        stale + f"<h2>Clean</h2><p>Cleaned copy in <code>{_e(clean['destination'])}</code>, "
-        f"finished {_e(clean['finished'])}; options <code>{_e(json.dumps(clean['options']))}"
-        f"</code>. Removal list: <code>{_e(clean['removal_list'])}</code>.</p>"
-        + _table(["count", "value"], rows)
-        + "<h3>Dropped as undecodable</h3>"
+        "<h2>Clean</h2>" + stale + f"<p>Cleaned copy in {_path(clean['destination'])}, finished "
+        f"{_e(_when(clean['finished']))}: {_e(_clean_options_text(clean.get('options')))}. "
+        f"Removal list (with URLs, for the operator): {_path(clean['removal_list'])}.</p>"
+        + _table(["count", "number"], rows, ["text", "num"])
+        + "<h3>Removed as undecodable</h3>"
         + (
-            _table(["shard", "key", "member", "sha256"], dropped_rows)
+            _table(["shard", "key", "member", "SHA-256"], dropped_rows, ["", "", "", "hash"])
             if dropped_rows
-            else "<p>none (undecodable items are kept unless --drop-undecodable)</p>"
+            else "<p>None (undecodable items are kept unless --drop-undecodable).</p>"
         )
     )
