@@ -51,7 +51,8 @@ def test_a_scan_into_a_log_prints_plain_progress_lines(demo_data: DemoData, tmp_
         assert re.search(
             r"\d+/4 shards, [\d,]+ items, [\d,]+ items/s, .* elapsed \d:\d\d:\d\d", line
         )
-    assert lines[-1].startswith("clearset scan: 4/4 shards, 101 items")
+    # every manifest row: 100 images with a caption and a .json each, 1 failed download
+    assert lines[-1].startswith("clearset scan: 4/4 shards, 301 items")
     # The summary's long path stays on one line in a log too.
     assert any(str(run / "manifest") in line for line in proc.stdout.splitlines())
 

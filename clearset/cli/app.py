@@ -106,7 +106,7 @@ TrimOpt = Annotated[
 # The --list syntax is written as short words, never one long token: rich gives the help
 # column about 17 characters at COLUMNS=80 and cuts a longer word with "…".
 LIST_SYNTAX_HELP = (
-    "Hash list to match: PATH, or PATH,K=V,... with each K=V one of type=T (pdq, md5, "
+    "Hash list to match: PATH, or PATH,K=V[,K=V] with each K=V one of type=T (pdq, md5, "
     "sha1, sha256, url, url_md5), name=N, version=V, threshold=T (PDQ bits), column=C "
     "(CSV column or JSON field), format=F (text, threatexchange, checksums, csv, tsv, "
     "json, jsonl). E.g. l.txt,type=pdq. Repeat for several lists."

@@ -77,8 +77,9 @@ def scan(
     allow_missing: Annotated[
         bool,
         typer.Option(
+            "--allow-missing",
             help="Accept a scan that hashed no image, or could not read more than 5% of "
-            "its items (default: such a scan fails, and clean and receipt refuse it)."
+            "its items (default: such a scan fails, and clean and receipt refuse it).",
         ),
     ] = False,
 ) -> None:

@@ -214,7 +214,7 @@ class _Meter:
         enabled: bool,
         console: Console | None,
         label: str = "scan",
-        errors_label: str = "not ok",
+        errors_label: str = "unread",
         *,
         workers: int = 1,
         interval: float | None = None,

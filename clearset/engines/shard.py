@@ -29,7 +29,7 @@ from clearset.runfolder import RunFolder, file_sha256
 from clearset.settings import MANIFEST_ROW_GROUP, MAX_MEMBER_BYTES
 from clearset.sinks.atomic import atomic_path, write_json_atomic
 from clearset.sinks.clean import CleanJob, clean_run_shard
-from clearset.sinks.manifest import STATUS_OTHER, ManifestWriter, row_account
+from clearset.sinks.manifest import STATUS_OTHER, UNREAD, ManifestWriter, row_account
 from clearset.sources.base import Item, ShardRef, Source, shard_fingerprint
 
 #: How many items a worker hashes between progress reports.
@@ -199,7 +199,7 @@ def _scan_shard(
                     reasons[why] += 1
                 summary.bytes += row.get("size") or 0
                 pending[0] += 1
-                pending[1] += row["status"] != "ok"
+                pending[1] += row_account(row) == UNREAD
                 pending[2] += row.get("size") or 0
                 if progress is not None and pending[0] >= PROGRESS_EVERY:
                     progress(*pending)
