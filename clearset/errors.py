@@ -9,6 +9,12 @@ in one line. The CLI prints that line on stderr and exits non-zero; anything els
 class ClearsetError(Exception):
     """Base class: a problem the user can act on. str(error) is the one-line message."""
 
+    def __str__(self) -> str:
+        # A message often quotes a library's error (pyarrow's run over several lines):
+        # it is folded onto one line, so every error stays one line wherever it is shown.
+        text = super().__str__()
+        return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
 
 class InputError(ClearsetError):
     """A source, list, key or proof the user gave cannot be read or is malformed."""
