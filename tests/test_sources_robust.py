@@ -183,24 +183,13 @@ def _mutations(seed: bytes) -> st.SearchStrategy[bytes]:
     return mutate()
 
 
+@pytest.mark.parametrize("name", ["s.tar", "s.parquet"])
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=_mutations(_valid_tar()))
-def test_any_tar_bytes_give_rows_or_one_line_error(tmp_path_factory, data: bytes) -> None:
-    path = tmp_path_factory.mktemp("tar") / "s.tar"
-    path.write_bytes(data)
-    try:
-        rows = _rows(str(path))
-    except InputError as exc:
-        assert "\n" not in str(exc) and str(path) in str(exc)
-        return
-    assert all(r["status"] in ("ok", "error", "missing", "other") for r in rows)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=_mutations(_valid_parquet()))
-def test_any_parquet_bytes_give_rows_or_one_line_error(tmp_path_factory, data: bytes) -> None:
-    path = tmp_path_factory.mktemp("pq") / "s.parquet"
-    path.write_bytes(data)
+@given(data=st.data())
+def test_any_shard_bytes_give_rows_or_one_line_error(tmp_path_factory, name: str, data) -> None:
+    seed = _valid_tar() if name.endswith(".tar") else _valid_parquet()
+    path = tmp_path_factory.mktemp("shard") / name
+    path.write_bytes(data.draw(_mutations(seed)))
     try:
         rows = _rows(str(path))
     except InputError as exc:

@@ -9,6 +9,7 @@ a shard streams items one at a time so memory stays flat however large the shard
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -122,6 +123,22 @@ def read_bounded(
     while block := handle.read(1 << 20):
         digests.update(block)
     return None, digests.result()
+
+
+def metadata_json(raw: bytes | None, what: str) -> tuple[dict[str, Any], str | None]:
+    """A sample's `.json` metadata as a dict, and a row note when it is unusable (not
+    JSON, not an object, nested past the parser's depth): bad metadata is never a crash."""
+    if not raw:
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return {}, f"bad_metadata: {what} is not valid JSON"
+    except RecursionError:
+        return {}, f"bad_metadata: {what} is too deeply nested"
+    if not isinstance(value, dict):
+        return {}, f"bad_metadata: {what} is not an object"
+    return value, None
 
 
 def as_text(value: Any) -> tuple[str | None, bool]:

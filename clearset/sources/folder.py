@@ -14,7 +14,6 @@ read is bounded (`MAX_MEMBER_BYTES`; a larger file is hashed while streaming).
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from clearset.sources.base import (
     display_name,
     expand_paths,
     is_image_ext,
+    metadata_json,
     normalise_hex,
     protocol_url,
     read_bounded,
@@ -223,14 +223,4 @@ def _read_json(
         data, _, kind = read_file(fs, path, local)
     except InputError:
         return {}, "bad_metadata: .json side file is unreadable"
-    if data is None:
-        return {}, None
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return {}, "bad_metadata: .json side file is not valid JSON"
-    except RecursionError:
-        return {}, "bad_metadata: .json side file is too deeply nested"
-    if not isinstance(value, dict):
-        return {}, "bad_metadata: .json side file is not an object"
-    return value, None
+    return metadata_json(data, ".json side file")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from clearset.sources.base import (
     display_name,
     file_shards,
     is_image_ext,
+    metadata_json,
     normalise_hex,
     read_bounded,
     split_ext,
@@ -239,17 +239,7 @@ def _gunzipped(member: TarMember) -> bytes | None:
 def _member_json(members: list[TarMember]) -> tuple[dict[str, Any], str | None]:
     """The key's `.json` member as a dict, and a note when it is unusable."""
     raw = next((m.data for m in members if m.name.endswith(".json") and m.data), None)
-    if not raw:
-        return {}, None
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return {}, "bad_metadata: .json member is not valid JSON"
-    except RecursionError:
-        return {}, "bad_metadata: .json member is too deeply nested"
-    if not isinstance(value, dict):
-        return {}, "bad_metadata: .json member is not an object"
-    return value, None
+    return metadata_json(raw, ".json member")
 
 
 def _read_side_parquet(tar_url: str) -> dict[str, dict[str, Any]]:
