@@ -228,7 +228,10 @@ def _removal_rows(manifest: pa.Table, removed: dict[str, str]) -> pa.Table:
     """One row per removed image item. A removed key's captions and side files go with
     it but are not listed: their hashes (an empty caption, a common .json) would make
     `apply-removals` remove unrelated items elsewhere."""
-    rows = manifest.select(["key", "shard", "member", "url", "sha256", "status"]).to_pylist()
+    columns = ["key", "shard", "member", "url", "sha256", "upstream_sha256", "upstream_md5"]
+    rows = manifest.select([*columns, "status"]).to_pylist()
+    # The source's own hashes travel too: a metadata-only row has no bytes of ours, and
+    # another copy of the data set under other URLs is found by them alone.
     found = [
         {**row, "sha256": row["sha256"].hex() if row["sha256"] else None, "reason": removed[key]}
         for row in rows
