@@ -227,6 +227,8 @@ def test_a_receipt_covers_the_latest_clean_after_a_second_one(tmp_path: Path) ->
     assert not (run / "receipt.dsse.json").exists()
     import base64
 
-    envelope = issue_receipt(run, key)
+    earlier = run / "history" / "clean-1" / "receipt.dsse.json"
+    envelope = issue_receipt(run, key, previous=earlier)
     predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
     assert predicate["clean"]["destination"] == "two"
+    assert predicate["previous"]["receipt_digest"]
