@@ -1,20 +1,25 @@
 """A run is a folder; every later stage reads it.
 
     RUN/run.json                     source, tool version, settings, times, counts
-    RUN/manifest/<shard>.parquet     one row per item of that source shard
-    RUN/manifest/<shard>.done.json   completion marker: rows, counts, the parquet's sha256
+    RUN/manifest/<shard>.parquet     one row per item of that source shard (nothing else:
+                                     the folder is a parquet data set any reader loads)
+    RUN/markers/<shard>.done.json    completion marker: rows, counts, the parquet's sha256
     RUN/matches/<shard>.parquet      with lists: that shard's match rows (before its marker)
     RUN/matches.parquet              all match rows, gathered when a scan or match ends
+    RUN/history.jsonl                one line per scan, match and clean, oldest first
+    RUN/history/<op>-<n>/            what a later match or clean replaced, kept
 
 A shard's parquet is renamed into place first and its marker second, so a marker always
 names a complete file. A re-run skips shards with a marker; only marked shards count as
 the manifest. run.json is rewritten atomically at the start and the end of each scan.
+A run folder of another format (`RUN_FORMAT`) is refused, not read half-right.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +31,7 @@ import pyarrow as pa
 from clearset import TOOL_NAME, __version__
 from clearset.errors import RunFolderError
 from clearset.settings import MAX_UNREAD_SHARE
-from clearset.sinks.atomic import sweep_tmp, write_json_atomic
+from clearset.sinks.atomic import atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import (
     HASHED,
     MANIFEST_VERSION,
@@ -36,8 +41,11 @@ from clearset.sinks.manifest import (
     read_manifest_files,
 )
 
-RUN_FORMAT = 1
+#: 2: completion markers moved from manifest/ to markers/, positional keys name the shard.
+RUN_FORMAT = 2
 DONE_SUFFIX = ".done.json"
+HISTORY_FILE = "history.jsonl"
+HISTORY_DIR = "history"
 
 
 def utc_now() -> str:
@@ -74,15 +82,20 @@ class RunFolder:
     def matches_file(self, shard_id: str) -> Path:
         return self.matches_dir / f"{shard_id}.parquet"
 
+    @property
+    def markers_dir(self) -> Path:
+        # Beside the manifest, not in it: RUN/manifest/ stays a plain parquet data set.
+        return self.path / "markers"
+
     def done_file(self, shard_id: str) -> Path:
-        return self.manifest_dir / f"{shard_id}{DONE_SUFFIX}"
+        return self.markers_dir / f"{shard_id}{DONE_SUFFIX}"
 
     def is_done(self, shard_id: str) -> bool:
         return self.done_file(shard_id).exists() and self.manifest_file(shard_id).exists()
 
     def done_markers(self) -> list[dict[str, Any]]:
         markers = []
-        for marker in sorted(self.manifest_dir.glob(f"*{DONE_SUFFIX}")):
+        for marker in sorted(self.markers_dir.glob(f"*{DONE_SUFFIX}")):
             try:
                 markers.append(json.loads(marker.read_text()))
             except ValueError:
@@ -93,9 +106,16 @@ class RunFolder:
         if not self.run_json.exists():
             raise RunFolderError(f"{self.path}: not a clearset run folder (no run.json)")
         try:
-            return json.loads(self.run_json.read_text())
+            info = json.loads(self.run_json.read_text())
         except ValueError:
             raise RunFolderError(f"{self.run_json}: corrupt run.json") from None
+        found = info.get("format") if isinstance(info, dict) else None
+        if found != RUN_FORMAT:
+            raise RunFolderError(
+                f"{self.path}: a run folder of format {found} (this clearset {__version__} "
+                f"reads format {RUN_FORMAT}); scan the source again into a new --out"
+            )
+        return info
 
     def write_info(self, info: dict[str, Any]) -> None:
         write_json_atomic(self.run_json, info)
@@ -126,10 +146,7 @@ class RunFolder:
                 k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
             )
             if differ == ["matching"]:
-                raise RunFolderError(
-                    f"{self.path}: was matched against other lists (a list file changed, or "
-                    "`clearset match` re-matched it); resume with those lists or choose a new --out"
-                )
+                raise RunFolderError(self._other_lists(recorded.get("matching"), settings))
             if differ:
                 raise RunFolderError(
                     f"{self.path}: holds a run with other settings ({', '.join(differ)}); "
@@ -149,7 +166,9 @@ class RunFolder:
                 "resumed": 0,
             }
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
+        self.markers_dir.mkdir(parents=True, exist_ok=True)
         sweep_tmp(self.manifest_dir)
+        sweep_tmp(self.markers_dir)
         for leftover in self.path.glob(".tmp-*"):
             # spool and staging folders of an interrupted scan or match
             if leftover.is_dir():
@@ -158,6 +177,124 @@ class RunFolder:
         info["tool"] = {"name": TOOL_NAME, "version": __version__}
         self.write_info(info)
         return info
+
+    def _other_lists(self, recorded: Any, settings: dict[str, Any]) -> str:
+        """Why a scan may not resume with these lists, and what to do instead."""
+        matches = [e for e in self.read_history() if e.get("op") == "match"]
+        if matches:
+            last = matches[-1]
+            names = ", ".join(lst.get("name", "?") for lst in last.get("lists", [])) or "no list"
+            return (
+                f"{self.path}: `clearset match` re-matched this run at {last.get('time')} "
+                f"against {names}, so it is no longer the scan's; re-running the scan would "
+                f"undo that: match again with `clearset match {self.path} --list ...`, or scan "
+                "into a new --out"
+            )
+        return (
+            f"{self.path}: was matched against other lists "
+            f"({lists_change(recorded, settings.get('matching'))}); "
+            "resume with the lists it was scanned with, or choose a new --out"
+        )
+
+    # ------------------------------------------------------------ history
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """RUN/history.jsonl, oldest first (empty for a run that has none yet)."""
+        if not self.history_file.exists():
+            return []
+        entries = []
+        for number, line in enumerate(self.history_file.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                raise RunFolderError(
+                    f"{self.history_file}:{number}: corrupt history line"
+                ) from None
+        return entries
+
+    def record(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Append one line to RUN/history.jsonl.
+
+        The file is small (a line per command) and is written whole to a temporary name
+        and renamed, so a crash leaves the old history or the new one, never a torn line.
+        """
+        entry = {"op": op, "time": utc_now(), **fields}
+        before = self.history_file.read_bytes() if self.history_file.exists() else b""
+        if before and not before.endswith(b"\n"):
+            before += b"\n"
+        line = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        with atomic_path(self.history_file) as tmp:
+            tmp.write_bytes(before + line)
+        return entry
+
+    def record_scan(self, info: dict[str, Any]) -> None:
+        """History lines for a scan that just ended (finished or not), and for the clean
+        `scan --clean-to` finished in the same pass."""
+        counts = info.get("counts") or {}
+        self.record(
+            "scan",
+            source=(info.get("source") or {}).get("url"),
+            lists=lists_identity((info.get("settings") or {}).get("matching")),
+            started=info.get("started"),
+            finished=info.get("finished"),
+            resumed=info.get("resumed", 0),
+            shards=info.get("shards"),
+            shards_done=counts.get("shards_done"),
+            failed_shards=len(info.get("failed_shards") or []),
+            items=counts.get("items"),
+            matched_items=(counts.get("matches") or {}).get("items"),
+            accounting=(info.get("accounting") or {}).get("verdict"),
+        )
+        if "clean" in counts:
+            from clearset.sinks.clean import record_clean
+
+            record_clean(self)
+
+    def archive(self, op: str, paths: list[Path]) -> str | None:
+        """Move what a new `op` would replace into RUN/history/<op>-<n>/ (n counts up);
+        returns that folder relative to the run, or None when there was nothing to keep.
+
+        The folder gets its final name before anything moves in, so an interrupted move
+        leaves every file either in place or in the archive, never in a temporary folder
+        a resume would sweep."""
+        present = [p for p in paths if p.exists()]
+        if not present:
+            return None
+        root = self.path / HISTORY_DIR
+        taken = [
+            int(d.name.rsplit("-", 1)[1])
+            for d in root.glob(f"{op}-*")
+            if d.name.rsplit("-", 1)[1].isdigit()
+        ]
+        folder = root / f"{op}-{max(taken, default=0) + 1}"
+        folder.mkdir(parents=True)
+        for path in present:
+            os.replace(path, folder / path.name)
+        return str(folder.relative_to(self.path))
+
+
+def lists_identity(matching: Any) -> list[dict[str, Any]]:
+    """The lists of a run.json "matching" record, as history names them: identity only."""
+    if not isinstance(matching, dict):
+        return []
+    keep = ("name", "version", "digest", "hash_type", "threshold")
+    return [{k: lst.get(k) for k in keep if k in lst} for lst in matching.get("lists", [])]
+
+
+def lists_change(recorded: Any, now: Any) -> str:
+    """What differs between two "matching" records, in a few words for a message."""
+    old = {lst.get("name"): lst for lst in lists_identity(recorded)}
+    new = {lst.get("name"): lst for lst in lists_identity(now)}
+    parts = [f"{n} changed" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
+    parts += [f"{n} added" for n in sorted(new.keys() - old.keys())]
+    parts += [f"{n} dropped" for n in sorted(old.keys() - new.keys())]
+    return ", ".join(parts) or "other match settings"
 
 
 def account_scan(account: dict[str, dict[str, int]], allow_missing: bool) -> dict[str, Any]:

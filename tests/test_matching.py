@@ -143,9 +143,9 @@ def test_metadata_only_parquet_is_screened_by_md5_and_url(tmp_path: Path) -> Non
     )  # fmt: skip
     rows = pq.read_table(tmp_path / "run" / "matches.parquet").to_pylist()
     assert sorted((r["key"], r["field"]) for r in rows) == [
-        ("000000001", "upstream_md5"),
-        ("000000002", "url"),
-        ("000000004", "upstream_md5"),
+        ("meta.parquet/000000001", "upstream_md5"),
+        ("meta.parquet/000000002", "url"),
+        ("meta.parquet/000000004", "upstream_md5"),
     ]
     assert "3 items matched" in proc.stdout
 
@@ -246,7 +246,7 @@ def test_changed_list_or_unfinished_scan_says_what_is_wrong(
     listed.write_text(
         listed.read_text().splitlines()[0] + "\n" + listed.read_text().splitlines()[1] + "\n"
     )
-    with pytest.raises(RunFolderError, match="matched against other lists"):
+    with pytest.raises(RunFolderError, match=r"matched against other lists \(watch changed\)"):
         run_scan(source, run, ScanSettings(), workers=1, show_progress=False, match=job)
     info = json.loads((run / "run.json").read_text())
     info["finished"] = None

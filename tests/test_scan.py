@@ -116,11 +116,11 @@ def test_killed_scan_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((killed / "manifest").glob("*.done.json")):
+    while time.monotonic() < deadline and not list((killed / "markers").glob("*.done.json")):
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list((killed / "manifest").glob("*.done.json")))
+    done = len(list((killed / "markers").glob("*.done.json")))
     total = len(open_source(src).shards())
     assert 0 < done < total, "the scan must be stopped part-way for this test to mean anything"
 
@@ -183,7 +183,8 @@ def test_corrupt_shard_fails_alone_and_leaves_no_partial_output(tmp_path: Path) 
             open_source(str(tmp_path / "src")), run, ScanSettings(), workers=1, show_progress=False
         )
     names = sorted(p.name for p in (run / "manifest").iterdir())
-    assert names == ["00000.tar.done.json", "00000.tar.parquet"]
+    assert names == ["00000.tar.parquet"]
+    assert sorted(p.name for p in (run / "markers").iterdir()) == ["00000.tar.done.json"]
     info = json.loads((run / "run.json").read_text())
     assert info["finished"] is None and info["failed_shards"][0]["shard"] == "00001.tar"
 
@@ -247,7 +248,7 @@ def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) ->
         start_new_session=True,  # its own process group, as a terminal would make it
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((run / "manifest").glob("*.done.json")):
+    while time.monotonic() < deadline and not list((run / "markers").glob("*.done.json")):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)
@@ -260,7 +261,7 @@ def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) ->
         raise AssertionError("the scan hung after Ctrl-C") from None
     assert proc.returncode == 130
     assert "interrupted" in stderr and "Traceback" not in stderr
-    done = len(list((run / "manifest").glob("*.done.json")))
+    done = len(list((run / "markers").glob("*.done.json")))
     assert done < len(open_source(src).shards())
     run_scan(open_source(src), run, ScanSettings(exact_pdq=True), workers=2, show_progress=False)
     full = tmp_path / "full"

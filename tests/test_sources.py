@@ -160,7 +160,7 @@ def test_metadata_only_parquet_is_a_source(tmp_path: Path) -> None:
     assert [r["status"] for r in rows] == ["missing", "missing"]
     assert rows[1]["upstream_md5"] == "a" * 32
     assert rows[0]["reason"].startswith("metadata_only")
-    assert [r["key"] for r in rows] == ["000000000", "000000001"]
+    assert [r["key"] for r in rows] == ["meta.parquet/000000000", "meta.parquet/000000001"]
 
 
 def test_hf_rows_with_a_path_but_no_bytes_are_rows(tmp_path: Path) -> None:

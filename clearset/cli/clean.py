@@ -39,9 +39,10 @@ def clean(
 ) -> None:
     """Write the run's source again to --to without its matched items.
 
-    The copy has the source's format and shard names; re-running resumes.
+    The copy has the source's format and shard names; re-running resumes. A clean to
+    another --to keeps the run's record of the earlier one in RUN/history/clean-N/.
     """
-    from clearset.sinks.clean import clean_run
+    from clearset.sinks.clean import clean_info, clean_run
 
     counts = clean_run(
         run_dir,
@@ -55,6 +56,9 @@ def clean(
         console=console,
     )
     print_clean(counts, run_dir, to)
+    replaced = (clean_info(run_dir) or {}).get("replaced")
+    if replaced:
+        out.print(f"the run's record of its earlier clean is kept in {run_dir / replaced}")
 
 
 def print_clean(counts: dict, run_dir: Path, to: Path) -> None:

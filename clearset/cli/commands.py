@@ -136,11 +136,17 @@ def match(
     threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
     min_quality: MinQualityOpt = PDQ_MIN_QUALITY,
 ) -> None:
-    """Match an existing run's manifest against new or updated lists (no image is read)."""
+    """Match an existing run's manifest against new or updated lists (no image is read).
+
+    The run's earlier matches are kept in RUN/history/match-N/.
+    """
     job = match_job(lists, skip_invalid, threshold, min_quality)
     if job is None:
         raise InputError("match: give at least one --list")
     _print_matches(run_match(run_dir, job), run_dir)
+    replaced = RunFolder(run_dir).read_history()[-1].get("replaced")
+    if replaced:
+        out.print(f"the matches this replaced are kept in {run_dir / replaced}")
 
 
 def _print_matches(summary: dict, run_dir: Path) -> None:

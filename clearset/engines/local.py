@@ -36,8 +36,14 @@ from clearset.matching.matcher import (
     MatchSettings,
     list_record,
 )
-from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
-from clearset.sinks.atomic import atomic_path
+from clearset.runfolder import (
+    RunFolder,
+    account_scan,
+    accounting_line,
+    lists_identity,
+    utc_now,
+)
+from clearset.sinks.atomic import atomic_path, write_json_atomic
 from clearset.sinks.clean import (
     CleanJob,
     dest_done_file,
@@ -437,6 +443,7 @@ def run_scan(
         shards=len(shards),
     )
     run.write_info(info)
+    run.record_scan(info)
     if result.failures and created and not result.counts["shards_done"]:
         # Nothing was scanned and the folder is ours alone: leave no husk behind.
         shutil.rmtree(run.path, ignore_errors=True)
@@ -558,7 +565,9 @@ def run_match(run_dir: str | Path, match: MatchJob) -> dict[str, Any]:
     """Match an existing run's manifest against (new) lists, reading no image.
 
     The new matches replace the old ones as a whole: they are written to a temporary
-    folder which is swapped in when every shard is done.
+    folder which is swapped in when every shard is done. The old ones are kept: the
+    per-shard files, matches.parquet and the lists' record move to
+    RUN/history/match-<n>/, and RUN/history.jsonl gets a line naming both.
     """
     run = RunFolder(Path(run_dir))
     info = run.read_info()
@@ -576,11 +585,11 @@ def run_match(run_dir: str | Path, match: MatchJob) -> dict[str, Any]:
             matches = matcher.match_table(manifest)
             with atomic_path(staging.matches_file(marker["shard_id"])) as tmp:
                 pq.write_table(matches.cast(MATCH_SCHEMA), tmp, compression="zstd")
-        old = run.path / f".tmp-old-matches-{os.getpid()}"
-        if run.matches_dir.exists():
-            os.replace(run.matches_dir, old)
+        previous = info.get("settings", {}).get("matching")
+        replaced = run.archive("match", [run.matches_dir, run.path / "matches.parquet"])
+        if replaced is not None:
+            write_json_atomic(run.path / replaced / "matching.json", previous)
         os.replace(staging.matches_dir, run.matches_dir)
-        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging.path, ignore_errors=True)
     summary = gather_matches(run, matcher)
@@ -588,4 +597,12 @@ def run_match(run_dir: str | Path, match: MatchJob) -> dict[str, Any]:
     info.setdefault("counts", {})["matches"] = summary
     info["matched"] = utc_now()
     run.write_info(info)
+    run.record(
+        "match",
+        lists=lists_identity(info["settings"]["matching"]),
+        replaced_lists=lists_identity(previous),
+        matched_items=summary["items"],
+        match_rows=summary["rows"],
+        replaced=replaced,
+    )
     return summary

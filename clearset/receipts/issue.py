@@ -11,7 +11,7 @@ because that is what a model is trained on. `issue_receipt` writes, in the run f
 The run's manifest digest named in the statement is the SHA-256 of the canonical JSON
 list of [shard id, manifest parquet SHA-256] pairs from the run's completion markers, so
 anyone holding the run folder can recompute it. The cleaned copy's manifest digest is the
-same rule over RUN/cleaned/manifest's markers: with the copy's name and its clean's finish
+same rule over RUN/cleaned/markers/: with the copy's name and its clean's finish
 time it says which cleaned copy the receipt covers.
 
 A receipt is published, so it names places by their last path part only (``shards`` for

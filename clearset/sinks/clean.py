@@ -9,10 +9,15 @@ hashed and matched. Layout:
     DEST/...                           the cleaned copy, same names as the source
     DEST/.clearset-clean/clean.state   which run and options this destination belongs to
     DEST/.clearset-clean/<shard>.done  per-shard completion markers (resume)
-    RUN/cleaned/manifest/<shard>.parquet + .done.json   the kept rows (receipts use them)
-    RUN/cleaned/removals/<shard>.parquet                the removed rows, per shard
+    RUN/cleaned/manifest/<shard>.parquet   the kept rows (receipts use them)
+    RUN/cleaned/markers/<shard>.done.json  their completion markers
+    RUN/cleaned/removals/<shard>.parquet   the removed rows, per shard
     RUN/cleaned/clean.json             destination, options, counts, times, matching
-    RUN/removals.parquet               every removed item: key, shard, url, sha256, reason
+    RUN/removals.parquet               every removed item: key, shard, url, hashes, reason
+
+A clean of the same run to another destination, or with other options or lists, keeps
+the one before: its cleaned/, removals.parquet and the receipt and report made from
+them move to RUN/history/clean-<n>/, and RUN/history.jsonl gets a line per finished clean.
 
 The state files use extensions no source reads as items (`.state`, `.done`), so a scan of
 the cleaned copy sees only the data. The source is never written to.
@@ -21,7 +26,6 @@ the cleaned copy sees only the data. The source is never written to.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -35,7 +39,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from clearset.errors import ClearsetError, InputError, OutputError, RunFolderError
-from clearset.runfolder import RunFolder, file_sha256, utc_now
+from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import MANIFEST_SCHEMA, STATUS_OTHER
 from clearset.sinks.removals import (
@@ -55,7 +59,20 @@ from clearset.sources.folder import STATE_DIR_NAME
 STATE_DIR = STATE_DIR_NAME
 STATE_FILE = "clean.state"
 DEST_DONE_SUFFIX = ".done"
-CLEAN_FORMAT = 1
+#: 2: RUN/cleaned/ keeps its markers in markers/, as the run does.
+CLEAN_FORMAT = 2
+
+#: What belongs to one clean of a run, and moves to RUN/history/clean-<n>/ when a clean
+#: to another destination (or with other options or lists) replaces it.
+CLEAN_OUTPUTS = (
+    "cleaned",
+    "removals.parquet",
+    "receipt.dsse.json",
+    "receipt.salt",
+    "tree.bin",
+    "report.json",
+    "report.html",
+)
 
 
 @dataclass(frozen=True)
@@ -228,7 +245,10 @@ def _removal_rows(manifest: pa.Table, removed: dict[str, str]) -> pa.Table:
     """One row per removed image item. A removed key's captions and side files go with
     it but are not listed: their hashes (an empty caption, a common .json) would make
     `apply-removals` remove unrelated items elsewhere."""
-    rows = manifest.select(["key", "shard", "member", "url", "sha256", "status"]).to_pylist()
+    columns = ["key", "shard", "member", "url", "sha256", "upstream_sha256", "upstream_md5"]
+    rows = manifest.select([*columns, "status"]).to_pylist()
+    # The source's own hashes travel too: a metadata-only row has no bytes of ours, and
+    # another copy of the data set under other URLs is found by them alone.
     found = [
         {**row, "sha256": row["sha256"].hex() if row["sha256"] else None, "reason": removed[key]}
         for row in rows
@@ -422,15 +442,22 @@ def prepare_clean(
     cleaned = RunFolder(run.path / "cleaned")
     record = _read_clean_json(cleaned)
     wanted = {"destination": str(dest.resolve()), "identity": identity}
+    replaced = None
     if record is not None and {k: record.get(k) for k in wanted} != wanted:
-        # This run was cleaned before to elsewhere or otherwise: the new clean replaces
-        # the record (a receipt follows the latest clean), the old copy stays as it is.
-        shutil.rmtree(cleaned.path)
+        # This run was cleaned before to elsewhere or otherwise: the new clean becomes
+        # RUN/cleaned (a receipt follows the latest clean) and the record of the old one,
+        # with the receipt and report made from it, is kept in RUN/history/clean-<n>/.
+        replaced = run.archive("clean", [run.path / name for name in CLEAN_OUTPUTS])
         record = None
-    for folder in (cleaned.manifest_dir, cleaned.path / "removals"):
+    for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
         folder.mkdir(parents=True, exist_ok=True)
         sweep_tmp(folder)
-    record = record or {"format": CLEAN_FORMAT, **wanted, "started": utc_now()}
+    record = record or {
+        "format": CLEAN_FORMAT,
+        **wanted,
+        "started": utc_now(),
+        "replaced": replaced,
+    }
     record.update(
         finished=None,
         options=options.to_dict(),
@@ -533,7 +560,27 @@ def clean_run(
         workers = 1  # an in-memory filesystem is not shared with other processes
     calls = [(source, shard, str(run.path), job) for shard in shards]
     run_shards(clean_run_shard, calls, workers, show_progress=show_progress, console=console)
-    return finish_clean(run)
+    counts = finish_clean(run)
+    record_clean(run)
+    return counts
+
+
+def record_clean(run: RunFolder) -> None:
+    """RUN/history.jsonl's line for the clean that just finished."""
+    record = _read_clean_json(RunFolder(run.path / "cleaned")) or {}
+    counts = record.get("counts") or {}
+    run.record(
+        "clean",
+        destination=record.get("destination"),
+        started=record.get("started"),
+        finished=record.get("finished"),
+        options=record.get("options"),
+        lists=lists_identity(record.get("matching")),
+        items_kept=counts.get("items_kept"),
+        items_removed=counts.get("items_removed"),
+        keys_removed=counts.get("keys_removed"),
+        replaced=record.get("replaced"),
+    )
 
 
 def run_shards(
@@ -623,5 +670,6 @@ __all__ = [
     "finish_clean",
     "prepare_clean",
     "read_cleaned_manifest",
+    "record_clean",
     "shard_removals",
 ]

@@ -1,7 +1,9 @@
 """The manifest: one parquet row per item a source holds, with every hash we computed.
 
 A run's manifest is `RUN/manifest/<shard>.parquet`, one file per source shard, written
-atomically. Hashes are fixed-size binary columns (packed bytes, not hex strings); query
+atomically; the folder holds nothing else (completion markers are in `RUN/markers/`), so
+it loads as a parquet data set. Hashes are fixed-size binary columns (packed bytes, not
+hex strings: outputs meant to leave the run, such as removals.parquet, use hex); query
 them with DuckDB, e.g. `SELECT key, hex(pdq) FROM 'RUN/manifest/*.parquet'`. Columns
 named `upstream_*` are hashes the source carried; they need not equal ours (img2dataset
 hashes the original download, which differs from the stored bytes after re-encoding).

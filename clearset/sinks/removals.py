@@ -1,9 +1,12 @@
 """Removal lists and keep lists: applying one data set's removals to another copy of it.
 
-`RUN/removals.parquet` names each removed item by key, shard, URL and SHA-256 (hex), with
-the reason (a list name, or "undecodable"): identifiers only. Others holding a copy of
-the same data set apply it with `apply_removals`, which removes every key whose URL or
-bytes' SHA-256 is in the list, and writes the rest in the source's own format.
+`RUN/removals.parquet` names each removed item by key, shard, URL, the SHA-256 of the
+bytes we hashed and the SHA-256 and MD5 the source itself recorded (`upstream_*`: all
+lowercase hex), with the reason (a list name, or "undecodable"): identifiers only. Others
+holding a copy of the same data set apply it with `apply_removals`, which removes every
+key whose URL, or whose bytes' SHA-256 or MD5, is any of these, and writes the rest in
+the source's own format. The upstream hashes are what find a metadata-only scan's
+removals in a copy that holds the images under other URLs.
 
 The other direction is a keep list: a newer release's metadata (Re-LAION-5B was
 published this way, with no removal list). `--keep-list` keeps only items whose URL, or
@@ -33,6 +36,10 @@ REMOVALS_SCHEMA = pa.schema(
         pa.field("url", pa.string()),
         pa.field("sha256", pa.string()),  # hex of the stored bytes; null when none
         pa.field("reason", pa.string(), nullable=False),
+        # The hashes the source carried (hex), e.g. a LAION-style parquet's own columns:
+        # for a metadata-only scan they are all there is to find the item elsewhere by.
+        pa.field("upstream_sha256", pa.string()),
+        pa.field("upstream_md5", pa.string()),
     ]
 )
 
@@ -42,7 +49,7 @@ REASON_NOT_IN_KEEP_LIST = "not_in_keep_list"
 REASON_REMOVAL_LIST = "removal_list"
 
 URL_COLUMNS = ("url", "URL", "image_url")
-HASH_COLUMNS = ("sha256", "SHA256", "md5", "MD5", "hash")
+HASH_COLUMNS = ("sha256", "SHA256", "md5", "MD5", "hash", "upstream_sha256", "upstream_md5")
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ def write_removals(table: pa.Table, path: Path) -> None:
 
 
 def read_removals(url: str) -> HashSet:
-    """The URLs and SHA-256s of a removal list, checked to be one."""
+    """The URLs and hashes (ours and upstream) of a removal list, checked to be one."""
     try:
         with fsspec.open(url, "rb") as handle:
             names = pq.ParquetFile(handle).schema_arrow.names

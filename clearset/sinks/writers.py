@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from clearset.errors import InputError, OutputError
 from clearset.sinks.atomic import atomic_path
 from clearset.sources.base import ShardRef, display_name
-from clearset.sources.parquet import KEY_COLUMN_NAMES
+from clearset.sources.parquet import KEY_COLUMN_NAMES, positional_key
 from clearset.sources.webdataset import TAR_SUFFIXES
 
 #: Row-group size used for a parquet that has no row groups to copy the size from.
@@ -372,12 +372,18 @@ def _decrement(counts: dict[str, Any], name: str) -> None:
         counts[name] -= 1
 
 
-def parquet_keys(table: pa.Table, key_column: str | None, offset: int) -> list[str]:
-    """Row keys exactly as `ParquetSource` names items: the key column, else position."""
+def parquet_keys(
+    table: pa.Table, key_column: str | None, offset: int, shard_name: str
+) -> list[str]:
+    """Row keys exactly as `ParquetSource` names items: the key column, else the shard
+    and position."""
     if key_column is None:
-        return [f"{offset + i:09d}" for i in range(table.num_rows)]
+        return [positional_key(shard_name, offset + i) for i in range(table.num_rows)]
     values = table.column(key_column).to_pylist()
-    return [str(v) if v is not None else f"{offset + i:09d}" for i, v in enumerate(values)]
+    return [
+        str(v) if v is not None else positional_key(shard_name, offset + i)
+        for i, v in enumerate(values)
+    ]
 
 
 def write_parquet_shard(
@@ -420,7 +426,7 @@ def write_parquet_shard(
             try:
                 for index in range(parquet.num_row_groups):
                     table = parquet.read_row_group(index)
-                    keys = parquet_keys(table, key_column, offset)
+                    keys = parquet_keys(table, key_column, offset, shard.name)
                     offset += table.num_rows
                     keep = pa.array([k not in removed for k in keys], pa.bool_())
                     kept = table.filter(keep)

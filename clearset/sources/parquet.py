@@ -104,7 +104,7 @@ def _item(
     base: str,
 ) -> Item:
     key_value, _ = as_text(row.get(key_col)) if key_col else (None, False)
-    key = key_value if key_value is not None else f"{position:09d}"
+    key = key_value if key_value is not None else positional_key(shard.name, position)
     data: bytes | None = None
     member = image
     missing = None
@@ -146,6 +146,12 @@ def _item(
         streamed=streamed,
         note="bad_metadata: url or status is not text" if bad_url or bad_status else None,
     )
+
+
+def positional_key(shard_name: str, position: int) -> str:
+    """The key of a row with no key of its own: its shard and position, so that keys stay
+    unique across a run (positions repeat in every shard)."""
+    return f"{shard_name}/{position:09d}"
 
 
 def read_path_only(path: str, base: str) -> tuple[bytes | None, Any, str | None]:
