@@ -269,6 +269,7 @@ def demo(
         clean=clean,
     )
     _print_summary(run_dir, result.shards_skipped, result.seconds)
+    out.print(accounting_line(result.accounting))
     _print_matches(result.counts["matches"], run_dir)
     planted = data.planted()
     matches = pq.read_table(run_dir / "matches.parquet", columns=["key"])

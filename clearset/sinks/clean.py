@@ -109,6 +109,8 @@ class CleanShardSummary:
     skipped: bool = False
     rows: int = 0  # kept manifest rows (the name completion markers use)
     rows_removed: int = 0
+    items_kept: int = 0  # image rows kept and removed (status other is not an item)
+    items_removed: int = 0
     keys_removed: int = 0
     members_removed: int = 0
     removed_by_reason: dict[str, int] = field(default_factory=dict)  # keys per reason
@@ -334,6 +336,11 @@ def _count_kept(
 ) -> None:
     summary.rows = kept.num_rows
     summary.rows_removed = manifest.num_rows - kept.num_rows
+    # Items are the image rows: a caption or .json member goes with its key, uncounted.
+    summary.items_kept = sum(s != STATUS_OTHER for s in kept.column("status").to_pylist())
+    summary.items_removed = (
+        sum(s != STATUS_OTHER for s in manifest.column("status").to_pylist()) - summary.items_kept
+    )
     for row in kept.select(["status", "reason"]).to_pylist():
         if row["status"] == "error":
             summary.undecodable_kept += 1
@@ -498,8 +505,10 @@ def finish_clean(run: RunFolder) -> dict[str, Any]:
         counts.update(
             {
                 "shards": 1,
-                "items_kept": marker["rows"],
-                "items_removed": marker["rows_removed"],
+                "items_kept": marker.get("items_kept", marker["rows"]),
+                "items_removed": marker.get("items_removed", marker["rows_removed"]),
+                "rows_kept": marker["rows"],
+                "rows_removed": marker["rows_removed"],
                 "keys_removed": marker["keys_removed"],
                 "members_removed": marker["members_removed"],
                 "undecodable_kept": marker["undecodable_kept"],

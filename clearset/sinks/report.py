@@ -374,6 +374,8 @@ _CSP = (
 CLEAN_COUNT_LABELS = {
     "items_kept": "items kept",
     "items_removed": "items removed",
+    "rows_kept": "manifest rows kept (images, captions, metadata members)",
+    "rows_removed": "manifest rows removed",
     "keys_removed": "keys removed",
     "members_removed": "files removed (all members of removed keys)",
     "undecodable_kept": "undecodable items kept",
