@@ -28,3 +28,7 @@ MANIFEST_ROW_GROUP = 4_096
 IMAGE_EXTENSIONS = frozenset(
     {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "jfif", "avif", "heic"}
 )
+
+#: How often a worker process checks that its parent is alive (where the kernel cannot
+#: end it with the parent, see `clearset.engines.local`): the longest an orphan lives.
+PARENT_POLL_SECONDS = 0.5

@@ -7,11 +7,13 @@ is reported and left without a marker, so a re-run retries it; the others still 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import queue
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,6 +45,7 @@ from clearset.matching.matcher import (
     list_record,
 )
 from clearset.runfolder import RunFolder, utc_now
+from clearset.settings import PARENT_POLL_SECONDS
 from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, dest_done_file, finish_clean, prepare_clean
 from clearset.sources.base import ShardRef, Source
@@ -72,12 +75,65 @@ def default_workers() -> int:
     )
 
 
-def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+#: Linux's prctl option that sends a signal to a process when its parent thread exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_worker(
+    parent: int,
+    death_signal: bool,
+    initializer: Callable[..., None] | None,
+    initargs: tuple[Any, ...],
+) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides what happens, so
-    # a worker never dies half-way through writing a file or hangs a shutdown.
+    # a worker never dies half-way through writing a file or hangs a shutdown. (A worker
+    # already starts with SIGINT ignored, see `_WorkerPool.submit`; this is for clarity.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent, death_signal)
     if initializer is not None:
         initializer(*initargs)
+
+
+def _die_with_parent(parent: int, death_signal: bool) -> None:
+    """End this worker when `parent` dies (kill -9, OOM killer), so none is orphaned.
+
+    On Linux the kernel does it at once (PR_SET_PDEATHSIG). That signal follows the
+    *thread* that started us, so it is only asked for when that was the main thread; a
+    thread polling getppid() covers that case and other systems within a second.
+    """
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher below still ends us
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before the kernel was asked to tell us
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="clearset-parent-watch", daemon=True
+    ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # nothing to clean up: unfinished shards have no marker
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """ProcessPoolExecutor whose workers never see a Ctrl-C meant for the parent.
+
+    Workers are spawned on `submit`. A spawned child starts a fresh interpreter, which
+    takes a while to import what a shard needs; a Ctrl-C in that time would end it with
+    a KeyboardInterrupt traceback before `_start_worker` could ignore SIGINT. A
+    disposition of SIG_IGN survives exec, and Python leaves an ignored SIGINT ignored, so
+    the parent ignores SIGINT for the moment it takes to start the child. (A Ctrl-C in
+    exactly that moment is lost; the next one is not.)
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with _sigint_ignored():
+            return super().submit(fn, *args, **kwargs)
 
 
 @contextmanager
@@ -86,12 +142,16 @@ def worker_pool(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[ProcessPoolExecutor]:
-    """A spawn process pool that an interrupt or error in the parent stops at once."""
-    pool = ProcessPoolExecutor(
+    """A spawn process pool that an interrupt or error in the parent stops at once.
+
+    Its workers ignore Ctrl-C (the parent handles it) and end when the parent dies.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    pool = _WorkerPool(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(initializer, initargs),
+        initargs=(os.getpid(), in_main_thread, initializer, initargs),
     )
     try:
         yield pool
