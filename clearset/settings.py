@@ -32,3 +32,7 @@ IMAGE_EXTENSIONS = frozenset(
 #: How often a worker process checks that its parent is alive (where the kernel cannot
 #: end it with the parent, see `clearset.engines.local`): the longest an orphan lives.
 PARENT_POLL_SECONDS = 0.5
+
+#: How long stopped workers (Ctrl-C, an error) get to remove their temporary files and
+#: exit before they are killed; a worker is only that slow inside one long C call.
+STOP_GRACE_SECONDS = 5.0

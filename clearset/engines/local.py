@@ -22,6 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pyarrow as pa
@@ -36,7 +37,7 @@ from rich.progress import (
 )
 
 from clearset.engines.shard import ScanSettings, ShardSummary, scan_shard
-from clearset.errors import ClearsetError, RunFolderError
+from clearset.errors import ClearsetError, OutputError, RunFolderError
 from clearset.matching.matcher import (
     MATCH_SCHEMA,
     ListSpec,
@@ -45,7 +46,7 @@ from clearset.matching.matcher import (
     list_record,
 )
 from clearset.runfolder import RunFolder, utc_now
-from clearset.settings import PARENT_POLL_SECONDS
+from clearset.settings import PARENT_POLL_SECONDS, STOP_GRACE_SECONDS
 from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, dest_done_file, finish_clean, prepare_clean
 from clearset.sources.base import ShardRef, Source
@@ -89,6 +90,7 @@ def _start_worker(
     # a worker never dies half-way through writing a file or hangs a shutdown. (A worker
     # already starts with SIGINT ignored, see `_WorkerPool.submit`; this is for clarity.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent(parent, death_signal)
     if initializer is not None:
         initializer(*initargs)
@@ -120,6 +122,33 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)  # nothing to clean up: unfinished shards have no marker
 
 
+class _Terminated(BaseException):
+    """The parent stopped the pool (SIGTERM): raised where the task is, so that the
+    temporary file it was writing is removed on the way out, as after any error."""
+
+
+_task_running = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _task_running:
+        raise _Terminated
+    os._exit(128 + signum)  # idle: nothing open
+
+
+def _run_task(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run one task in a worker; a SIGTERM ends the worker once the task has unwound."""
+    global _task_running
+    _task_running = True
+    try:
+        return fn(*args, **kwargs)
+    except _Terminated:
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _task_running = False
+
+
 class _WorkerPool(ProcessPoolExecutor):
     """ProcessPoolExecutor whose workers never see a Ctrl-C meant for the parent.
 
@@ -133,7 +162,21 @@ class _WorkerPool(ProcessPoolExecutor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         with _sigint_ignored():
-            return super().submit(fn, *args, **kwargs)
+            return super().submit(_run_task, fn, *args, **kwargs)
+
+    def stop(self) -> None:
+        """End the workers now: each removes the temporary file it was writing and
+        exits; one that does not within STOP_GRACE_SECONDS (stuck in a long C call) is
+        killed, and the resume sweeps its file."""
+        processes = list((self._processes or {}).values())
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+        self.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager
@@ -156,13 +199,11 @@ def worker_pool(
     try:
         yield pool
     except BaseException:
-        # Unfinished shards have no marker and their temporary files are swept on resume.
+        # Unfinished shards have no marker; their workers remove their temporary files.
         # A second Ctrl-C during this would leave the pool half shut down (a hang, or a
         # death by signal), so it waits the moment it takes to stop the workers.
         with _sigint_ignored():
-            for process in list((pool._processes or {}).values()):
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.stop()
         raise
     pool.shutdown(wait=True)
 
@@ -319,6 +360,8 @@ def run_scan(
                 try:
                     scan_shard(source, shard, run.path, settings, meter.add, matcher, clean)
                     result.shards_done += 1
+                except OutputError:
+                    raise  # the disk is full or read-only: every shard after would fail too
                 except ClearsetError as exc:
                     result.failures.append((shard.name, str(exc)))
                 meter.shard_done()
@@ -383,6 +426,10 @@ def _run_pool(
                 try:
                     future.result()
                     result.shards_done += 1
+                except OutputError:
+                    # The disk is full or read-only: the other shards would fail too, so
+                    # the pool is stopped; the finished shards keep their markers.
+                    raise
                 except ClearsetError as exc:
                     result.failures.append((shard.name, str(exc)))
                 meter.shard_done()
