@@ -18,6 +18,14 @@ PDQ_MIN_QUALITY = 50
 #: We keep Pillow's own default so a decompression bomb is an error row, never a crash.
 MAX_IMAGE_PIXELS = 89_478_485
 
+#: Images with more pixels than this (width x height of the first frame) are not decoded:
+#: they get status "error", reason "too_large", and their cryptographic hashes as every
+#: item does, so exact-hash matching still finds them. It bounds a worker's memory: the
+#: reference PDQ path peaks near 12 bytes a pixel (see bench/memory.py), so about
+#: 0.8 GiB at this cap against 2.6 GiB at Pillow's own limit. Raise it, with the memory,
+#: to hash larger images.
+MAX_PIXELS = 64_000_000
+
 #: Items a folder source puts in one shard (a folder has no shards of its own).
 FOLDER_SHARD_SIZE = 10_000
 

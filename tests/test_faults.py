@@ -294,3 +294,92 @@ def test_full_and_read_only_disks_are_one_line_and_resume_exactly(
     rc, lines, _ = result("read-only")
     assert rc == 1 and len(lines) == 1 and "Read-only file system" in lines[0], lines
     assert str(disk / "run2") in lines[0], lines
+
+
+# ------------------------------------------------------------------ the pixel cap
+
+
+def _png(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, 1 if mode == "1" else (90, 140, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize(size).convert("RGB").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("exact_pdq", [False, True])
+@pytest.mark.parametrize("make", [_png, _jpeg])
+def test_images_over_the_pixel_cap_are_errors_with_their_crypto_hashes(
+    make,
+    exact_pdq: bool,  # noqa: ANN001
+) -> None:
+    import hashlib
+
+    from clearset.hashing.item import hash_bytes
+
+    data = make((300, 200))
+    under = hash_bytes(data, exact_pdq=exact_pdq, max_pixels=60_000)
+    assert under.status == "ok" and under.pdq is not None
+    over = hash_bytes(data, exact_pdq=exact_pdq, max_pixels=59_999)
+    assert over.status == "error" and over.pdq is None and over.pdq_trimmed is None
+    assert over.reason == "too_large: 300×200 exceeds the 59,999-pixel cap"
+    assert over.sha256 == hashlib.sha256(data).digest() == under.sha256
+    assert over.md5 == hashlib.md5(data).digest() and over.sha1 == hashlib.sha1(data).digest()
+
+
+def test_the_default_cap_refuses_a_9400_square_png_without_decoding_it() -> None:
+    import resource
+
+    from clearset.hashing.item import hash_bytes
+    from clearset.settings import MAX_IMAGE_PIXELS, MAX_PIXELS
+
+    assert MAX_PIXELS < 9400 * 9400 < MAX_IMAGE_PIXELS  # ours refuses it, not Pillow
+    data = _png((9400, 9400), mode="1")  # 1 bit a pixel: 11 MB to make, 12 KB stored
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    result = hash_bytes(data, exact_pdq=True)
+    assert time.perf_counter() - started < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+    assert result.status == "error" and result.reason.startswith("too_large: 9400×9400")
+    assert result.sha256 is not None
+
+
+def test_an_image_over_the_cap_is_still_matched_by_its_exact_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from clearset import settings
+    from clearset.runfolder import RunFolder
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    big, small = _png((400, 300)), _png((40, 30))
+    (folder / "big.png").write_bytes(big)
+    (folder / "small.png").write_bytes(small)
+    md5_list = tmp_path / "watch-md5.txt"
+    md5_list.write_text(hashlib.md5(big).hexdigest() + "\n")
+    monkeypatch.setattr(settings, "MAX_PIXELS", 100_000)  # read at each call, in-process
+    run = tmp_path / "run"
+    _cli("scan", str(folder), "--out", str(run), "-w", "1", "--no-progress",
+         "--list", f"{md5_list},type=md5")  # fmt: skip
+    rows = {r["key"]: r for r in RunFolder(run).read_manifest().to_pylist()}
+    big_row = next(r for k, r in rows.items() if "big" in k)
+    assert big_row["status"] == "error" and big_row["reason"].startswith("too_large: 400×300")
+    matches = pq.read_table(run / "matches.parquet").to_pylist()
+    assert [m["key"] for m in matches] == [big_row["key"]]
+    assert matches[0]["hash_type"] == "md5"
