@@ -21,9 +21,10 @@ MAX_IMAGE_PIXELS = 89_478_485
 #: Images with more pixels than this (width x height of the first frame) are not decoded:
 #: they get status "error", reason "too_large", and their cryptographic hashes as every
 #: item does, so exact-hash matching still finds them. It bounds a worker's memory: the
-#: reference PDQ path peaks near 12 bytes a pixel (see bench/memory.py), so about
-#: 0.8 GiB at this cap against 2.6 GiB at Pillow's own limit. Raise it, with the memory,
-#: to hash larger images.
+#: reference PDQ path (every PNG, and JPEGs with --exact-pdq) peaks near 22 bytes a pixel
+#: above the worker's own 0.3 GiB, most of it pdqhash's float buffers: 1.65 GiB in all
+#: at this cap, against 2.6 GiB near Pillow's limit (bench/memory.py). Raise it, with
+#: the memory, to hash larger images.
 MAX_PIXELS = 64_000_000
 
 #: Items a folder source puts in one shard (a folder has no shards of its own).
