@@ -5,12 +5,12 @@
 
 Each cycle starts a fresh output, runs the command, kills its main process with SIGKILL
 after a random delay (uniform over the uninterrupted run's duration), and runs the same
-command again to resume, until a run finishes; then the outputs (every manifest parquet
-file of the run folder; every file of the cleaned copy) must equal those of an
-uninterrupted run byte for byte. After each kill no process of the command may be left:
-its workers must end with it (they are found by session id, so a worker forked an
-instant before the kill is found too). Prints the kills, resumes, cycles and any
-difference; exits 1 on a difference or an orphan.
+command again to resume, until a run finishes (the fifth attempt is not killed); then
+the outputs (every manifest parquet file of the run folder; every file of the cleaned
+copy) must equal those of an uninterrupted run byte for byte. After each kill no
+process of the command may be left: its workers must end with it (they are found by
+session id, so a worker forked an instant before the kill is found too). Prints the
+kills, resumes, cycles and any difference; exits 1 on a difference or an orphan.
 
 The commands run in children forked from a fork server that has already imported
 clearset, so that a kill lands in the work and not in interpreter start-up; the children
@@ -35,6 +35,10 @@ from pathlib import Path
 
 #: Longest wait for a killed command's workers to end (they should end at once).
 ORPHAN_WAIT_SECONDS = 5.0
+
+#: Kills in one cycle before the resumed command is let finish: on a loaded machine a
+#: run can take longer than the reference did, and must still end.
+KILLS_PER_CYCLE = 4
 
 
 # ------------------------------------------------------------------------- processes
@@ -143,19 +147,20 @@ def kill_and_resume(
     kills: int,
     rng: random.Random,
     tally: Tally,
-    max_attempts: int = 20,
+    kills_per_cycle: int = KILLS_PER_CYCLE,
 ) -> None:
     """Cycles of (fresh output; run, kill at random, resume ... until done; compare)."""
     target = tally.kills + kills
     while tally.kills < target:
         fresh()
         tally.cycles += 1
-        for attempt in range(max_attempts):
+        for attempt in range(kills_per_cycle + 1):
             if attempt:
                 tally.resumes += 1
             process = runner.start(argv)
-            process.join(rng.uniform(0, duration))
-            if process.exitcode is None and tally.kills < target:
+            if attempt < kills_per_cycle:
+                process.join(rng.uniform(0, duration))
+            if process.exitcode is None and tally.kills < target and attempt < kills_per_cycle:
                 os.kill(process.pid, signal.SIGKILL)  # the main process only
                 process.join()
                 tally.kills += 1
@@ -171,8 +176,6 @@ def kill_and_resume(
             if attempt == 0:
                 tally.finished_before_kill += 1
             break
-        else:
-            raise RuntimeError(f"clearset {' '.join(argv)} never finished")
         got = outputs()
         if got != expected:
             differing = sorted(
