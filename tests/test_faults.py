@@ -178,6 +178,18 @@ def test_atomic_write_to_a_full_device_is_an_output_error(tmp_path: Path) -> Non
     assert not os.path.lexists(tmp_path_for(target))
 
 
+def test_a_stop_anywhere_in_a_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A stopped worker (or a Ctrl-C) removes the files of writes still under way, even
+    when the stop lands where atomic_path's own clean-up cannot run."""
+    from clearset.sinks.atomic import atomic_path, remove_pending_tmp
+
+    write = atomic_path(tmp_path / "00001.parquet")
+    tmp = write.__enter__()  # a write under way, never finished nor unwound
+    tmp.write_bytes(b"half a file")
+    remove_pending_tmp()
+    assert not _leftovers(tmp_path) and not (tmp_path / "00001.parquet").exists()
+
+
 def test_file_size_limit_is_one_line_and_the_scan_resumes_exactly(
     scanned: tuple[Path, Path, Path, Path], tmp_path: Path
 ) -> None:

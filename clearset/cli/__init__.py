@@ -15,6 +15,7 @@ from types import FrameType
 from clearset.cli import clean, commands, receipts  # noqa: F401  (they register commands)
 from clearset.cli.app import EXIT_ERROR, app, console
 from clearset.errors import ClearsetError, InputError
+from clearset.sinks.atomic import remove_pending_tmp
 
 __all__ = ["app", "main"]
 
@@ -29,6 +30,7 @@ def main() -> None:
         app()
     except SystemExit as exc:
         if exc.code == 130:  # typer turns Ctrl-C into exit 130 before we see it
+            remove_pending_tmp()  # the Ctrl-C may have landed in a write's clean-up
             console.print(INTERRUPTED)
         raise
     except ClearsetError as exc:
@@ -40,6 +42,7 @@ def main() -> None:
         _error_line(os_error_line(exc))
         sys.exit(1)
     except KeyboardInterrupt:
+        remove_pending_tmp()
         console.print(INTERRUPTED)
         sys.exit(130)
 

@@ -47,7 +47,7 @@ from clearset.matching.matcher import (
 )
 from clearset.runfolder import RunFolder, utc_now
 from clearset.settings import PARENT_POLL_SECONDS, STOP_GRACE_SECONDS
-from clearset.sinks.atomic import atomic_path
+from clearset.sinks.atomic import atomic_path, remove_pending_tmp
 from clearset.sinks.clean import CleanJob, dest_done_file, finish_clean, prepare_clean
 from clearset.sources.base import ShardRef, Source
 
@@ -128,12 +128,16 @@ class _Terminated(BaseException):
 
 
 _task_running = False
+_stopping = False
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    _stopping = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if _task_running:
         raise _Terminated
+    remove_pending_tmp()
     os._exit(128 + signum)  # idle: nothing open
 
 
@@ -143,8 +147,11 @@ def _run_task(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     _task_running = True
     try:
         return fn(*args, **kwargs)
-    except _Terminated:
-        os._exit(128 + signal.SIGTERM)
+    except BaseException:
+        if _stopping:  # _Terminated, or what a handler on the way made of it
+            remove_pending_tmp()  # in case the stop landed inside a clean-up
+            os._exit(128 + signal.SIGTERM)
+        raise
     finally:
         _task_running = False
 

@@ -61,6 +61,22 @@ def is_output_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS
 
 
+#: Temporary files of writes under way in this process (see `remove_pending_tmp`).
+_pending: set[Path] = set()
+
+
+def remove_pending_tmp() -> None:
+    """Remove the temporary files of the writes still under way in this process.
+
+    For a process being stopped (a worker ended by its pool, a Ctrl-C): the stop may
+    land anywhere, even inside atomic_path's own clean-up, before the file is removed.
+    """
+    for tmp in list(_pending):
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        _pending.discard(tmp)
+
+
 def tmp_path_for(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
 
@@ -78,12 +94,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
             raise output_error(path.parent, exc) from exc
         raise
     tmp = tmp_path_for(path)
+    _pending.add(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
+        _pending.discard(tmp)
     except BaseException as exc:
         with contextlib.suppress(OSError):  # it may never have been made
             tmp.unlink(missing_ok=True)
+        _pending.discard(tmp)  # only once removed: see remove_pending_tmp
         if is_output_error(exc):
             raise output_error(path, exc) from exc  # type: ignore[arg-type]
         raise
