@@ -18,6 +18,15 @@ PDQ_MIN_QUALITY = 50
 #: We keep Pillow's own default so a decompression bomb is an error row, never a crash.
 MAX_IMAGE_PIXELS = 89_478_485
 
+#: Images with more pixels than this (width x height of the first frame) are not decoded:
+#: they get status "error", reason "too_large", and their cryptographic hashes as every
+#: item does, so exact-hash matching still finds them. It bounds a worker's memory: the
+#: reference PDQ path (every PNG, and JPEGs with --exact-pdq) peaks near 22 bytes a pixel
+#: above the worker's own 0.3 GiB, most of it pdqhash's float buffers: 1.65 GiB in all
+#: at this cap, against 2.6 GiB near Pillow's limit (bench/memory.py). Raise it, with
+#: the memory, to hash larger images.
+MAX_PIXELS = 64_000_000
+
 #: Items a folder source puts in one shard (a folder has no shards of its own).
 FOLDER_SHARD_SIZE = 10_000
 
@@ -37,3 +46,11 @@ MAX_MEMBER_BYTES = 256 * 1024 * 1024
 #: (no bytes where there should be, or bytes that do not decode), unless the user
 #: passes --allow-missing. Failed downloads the source itself records are not counted.
 MAX_UNREAD_SHARE = 0.05
+
+#: How often a worker process checks that its parent is alive (where the kernel cannot
+#: end it with the parent, see `clearset.engines.local`): the longest an orphan lives.
+PARENT_POLL_SECONDS = 0.5
+
+#: How long stopped workers (Ctrl-C, an error) get to remove their temporary files and
+#: exit before they are killed; a worker is only that slow inside one long C call.
+STOP_GRACE_SECONDS = 5.0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.faults import wait_session_empty
 from clearset.demo import DemoData, demo_items, write_webdataset
 from clearset.engines import ScanSettings, run_scan
 from clearset.engines.local import ScanIncomplete
@@ -235,6 +236,10 @@ def test_cli_hash_prints_threatexchange_hex(demo_data: DemoData) -> None:
     assert fields["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) -> None:
     items = demo_items(seed=5, count=80)
     write_webdataset(tmp_path / "src", items, shard_size=4)
@@ -246,6 +251,9 @@ def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) ->
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal would make it
+        # ...and Ctrl-C not ignored, even when the tests run in a background job (which
+        # starts with SIGINT ignored, and an ignored SIGINT is inherited)
+        preexec_fn=_sigint_default,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((run / "markers").glob("*.done.json")):
@@ -259,8 +267,9 @@ def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) ->
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError("the scan hung after Ctrl-C") from None
-    assert proc.returncode == 130
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not wait_session_empty(proc.pid), "a worker outlived the interrupted scan"
     done = len(list((run / "markers").glob("*.done.json")))
     assert done < len(open_source(src).shards())
     run_scan(open_source(src), run, ScanSettings(exact_pdq=True), workers=2, show_progress=False)

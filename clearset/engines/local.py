@@ -7,11 +7,13 @@ is reported and left without a marker, so a re-run retries it; the others still 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import queue
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pyarrow as pa
@@ -28,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clearset.engines.shard import ScanSettings, ShardSummary, scan_shard
-from clearset.errors import ClearsetError, InputError, RunFolderError
+from clearset.errors import ClearsetError, InputError, OutputError, RunFolderError
 from clearset.matching.matcher import (
     MATCH_SCHEMA,
     ListSpec,
@@ -43,7 +46,8 @@ from clearset.runfolder import (
     lists_identity,
     utc_now,
 )
-from clearset.sinks.atomic import atomic_path, write_json_atomic
+from clearset.settings import PARENT_POLL_SECONDS, STOP_GRACE_SECONDS
+from clearset.sinks.atomic import atomic_path, remove_pending_tmp, write_json_atomic
 from clearset.sinks.clean import (
     CleanJob,
     dest_done_file,
@@ -83,12 +87,114 @@ def default_workers() -> int:
     )
 
 
-def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+#: Linux's prctl option that sends a signal to a process when its parent thread exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_worker(
+    parent: int,
+    death_signal: bool,
+    initializer: Callable[..., None] | None,
+    initargs: tuple[Any, ...],
+) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides what happens, so
-    # a worker never dies half-way through writing a file or hangs a shutdown.
+    # a worker never dies half-way through writing a file or hangs a shutdown. (A worker
+    # already starts with SIGINT ignored, see `_WorkerPool.submit`; this is for clarity.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with_parent(parent, death_signal)
     if initializer is not None:
         initializer(*initargs)
+
+
+def _die_with_parent(parent: int, death_signal: bool) -> None:
+    """End this worker when `parent` dies (kill -9, OOM killer), so none is orphaned.
+
+    On Linux the kernel does it at once (PR_SET_PDEATHSIG). That signal follows the
+    *thread* that started us, so it is only asked for when that was the main thread; a
+    thread polling getppid() covers that case and other systems within a second.
+    """
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher below still ends us
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before the kernel was asked to tell us
+    threading.Thread(
+        target=_watch_parent, args=(parent,), name="clearset-parent-watch", daemon=True
+    ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # nothing to clean up: unfinished shards have no marker
+
+
+class _Terminated(BaseException):
+    """The parent stopped the pool (SIGTERM): raised where the task is, so that the
+    temporary file it was writing is removed on the way out, as after any error."""
+
+
+_task_running = False
+_stopping = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    _stopping = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _task_running:
+        raise _Terminated
+    remove_pending_tmp()
+    os._exit(128 + signum)  # idle: nothing open
+
+
+def _run_task(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run one task in a worker; a SIGTERM ends the worker once the task has unwound."""
+    global _task_running
+    _task_running = True
+    try:
+        return fn(*args, **kwargs)
+    except BaseException:
+        if _stopping:  # _Terminated, or what a handler on the way made of it
+            remove_pending_tmp()  # in case the stop landed inside a clean-up
+            os._exit(128 + signal.SIGTERM)
+        raise
+    finally:
+        _task_running = False
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """ProcessPoolExecutor whose workers never see a Ctrl-C meant for the parent.
+
+    Workers are spawned on `submit`. A spawned child starts a fresh interpreter, which
+    takes a while to import what a shard needs; a Ctrl-C in that time would end it with
+    a KeyboardInterrupt traceback before `_start_worker` could ignore SIGINT. A
+    disposition of SIG_IGN survives exec, and Python leaves an ignored SIGINT ignored, so
+    the parent ignores SIGINT for the moment it takes to start the child. (A Ctrl-C in
+    exactly that moment is lost; the next one is not.)
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with _sigint_ignored():
+            return super().submit(_run_task, fn, *args, **kwargs)
+
+    def stop(self) -> None:
+        """End the workers now: each removes the temporary file it was writing and
+        exits; one that does not within STOP_GRACE_SECONDS (stuck in a long C call) is
+        killed, and the resume sweeps its file."""
+        processes = list((self._processes or {}).values())
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+        self.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager
@@ -97,23 +203,25 @@ def worker_pool(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[ProcessPoolExecutor]:
-    """A spawn process pool that an interrupt or error in the parent stops at once."""
-    pool = ProcessPoolExecutor(
+    """A spawn process pool that an interrupt or error in the parent stops at once.
+
+    Its workers ignore Ctrl-C (the parent handles it) and end when the parent dies.
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    pool = _WorkerPool(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(initializer, initargs),
+        initargs=(os.getpid(), in_main_thread, initializer, initargs),
     )
     try:
         yield pool
     except BaseException:
-        # Unfinished shards have no marker and their temporary files are swept on resume.
+        # Unfinished shards have no marker; their workers remove their temporary files.
         # A second Ctrl-C during this would leave the pool half shut down (a hang, or a
         # death by signal), so it waits the moment it takes to stop the workers.
         with _sigint_ignored():
-            for process in list((pool._processes or {}).values()):
-                process.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.stop()
         raise
     pool.shutdown(wait=True)
 
@@ -422,6 +530,8 @@ def run_scan(
                 try:
                     scan_shard(source, shard, run.path, settings, meter.add, matcher, clean)
                     result.shards_done += 1
+                except OutputError:
+                    raise  # the disk is full or read-only: every shard after would fail too
                 except ClearsetError as exc:
                     result.failures.append((shard.name, str(exc)))
                 meter.shard_done()
@@ -497,6 +607,10 @@ def _run_pool(
                 try:
                     future.result()
                     result.shards_done += 1
+                except OutputError:
+                    # The disk is full or read-only: the other shards would fail too, so
+                    # the pool is stopped; the finished shards keep their markers.
+                    raise
                 except ClearsetError as exc:
                     result.failures.append((shard.name, str(exc)))
                 meter.shard_done()

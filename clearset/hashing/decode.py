@@ -4,6 +4,8 @@ PDQ must be computed on what a person sees: EXIF orientation applied, transparen
 composited on white, palette, CMYK, greyscale and 16-bit modes converted to 8-bit RGB, and
 only the first frame of an animation. Pillow's decompression-bomb limit is kept; an image
 over it is reported as an error reason, never a crash and never an attempt to decode it.
+Below it, `check_pixels` applies our own, lower cap (`MAX_PIXELS`), which bounds the
+memory one worker needs.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ def open_image(data: bytes) -> OpenedImage:
     return OpenedImage(image=image, format=image.format or "unknown")
 
 
+def check_pixels(image: Image.Image, max_pixels: int) -> None:
+    """Raise DecodeFailure("too_large") if the first frame has more than `max_pixels`.
+
+    Only the header has been read: the size is known before any pixel is decoded.
+    """
+    width, height = image.size
+    if width * height > max_pixels:
+        raise DecodeFailure("too_large", f"{width}×{height} exceeds the {max_pixels:,}-pixel cap")
+
+
 def to_display_rgb(image: Image.Image) -> Image.Image:
     """The first frame as 8-bit RGB, oriented and flattened as a browser shows it."""
     try:
@@ -69,7 +81,9 @@ def to_display_rgb(image: Image.Image) -> Image.Image:
         elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit greyscale: scale down to 8 bits instead of clipping at 255.
             image = image.point(lambda v: v / 256).convert("L")
-        return image.convert("RGB")
+        # convert() would copy an image that is RGB already: a third of a large
+        # image's peak memory, for nothing.
+        return image if image.mode == "RGB" else image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeFailure("decompression_bomb", str(exc).split(".")[0]) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from clearset import settings
 from clearset.hashing.borders import find_borders, trim
 from clearset.hashing.crypto import crypto_digests
-from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
+from clearset.hashing.decode import DecodeFailure, check_pixels, open_image, to_display_rgb
 from clearset.hashing.fast_pdq import decode_jpeg_luma, luma_from_rgb, pdq_from_reduced
 from clearset.hashing.pdq import pdq_from_rgb
 
@@ -52,7 +53,12 @@ class ItemHashes:
 
 def _reference_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -> None:
     """Full decode to display RGB and `pdqhash` (the `--exact-pdq` path)."""
-    rgb = np.asarray(to_display_rgb(image))
+    display = to_display_rgb(image)
+    rgb = np.asarray(display)
+    # Free the decoded pixels before pdqhash allocates its own float buffers: with a
+    # large image, Pillow's copy and ours at once are most of a worker's peak memory.
+    display.close()
+    image.close()
     result.height, result.width = rgb.shape[:2]
     result.pdq, result.pdq_quality = pdq_from_rgb(rgb)
     if trim_borders:
@@ -79,18 +85,29 @@ def _fast_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -> Non
             result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_reduced(inner)
 
 
-def hash_bytes(data: bytes, *, exact_pdq: bool = False, trim_borders: bool = True) -> ItemHashes:
+def hash_bytes(
+    data: bytes,
+    *,
+    exact_pdq: bool = False,
+    trim_borders: bool = True,
+    max_pixels: int | None = None,
+) -> ItemHashes:
     """All hashes of one stored item. Never raises for bad image data.
 
     `exact_pdq` computes PDQ with the reference pipeline (bit-equal to pdqhash on the
     decoded pixels) instead of the fast path; `trim_borders` also hashes the picture
-    without uniform black or white borders, into `pdq_trimmed`.
+    without uniform black or white borders, into `pdq_trimmed`. An image over
+    `max_pixels` (default `settings.MAX_PIXELS`) is not decoded, on either path, so
+    that whether an item has a PDQ does not depend on the path: status "error", reason
+    "too_large", with its cryptographic hashes like every item.
     """
+    cap = settings.MAX_PIXELS if max_pixels is None else max_pixels
     digests = crypto_digests(data)
     result = ItemHashes(sha256=digests.sha256, md5=digests.md5, sha1=digests.sha1, size=len(data))
     try:
         opened = open_image(data)
         result.format = opened.format
+        check_pixels(opened.image, cap)
         if not exact_pdq and opened.format in FAST_PDQ_FORMATS:
             _fast_pdq(opened.image, result, trim_borders)
         else:
