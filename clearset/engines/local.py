@@ -47,7 +47,7 @@ from clearset.runfolder import (
     utc_now,
 )
 from clearset.settings import PARENT_POLL_SECONDS, STOP_GRACE_SECONDS
-from clearset.sinks.atomic import atomic_path, remove_pending_tmp, write_json_atomic
+from clearset.sinks.atomic import atomic_path, remove_pending_tmp, sweep_tmp, write_json_atomic
 from clearset.sinks.clean import (
     CleanJob,
     dest_done_file,
@@ -524,19 +524,27 @@ def run_scan(
         shards_done=0,
     )
     meter = _Meter(len(shards), result.shards_skipped, show_progress, console, workers=workers)
-    with meter.progress:
-        if workers == 1 or len(pending) <= 1:
-            for shard in pending:
-                try:
-                    scan_shard(source, shard, run.path, settings, meter.add, matcher, clean)
-                    result.shards_done += 1
-                except OutputError:
-                    raise  # the disk is full or read-only: every shard after would fail too
-                except ClearsetError as exc:
-                    result.failures.append((shard.name, str(exc)))
-                meter.shard_done()
-        else:
-            _run_pool(source, pending, run, settings, workers, meter, result, match, clean)
+    try:
+        with meter.progress:
+            if workers == 1 or len(pending) <= 1:
+                for shard in pending:
+                    try:
+                        scan_shard(source, shard, run.path, settings, meter.add, matcher, clean)
+                        result.shards_done += 1
+                    except OutputError:
+                        raise  # the disk is full or read-only: every shard after would fail
+                    except ClearsetError as exc:
+                        result.failures.append((shard.name, str(exc)))
+                    meter.shard_done()
+            else:
+                _run_pool(source, pending, run, settings, workers, meter, result, match, clean)
+    except BaseException:
+        # The workers are stopped by now and each removed its own temporary file, unless
+        # it was killed inside a long call; this scan is the run folder's only writer, so
+        # what is left under a temporary name is swept here rather than on the resume.
+        for folder in (run.manifest_dir, run.markers_dir, run.matches_dir):
+            sweep_tmp(folder)
+        raise
     result.seconds = time.monotonic() - started
     result.counts = summarise_markers(run)
     accounting = account_scan(result.counts.pop("account"), allow_missing)

@@ -164,7 +164,11 @@ def prepare_destination(dest: Path, identity: dict[str, Any]) -> None:
         raise OutputError(f"{dest}: cannot create ({exc.strerror})") from None
     if not state.exists():
         write_json_atomic(state, {"format": CLEAN_FORMAT, "identity": identity})
-    # An interrupted writer leaves `.tmp-*` files anywhere under the copy; they are ours.
+    sweep_dest_tmp(dest)
+
+
+def sweep_dest_tmp(dest: Path) -> None:
+    """An interrupted writer leaves `.tmp-*` files anywhere under the copy; they are ours."""
     for leftover in dest.rglob(f"{TMP_PREFIX}*"):
         if leftover.is_file():
             leftover.unlink(missing_ok=True)
@@ -568,7 +572,16 @@ def clean_run(
     if source.url.startswith("memory://") or (keep_list or "").startswith("memory://"):
         workers = 1  # an in-memory filesystem is not shared with other processes
     calls = [(source, shard, str(run.path), job) for shard in shards]
-    run_shards(clean_run_shard, calls, workers, show_progress=show_progress, console=console)
+    try:
+        run_shards(clean_run_shard, calls, workers, show_progress=show_progress, console=console)
+    except BaseException:
+        # Workers remove their own temporary files when stopped, unless killed inside a
+        # long call: this clean is the only writer of both places, so it sweeps them now.
+        sweep_dest_tmp(Path(job.dest))
+        cleaned = RunFolder(run.path / "cleaned")
+        for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
+            sweep_tmp(folder)
+        raise
     counts = finish_clean(run)
     record_clean(run)
     return counts
