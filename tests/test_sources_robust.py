@@ -89,6 +89,13 @@ def test_bad_side_parquet_and_parquet_columns(tmp_path: Path) -> None:
     rows = {r["member"]: r for r in _rows(str(tmp_path / "w"))}
     assert rows["a.jpg"]["url"] == "http://x.example/\\xff" and rows["b.jpg"]["url"] == "ok"
 
+    # A side parquet holding bytes of its own would reach the cleaned copy unscanned.
+    pq.write_table(
+        side.append_column("jpg", pa.array([JPEG, JPEG])), tmp_path / "w" / "00000.parquet"
+    )
+    with pytest.raises(InputError, match=r"side parquet has a bytes column \(jpg\)"):
+        _rows(str(tmp_path / "w"))
+
     # A parquet whose url column holds ints, and whose image struct holds text.
     struct = pa.struct([("bytes", pa.string()), ("path", pa.string())])
     table = pa.table(

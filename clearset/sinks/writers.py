@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError, OutputError
+from clearset.runfolder import file_sha256
 from clearset.sinks.atomic import atomic_path
 from clearset.sources.base import ShardRef, display_name
 from clearset.sources.parquet import KEY_COLUMN_NAMES, positional_key
@@ -122,7 +123,7 @@ def copy_file(src_url: str, target: Path, *, link: bool, sha256: bytes | str | N
                     f"{target}: cannot hard-link {path} ({exc.strerror}); "
                     "--link needs the destination on the same filesystem as the source"
                 ) from None
-            if sha256 is not None and _file_sha256(tmp) != _raw(sha256):
+            if sha256 is not None and bytes.fromhex(file_sha256(tmp)) != _raw(sha256):
                 raise changed_since_scan(src_url)
             return
         digest = hashlib.sha256()
@@ -139,14 +140,6 @@ def copy_file(src_url: str, target: Path, *, link: bool, sha256: bytes | str | N
 
 def _raw(sha256: bytes | str) -> bytes:
     return bytes.fromhex(sha256) if isinstance(sha256, str) else sha256
-
-
-def _file_sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.digest()
 
 
 def side_urls(tar_url: str) -> tuple[str, str] | None:
@@ -187,7 +180,7 @@ def write_webdataset_shard(
     sides = side_urls(shard.path)
     side_parquet, side_stats = sides if sides else (None, None)
     present = [u for u in (side_parquet, side_stats) if u and _exists(u)]
-    plain = all(None not in hashes or not hashes for hashes in contents.members.values())
+    plain = all(None not in hashes for hashes in contents.members.values())
     if not any_removed and not drop_empty and plain and contents.file_sha256:
         copy_file(shard.path, target, link=link, sha256=contents.file_sha256)
         written.files.append(shard.name)

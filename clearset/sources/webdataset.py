@@ -50,6 +50,8 @@ from clearset.sources.base import (
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 SIDE_COLUMNS = ("key", "url", "status", "error_message", "sha256", "md5")
 GZIP_SUFFIXES = (".tar.gz", ".tgz")
+#: Side-parquet columns that hold text even when stored as bytes (a non-UTF-8 URL).
+SIDE_TEXT_COLUMNS = frozenset({*SIDE_COLUMNS, "caption", "exif"})
 
 
 @dataclass
@@ -242,6 +244,16 @@ def _member_json(members: list[TarMember]) -> tuple[dict[str, Any], str | None]:
     return metadata_json(raw, ".json member")
 
 
+def _holds_bytes(field_type: pa.DataType) -> bool:
+    if pa.types.is_binary(field_type) or pa.types.is_large_binary(field_type):
+        return True
+    if pa.types.is_struct(field_type):
+        return any(_holds_bytes(field_type.field(i).type) for i in range(field_type.num_fields))
+    if pa.types.is_list(field_type) or pa.types.is_large_list(field_type):
+        return _holds_bytes(field_type.value_type)
+    return False
+
+
 def _read_side_parquet(tar_url: str) -> dict[str, dict[str, Any]]:
     """img2dataset's per-shard parquet, keyed by key; empty when there is none."""
     for suffix in TAR_SUFFIXES:
@@ -256,6 +268,18 @@ def _read_side_parquet(tar_url: str) -> dict[str, dict[str, Any]]:
     try:
         with fs.open(path, "rb") as handle:
             parquet = pq.ParquetFile(handle)
+            # A side file is copied into a cleaned copy as metadata, unhashed: it may hold
+            # no bytes (image or otherwise) that nobody scanned.
+            binary = [
+                f.name
+                for f in parquet.schema_arrow
+                if _holds_bytes(f.type) and f.name not in SIDE_TEXT_COLUMNS
+            ]
+            if binary:
+                raise InputError(
+                    f"{side_url}: side parquet has a bytes column ({binary[0]}); a cleaned "
+                    "copy would carry it unscanned: scan it as a parquet source of its own"
+                )
             columns = [c for c in SIDE_COLUMNS if c in parquet.schema_arrow.names]
             if "key" not in columns:
                 return {}
