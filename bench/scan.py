@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from clearset.demo import demo_items, write_webdataset
-from clearset.engines import ScanSettings, run_scan
 from clearset.engines.local import default_workers
+from clearset.runs import ScanSettings, run_scan
 from clearset.sources import open_source
 
 

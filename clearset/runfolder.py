@@ -31,7 +31,7 @@ import pyarrow as pa
 from clearset import TOOL_NAME, __version__
 from clearset.errors import RunFolderError
 from clearset.settings import MAX_UNREAD_SHARE
-from clearset.sinks.atomic import atomic_path, sweep_tmp, write_json_atomic
+from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import (
     HASHED,
     MANIFEST_VERSION,
@@ -130,8 +130,15 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: the manifest is empty (was it scanned?)")
         return read_manifest_files(files, columns)
 
-    def prepare(self, source_spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-        """Start or resume a scan into this folder; refuse one made for something else."""
+    def prepare(
+        self, source_spec: dict[str, Any], settings: dict[str, Any], *, shared: bool = False
+    ) -> dict[str, Any]:
+        """Start or resume a scan into this folder; refuse one made for something else.
+
+        `shared`: other commands (the ranks of an array job) write into the folder at the
+        same time, so one may be creating it now, and what is under a temporary name may
+        be another's write in progress: nothing is swept (each shard's own leftovers are,
+        when it is scanned again)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"{self.path}: exists and is not a folder")
         if self.run_json.exists():
@@ -154,7 +161,9 @@ class RunFolder:
                 )
             info["resumed"] = info.get("resumed", 0) + 1
         else:
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(
+                not (shared and _being_made(entry.name)) for entry in self.path.iterdir()
+            ):
                 raise RunFolderError(f"{self.path}: exists, is not empty and is not a run folder")
             info = {
                 "format": RUN_FORMAT,
@@ -167,12 +176,13 @@ class RunFolder:
             }
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
         self.markers_dir.mkdir(parents=True, exist_ok=True)
-        sweep_tmp(self.manifest_dir)
-        sweep_tmp(self.markers_dir)
-        for leftover in self.path.glob(".tmp-*"):
-            # spool and staging folders of an interrupted scan or match
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
+        if not shared:
+            sweep_tmp(self.manifest_dir)
+            sweep_tmp(self.markers_dir)
+            for leftover in self.path.glob(".tmp-*"):
+                # spool and staging folders of an interrupted scan or match
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
         info["finished"] = None
         info["tool"] = {"name": TOOL_NAME, "version": __version__}
         self.write_info(info)
@@ -277,6 +287,17 @@ class RunFolder:
         for path in present:
             os.replace(path, folder / path.name)
         return str(folder.relative_to(self.path))
+
+
+def _being_made(name: str) -> bool:
+    """What another rank creating the same run folder may have put in it so far."""
+    return name.startswith(TMP_PREFIX) or name in (
+        "manifest",
+        "markers",
+        "matches",
+        "failed",
+        "ranks",
+    )
 
 
 def lists_identity(matching: Any) -> list[dict[str, Any]]:

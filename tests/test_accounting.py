@@ -18,10 +18,9 @@ import pytest
 from PIL import Image
 
 from clearset.demo import demo_items, generate_image
-from clearset.engines import ScanSettings, run_scan
 from clearset.errors import ClearsetError, InputError, OutputError
 from clearset.runfolder import RunFolder
-from clearset.sinks.clean import clean_run
+from clearset.runs import ScanSettings, clean_run, run_scan
 from clearset.sources import detect, open_source
 from tests.conftest import run_cli, tree_state
 

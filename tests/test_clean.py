@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoData, demo_items, write_folder, write_webdataset
-from clearset.engines import MatchJob, ScanSettings, run_scan
 from clearset.errors import OutputError, RunFolderError
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.runs import MatchJob, ScanSettings, clean_run, run_scan
 from clearset.sinks import writers
-from clearset.sinks.clean import CleanJob, clean_run, read_cleaned_manifest
+from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from clearset.sources import open_source
 from tests.conftest import run_cli
 
@@ -283,8 +283,8 @@ def test_scan_clean_to_reads_a_remote_shard_once(demo_data: DemoData, tmp_path: 
     import fsspec
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from clearset.engines import MatchJob, ScanSettings, run_scan
     from clearset.matching.matcher import ListSpec, MatchSettings
+    from clearset.runs import MatchJob, ScanSettings, run_scan
     from clearset.sinks.clean import CleanJob
 
     opened: list[str] = []
@@ -353,7 +353,7 @@ def _tar_keys(path: Path) -> set[str]:
 
 
 def test_apply_removals_counts_are_true_on_a_rerun(demo_data: DemoData, tmp_path: Path) -> None:
-    from clearset.sinks.removals import apply_removals
+    from clearset.runs import apply_removals
 
     run = tmp_path / "run"
     job = MatchJob((ListSpec(str(demo_data.pdq_list)),), MatchSettings())

@@ -20,7 +20,8 @@ import pytest
 
 from clearset.cli.commands import matched_items_note
 from clearset.demo import DemoData
-from clearset.engines.local import PROGRESS_INTERVAL_ENV, _Meter
+from clearset.progress import PROGRESS_INTERVAL_ENV
+from clearset.progress import Meter as _Meter
 from tests.conftest import run_cli
 
 ESCAPE = "\x1b"

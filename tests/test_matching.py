@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoData
-from clearset.engines import MatchJob, ScanSettings, run_match, run_scan
 from clearset.lists import load_list
 from clearset.matching.matcher import ListSpec, Matcher, MatchSettings
 from clearset.matching.reference import hamming_distance
 from clearset.runfolder import RunFolder
+from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
 from clearset.sources import open_source
 from tests.conftest import run_cli
 

@@ -13,12 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoItem, demo_items, write_folder
-from clearset.engines import MatchJob, ScanSettings, run_match, run_scan
 from clearset.errors import RunFolderError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runfolder import RunFolder
-from clearset.sinks.clean import CleanJob, clean_run
-from clearset.sinks.removals import apply_removals
+from clearset.runs import MatchJob, ScanSettings, apply_removals, clean_run, run_match, run_scan
+from clearset.sinks.clean import CleanJob
 from clearset.sources import open_source
 
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoData
-from clearset.engines import MatchJob, ScanSettings, run_scan
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from clearset.sources import open_source
 from tests.conftest import run_cli

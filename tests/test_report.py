@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from clearset.demo import DemoData
-from clearset.engines import MatchJob, ScanSettings, run_scan
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.sinks.clean import CleanJob
 from clearset.sinks.report import bar_chart, write_report
 from clearset.sources import open_source

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoData, demo_items, write_webdataset
-from clearset.engines import ScanSettings, run_scan
 from clearset.errors import InputError
 from clearset.runfolder import RunFolder
+from clearset.runs import ScanSettings, run_scan
 from clearset.sources import detect_kind, open_source
 
 

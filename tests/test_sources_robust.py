@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clearset.demo import demo_items
-from clearset.engines.shard import ScanSettings, manifest_row
 from clearset.errors import InputError
 from clearset.runfolder import RunFolder
 from clearset.sources import open_source
+from clearset.stages.scan import ScanSettings, manifest_row
 from tests.conftest import run_cli
 
 JPEG = next(i.data for i in demo_items(count=8) if i.broken is None and i.ext == "jpg")

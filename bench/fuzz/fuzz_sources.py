@@ -34,13 +34,13 @@ except ImportError:
 
 if atheris is not None and "--fallback" not in sys.argv:
     with atheris.instrument_imports(include=["clearset"]):
-        from clearset.engines.shard import ScanSettings, manifest_row
         from clearset.errors import InputError
         from clearset.sources import open_source
+        from clearset.stages.scan import ScanSettings, manifest_row
 else:
-    from clearset.engines.shard import ScanSettings, manifest_row
     from clearset.errors import InputError
     from clearset.sources import open_source
+    from clearset.stages.scan import ScanSettings, manifest_row
 
 from clearset.demo import demo_items  # noqa: E402
 

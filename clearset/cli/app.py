@@ -14,10 +14,10 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from clearset import __version__
-from clearset.engines import MatchJob
-from clearset.engines.local import progress_interval
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.progress import progress_interval
+from clearset.stages.match import MatchJob
 
 #: `clearset --help` lists commands in the order of the work, not alphabetically; a
 #: command not named here comes after these, in the order it was registered, before demo.
@@ -178,7 +178,7 @@ ProgressOpt = Annotated[
 
 def show_progress(progress: bool | None) -> bool:
     """--progress/--no-progress as given, else on: a bar where a person watches, and
-    plain lines at an interval in a log (see `clearset.engines.local._Meter`)."""
+    plain lines at an interval in a log (see `clearset.progress.Meter`)."""
     show = True if progress is None else progress
     if show:
         progress_interval()  # a bad CLEARSET_PROGRESS_INTERVAL fails before any work

@@ -42,7 +42,8 @@ def clean(
     The copy has the source's format and shard names; re-running resumes. A clean to
     another --to keeps the run's record of the earlier one in RUN/history/clean-N/.
     """
-    from clearset.sinks.clean import clean_info, clean_run
+    from clearset.runs import clean_run
+    from clearset.sinks.clean import clean_info
 
     counts = clean_run(
         run_dir,
@@ -117,7 +118,7 @@ def apply_removals_command(
     With --keep-list, keep only the items newer metadata holds. What is kept is written
     to --to in the source's format.
     """
-    from clearset.sinks.removals import apply_removals
+    from clearset.runs import apply_removals
 
     counts = apply_removals(
         source,

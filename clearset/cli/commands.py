@@ -26,12 +26,12 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
-from clearset.engines import MatchJob, ScanSettings, run_match, run_scan
 from clearset.errors import InputError
 from clearset.hashing import hash_bytes
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
 from clearset.runfolder import RunFolder, accounting_line
+from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, clean_info, read_cleaned_manifest

@@ -2,9 +2,9 @@
 
 Removal is decided by key within a shard: if any member of a key matched a list (or is
 undecodable with `drop_undecodable`, or is absent from a `keep_list`), every member of
-that key goes. `clean_shard` is the unit of work any engine calls; `clean_run` drives it
-over a run with local processes, and `scan --clean-to` calls it right after each shard is
-hashed and matched. Layout:
+that key goes. `clean_run_shard` is the unit of work any engine runs; the clean command's
+orchestrator (`clearset.runs.clean.clean_run`) drives it over a run, and `scan
+--clean-to` calls it right after each shard is hashed and matched. Layout:
 
     DEST/...                           the cleaned copy, same names as the source
     DEST/.clearset-clean/clean.state   which run and options this destination belongs to
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from rich.console import Console
 
-from clearset.errors import ClearsetError, InputError, OutputError, RunFolderError
+from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import MANIFEST_SCHEMA, STATUS_OTHER
@@ -52,7 +50,6 @@ from clearset.sinks.removals import (
     write_removals,
 )
 from clearset.sinks.writers import WRITERS, ShardContents
-from clearset.sources import source_from_spec
 from clearset.sources.base import ShardRef, Source, shard_fingerprint
 from clearset.sources.folder import STATE_DIR_NAME
 
@@ -532,61 +529,6 @@ def finish_clean(run: RunFolder) -> dict[str, Any]:
     return summary
 
 
-def clean_run(
-    run_dir: str | Path,
-    to: str | Path,
-    *,
-    link: bool = False,
-    drop_undecodable: bool = False,
-    drop_empty_shards: bool = False,
-    keep_list: str | None = None,
-    workers: int | None = None,
-    show_progress: bool = False,
-    console: Console | None = None,
-) -> dict[str, Any]:
-    """Write the scanned source of `run_dir` to `to` without its matched items.
-
-    Resumes an interrupted clean into the same destination; returns clean.json's counts.
-    """
-    from clearset.engines.local import default_workers
-
-    run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
-        raise RunFolderError(
-            f"{run.path}: the scan is not finished; re-run the same scan before cleaning"
-        )
-    source = source_from_spec(info["source"])
-    shards = source.shards()
-    job = CleanJob(
-        dest=str(Path(to).resolve()),
-        options=CleanOptions(
-            link=link,
-            drop_undecodable=drop_undecodable,
-            drop_empty_shards=drop_empty_shards,
-            keep_list=keep_list,
-        ),
-    )
-    prepare_clean(run, info, job, shards)
-    workers = workers or default_workers()
-    if source.url.startswith("memory://") or (keep_list or "").startswith("memory://"):
-        workers = 1  # an in-memory filesystem is not shared with other processes
-    calls = [(source, shard, str(run.path), job) for shard in shards]
-    try:
-        run_shards(clean_run_shard, calls, workers, show_progress=show_progress, console=console)
-    except BaseException:
-        # Workers remove their own temporary files when stopped, unless killed inside a
-        # long call: this clean is the only writer of both places, so it sweeps them now.
-        sweep_dest_tmp(Path(job.dest))
-        cleaned = RunFolder(run.path / "cleaned")
-        for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
-            sweep_tmp(folder)
-        raise
-    counts = finish_clean(run)
-    record_clean(run)
-    return counts
-
-
 def record_clean(run: RunFolder) -> None:
     """RUN/history.jsonl's line for the clean that just finished."""
     record = _read_clean_json(RunFolder(run.path / "cleaned")) or {}
@@ -603,53 +545,6 @@ def record_clean(run: RunFolder) -> None:
         keys_removed=counts.get("keys_removed"),
         replaced=record.get("replaced"),
     )
-
-
-def run_shards(
-    fn: Callable[..., CleanShardSummary],
-    calls: list[tuple[Any, ...]],
-    workers: int,
-    *,
-    label: str = "clean",
-    show_progress: bool = False,
-    console: Console | None = None,
-) -> list[CleanShardSummary]:
-    """`fn(*call)` for each shard's call, in a process pool, with a progress bar. A failed
-    shard keeps no marker (a re-run retries it); the first failure is raised at the end."""
-    from concurrent.futures import as_completed
-
-    from clearset.engines.local import _Meter, worker_pool
-
-    meter = _Meter(len(calls), 0, show_progress, console, label=label, errors_label="keys removed")
-    done: list[CleanShardSummary] = []
-    failures: list[str] = []
-
-    def record(summary: CleanShardSummary) -> None:
-        done.append(summary)
-        meter.add(summary.rows, summary.keys_removed, 0)
-        meter.shard_done()
-
-    with meter.progress:
-        if workers == 1 or len(calls) <= 1:
-            for call in calls:
-                try:
-                    record(fn(*call))
-                except ClearsetError as exc:
-                    failures.append(str(exc))
-        else:
-            with worker_pool(min(workers, len(calls))) as pool:
-                futures = [pool.submit(fn, *call) for call in calls]
-                for future in as_completed(futures):
-                    try:
-                        record(future.result())
-                    except ClearsetError as exc:
-                        failures.append(str(exc))
-    if failures:
-        raise OutputError(
-            f"{len(failures)} of {len(calls)} shards failed to clean (first: {failures[0]}); "
-            "the others are complete; re-run the same command to retry"
-        )
-    return done
 
 
 def cleaned_manifest_files(run_dir: str | Path) -> list[Path]:
@@ -685,7 +580,6 @@ __all__ = [
     "CleanOptions",
     "CleanShardSummary",
     "clean_info",
-    "clean_run",
     "cleaned_manifest_files",
     "clean_run_shard",
     "clean_shard",

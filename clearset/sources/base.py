@@ -2,7 +2,7 @@
 
 A source is a data set where it lies: a folder, WebDataset tar shards, or parquet files,
 on local disk or behind any fsspec URL. It is split into shards, the unit of work that
-any engine (local processes, Ray) hands to `clearset.engines.shard.scan_shard`. Reading
+any engine (local processes, Ray) hands to `clearset.stages.scan.scan_task`. Reading
 a shard streams items one at a time so memory stays flat however large the shard.
 """
 

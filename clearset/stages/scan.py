@@ -1,8 +1,9 @@
-"""The per-shard function every engine calls: read one shard, hash it, write its manifest.
+"""The scan stage: read one shard, hash it, write its manifest (and match and clean it).
 
-`scan_shard` is the unit of work. It is a plain function of picklable arguments, so the
-local process pool and a Ray cluster drive the same code. It writes the shard's parquet
-and completion marker atomically, and does nothing at all for a shard already done.
+`scan_task` is the unit of work every engine runs. It is a plain function of picklable
+arguments, so the local process pool and a Ray cluster drive the same code. It writes
+the shard's parquet and completion marker atomically, and does nothing at all for a
+shard already done.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,19 +19,20 @@ from typing import Any
 
 import fsspec
 import numpy as np
-import pyarrow.parquet as pq
 
 from clearset.hashing import crypto_digests, hash_bytes
 from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
 from clearset.hashing.pdq import pdq_dihedral_from_rgb
-from clearset.matching.matcher import MATCH_SCHEMA, Matcher
+from clearset.matching.matcher import Matcher
+from clearset.progress import ProgressFn, report
 from clearset.runfolder import RunFolder, file_sha256
 from clearset.settings import MANIFEST_ROW_GROUP, MAX_MEMBER_BYTES
-from clearset.sinks.atomic import atomic_path, write_json_atomic
+from clearset.sinks.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from clearset.sinks.clean import CleanJob, clean_run_shard
 from clearset.sinks.manifest import STATUS_OTHER, UNREAD, ManifestWriter, row_account
 from clearset.sources.base import Item, ShardRef, Source, shard_fingerprint
+from clearset.stages.match import MatchJob, worker_matcher, write_shard_matches
 
 #: How many items a worker hashes between progress reports.
 PROGRESS_EVERY = 32
@@ -63,9 +65,6 @@ class ShardSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-ProgressFn = Callable[[int, int, int], None]  # (items, errors, bytes) since the last call
 
 
 def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
@@ -139,6 +138,42 @@ def dihedral_hashes(data: bytes) -> bytes | None:
         return None
     hashes, _ = pdq_dihedral_from_rgb(rgb)
     return b"".join(hashes[1:])
+
+
+def scan_task(
+    source: Source,
+    shard: ShardRef,
+    run_dir: str,
+    settings: ScanSettings,
+    job: MatchJob | None = None,
+    clean: CleanJob | None = None,
+) -> ShardSummary:
+    """One shard of a scan, as an engine runs it: the lists are loaded once per worker,
+    progress goes to whoever the engine listens to, and what an earlier try of this
+    shard left under temporary names (its worker was killed) is removed first."""
+    run = RunFolder(Path(run_dir))
+    sweep_shard_tmp(run, shard.id)
+    matcher = worker_matcher(job)
+    return scan_shard(source, shard, run.path, settings, report, matcher, clean)
+
+
+def sweep_shard_tmp(run: RunFolder, shard_id: str) -> None:
+    """Remove temporary files an earlier try of this one shard left in the run folder.
+
+    Only this shard's: other shards' writers may be at work beside it (other workers,
+    other ranks of an array job writing into the same folder)."""
+    targets = (
+        run.manifest_file(shard_id),
+        run.matches_file(shard_id),
+        run.done_file(shard_id),
+    )
+    for target in targets:
+        if not target.parent.is_dir():
+            continue
+        for leftover in target.parent.iterdir():
+            writer, _, name = leftover.name.removeprefix(TMP_PREFIX).partition("-")
+            if leftover.name.startswith(TMP_PREFIX) and writer.isdigit() and name == target.name:
+                leftover.unlink(missing_ok=True)
 
 
 def scan_shard(
@@ -228,15 +263,6 @@ def _scan_shard(
         # bytes were read a moment ago (or spooled), so no need to check them again.
         clean_run_shard(source, shard, run.path, clean, check_source=False)
     return summary
-
-
-def write_shard_matches(run: RunFolder, shard_id: str, matcher: Matcher) -> dict[str, int]:
-    """Match one shard's manifest and write RUN/matches/<shard>.parquet atomically."""
-    manifest = pq.read_table(run.manifest_file(shard_id))
-    matches = matcher.match_table(manifest)
-    with atomic_path(run.matches_file(shard_id)) as tmp:
-        pq.write_table(matches.cast(MATCH_SCHEMA), tmp, compression="zstd")
-    return dict(Counter(matches.column("list_digest").to_pylist()))
 
 
 def is_local(url: str) -> bool:

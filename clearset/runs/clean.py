@@ -1,0 +1,194 @@
+"""The clean and apply-removals commands' orchestrators: every shard of a source written
+again without what goes, by `clean_run_shard` / `apply_shard` on an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from clearset.engines import Engine, Task
+from clearset.engines.local import LocalEngine
+from clearset.errors import InputError, OutputError, RunFolderError
+from clearset.progress import Meter
+from clearset.runfolder import RunFolder
+from clearset.runs.tasks import DEFAULT_RETRIES, run_tasks
+from clearset.sinks.atomic import sweep_tmp
+from clearset.sinks.clean import (
+    CleanJob,
+    CleanOptions,
+    CleanShardSummary,
+    clean_run_shard,
+    finish_clean,
+    keep_set,
+    prepare_clean,
+    prepare_destination,
+    record_clean,
+    refuse_overlap,
+    sweep_dest_tmp,
+)
+from clearset.sinks.removals import _url_sha256, apply_shard, read_removals
+from clearset.sources import open_source, source_from_spec
+
+
+def clean_run(
+    run_dir: str | Path,
+    to: str | Path,
+    *,
+    link: bool = False,
+    drop_undecodable: bool = False,
+    drop_empty_shards: bool = False,
+    keep_list: str | None = None,
+    workers: int | None = None,
+    engine: Engine | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> dict[str, Any]:
+    """Write the scanned source of `run_dir` to `to` without its matched items.
+
+    Resumes an interrupted clean into the same destination; returns clean.json's counts.
+    """
+    run = RunFolder(Path(run_dir))
+    info = run.read_info()
+    if not info.get("finished"):
+        raise RunFolderError(
+            f"{run.path}: the scan is not finished; re-run the same scan before cleaning"
+        )
+    source = source_from_spec(info["source"])
+    shards = source.shards()
+    job = CleanJob(
+        dest=str(Path(to).resolve()),
+        options=CleanOptions(
+            link=link,
+            drop_undecodable=drop_undecodable,
+            drop_empty_shards=drop_empty_shards,
+            keep_list=keep_list,
+        ),
+    )
+    prepare_clean(run, info, job, shards)
+    if source.url.startswith("memory://") or (keep_list or "").startswith("memory://"):
+        engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
+    engine = engine or LocalEngine(workers)
+    tasks = [
+        Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
+        for shard in shards
+    ]
+    try:
+        run_shard_tasks(
+            engine, tasks, show_progress=show_progress, console=console, retries=retries
+        )
+    except BaseException:
+        # Workers remove their own temporary files when stopped, unless killed inside a
+        # long call: this clean is the only writer of both places, so it sweeps them now.
+        sweep_dest_tmp(Path(job.dest))
+        cleaned = RunFolder(run.path / "cleaned")
+        for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
+            sweep_tmp(folder)
+        raise
+    counts = finish_clean(run)
+    record_clean(run)
+    return counts
+
+
+def apply_removals(
+    source_url: str,
+    removals_path: str | None,
+    to: str | Path,
+    *,
+    keep_list: str | None = None,
+    kind: str | None = None,
+    image_column: str | None = None,
+    link: bool = False,
+    drop_empty_shards: bool = False,
+    workers: int | None = None,
+    engine: Engine | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> dict[str, Any]:
+    """Write `source_url` to `to` without the items a removal list names (by URL or by
+    the SHA-256 of the bytes), and/or keeping only what a keep list holds.
+
+    For holders of another copy of a cleaned data set: no run folder and no list is
+    needed, only the published removal list. A whole key goes when any member matches.
+    """
+    if removals_path is None and keep_list is None:
+        raise InputError("apply-removals: give a removal list, --keep-list, or both")
+    source = open_source(source_url, kind=kind, image_column=image_column)
+    shards = source.shards()
+    options = CleanOptions(link=link, drop_empty_shards=drop_empty_shards, keep_list=keep_list)
+    removal_digest = None
+    if removals_path is not None:
+        read_removals(removals_path)  # fail early on something that is not a removal list
+        removal_digest = _url_sha256(removals_path)
+    if keep_list is not None:
+        keep_set(keep_list)
+    dest = Path(to).resolve()
+    refuse_overlap(source_url, shards, dest)
+    identity = {
+        "source": source.spec(),
+        "removals": removals_path,
+        "removals_sha256": removal_digest,
+        "options": options.identity(),
+    }
+    prepare_destination(dest, identity)
+    urls = [source_url, removals_path or "", keep_list or ""]
+    if any(u.startswith("memory://") for u in urls):
+        engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
+    engine = engine or LocalEngine(workers)
+    tasks = [
+        Task(shard.id, shard.name, apply_shard, (source, shard, str(dest), removals_path, options))
+        for shard in shards
+    ]
+    done = run_shard_tasks(
+        engine, tasks, label="apply", show_progress=show_progress, console=console, retries=retries
+    )
+    # A shard with nothing to remove is copied whole, unread, so its keys are not
+    # counted: "kept" covers the rewritten shards only, and says so.
+    return {
+        "shards": len(done),
+        "keys_removed": sum(s.keys_removed for s in done),
+        "members_removed": sum(s.members_removed for s in done),
+        "keys_kept_in_rewritten_shards": sum(s.rows for s in done if not s.copied_whole),
+        "shards_copied_whole": sum(s.copied_whole for s in done),
+        "shards_skipped": sum(s.skipped for s in done),
+    }
+
+
+def run_shard_tasks(
+    engine: Engine,
+    tasks: list[Task],
+    *,
+    label: str = "clean",
+    show_progress: bool = False,
+    console: Console | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> list[CleanShardSummary]:
+    """Run clean tasks with a progress bar. A shard that fails every try keeps no marker
+    (a re-run retries it); the first failure is raised once the others are done."""
+    meter = Meter(
+        len(tasks),
+        0,
+        show_progress,
+        console,
+        label=label,
+        errors_label="keys removed",
+        workers=engine.workers,
+    )
+    with meter.progress:
+        done = run_tasks(
+            engine,
+            tasks,
+            meter,
+            retries=retries,
+            counts=lambda summary: (summary.rows, summary.keys_removed, 0),
+        )
+    if done.failures:
+        raise OutputError(
+            f"{len(done.failures)} of {len(tasks)} shards failed to {label} "
+            f"(first: {done.failures[0].error}); the others are complete; "
+            "re-run the same command to retry"
+        )
+    return [done.done[task.id] for task in tasks]

@@ -1,0 +1,103 @@
+"""The match command's orchestrator: re-match a scanned run against (new) lists."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from clearset.engines import Engine, Task
+from clearset.engines.local import LocalEngine
+from clearset.errors import OutputError, RunFolderError
+from clearset.progress import Meter
+from clearset.runfolder import RunFolder, lists_identity, utc_now
+from clearset.runs.scan import gather_matches, matching_record
+from clearset.runs.tasks import DEFAULT_RETRIES, run_tasks
+from clearset.sinks.atomic import write_json_atomic
+from clearset.stages.match import MatchJob, match_task
+
+
+def run_match(
+    run_dir: str | Path,
+    match: MatchJob,
+    *,
+    workers: int | None = None,
+    engine: Engine | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> dict[str, Any]:
+    """Match an existing run's manifest against (new) lists, reading no image.
+
+    The new matches replace the old ones as a whole: they are written to a temporary
+    folder which is swapped in when every shard is done. The old ones are kept: the
+    per-shard files, matches.parquet and the lists' record move to
+    RUN/history/match-<n>/, and RUN/history.jsonl gets a line naming both.
+    """
+    run = RunFolder(Path(run_dir))
+    info = run.read_info()
+    if not info.get("finished"):
+        raise RunFolderError(
+            f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
+        )
+    matcher = match.matcher()  # fail early on a bad list
+    if any(spec.path.startswith("memory://") for spec in match.lists):
+        engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
+    engine = engine or LocalEngine(workers)
+    staging = RunFolder(run.path / f".tmp-match-{os.getpid()}")
+    shutil.rmtree(staging.path, ignore_errors=True)
+    staging.matches_dir.mkdir(parents=True)
+    markers = run.done_markers()
+    tasks = [
+        Task(
+            m["shard_id"],
+            m["shard"],
+            match_task,
+            (str(run.path), m["shard_id"], str(staging.path), match),
+        )
+        for m in markers
+    ]
+    meter = Meter(
+        len(tasks),
+        0,
+        show_progress,
+        console,
+        label="match",
+        errors_label="errors",
+        workers=engine.workers,
+    )
+    try:
+        with meter.progress:
+            done = run_tasks(
+                engine, tasks, meter, retries=retries, counts=lambda rows: (rows, 0, 0)
+            )
+        if done.failures:
+            raise OutputError(
+                f"{len(done.failures)} of {len(tasks)} shards failed to match "
+                f"(first: {done.failures[0].error}); nothing was replaced; "
+                "re-run the same command"
+            )
+        previous = info.get("settings", {}).get("matching")
+        replaced = run.archive("match", [run.matches_dir, run.path / "matches.parquet"])
+        if replaced is not None:
+            write_json_atomic(run.path / replaced / "matching.json", previous)
+        os.replace(staging.matches_dir, run.matches_dir)
+    finally:
+        shutil.rmtree(staging.path, ignore_errors=True)
+    summary = gather_matches(run, matcher)
+    info["settings"]["matching"] = matching_record(matcher)
+    info.setdefault("counts", {})["matches"] = summary
+    info["matched"] = utc_now()
+    run.write_info(info)
+    run.record(
+        "match",
+        lists=lists_identity(info["settings"]["matching"]),
+        replaced_lists=lists_identity(previous),
+        matched_items=summary["items"],
+        match_rows=summary["rows"],
+        replaced=replaced,
+    )
+    return summary

@@ -1,0 +1,107 @@
+"""The loop every orchestrator runs its tasks through, whatever the engine.
+
+A task that fails is tried again, up to `retries` more times, then reported as failed:
+the other tasks still finish, and the failed shard keeps no marker, so a re-run of the
+same command tries it again. A worker lost mid-task (killed, out of memory, node gone)
+counts as a failed try. An `OutputError` (disk full, read-only destination) stops
+everything at once: every other shard would fail the same way. Anything else a task
+raises that is neither a clearset error nor an I/O error is a bug, and is raised here
+with its traceback rather than hidden as a failed shard.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clearset.engines.base import Engine, Outcome, Task
+from clearset.errors import ClearsetError, OutputError
+from clearset.progress import Meter
+
+#: How many more times a failed shard is tried, by default (`--retries`).
+DEFAULT_RETRIES = 2
+
+
+@dataclass
+class Failure:
+    task: Task
+    error: str  # one line: why it failed the last time
+    attempts: int
+
+
+@dataclass
+class TaskResults:
+    done: dict[str, Any] = field(default_factory=dict)  # task id -> result
+    failures: list[Failure] = field(default_factory=list)
+    retried: int = 0  # tries beyond the first, over all tasks
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether a task's error is about its shard or its I/O (tried again, then reported)
+    rather than a bug in clearset (raised)."""
+    return isinstance(error, ClearsetError | OSError | TimeoutError | ConnectionError)
+
+
+def why(outcome: Outcome) -> str:
+    if outcome.lost:
+        return (
+            f"{outcome.task.name}: the worker running it died (killed, out of memory or node lost)"
+        )
+    error = outcome.error
+    text = " ".join(str(error).split()) if error is not None else ""
+    if isinstance(error, ClearsetError):
+        return text
+    return (
+        f"{outcome.task.name}: {type(error).__name__}: {text}"
+        if text
+        else f"{outcome.task.name}: {type(error).__name__}"
+    )
+
+
+def run_tasks(
+    engine: Engine,
+    tasks: Sequence[Task],
+    meter: Meter,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    counts: Callable[[Any], tuple[int, int, int]] | None = None,
+    on_done: Callable[[Task, Any], None] | None = None,
+    on_failed: Callable[[Failure], None] | None = None,
+) -> TaskResults:
+    """Run `tasks` on `engine` to the end; `counts(result)` feeds the meter for stages
+    whose tasks report no progress of their own while they run."""
+    results = TaskResults()
+    attempts: Counter[str] = Counter()
+    todo = list(tasks)
+    while todo:
+        again: list[Task] = []
+        for outcome in engine.run(todo, meter.add):
+            task = outcome.task
+            attempts[task.id] += 1
+            if outcome.ok:
+                results.done[task.id] = outcome.result
+                if counts is not None:
+                    meter.add(*counts(outcome.result))
+                meter.shard_done()
+                if on_done is not None:
+                    on_done(task, outcome.result)
+                continue
+            error = outcome.error
+            if isinstance(error, OutputError):
+                raise error
+            if error is not None and not retryable(error):
+                raise error
+            if attempts[task.id] <= retries:
+                again.append(task)
+                results.retried += 1
+                meter.retried += 1
+                continue
+            failure = Failure(task, why(outcome), attempts[task.id])
+            results.failures.append(failure)
+            meter.shard_failed()
+            if on_failed is not None:
+                on_failed(failure)
+        todo = again
+    return results
