@@ -6,6 +6,8 @@ interpret no rich markup, so `run[1]` or a list named `[/]x` prints as given.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import click
@@ -14,6 +16,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from clearset import __version__
+from clearset.engines import Engine, make_engine
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.progress import progress_interval
@@ -23,7 +26,7 @@ from clearset.stages.match import MatchJob
 #: command not named here comes after these, in the order it was registered, before demo.
 COMMAND_ORDER = (
     "scan", "match", "clean", "report", "keygen", "receipt", "prove", "verify",
-    "diff-receipts", "apply-removals", "hash",
+    "diff-receipts", "apply-removals", "status", "hash",
 )  # fmt: skip
 LAST_COMMANDS = ("demo",)
 
@@ -86,6 +89,40 @@ WorkersOpt = Annotated[
     int | None,
     typer.Option("--workers", "-w", min=1, help="Worker processes (default: one per core)."),
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="What runs the shards: local (worker processes here) or ray (a Ray cluster; "
+        "pip install 'clearset[ray]').",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="With --engine ray: the cluster, auto or ray://HOST:PORT (default: start Ray "
+        "on this machine).",
+    ),
+]
+RetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--retries", min=0, help="Times a failed shard is tried again before it is reported."
+    ),
+]
+
+
+@contextmanager
+def engine_for(name: str, address: str | None, workers: int | None) -> Iterator[Engine]:
+    """The engine a command asked for, released when the command ends."""
+    engine = make_engine(name, workers=workers, address=address)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
 ExactPdqOpt = Annotated[
     bool,
     typer.Option(

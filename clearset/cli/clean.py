@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from clearset.cli.app import ProgressOpt, WorkersOpt, app, console, out, show_progress
+from clearset.cli.app import (
+    AddressOpt,
+    EngineOpt,
+    ProgressOpt,
+    RetriesOpt,
+    WorkersOpt,
+    app,
+    console,
+    engine_for,
+    out,
+    show_progress,
+)
+from clearset.runs.tasks import DEFAULT_RETRIES
 
 ToOpt = Annotated[Path, typer.Option("--to", help="Destination folder for the cleaned copy.")]
 LinkOpt = Annotated[
@@ -35,6 +47,9 @@ def clean(
     drop_empty_shards: DropEmptyOpt = False,
     keep_list: KeepListOpt = None,
     workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    retries: RetriesOpt = DEFAULT_RETRIES,
     progress: ProgressOpt = None,
 ) -> None:
     """Write the run's source again to --to without its matched items.
@@ -45,17 +60,19 @@ def clean(
     from clearset.runs import clean_run
     from clearset.sinks.clean import clean_info
 
-    counts = clean_run(
-        run_dir,
-        to,
-        link=link,
-        drop_undecodable=drop_undecodable,
-        drop_empty_shards=drop_empty_shards,
-        keep_list=keep_list,
-        workers=workers,
-        show_progress=show_progress(progress),
-        console=console,
-    )
+    with engine_for(engine, address, workers) as runner:
+        counts = clean_run(
+            run_dir,
+            to,
+            link=link,
+            drop_undecodable=drop_undecodable,
+            drop_empty_shards=drop_empty_shards,
+            keep_list=keep_list,
+            engine=runner,
+            show_progress=show_progress(progress),
+            console=console,
+            retries=retries,
+        )
     print_clean(counts, run_dir, to)
     replaced = (clean_info(run_dir) or {}).get("replaced")
     if replaced:
@@ -111,6 +128,9 @@ def apply_removals_command(
     link: LinkOpt = False,
     drop_empty_shards: DropEmptyOpt = False,
     workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    retries: RetriesOpt = DEFAULT_RETRIES,
     progress: ProgressOpt = None,
 ) -> None:
     """Remove a published removal list's items (by URL or SHA-256) from your copy of a data set.
@@ -120,19 +140,21 @@ def apply_removals_command(
     """
     from clearset.runs import apply_removals
 
-    counts = apply_removals(
-        source,
-        removals,
-        to,
-        keep_list=keep_list,
-        kind=kind,
-        image_column=image_column,
-        link=link,
-        drop_empty_shards=drop_empty_shards,
-        workers=workers,
-        show_progress=show_progress(progress),
-        console=console,
-    )
+    with engine_for(engine, address, workers) as runner:
+        counts = apply_removals(
+            source,
+            removals,
+            to,
+            keep_list=keep_list,
+            kind=kind,
+            image_column=image_column,
+            link=link,
+            drop_empty_shards=drop_empty_shards,
+            engine=runner,
+            show_progress=show_progress(progress),
+            console=console,
+            retries=retries,
+        )
     out.print(
         f"removed {counts['keys_removed']:,} keys ({counts['members_removed']:,} members) "
         f"from {counts['shards'] - counts['shards_copied_whole']:,} shards, which keep "

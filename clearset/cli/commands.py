@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -12,16 +13,20 @@ import typer
 from rich.table import Table
 
 from clearset.cli.app import (
+    AddressOpt,
+    EngineOpt,
     ExactPdqOpt,
     ListOpt,
     MinQualityOpt,
     ProgressOpt,
+    RetriesOpt,
     SkipInvalidOpt,
     ThresholdOpt,
     TrimOpt,
     WorkersOpt,
     app,
     console,
+    engine_for,
     match_job,
     out,
     show_progress,
@@ -31,7 +36,8 @@ from clearset.hashing import hash_bytes
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
 from clearset.runfolder import RunFolder, accounting_line
-from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
+from clearset.runs import MatchJob, ScanSettings, Split, run_match, run_scan
+from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, clean_info, read_cleaned_manifest
@@ -50,6 +56,20 @@ def scan(
         str | None, typer.Option(help="Parquet column holding image bytes (default: detect).")
     ] = None,
     workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    retries: RetriesOpt = DEFAULT_RETRIES,
+    rank: Annotated[
+        int | None,
+        typer.Option(
+            help="In an array job: scan only shards RANK, RANK + N, ... of N = --world-size "
+            "(e.g. $SLURM_ARRAY_TASK_ID); the last rank to end finishes the run.",
+        ),
+    ] = None,
+    world_size: Annotated[
+        int | None,
+        typer.Option(help="In an array job: how many ranks share the shards (with --rank)."),
+    ] = None,
     exact_pdq: ExactPdqOpt = False,
     trim_borders: TrimOpt = True,
     lists: ListOpt = None,
@@ -103,19 +123,33 @@ def scan(
         survey = detect(absolute_url(source))
         said = f"reading {source} as {survey.kind}: {survey.describe()}".rstrip(": ")
         out.print(said, markup=False, highlight=False, soft_wrap=True)
+    if (rank is None) != (world_size is None):
+        raise InputError("scan: --rank and --world-size go together")
+    split = Split(rank, world_size) if rank is not None and world_size is not None else None
     src = open_source(source, kind=kind, image_column=image_column, base_dir=base_dir)
     show = show_progress(progress)
-    result = run_scan(
-        src,
-        out_dir,
-        settings,
-        workers=workers,
-        show_progress=show,
-        console=console,
-        match=job,
-        clean=clean,
-        allow_missing=allow_missing,
-    )
+    with engine_for(engine, address, workers) as runner:
+        result = run_scan(
+            src,
+            out_dir,
+            settings,
+            engine=runner,
+            show_progress=show,
+            console=console,
+            match=job,
+            clean=clean,
+            allow_missing=allow_missing,
+            retries=retries,
+            split=split,
+        )
+    if split is not None and not result.finished:
+        out.print(
+            f"{split.label}: {result.shards_mine - result.shards_skipped:,} shards scanned now, "
+            f"{result.shards_skipped:,} were done before; {result.counts['shards_done']:,} of "
+            f"{result.shards_total:,} shards of the run are done; the run is finished by the "
+            f"last rank to end (see clearset status {out_dir})"
+        )
+        return
     _print_summary(out_dir, result.shards_skipped, result.seconds)
     out.print(accounting_line(result.accounting))
     if result.accounting["verdict"] == "accepted":
@@ -135,6 +169,11 @@ def match(
     skip_invalid: SkipInvalidOpt = False,
     threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
     min_quality: MinQualityOpt = PDQ_MIN_QUALITY,
+    workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    retries: RetriesOpt = DEFAULT_RETRIES,
+    progress: ProgressOpt = None,
 ) -> None:
     """Match an existing run's manifest against new or updated lists (no image is read).
 
@@ -143,7 +182,12 @@ def match(
     job = match_job(lists, skip_invalid, threshold, min_quality)
     if job is None:
         raise InputError("match: give at least one --list")
-    _print_matches(run_match(run_dir, job), run_dir)
+    show = show_progress(progress)
+    with engine_for(engine, address, workers) as runner:
+        summary = run_match(
+            run_dir, job, engine=runner, show_progress=show, console=console, retries=retries
+        )
+    _print_matches(summary, run_dir)
     replaced = RunFolder(run_dir).read_history()[-1].get("replaced")
     if replaced:
         out.print(f"the matches this replaced are kept in {run_dir / replaced}")
@@ -319,3 +363,24 @@ def _demo_receipt(out_dir: Path, run_dir: Path) -> None:
              "--proof", path)  # fmt: skip
         verify(envelope, proof, pub)
         out.print(f"{label}: {proof['type']} proof verified ({path})")
+
+
+@app.command()
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (a scan may still be writing it).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Say where a scan stands: shards done, failed (and why), not done; what to re-run.
+
+    Exits 0 when the run is finished, 1 when it is not.
+    """
+    from clearset.runs.status import run_status, status_lines
+
+    found = run_status(run_dir)
+    if as_json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+    else:
+        for line in status_lines(found):
+            out.print(line)
+    if not found["finished"]:
+        raise typer.Exit(1)

@@ -1,0 +1,163 @@
+"""The Ray engine: one Ray task per shard, on a local Ray instance or a cluster.
+
+`pip install 'clearset[ray]'`. Without an address it starts a Ray instance on this
+machine (how the tests run it) and stops it when done; with `--address auto` or
+`ray://HOST:PORT` it joins a running cluster, whose every node must have clearset
+installed and see the source and the run folder at the same paths (shared storage).
+
+Ray's own retries are off: the orchestrator retries failed shards the same way for every
+engine. A worker or node that dies mid-task makes its task `lost`. Progress counts travel
+from the tasks to the driver through a small queue actor, a batch at most every half
+second per task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from clearset.engines.base import Outcome, Task
+from clearset.errors import InputError
+from clearset.progress import ProgressFn, set_reporter
+
+#: Seconds between progress batches a task sends to the driver.
+REPORT_EVERY = 0.5
+#: Seconds the driver waits for a task to end before it reads the progress queue again.
+POLL = 0.2
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError(
+            "--engine ray: Ray is not installed; install it with pip install 'clearset[ray]'"
+        ) from None
+    return ray
+
+
+class _Reporter:
+    """In a Ray worker: progress counts summed, sent to the driver's queue now and then."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        self.counts = [0, 0, 0]
+        self.sent = time.monotonic()
+
+    def __call__(self, items: int, errors: int, nbytes: int) -> None:
+        self.counts = [self.counts[0] + items, self.counts[1] + errors, self.counts[2] + nbytes]
+        if time.monotonic() - self.sent >= REPORT_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if any(self.counts):
+            # A full or gone queue costs progress, never the shard.
+            with contextlib.suppress(Exception):
+                self.queue.put_nowait(tuple(self.counts))
+            self.counts = [0, 0, 0]
+        self.sent = time.monotonic()
+
+
+def _run_in_ray(fn: Callable[..., Any], args: tuple[Any, ...], queue: Any) -> Any:
+    reporter = _Reporter(queue)
+    set_reporter(reporter)
+    try:
+        return fn(*args)
+    finally:
+        reporter.flush()
+        set_reporter(None)
+
+
+class RayEngine:
+    """Tasks as Ray tasks, one CPU each."""
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, *, address: str | None = None) -> None:
+        ray = self.ray = _import_ray()
+        self.started = False
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "include_dashboard": False,
+                "logging_level": logging.ERROR,
+                "log_to_driver": False,
+            }
+            try:
+                if address is None:
+                    from clearset.engines.local import default_workers
+
+                    ray.init(num_cpus=workers or default_workers(), **options)
+                else:
+                    ray.init(address=address, **options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = f"at {address}" if address else "on this machine"
+                problem = " ".join(str(exc).split())
+                raise InputError(f"--engine ray: cannot start Ray {where}: {problem}") from None
+            self.started = True
+        cluster = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = min(workers, cluster) if workers else cluster
+        self.lost_errors = tuple(
+            getattr(ray.exceptions, name)
+            for name in (
+                "WorkerCrashedError",
+                "NodeDiedError",
+                "ObjectLostError",
+                "OwnerDiedError",
+                "TaskCancelledError",
+                "LocalRayletDiedError",
+            )
+            if hasattr(ray.exceptions, name)
+        )
+
+    def run(self, tasks: Sequence[Task], on_progress: ProgressFn) -> Iterator[Outcome]:
+        ray = self.ray
+        from ray.util.queue import Queue
+
+        queue = Queue(actor_options={"num_cpus": 0})
+        remote = ray.remote(_run_in_ray).options(num_cpus=1, max_retries=0, retry_exceptions=False)
+        waiting = list(reversed(tasks))
+        running: dict[Any, Task] = {}
+        try:
+            while waiting or running:
+                # No more in flight than the workers asked for: a cluster may be shared.
+                while waiting and len(running) < self.workers:
+                    task = waiting.pop()
+                    running[remote.remote(task.fn, task.args, queue)] = task
+                ended, _ = ray.wait(list(running), num_returns=1, timeout=POLL)
+                _drain(queue, on_progress)
+                for ref in ended:
+                    task = running.pop(ref)
+                    yield self._outcome(task, ref)
+            _drain(queue, on_progress)
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            ray.kill(queue.actor)
+
+    def _outcome(self, task: Task, ref: Any) -> Outcome:
+        ray = self.ray
+        try:
+            return Outcome(task, result=ray.get(ref))
+        except self.lost_errors:
+            return Outcome(task, lost=True)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            return Outcome(task, error=cause if isinstance(cause, BaseException) else exc)
+
+    def close(self) -> None:
+        if self.started and self.ray.is_initialized():
+            self.ray.shutdown()
+        self.started = False
+
+
+def _drain(queue: Any, on_progress: ProgressFn) -> None:
+    try:
+        size = queue.qsize()
+        batch = queue.get_nowait_batch(size) if size else []
+    except Exception:  # progress is best effort
+        return
+    for counts in batch:
+        on_progress(*counts)

@@ -1,0 +1,120 @@
+"""Where a run stands: shards done, failed (and why), not yet done; what to re-run.
+
+Read from the run folder alone (markers, RUN/failed/, RUN/ranks/) and the source's list of
+shards, so it works while ranks of an array job are still writing, and after any crash.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from clearset.errors import ClearsetError
+from clearset.runfolder import RunFolder
+from clearset.runs.scan import RANKS_DIR, failed_shards, summarise_markers
+from clearset.sources import source_from_spec
+
+#: Shards named one by one in the status; the rest are counted.
+NAMED = 20
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    run = RunFolder(Path(run_dir))
+    info = run.read_info()
+    counts = summarise_markers(run)
+    counts.pop("account")
+    status: dict[str, Any] = {
+        "run": str(run.path),
+        "source": (info.get("source") or {}).get("url"),
+        "finished": info.get("finished"),
+        "shards_done": counts["shards_done"],
+        "items": counts["items"],
+        "bytes": counts["bytes"],
+        "item_status": counts["status"],
+        "ranks": _ranks(run),
+    }
+    try:
+        shards = source_from_spec(info["source"]).shards()
+    except ClearsetError as exc:
+        # The source is gone or unreachable: what the run folder says still stands.
+        status.update(shards=None, failed=[], not_done=[], source_problem=str(exc))
+        return status
+    failed = failed_shards(run, shards)
+    failed_ids = {f["shard_id"] for f in failed}
+    not_done = [
+        {"shard_id": s.id, "shard": s.name, "index": i}
+        for i, s in enumerate(shards)
+        if s.id not in failed_ids and not run.is_done(s.id)
+    ]
+    index = {s.id: i for i, s in enumerate(shards)}
+    for entry in failed:
+        entry["index"] = index.get(entry["shard_id"])
+    status.update(shards=len(shards), failed=failed, not_done=not_done)
+    world = _world_size(status["ranks"])
+    if world and (failed or not_done):
+        owners = {e["index"] % world for e in [*failed, *not_done] if e.get("index") is not None}
+        status["rerun_ranks"] = {"world_size": world, "ranks": sorted(owners)}
+    return status
+
+
+def _ranks(run: RunFolder) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted((run.path / RANKS_DIR).glob("*.json")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except ValueError:
+            continue  # a record of what a rank did; the markers are what count
+    return found
+
+
+def _world_size(ranks: list[dict[str, Any]]) -> int | None:
+    if not ranks:
+        return None
+    latest = max(ranks, key=lambda r: r.get("ended") or "")
+    return int(latest["world_size"])
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """The status as plain lines for a person."""
+    total = status["shards"]
+    lines = [f"run {status['run']}: source {status['source']}"]
+    if total is None:
+        lines.append(f"source not readable now: {status['source_problem']}")
+        lines.append(f"shards done: {status['shards_done']:,}")
+    else:
+        lines.append(
+            f"shards: {status['shards_done']:,} done, {len(status['failed']):,} failed, "
+            f"{len(status['not_done']):,} not done, of {total:,}"
+        )
+    lines.append(f"items so far: {status['items']:,} ({status['bytes'] / 1e9:,.2f} GB)")
+    lines.append(f"finished: {status['finished']}" if status["finished"] else "finished: no")
+    for rank in status["ranks"]:
+        lines.append(
+            f"rank {rank['rank']} of {rank['world_size']} on {rank.get('host')}: last ended "
+            f"{rank.get('ended')}, {rank.get('shards_done_now', 0):,} shards scanned, "
+            f"{rank.get('shards_failed', 0):,} failed"
+        )
+    for entry in status["failed"][:NAMED]:
+        lines.append(
+            f"failed: {entry['shard']}: {entry['error']} (after {entry.get('attempts', '?')} tries)"
+        )
+    if len(status["failed"]) > NAMED:
+        lines.append(f"failed: ... and {len(status['failed']) - NAMED:,} more")
+    for entry in status["not_done"][:NAMED]:
+        lines.append(f"not done: {entry['shard']}")
+    if len(status["not_done"]) > NAMED:
+        lines.append(f"not done: ... and {len(status['not_done']) - NAMED:,} more")
+    if status["failed"] or status["not_done"]:
+        rerun = status.get("rerun_ranks")
+        if rerun:
+            ranks = ", ".join(str(r) for r in rerun["ranks"])
+            lines.append(
+                f"to finish: re-run the same scan for --world-size {rerun['world_size']} "
+                f"--rank {ranks} (each resumes; the last to end finishes the run)"
+            )
+        else:
+            lines.append("to finish: re-run the same scan command (it resumes)")
+    elif total is not None and not status["finished"]:
+        lines.append("to finish: every shard is done; re-run the same scan command to finish")
+    return lines
