@@ -1,0 +1,376 @@
+"""Scale-out: the same run whatever runs it — local processes, Ray, or the ranks of an
+array job — with failed and killed shards retried, and `clearset status` on a half-done run.
+
+The Ray tests (marked `ray`) start one local Ray instance for the module; CI runs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from clearset.demo import DemoData, build_demo_data
+from clearset.engines import Engine, Task, make_engine
+from clearset.engines.local import LocalEngine
+from clearset.errors import InputError
+from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.runs import MatchJob, ScanIncomplete, ScanSettings, Split, clean_run, run_scan
+from clearset.runs.status import run_status
+from clearset.sources import open_source
+from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def lists_of(demo: DemoData) -> MatchJob:
+    return MatchJob((ListSpec(str(demo.pdq_list)), ListSpec(str(demo.md5_list))), MatchSettings())
+
+
+def scan(
+    demo: DemoData, run: Path, engine: Engine, split: Split | None = None, source: Any = None
+) -> Any:
+    return run_scan(
+        source or open_source(str(demo.webdataset)),
+        run,
+        ScanSettings(),
+        engine=engine,
+        show_progress=False,
+        match=lists_of(demo),
+        split=split,
+    )
+
+
+def sorted_table(path: Path, by: list[str]) -> list[dict]:
+    table = pq.read_table(path) if path.is_file() else pq.ParquetDataset(str(path)).read()
+    return table.sort_by([(c, "ascending") for c in by]).to_pylist()
+
+
+def run_data(run: Path) -> dict[str, Any]:
+    """What must be equal between engines: every data column, the counts, the verdict."""
+    info = json.loads((run / "run.json").read_text())
+    return {
+        "manifest": sorted_table(run / "manifest", ["shard", "position"]),
+        "matches": sorted_table(run / "matches.parquet", ["shard", "position", "list_digest"]),
+        "counts": info["counts"],
+        "accounting": info["accounting"],
+        "finished": bool(info["finished"]),
+        "markers": sorted(p.name for p in (run / "markers").iterdir()),
+    }
+
+
+def copy_digest(dest: Path) -> dict[str, str]:
+    """SHA-256 of every file of a cleaned copy (its own state folder aside)."""
+    return {
+        str(p.relative_to(dest)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(dest.rglob("*"))
+        if p.is_file() and ".clearset-clean" not in p.parts
+    }
+
+
+def receipt_root(run: Path, key: Path) -> tuple[str, int]:
+    run_cli("receipt", str(run), "--key", str(key), check=True)
+    envelope = json.loads((run / "receipt.dsse.json").read_text())
+    import base64
+
+    tree = json.loads(base64.b64decode(envelope["payload"]))["predicate"]["tree"]
+    return tree["root"], tree["size"]
+
+
+@dataclass
+class Faulty:
+    """A source whose `target` shard kills its worker (`kill`) or fails (`fail`) while
+    the file `flag` says so; every try of that shard adds a line to `flag`.log."""
+
+    inner: Any
+    target: str
+    flag: str
+    mode: str
+
+    @property
+    def kind(self) -> str:
+        return self.inner.kind
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def shards(self) -> list:
+        return self.inner.shards()
+
+    def spec(self) -> dict:
+        return self.inner.spec()
+
+    def read_shard(self, shard: Any, record: dict | None = None) -> Iterator[Any]:
+        if shard.name == self.target:
+            with open(f"{self.flag}.log", "a") as log:
+                log.write("try\n")
+            if self.mode == "kill" and not os.path.exists(self.flag):
+                Path(self.flag).touch()  # the next try goes through
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.mode == "fail" and os.path.exists(self.flag):
+                raise InputError(f"{shard.path}: made to fail by the test")
+        yield from self.inner.read_shard(shard, record)
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
+    """A few hundred items in many small shards (the planted matches among them)."""
+    return build_demo_data(tmp_path_factory.mktemp("many"), count=240, shard_size=5)
+
+
+@pytest.fixture(scope="module")
+def local_many(many: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("local-many") / "run"
+    scan(many, run, LocalEngine(2))
+    return run
+
+
+@pytest.fixture(scope="module")
+def ray_engine() -> Iterator[Engine]:
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    # Ray's workers import the test module's Faulty source by name.
+    path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), str(REPO / "tests"), path) if p
+    )
+    engine = make_engine("ray", workers=2)
+    try:
+        yield engine
+    finally:
+        engine.close()
+        if path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = path
+
+
+# ---------------------------------------------------------------- the same result
+
+
+def _scan_clean_sign(demo: DemoData, root: Path, engine: Engine, key: Path, ranks: int = 0) -> dict:
+    run = root / "run"
+    if ranks:
+        for rank in range(ranks):
+            scan(demo, run, engine, Split(rank, ranks))
+    else:
+        scan(demo, run, engine)
+    clean_run(run, root / "clean", engine=engine)
+    return {
+        **run_data(run),
+        "removals": sorted_table(run / "removals.parquet", ["shard", "key"]),
+        "copy": copy_digest(root / "clean"),
+        "receipt": receipt_root(run, key),
+    }
+
+
+@pytest.mark.ray
+def test_local_ray_and_two_ranks_give_the_same_run_copy_and_receipt(
+    demo_data: DemoData, ray_engine: Engine, tmp_path: Path
+) -> None:
+    run_cli("keygen", str(tmp_path / "keys"), check=True)
+    key = tmp_path / "keys" / "clearset.key"
+    local = _scan_clean_sign(demo_data, tmp_path / "local", LocalEngine(2), key)
+    assert 0 < local["counts"]["matches"]["items"] <= len(demo_data.planted())
+    assert local["removals"], "the demo's planted items are removed"
+    assert ray_engine.name == "ray"
+    assert _scan_clean_sign(demo_data, tmp_path / "ray", ray_engine, key) == local
+    assert _scan_clean_sign(demo_data, tmp_path / "ranks", LocalEngine(2), key, ranks=2) == local
+
+
+@pytest.mark.ray
+def test_many_small_shards_on_ray_equal_the_local_run(
+    many: DemoData, local_many: Path, ray_engine: Engine, tmp_path: Path
+) -> None:
+    result = scan(many, tmp_path / "run", ray_engine)
+    shards = len(list(many.webdataset.glob("*.tar")))
+    assert shards > 40 and result.shards_total == shards and result.shards_done == shards
+    assert run_data(tmp_path / "run") == run_data(local_many)
+
+
+def test_two_ranks_started_together_write_one_run_equal_to_the_local_run(
+    many: DemoData, local_many: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"  # neither rank finds it: both create it at once
+    command = [
+        sys.executable, "-m", "clearset.cli", "scan", str(many.webdataset), "--out", str(run),
+        "--list", str(many.pdq_list), "--list", str(many.md5_list), "--workers", "1",
+        "--world-size", "2", "--no-progress",
+    ]  # fmt: skip
+    ranks = [
+        subprocess.Popen(
+            [*command, "--rank", str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for r in range(2)
+    ]
+    outputs = [rank.communicate(timeout=300) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], outputs
+    assert run_data(run) == run_data(local_many)
+    assert sorted(p.name for p in (run / "ranks").iterdir()) == ["0-of-2.json", "1-of-2.json"]
+    assert not (run / ".finishing").exists()
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [entry["op"] for entry in history] == ["scan"], "the run is finished once"
+
+
+# ---------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("engine_name", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_worker_killed_mid_shard_is_retried_and_the_run_is_unchanged(
+    engine_name: str,
+    many: DemoData,
+    local_many: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    engine = request.getfixturevalue("ray_engine") if engine_name == "ray" else LocalEngine(2)
+    flag = tmp_path / "killed"
+    source = Faulty(open_source(str(many.webdataset)), "00007.tar", str(flag), "kill")
+    result = scan(many, tmp_path / "run", engine, source=source)
+    assert flag.exists(), "the worker was killed once"
+    assert Path(f"{flag}.log").read_text().count("try") == 2
+    # The shard killed once is tried again; on the local engine a worker's death also
+    # stops the pool, so the shard running beside it may be tried again too.
+    assert 1 <= result.retried <= 2 and not result.failures
+    assert run_data(tmp_path / "run") == run_data(local_many)
+    leftovers = [p for p in (tmp_path / "run").rglob(".tmp-*")]
+    assert leftovers == [], "the killed try's temporary files are gone"
+
+
+def test_local_engine_runs_tasks_a_broken_pool_never_began_exactly_once(tmp_path: Path) -> None:
+    tasks = [Task(str(n), f"t{n}", _count_and_maybe_die, (str(tmp_path), n)) for n in range(12)]
+    outcomes = list(LocalEngine(2).run(tasks, lambda *counts: None))
+    lost = [o.task.id for o in outcomes if o.lost]
+    done = sorted(int(o.task.id) for o in outcomes if o.ok)
+    assert lost == ["3"]
+    assert done == [n for n in range(12) if n != 3]
+    for n in done:
+        assert (tmp_path / f"{n}.runs").read_text() == "run\n", f"task {n} ran more than once"
+
+
+def _count_and_maybe_die(folder: str, number: int) -> int:
+    with open(os.path.join(folder, f"{number}.runs"), "a") as log:
+        log.write("run\n")
+    if number == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return number
+
+
+def test_a_shard_that_fails_every_try_is_reported_with_its_reason_and_retried_on_rerun(
+    many: DemoData, local_many: Path, tmp_path: Path
+) -> None:
+    flag = tmp_path / "failing"
+    flag.touch()
+    run = tmp_path / "run"
+    source = Faulty(open_source(str(many.webdataset)), "00011.tar", str(flag), "fail")
+    shards = len(list(many.webdataset.glob("*.tar")))
+    with pytest.raises(ScanIncomplete, match=f"1 of {shards} shards failed .*made to fail by the"):
+        run_scan(source, run, ScanSettings(), engine=LocalEngine(2), show_progress=False,
+                 match=lists_of(many), retries=2)  # fmt: skip
+    assert Path(f"{flag}.log").read_text().count("try") == 3, "one try and two retries"
+    failed = json.loads((run / "failed" / "00011.tar.json").read_text())
+    assert failed["attempts"] == 3 and "made to fail" in failed["error"]
+    status = run_status(run)
+    assert [f["shard"] for f in status["failed"]] == ["00011.tar"]
+    assert status["shards_done"] == shards - 1
+    assert not status["not_done"] and not status["finished"]
+
+    shown = run_cli("status", str(run))
+    assert shown.returncode == 1
+    assert "failed: 00011.tar: " in shown.stdout and "made to fail by the test" in shown.stdout
+    assert "re-run the same scan command" in shown.stdout
+
+    flag.unlink()  # the cause is fixed: the same command finishes the run
+    scan(many, run, LocalEngine(2), source=source)
+    assert not (run / "failed" / "00011.tar.json").exists()
+    assert run_data(run) == run_data(local_many)
+    assert run_cli("status", str(run)).returncode == 0
+
+
+# ---------------------------------------------------------------- status and options
+
+
+def test_status_of_a_half_done_array_job_says_which_ranks_to_run(
+    many: DemoData, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shards = len(list(many.webdataset.glob("*.tar")))
+    mine = len(range(1, shards, 3))
+    args = ["--list", str(many.pdq_list), "--world-size", "3", "--workers", "1", "--no-progress"]
+    first = run_cli("scan", str(many.webdataset), "--out", str(run), "--rank", "1", *args)
+    assert first.returncode == 0, first.stderr
+    assert f"rank 1 of 3: {mine} shards scanned now" in first.stdout
+    assert f"{mine} of {shards} shards of the run are done" in first.stdout
+    assert not (run / "matches.parquet").exists(), "the run is not finished by one rank"
+
+    shown = run_cli("status", str(run), "--json")
+    assert shown.returncode == 1
+    status = json.loads(shown.stdout)
+    assert status["shards"] == shards and status["shards_done"] == mine
+    assert len(status["not_done"]) == shards - mine and not status["failed"]
+    assert status["items"] == sum(
+        json.loads(m.read_text())["rows"] for m in (run / "markers").iterdir()
+    )
+    assert status["rerun_ranks"] == {"world_size": 3, "ranks": [0, 2]}
+    text = run_cli("status", str(run)).stdout
+    assert f"shards: {mine} done, 0 failed, {shards - mine} not done, of {shards}" in text
+    assert "--world-size 3 --rank 0, 2" in text
+
+    # A run that is not finished backs no clean, and says why.
+    refused = run_cli("clean", str(run), "--to", str(tmp_path / "clean"))
+    assert refused.returncode != 0 and "the scan is not finished" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--rank", "2", "--world-size", "2"], "--rank 2: must be 0 to 1 for --world-size 2"),
+        (["--rank", "0"], "--rank and --world-size go together"),
+        (["--rank", "0", "--world-size", "0"], "--world-size 0: must be 1 or more"),
+        (["--engine", "spark"], "--engine spark: unknown engine (known: local, ray)"),
+        (["--address", "auto"], "--address: only with --engine ray"),
+        (
+            ["--rank", "0", "--world-size", "2", "--clean-to", "CLEAN"],
+            "--clean-to with --rank: clean once every rank is done",
+        ),
+    ],
+)
+def test_bad_scale_out_options_are_one_line_errors_that_write_nothing(
+    demo_data: DemoData, tmp_path: Path, args: list[str], problem: str
+) -> None:
+    args = [a.replace("CLEAN", str(tmp_path / "clean")) for a in args]
+    proc = run_cli(
+        "scan", str(demo_data.webdataset), "--out", str(tmp_path / "run"),
+        "--list", str(demo_data.md5_list), *args,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("clearset: error:")]
+    assert len(errors) == 1 and problem in errors[0], proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "clean").exists()
+
+
+def test_ray_is_optional_and_asking_for_it_without_it_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, clearset.cli, clearset.runs, clearset.engines; "
+         "print('ray' in sys.modules)"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.stdout.strip() == "False", proc.stderr
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(InputError, match=r"pip install 'clearset\[ray\]'"):
+        make_engine("ray")
