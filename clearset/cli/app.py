@@ -23,7 +23,7 @@ from clearset.matching.matcher import ListSpec, MatchSettings
 #: command not named here comes after these, in the order it was registered, before demo.
 COMMAND_ORDER = (
     "scan", "match", "clean", "report", "keygen", "receipt", "prove", "verify",
-    "diff-receipts", "apply-removals", "hash",
+    "diff-receipts", "document", "apply-removals", "hash",
 )  # fmt: skip
 LAST_COMMANDS = ("demo",)
 
