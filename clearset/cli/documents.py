@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,8 @@ CHECK_COMPLETE, CHECK_GAPS = 0, 1
 @app.command("document")
 def document(
     run_dir: Annotated[
-        Path | None, typer.Argument(help="A cleaned run folder (receipt recommended).")
+        Path | None,
+        typer.Argument(metavar="RUN", help="A cleaned run folder (receipt recommended)."),
     ] = None,
     fmt: Annotated[
         str | None,
@@ -47,11 +49,13 @@ def document(
         ),
     ] = None,
 ) -> None:
-    """Write a training-data document (EU AI Act summary, AB 2013, Croissant, data card)
-    for a run's cleaned copy: a draft for the operator's legal review.
+    """Write a training-data document for a run's cleaned copy, or list a document's gaps.
 
-    Numbers come from the run's report, with the receipt and the lists by identity;
-    what clearset cannot know comes from --answers or is written as `GAP: ...`.
+    Formats: the EU AI Act's public summary (eu-ai-act), California's AB 2013 items
+    (ab2013), Croissant JSON-LD (croissant) and a Hugging Face data card (datacard), each a
+    draft for the operator's legal review. Numbers come from the run's report, with the
+    receipt and the lists by identity; what clearset cannot know comes from --answers or
+    is written as a `GAP:` line saying what a person must supply.
     """
     if check is not None:
         if run_dir is not None or fmt is not None or dest is not None or answers is not None:
@@ -83,5 +87,10 @@ def _check(path: Path) -> None:
 
 
 def demo_documents(run_dir: Path) -> list[Path]:
-    """The demo's four documents, with no answers: every gap shows."""
-    return write_documents(run_dir, list(FORMATS))
+    """The demo's four documents, with no answers (every gap shows); prints each path
+    after the command that writes it by hand."""
+    paths = write_documents(run_dir, list(FORMATS))
+    for fmt, path in zip(FORMATS, paths, strict=True):
+        out.print("\n$ " + shlex.join(["clearset", "document", str(run_dir), "--format", fmt]))
+        out.print(f"{fmt}: {path} (a draft for legal review: GAP lines are for a person)")
+    return paths

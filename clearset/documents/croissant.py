@@ -235,7 +235,7 @@ def _file_object(root: Path, name: str) -> dict[str, Any]:
         "name": name,
         "contentUrl": name,
         "contentSize": f"{size} B",
-        "encodingFormat": ENCODINGS.get(PurePosixPath(name).suffix.lower(), "application/octet-stream"),
+        "encodingFormat": _encoding(PurePosixPath(name).suffix.lower()),
         "sha256": sha256,
     }
 
@@ -250,9 +250,13 @@ def _file_set(identifier: str, glob: str, ext: str, names: list[str]) -> dict[st
         "description": f"The {number(len(names))} {ext or 'extension-less'} files of the "
         "cleaned copy (each listed with its SHA-256 as a FileObject above, when there are "
         f"at most {number(MAX_FILE_OBJECTS)} files).",
-        "encodingFormat": ENCODINGS.get(ext, "application/octet-stream"),
+        "encodingFormat": _encoding(ext),
         "includes": pattern,
     }
+
+
+def _encoding(ext: str) -> str:
+    return ENCODINGS.get(ext, "application/octet-stream")
 
 
 def _parquet_fields(schema: pa.Schema) -> list[tuple[str, str]]:

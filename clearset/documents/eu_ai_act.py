@@ -45,8 +45,10 @@ def render(facts: RunFacts) -> str:
         "### 1.1 Provider identification",
         _items(
             [
-                ("Provider name and contact details", f"{a.fill('provider.name')}; "
-                 f"{a.fill('provider.contact')}"),
+                (
+                    "Provider name and contact details",
+                    f"{a.fill('provider.name')}; {a.fill('provider.contact')}",
+                ),
                 ("Authorised representative", a.fill("provider.representative")),
             ]
         ),  # fmt: skip
@@ -55,16 +57,17 @@ def render(facts: RunFacts) -> str:
             [
                 ("Versioned model name(s)", a.fill("model.name")),
                 ("Model dependencies", a.fill("model.dependencies")),
-                ("Date of placement of the model on the Union market",
-                 a.fill("model.market_date")),
+                ("Date of placement of the model on the Union market", a.fill("model.market_date")),
             ]
         ),  # fmt: skip
         "### 1.3 Modalities, overall training data size and other characteristics",
         _items(
             [
                 ("Modality", "Image" + _caption_note(facts)),
-                ("Training data size (images)", f"{facts.size_band()} "
-                 f"({number(facts.items_kept)} items in the cleaned copy)"),
+                (
+                    "Training data size (images)",
+                    f"{facts.size_band()} ({number(facts.items_kept)} items in the cleaned copy)",
+                ),
                 ("Types of content", _content_types(facts)),
                 ("Latest date of data collection", _latest_collection(facts)),
                 ("Other relevant characteristics", a.fill("dataset.description")),
@@ -76,8 +79,10 @@ def render(facts: RunFacts) -> str:
         "### 2.2 Private non-publicly available datasets obtained from third parties",
         _items(
             [
-                ("Data sets licensed or otherwise obtained from third parties",
-                 a.fill("dataset.private_datasets")),
+                (
+                    "Data sets licensed or otherwise obtained from third parties",
+                    a.fill("dataset.private_datasets"),
+                ),
                 ("Purchased or licensed", a.fill("dataset.purchased_or_licensed")),
             ]
         ),  # fmt: skip
@@ -90,8 +95,11 @@ def render(facts: RunFacts) -> str:
         "### 2.6 Other sources of data",
         _items(
             [
-                ("This data set", f"the source {facts.source_name!r} ({facts.source_kind}); "
-                 f"its owners: {a.fill('dataset.owners')}"),
+                (
+                    "This data set",
+                    f"the source {facts.source_name!r} ({facts.source_kind}); "
+                    f"its owners: {a.fill('dataset.owners')}",
+                ),
                 ("Other sources", a.fill("dataset.other_sources")),
             ]
         ),  # fmt: skip
@@ -101,8 +109,8 @@ def render(facts: RunFacts) -> str:
         _opt_out(facts),
         "### 3.2 Removal of illegal content",
         "Illegal content was screened for by matching every item against hash lists of "
-        f"known material supplied by the operator ({facts.answers.fill('dataset.lists_description')}). "
-        + removal_paragraph(facts),
+        "known material supplied by the operator "
+        f"({facts.answers.fill('dataset.lists_description')}). " + removal_paragraph(facts),
         lists_table(facts),
         verify_paragraph(facts),
         "### 3.3 Other information",

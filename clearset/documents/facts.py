@@ -342,6 +342,14 @@ class RunFacts:
         return answered or gap("dataset.collection_period")
 
     def receipt_text(self) -> str:
+        if self.receipt is not None and self.receipt.size == 0 and self.items_kept:
+            return (
+                f"receipt digest {self.receipt.digest}, Merkle root {self.receipt.root} over no "
+                "item: the run held no bytes of its items (URLs and hashes only), so the "
+                "receipt vouches for the lists, the counts and the removed-items commitment, "
+                "and proves no single item's presence; signed by key "
+                f"{', '.join(self.receipt.key_ids)}"
+            )
         if self.receipt is None:
             return (
                 f"{GAP_PREFIX}a signed receipt over the cleaned copy, to cite here "
@@ -660,8 +668,8 @@ def figures_section(facts: RunFacts, heading: str = "##") -> str:
     return (
         f"{heading} Figures from the run\n\n"
         "Each number equals the named field of the run's report "
-        "(`clearset report RUN` writes it to RUN/report.json).\n\n"
-        + md_table(["figure", "number", "report.json field"], rows)
+        "(`clearset report RUN` writes it to RUN/report.json; a status it leaves out "
+        "counts 0).\n\n" + md_table(["figure", "number", "report.json field"], rows)
     )
 
 
