@@ -439,6 +439,7 @@ def test_not_a_run_folder(tmp_path: Path) -> None:
         ("dataset:\n  licence: CC-BY\n", "did you mean 'dataset.license'"),
         ("owner: someone\n", "unknown section 'owner'"),
         ("dataset:\n  license: ''\n", "is empty"),
+        ("dataset:\n  license:\n", "dataset.license is empty"),
         ("dataset:\n  source_version: v2\n", "MAJOR.MINOR.PATCH"),
         ("- a list\n", "mapping"),
     ],

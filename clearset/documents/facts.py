@@ -183,9 +183,11 @@ def load_answers(path: str | Path | None) -> Answers:
 
 
 def _answer_text(path: Path, key: str, value: Any) -> str:
+    if value is None:
+        raise InputError(f"{path}: {key} is empty; leave the key out to keep its gap")
     if isinstance(value, list) and value and all(_is_scalar(v) for v in value):
         text = "; ".join(str(v).strip() for v in value)
-    elif _is_scalar(value) and value is not None:
+    elif _is_scalar(value):
         text = value.isoformat() if isinstance(value, date) else str(value).strip()
     else:
         raise InputError(f"{path}: {key} must be text (or a list of texts)")
