@@ -26,7 +26,7 @@ from clearset.stages.match import MatchJob
 #: command not named here comes after these, in the order it was registered, before demo.
 COMMAND_ORDER = (
     "scan", "match", "clean", "report", "keygen", "receipt", "prove", "verify",
-    "diff-receipts", "apply-removals", "status", "hash",
+    "diff-receipts", "document", "apply-removals", "status", "hash",
 )  # fmt: skip
 LAST_COMMANDS = ("demo",)
 

@@ -330,6 +330,9 @@ def demo(
     _, html = write_report(run_dir)
     out.print(f"report: {html}")
     _demo_receipt(out_dir, run_dir)
+    from clearset.cli.documents import demo_documents
+
+    demo_documents(run_dir)
 
 
 def _say(*argv: object) -> None:
