@@ -24,7 +24,7 @@ import yaml
 from clearset.demo import DemoData, demo_items, write_webdataset
 from clearset.documents import FORMATS, QUESTIONS, check_document, write_documents
 from clearset.documents.facts import GAP_PATTERN, load_answers
-from clearset.engines import MatchJob, ScanSettings, run_scan
+from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.errors import ClearsetError, InputError, OutputError, RunFolderError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair

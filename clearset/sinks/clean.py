@@ -69,6 +69,7 @@ CLEAN_OUTPUTS = (
     "tree.bin",
     "report.json",
     "report.html",
+    "documents",  # `clearset document` drafts describe one clean and cite its receipt
 )
 
 
