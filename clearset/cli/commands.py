@@ -62,8 +62,9 @@ def scan(
     rank: Annotated[
         int | None,
         typer.Option(
-            help="In an array job: scan only shards RANK, RANK + N, ... of N = --world-size "
-            "(e.g. $SLURM_ARRAY_TASK_ID); the last rank to end finishes the run.",
+            help="In an array job: scan only every Nth shard (N = --world-size) from shard "
+            "number RANK, counting from 0 (e.g. $SLURM_ARRAY_TASK_ID); the last rank to end "
+            "finishes the run.",
         ),
     ] = None,
     world_size: Annotated[
