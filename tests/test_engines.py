@@ -374,3 +374,20 @@ def test_ray_is_optional_and_asking_for_it_without_it_says_what_to_install(
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(InputError, match=r"pip install 'clearset\[ray\]'"):
         make_engine("ray")
+
+
+@pytest.mark.parametrize("option", ["--out", "--clean-to"])
+def test_an_output_given_as_a_url_is_refused_not_written_to_a_local_folder(
+    demo_data: DemoData, tmp_path: Path, option: str
+) -> None:
+    args = {"--out": str(tmp_path / "run"), "--clean-to": str(tmp_path / "clean")}
+    args[option] = "s3://bucket/somewhere"
+    proc = subprocess.run(
+        [sys.executable, "-m", "clearset.cli", "scan", str(demo_data.webdataset),
+         "--list", str(demo_data.md5_list), "--out", args["--out"],
+         "--clean-to", args["--clean-to"]],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"clearset: error: {option} s3:/bucket/somewhere: outputs must be a local" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing written anywhere"

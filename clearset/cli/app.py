@@ -6,8 +6,10 @@ interpret no rich markup, so `run[1]` or a list named `[/]x` prints as given.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import click
@@ -89,6 +91,22 @@ WorkersOpt = Annotated[
     int | None,
     typer.Option("--workers", "-w", min=1, help="Worker processes (default: one per core)."),
 ]
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def local_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Outputs go to a local or shared POSIX path, never to a URL: completion markers rely
+    on an atomic rename, which object stores do not offer (and a Path would quietly make
+    a local folder named `s3:`)."""
+    if value is not None and _URL.match(str(value)):
+        option = (param.opts or [param.name or "path"])[0]
+        raise InputError(
+            f"{option} {value}: outputs must be a local or shared folder (NFS, Lustre, a "
+            "mounted bucket), not a URL; sources may be URLs"
+        )
+    return value
+
+
 EngineOpt = Annotated[
     str,
     typer.Option(

@@ -16,12 +16,16 @@ from clearset.cli.app import (
     app,
     console,
     engine_for,
+    local_folder,
     out,
     show_progress,
 )
 from clearset.runs.tasks import DEFAULT_RETRIES
 
-ToOpt = Annotated[Path, typer.Option("--to", help="Destination folder for the cleaned copy.")]
+ToOpt = Annotated[
+    Path,
+    typer.Option("--to", help="Destination folder for the cleaned copy.", callback=local_folder),
+]
 LinkOpt = Annotated[
     bool, typer.Option(help="Hard-link unchanged files instead of copying (same filesystem).")
 ]

@@ -27,6 +27,7 @@ from clearset.cli.app import (
     app,
     console,
     engine_for,
+    local_folder,
     match_job,
     out,
     show_progress,
@@ -48,7 +49,9 @@ from clearset.sources import SOURCE_KINDS, absolute_url, detect, is_folder, open
 @app.command()
 def scan(
     source: Annotated[str, typer.Argument(help="Folder, tar shards, parquet, or fsspec URL.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder to write.", callback=local_folder)
+    ],
     kind: Annotated[
         str | None, typer.Option(help=f"Source kind: {', '.join(SOURCE_KINDS)} (default: detect).")
     ] = None,
@@ -83,7 +86,10 @@ def scan(
     progress: ProgressOpt = None,
     clean_to: Annotated[
         Path | None,
-        typer.Option(help="Also write the source without matched items here, in the same pass."),
+        typer.Option(
+            help="Also write the source without matched items here, in the same pass.",
+            callback=local_folder,
+        ),
     ] = None,
     drop_undecodable: Annotated[
         bool, typer.Option(help="With --clean-to: also remove undecodable items.")
