@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clearset.errors import RunFolderError
+from clearset.errors import OutputError, RunFolderError
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.lists.model import HashList, ListIdentity, list_digest, sort_unique, url_sha256
 from clearset.matching import shared
@@ -439,3 +439,15 @@ def test_an_empty_folder_is_filled_and_an_absent_parent_made(
     save_matcher(fresh(lists), tmp_path / "a" / "b" / "index")
     for folder in (tmp_path / "empty", tmp_path / "a" / "b" / "index"):
         assert open_matcher(folder).match_table(manifest).num_rows > 0
+
+
+def test_a_place_that_cannot_take_the_folder_is_one_line(
+    lists_and_manifest: tuple[list[HashList], pa.Table], tmp_path: Path
+) -> None:
+    lists, _ = lists_and_manifest
+    (tmp_path / "a-file").write_text("not a folder")
+    folder = tmp_path / "a-file" / "index"
+    with pytest.raises(OutputError, match="cannot write the list index") as caught:
+        save_matcher(fresh(lists), folder)
+    assert str(caught.value).startswith(f"{folder}: ")
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from clearset.errors import ClearsetError, RunFolderError
+from clearset.errors import ClearsetError, OutputError, RunFolderError
 from clearset.lists.model import HASH_BYTES, HashList, ListIdentity, first_key, list_digest
 from clearset.matching.matcher import Matcher, MatchSettings
 from clearset.matching.pdq_index import (
@@ -118,26 +118,31 @@ def save_matcher(matcher: Matcher, folder: Path) -> None:
     If `folder` already holds a complete save, nothing is done. Several processes may call
     this for the same folder at once: one rename wins, the others remove their own copy.
     A damaged `folder` raises `RunFolderError` (delete it and run again); so does one
-    saved for other lists (`matcher_key` differs): the folder is named by the key.
+    saved for other lists (`matcher_key` differs): the folder is named by the key. A
+    place that cannot take the files (disk full, no permission) raises `OutputError`.
     """
     folder = Path(folder)
     key = matcher_key(matcher)
     if _present(folder):
         _check_existing(folder, key)
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # mkdtemp: a fresh name per writer, and mode 0700: the files are the operator's list.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.writing-", dir=folder.parent))
+    tmp: Path | None = None
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # mkdtemp: a fresh name per writer, and mode 0700: the files are the operator's list.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.writing-", dir=folder.parent))
         _write(matcher, key, tmp)
-        try:
-            os.rename(tmp, folder)
-        except OSError as exc:
-            if exc.errno not in _TAKEN_ERRNOS:
-                raise
-            _check_existing(folder, key)  # another writer won: use theirs, if it is whole
+        os.rename(tmp, folder)
+    except OSError as exc:
+        if exc.errno not in _TAKEN_ERRNOS or tmp is None or not folder.is_dir():
+            problem = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise OutputError(
+                f"{folder}: cannot write the list index: {problem}; free some space or "
+                "fix the folder's permissions, and run again"
+            ) from exc
+        _check_existing(folder, key)  # another writer won: use theirs, if it is whole
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
