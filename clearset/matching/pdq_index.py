@@ -26,6 +26,8 @@ Either way the result is exactly `reference.brute_force_search`'s, in the same o
 Memory: the entries (32 bytes each) plus, per chunk, 4 bytes per entry and a
 `4 * 2**b`-byte offsets table: ~1.1 GiB at ten million entries. The index keeps a
 reference to the `entries` array it was given (no copy); do not modify that array later.
+`PDQIndex.from_arrays` adopts arrays built before (e.g. memory-mapped from files that
+every worker of a machine shares, `clearset.matching.shared`) without rebuilding them.
 """
 
 from __future__ import annotations
