@@ -116,12 +116,22 @@ def threshold_of(hash_list: HashList, settings: MatchSettings) -> int:
 
 
 class Matcher:
-    """Lists loaded once, PDQ indexes built once; then any number of manifest batches."""
+    """Lists loaded once, PDQ indexes built once; then any number of manifest batches.
 
-    def __init__(self, lists: list[HashList], settings: MatchSettings | None = None) -> None:
+    `indexes` (list number -> index) are PDQ indexes built before, e.g. mapped from a
+    folder by `clearset.matching.shared.open_matcher`; the others are built on first use.
+    """
+
+    def __init__(
+        self,
+        lists: list[HashList],
+        settings: MatchSettings | None = None,
+        *,
+        indexes: dict[int, PDQIndex] | None = None,
+    ) -> None:
         self.lists = lists
         self.settings = settings or MatchSettings()
-        self._indexes: dict[int, PDQIndex] = {}
+        self._indexes: dict[int, PDQIndex] = dict(indexes or {})
 
     def _index(self, number: int) -> PDQIndex:
         if number not in self._indexes:

@@ -26,6 +26,8 @@ Either way the result is exactly `reference.brute_force_search`'s, in the same o
 Memory: the entries (32 bytes each) plus, per chunk, 4 bytes per entry and a
 `4 * 2**b`-byte offsets table: ~1.1 GiB at ten million entries. The index keeps a
 reference to the `entries` array it was given (no copy); do not modify that array later.
+`PDQIndex.from_arrays` adopts arrays built before (e.g. memory-mapped from files that
+every worker of a machine shares, `clearset.matching.shared`) without rebuilding them.
 """
 
 from __future__ import annotations
@@ -303,6 +305,46 @@ def _flip_masks(bits: int, radius: int) -> np.ndarray:
     return np.array(masks, dtype=np.int64)
 
 
+def index_layout(
+    n_entries: int, *, chunks: int = DEFAULT_CHUNKS, chunk_bits: int | None = None
+) -> tuple[int, int]:
+    """(chunks, bits per chunk) of the index `PDQIndex` builds over `n_entries` hashes."""
+    if n_entries > _MAX_ENTRIES:
+        raise InputError(f"entries: at most {_MAX_ENTRIES} hashes per index, got {n_entries}")
+    if not 1 <= chunks <= PDQ_BITS // MIN_CHUNK_BITS:
+        raise InputError(f"chunks: must be 1..{PDQ_BITS // MIN_CHUNK_BITS}, got {chunks}")
+    # Buckets of about a quarter of an entry: a probe that finds an empty bucket costs
+    # one cache miss, a candidate two (its row, then its hash), so somewhat wider
+    # chunks than log2(N) pay for their extra probes (measured: bench/match.py).
+    wanted_bits = math.ceil(math.log2(max(n_entries, 2))) + _EXTRA_CHUNK_BITS
+    if chunk_bits is not None:
+        wanted_bits = chunk_bits
+    return chunks, max(MIN_CHUNK_BITS, min(wanted_bits, MAX_CHUNK_BITS, PDQ_BITS // chunks))
+
+
+def _chunk_starts(chunks: int) -> np.ndarray:
+    return np.arange(chunks, dtype=np.int64) * (PDQ_BITS // chunks)
+
+
+def build_index_arrays(entries: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> None:
+    """Fill `offsets` (zeros, uint32[chunks, 2**bits + 1]) and `rows` (uint32[chunks, N])
+    with the index of `entries`, in place.
+
+    For callers that want the arrays somewhere other than this process's heap (a
+    memory-mapped file that several processes then share: `clearset.matching.shared`).
+    """
+    entries = check_pdq_array(entries, "entries")
+    chunks, width = offsets.shape
+    bits = width.bit_length() - 1
+    if (1 << bits) + 1 != width or rows.shape != (chunks, len(entries)):
+        raise InputError(
+            f"index arrays: offsets {offsets.shape} and rows {rows.shape} do not fit "
+            f"{len(entries)} entries"
+        )
+    if len(entries):
+        _build_chunks(entries.view(np.uint64), _chunk_starts(chunks), bits, offsets, rows)
+
+
 class PDQIndex:
     """Exact Hamming range search over a list of packed PDQ hashes (uint8[N, 32])."""
 
@@ -310,28 +352,64 @@ class PDQIndex:
         self, entries: np.ndarray, *, chunks: int = DEFAULT_CHUNKS, chunk_bits: int | None = None
     ) -> None:
         entries = check_pdq_array(entries, "entries")
-        if len(entries) > _MAX_ENTRIES:
+        chunks, bits = index_layout(len(entries), chunks=chunks, chunk_bits=chunk_bits)
+        offsets = np.zeros((chunks, (1 << bits) + 1), dtype=np.uint32)
+        rows = np.empty((chunks, len(entries)), dtype=np.uint32)
+        build_index_arrays(entries, offsets, rows)
+        self._adopt(entries, offsets, rows)
+
+    @classmethod
+    def from_arrays(cls, entries: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> PDQIndex:
+        """An index over arrays built before (by `build_index_arrays` or another index's
+        `arrays`), used as they are: no rebuild and no copy, so read-only memory-mapped
+        arrays stay shared between processes.
+
+        Shapes, dtypes and the cheap invariants (each chunk's offsets run from 0 to N) are
+        checked; the rows themselves are trusted, as the arrays of a constructor are.
+        """
+        if not all(isinstance(a, np.ndarray) for a in (entries, offsets, rows)):
+            raise InputError("index arrays: expected numpy arrays")
+        if entries.dtype != np.uint8 or entries.ndim != 2 or entries.shape[1] != PDQ_BITS // 8:
             raise InputError(
-                f"entries: at most {_MAX_ENTRIES} hashes per index, got {len(entries)}"
+                f"index entries: expected uint8[N, 32], got {entries.dtype}{entries.shape}"
             )
-        if not 1 <= chunks <= PDQ_BITS // MIN_CHUNK_BITS:
-            raise InputError(f"chunks: must be 1..{PDQ_BITS // MIN_CHUNK_BITS}, got {chunks}")
+        for what, array in (("offsets", offsets), ("rows", rows)):
+            if array.dtype != np.uint32 or array.ndim != 2 or not array.flags.c_contiguous:
+                raise InputError(
+                    f"index {what}: expected C-contiguous uint32[chunks, M], "
+                    f"got {array.dtype}{array.shape}"
+                )
+        if not entries.flags.c_contiguous:
+            raise InputError("index entries: expected a C-contiguous array")
+        chunks, width = offsets.shape
+        _, bits = index_layout(len(entries), chunks=chunks, chunk_bits=width.bit_length() - 1)
+        if (
+            (1 << bits) + 1 != width
+            or rows.shape != (chunks, len(entries))
+            or offsets[:, 0].any()
+            or (offsets[:, -1] != len(entries)).any()
+        ):
+            raise InputError(
+                f"index arrays: offsets {offsets.shape} and rows {rows.shape} are not an "
+                f"index of {len(entries)} entries"
+            )
+        index = cls.__new__(cls)
+        index._adopt(entries, offsets, rows)
+        return index
+
+    def _adopt(self, entries: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> None:
         self._entries = entries
         self._words = entries.view(np.uint64)
-        # Buckets of about a quarter of an entry: a probe that finds an empty bucket costs
-        # one cache miss, a candidate two (its row, then its hash), so somewhat wider
-        # chunks than log2(N) pay for their extra probes (measured: bench/match.py).
-        wanted_bits = math.ceil(math.log2(max(len(entries), 2))) + _EXTRA_CHUNK_BITS
-        if chunk_bits is not None:
-            wanted_bits = chunk_bits
-        self._bits = max(MIN_CHUNK_BITS, min(wanted_bits, MAX_CHUNK_BITS, PDQ_BITS // chunks))
-        spacing = PDQ_BITS // chunks
-        self._starts = np.arange(chunks, dtype=np.int64) * spacing
-        self._offsets = np.zeros((chunks, (1 << self._bits) + 1), dtype=np.uint32)
-        self._rows = np.empty((chunks, len(entries)), dtype=np.uint32)
-        if len(entries):
-            _build_chunks(self._words, self._starts, self._bits, self._offsets, self._rows)
+        self._bits = offsets.shape[1].bit_length() - 1
+        self._starts = _chunk_starts(offsets.shape[0])
+        self._offsets = offsets
+        self._rows = rows
         self._flips: dict[int, np.ndarray] = {}
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that are the whole index: what `from_arrays` takes back."""
+        return {"entries": self._entries, "offsets": self._offsets, "rows": self._rows}
 
     def __len__(self) -> int:
         return len(self._entries)
