@@ -391,3 +391,21 @@ def test_an_output_given_as_a_url_is_refused_not_written_to_a_local_folder(
     assert proc.returncode == 2
     assert f"clearset: error: {option} s3:/bucket/somewhere: outputs must be a local" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing written anywhere"
+
+
+def test_the_lists_are_loaded_once_and_workers_map_the_index_which_is_gone_after(
+    demo_data: DemoData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clearset.stages.match as stage
+
+    loads: list[str] = []
+    opened: list[Path] = []
+    real_load, real_open = ListSpec.load, stage.open_matcher
+    monkeypatch.setattr(ListSpec, "load", lambda spec: loads.append(spec.path) or real_load(spec))
+    monkeypatch.setattr(stage, "open_matcher", lambda f: opened.append(f) or real_open(f))
+    run = tmp_path / "run"
+    scan(demo_data, run, LocalEngine(1))  # in this process, so the patches see the tasks
+    assert sorted(loads) == sorted([str(demo_data.pdq_list), str(demo_data.md5_list)])
+    assert opened and all(f.parent == run / ".list-index" for f in opened)
+    assert not (run / ".list-index").exists(), "no copy of a list outlives the scan"
+    assert run_data(run)["counts"]["matches"]["items"] > 0

@@ -17,7 +17,7 @@ from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runs.scan import gather_matches, matching_record
 from clearset.runs.tasks import DEFAULT_RETRIES, run_tasks
 from clearset.sinks.atomic import write_json_atomic
-from clearset.stages.match import MatchJob, match_task
+from clearset.stages.match import MatchJob, drop_shared_index, match_task
 
 
 def run_match(
@@ -46,6 +46,9 @@ def run_match(
     matcher = match.matcher()  # fail early on a bad list
     if any(spec.path.startswith("memory://") for spec in match.lists):
         engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
+    else:
+        # Every worker maps one built index instead of loading the lists again.
+        match, matcher = match.share(run.path, matcher)
     engine = engine or LocalEngine(workers)
     staging = RunFolder(run.path / f".tmp-match-{os.getpid()}")
     shutil.rmtree(staging.path, ignore_errors=True)
@@ -87,6 +90,7 @@ def run_match(
         os.replace(staging.matches_dir, run.matches_dir)
     finally:
         shutil.rmtree(staging.path, ignore_errors=True)
+        drop_shared_index(run.path)
     summary = gather_matches(run, matcher)
     info["settings"]["matching"] = matching_record(matcher)
     info.setdefault("counts", {})["matches"] = summary

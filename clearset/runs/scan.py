@@ -42,7 +42,7 @@ from clearset.sinks.clean import (
     refuse_overlap,
 )
 from clearset.sources.base import ShardRef, Source
-from clearset.stages.match import MatchJob
+from clearset.stages.match import MatchJob, drop_shared_index
 from clearset.stages.scan import ScanSettings, scan_task
 
 #: RUN/failed/<shard>.json: why a shard failed every try (removed once it is done).
@@ -146,10 +146,12 @@ def run_scan(
             if created:
                 shutil.rmtree(run.path, ignore_errors=True)  # refused before any work
             raise
+    if match is not None and not _in_memory(source, match):
+        # Every worker maps one built index instead of loading the lists again.
+        match, matcher = match.share(run.path, matcher)
     mine = split.take(shards) if split is not None else shards
     pending = [s for s in mine if not run.is_done(s.id) or not _cleaned(s, clean)]
-    in_memory = [source.url] + [spec.path for spec in (match.lists if match else ())]
-    if any(url.startswith("memory://") for url in in_memory):
+    if _in_memory(source, match):
         engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
     engine = engine or LocalEngine(workers)
     started = time.monotonic()
@@ -177,6 +179,7 @@ def run_scan(
             )
     except BaseException:
         if split is None:
+            drop_shared_index(run.path)
             # The workers are stopped by now and each removed its own temporary file,
             # unless it was killed inside a long call; this scan is the run folder's only
             # writer, so what is left under a temporary name is swept here.
@@ -212,6 +215,7 @@ def finish_scan(
     created: bool = False,
 ) -> ScanResult:
     """Gather what the shards wrote, account for the scan, and write run.json."""
+    drop_shared_index(run.path)
     info = run.read_info()
     failed = failed_shards(run, shards)
     result.counts = summarise_markers(run)
@@ -248,6 +252,11 @@ def finish_scan(
             f"see `clearset status {run.path}` for what to re-run"
         )
     return result
+
+
+def _in_memory(source: Source, match: MatchJob | None) -> bool:
+    urls = [source.url] + [spec.path for spec in (match.lists if match else ())]
+    return any(url.startswith("memory://") for url in urls)
 
 
 def _raise_failures(result: ScanResult, planned: int) -> None:

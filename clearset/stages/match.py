@@ -2,28 +2,60 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from clearset.matching.matcher import MATCH_SCHEMA, ListSpec, Matcher, MatchSettings
+from clearset.matching.shared import (
+    SHARED_FOLDER_PREFIX,
+    matcher_key,
+    open_matcher,
+    shared_matcher,
+)
 from clearset.runfolder import RunFolder
 from clearset.sinks.atomic import atomic_path
 
 _worker_matcher: tuple[MatchJob, Matcher] | None = None
 
 
+#: In a run folder while a scan or match runs: the lists' built index, which every worker
+#: on every machine maps read-only (the page cache holds it once per machine). It holds
+#: the lists' entries, so it is removed when the command ends (see `drop_shared_index`).
+SHARED_INDEX_DIR = ".list-index"
+
+
 @dataclass(frozen=True)
 class MatchJob:
-    """Which lists to match and how: small, picklable, loaded where it is used."""
+    """Which lists to match and how: small, picklable, loaded where it is used.
+
+    With `index` (set by `share`), workers map the index the driver built instead of
+    loading the lists and building it again each."""
 
     lists: tuple[ListSpec, ...]
     settings: MatchSettings
+    index: str | None = None
 
     def matcher(self) -> Matcher:
+        if self.index is not None:
+            return open_matcher(Path(self.index))
         return Matcher([hl for spec in self.lists for hl in spec.load()], self.settings)
+
+    def share(self, run_dir: Path, built: Matcher) -> tuple[MatchJob, Matcher]:
+        """Save the lists' index (`built` from this job) in the run folder, and return the
+        job that maps it, with the mapped matcher for the driver's own use (drop `built`)."""
+        mapped = shared_matcher(built, run_dir / SHARED_INDEX_DIR)
+        folder = run_dir / SHARED_INDEX_DIR / f"{SHARED_FOLDER_PREFIX}{matcher_key(mapped)}"
+        return replace(self, index=str(folder)), mapped
+
+
+def drop_shared_index(run_dir: Path) -> None:
+    """Remove the lists' index from the run folder: no copy of a list outlives the command
+    (workers still mapping it keep their pages until they exit)."""
+    shutil.rmtree(run_dir / SHARED_INDEX_DIR, ignore_errors=True)
 
 
 def worker_matcher(job: MatchJob | None) -> Matcher | None:
