@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -409,3 +410,31 @@ def test_the_lists_are_loaded_once_and_workers_map_the_index_which_is_gone_after
     assert opened and all(f.parent == run / ".list-index" for f in opened)
     assert not (run / ".list-index").exists(), "no copy of a list outlives the scan"
     assert run_data(run)["counts"]["matches"]["items"] > 0
+
+
+@pytest.mark.ray
+def test_a_ray_driver_killed_mid_run_resumes_to_the_local_result(
+    many: DemoData, local_many: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "clearset.cli", "scan", str(many.webdataset), "--out", str(run),
+        "--list", str(many.pdq_list), "--list", str(many.md5_list), "--engine", "ray",
+        "--workers", "2", "--no-progress",
+    ]  # fmt: skip
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((run / "markers").glob("*.done.json")) and time.monotonic() < deadline:
+            assert driver.poll() is None, "the scan ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        driver.kill()
+        driver.wait(timeout=60)
+    done = len(list((run / "markers").glob("*.done.json")))
+    shards = len(list(many.webdataset.glob("*.tar")))
+    assert 0 < done < shards, "killed mid-run"
+    assert not json.loads((run / "run.json").read_text())["finished"]
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_data(run) == run_data(local_many)
