@@ -4,7 +4,7 @@
 
 Scans one demo webdataset (matched against the demo's PDQ and MD5 lists, as `clearset
 scan --list` does) with `--engine local` and with `--engine ray` (a Ray instance started
-here) at each worker count. Prints items/s, each Ray figure as a ratio to the local
+here) at each worker count. Prints images/s (an image with its caption and .json is one item), each Ray figure as a ratio to the local
 engine's at the same worker count (the baseline measured in the same run, since these
 machines are noisy), Ray's start-up cost (starting the instance, and the first task's
 wait for its worker), and checks that every run's manifest and matches equal the first.
@@ -79,12 +79,15 @@ def main() -> None:
                     seconds = time.perf_counter() - began
                 finally:
                     engine.close()
-                rate = result.counts["items"] / seconds
+                # Images, not rows: each image's caption and .json are rows of their own.
+                status = result.counts["status"]
+                images = sum(n for name, n in status.items() if name != "other")
+                rate = images / seconds
                 rates[name, workers] = rate
                 data = _data(run)
                 reference = reference or data
                 same = "same result" if data == reference else "RESULT DIFFERS"
-                line = f"  {name:5} {workers} worker(s): {rate:7.1f} items/s ({seconds:5.1f} s)"
+                line = f"  {name:5} {workers} worker(s): {rate:7.1f} images/s ({seconds:5.1f} s)"
                 if name == "ray":
                     line += (
                         f"  = {rate / rates['local', workers]:.2f}× local;"
@@ -102,7 +105,7 @@ def main() -> None:
             per_core = rates["local", counts[0]] / counts[0]
             core_hours = LAION_5B / per_core / 3600
             print(
-                f"LAION-5B at {per_core:.0f} items/s per core (these demo images): "
+                f"LAION-5B at {per_core:.0f} images/s per core (these demo images): "
                 f"{core_hours:,.0f} core-hours; on 1,000 cores {core_hours / 1000:,.1f} h"
             )
     finally:
