@@ -26,7 +26,16 @@ from clearset.engines import Engine, Task, make_engine
 from clearset.engines.local import LocalEngine
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
-from clearset.runs import MatchJob, ScanIncomplete, ScanSettings, Split, clean_run, run_scan
+from clearset.runs import (
+    MatchJob,
+    ScanIncomplete,
+    ScanSettings,
+    Split,
+    apply_removals,
+    clean_run,
+    run_match,
+    run_scan,
+)
 from clearset.runs.status import run_status
 from clearset.sources import open_source
 from tests.conftest import run_cli
@@ -169,11 +178,16 @@ def _scan_clean_sign(demo: DemoData, root: Path, engine: Engine, key: Path, rank
             scan(demo, run, engine, Split(rank, ranks))
     else:
         scan(demo, run, engine)
+    run_match(run, lists_of(demo), engine=engine)  # again, on the engine: same rows
     clean_run(run, root / "clean", engine=engine)
+    apply_removals(
+        str(demo.webdataset), str(run / "removals.parquet"), root / "applied", engine=engine
+    )
     return {
         **run_data(run),
         "removals": sorted_table(run / "removals.parquet", ["shard", "key"]),
         "copy": copy_digest(root / "clean"),
+        "applied": copy_digest(root / "applied"),
         "receipt": receipt_root(run, key),
     }
 
@@ -187,6 +201,7 @@ def test_local_ray_and_two_ranks_give_the_same_run_copy_and_receipt(
     local = _scan_clean_sign(demo_data, tmp_path / "local", LocalEngine(2), key)
     assert 0 < local["counts"]["matches"]["items"] <= len(demo_data.planted())
     assert local["removals"], "the demo's planted items are removed"
+    assert local["applied"] == local["copy"], "the removal list makes the same copy"
     assert ray_engine.name == "ray"
     assert _scan_clean_sign(demo_data, tmp_path / "ray", ray_engine, key) == local
     assert _scan_clean_sign(demo_data, tmp_path / "ranks", LocalEngine(2), key, ranks=2) == local
