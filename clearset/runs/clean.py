@@ -9,11 +9,10 @@ from typing import Any
 from rich.console import Console
 
 from clearset.engines import Engine, Task
-from clearset.engines.local import LocalEngine
 from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder
-from clearset.runs.tasks import DEFAULT_RETRIES, run_tasks
+from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_tasks
 from clearset.sinks.atomic import sweep_tmp
 from clearset.sinks.clean import (
     CleanJob,
@@ -68,9 +67,7 @@ def clean_run(
         ),
     )
     prepare_clean(run, info, job, shards)
-    if source.url.startswith("memory://") or (keep_list or "").startswith("memory://"):
-        engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
-    engine = engine or LocalEngine(workers)
+    engine = choose_engine(engine, workers, source.url, keep_list)
     tasks = [
         Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
         for shard in shards
@@ -134,10 +131,7 @@ def apply_removals(
         "options": options.identity(),
     }
     prepare_destination(dest, identity)
-    urls = [source_url, removals_path or "", keep_list or ""]
-    if any(u.startswith("memory://") for u in urls):
-        engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
-    engine = engine or LocalEngine(workers)
+    engine = choose_engine(engine, workers, source_url, removals_path, keep_list)
     tasks = [
         Task(shard.id, shard.name, apply_shard, (source, shard, str(dest), removals_path, options))
         for shard in shards

@@ -10,12 +10,11 @@ from typing import Any
 from rich.console import Console
 
 from clearset.engines import Engine, Task
-from clearset.engines.local import LocalEngine
 from clearset.errors import OutputError, RunFolderError
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runs.scan import gather_matches, matching_record
-from clearset.runs.tasks import DEFAULT_RETRIES, run_tasks
+from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, in_memory, run_tasks
 from clearset.sinks.atomic import write_json_atomic
 from clearset.stages.match import MatchJob, drop_shared_index, match_task
 
@@ -44,12 +43,11 @@ def run_match(
             f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
         )
     matcher = match.matcher()  # fail early on a bad list
-    if any(spec.path.startswith("memory://") for spec in match.lists):
-        engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
-    else:
+    lists = [spec.path for spec in match.lists]
+    engine = choose_engine(engine, workers, *lists)
+    if not in_memory(*lists):
         # Every worker maps one built index instead of loading the lists again.
         match, matcher = match.share(run.path, matcher)
-    engine = engine or LocalEngine(workers)
     staging = RunFolder(run.path / f".tmp-match-{os.getpid()}")
     shutil.rmtree(staging.path, ignore_errors=True)
     staging.matches_dir.mkdir(parents=True)

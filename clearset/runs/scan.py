@@ -27,12 +27,11 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from clearset.engines import Engine, Task
-from clearset.engines.local import LocalEngine
 from clearset.errors import ClearsetError, InputError, RunFolderError
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
-from clearset.runs.tasks import DEFAULT_RETRIES, Failure, run_tasks
+from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
 from clearset.sinks.atomic import atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.clean import (
     CleanJob,
@@ -146,14 +145,13 @@ def run_scan(
             if created:
                 shutil.rmtree(run.path, ignore_errors=True)  # refused before any work
             raise
-    if match is not None and not _in_memory(source, match):
+    urls = [source.url] + [spec.path for spec in (match.lists if match else ())]
+    if match is not None and not in_memory(*urls):
         # Every worker maps one built index instead of loading the lists again.
         match, matcher = match.share(run.path, matcher)
     mine = split.take(shards) if split is not None else shards
     pending = [s for s in mine if not run.is_done(s.id) or not _cleaned(s, clean)]
-    if _in_memory(source, match):
-        engine = LocalEngine(1)  # an in-memory filesystem is not shared with other processes
-    engine = engine or LocalEngine(workers)
+    engine = choose_engine(engine, workers, *urls)
     started = time.monotonic()
     result = ScanResult(
         run_dir=run.path,
@@ -252,11 +250,6 @@ def finish_scan(
             f"see `clearset status {run.path}` for what to re-run"
         )
     return result
-
-
-def _in_memory(source: Source, match: MatchJob | None) -> bool:
-    urls = [source.url] + [spec.path for spec in (match.lists if match else ())]
-    return any(url.startswith("memory://") for url in urls)
 
 
 def _raise_failures(result: ScanResult, planned: int) -> None:

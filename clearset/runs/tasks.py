@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clearset.engines.base import Engine, Outcome, Task
+from clearset.engines.local import LocalEngine
 from clearset.errors import ClearsetError, OutputError
 from clearset.progress import Meter
 
@@ -36,6 +37,18 @@ class TaskResults:
     done: dict[str, Any] = field(default_factory=dict)  # task id -> result
     failures: list[Failure] = field(default_factory=list)
     retried: int = 0  # tries beyond the first, over all tasks
+
+
+def choose_engine(engine: Engine | None, workers: int | None, *urls: str | None) -> Engine:
+    """The engine asked for (default: local processes), or this process alone when a
+    source or list is on an in-memory filesystem, which other processes do not share."""
+    if in_memory(*urls):
+        return LocalEngine(1)
+    return engine or LocalEngine(workers)
+
+
+def in_memory(*urls: str | None) -> bool:
+    return any((url or "").startswith("memory://") for url in urls)
 
 
 def retryable(error: BaseException) -> bool:
