@@ -147,13 +147,7 @@ def load_answers(path: str | Path | None) -> Answers:
     import yaml
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such answers file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise InputError(f"{path}: cannot read the answers file ({reason})") from None
+    text = read_text(path, "answers file")
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -600,17 +594,22 @@ class Gap:
     how: str = "answers"
 
 
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 file's text, or one InputError line naming it and the problem."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise InputError(f"{path}: cannot read the {what} ({reason})") from None
+
+
 def find_gaps(path: str | Path) -> tuple[str, list[Gap]]:
     """(format, gaps) of a document `clearset document` wrote; InputError for any
     other file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise InputError(f"{path}: cannot read it as a document ({reason})") from None
+    text = read_text(path, "document")
     kind = document_kind(text)
     if kind is None:
         raise InputError(
