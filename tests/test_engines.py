@@ -453,3 +453,21 @@ def test_a_ray_driver_killed_mid_run_resumes_to_the_local_result(
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert run_data(run) == run_data(local_many)
+
+
+def test_a_rank_that_finds_the_finishing_lock_held_leaves_the_run_to_its_holder(
+    demo_data: DemoData, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    first = scan(demo_data, run, LocalEngine(1), Split(0, 2))
+    assert not first.finished and not first.finishing_elsewhere
+    (run / ".finishing").write_text("a rank that died while finishing\n")
+    second = scan(demo_data, run, LocalEngine(1), Split(1, 2))
+    assert second.finishing_elsewhere and not second.finished
+    assert not json.loads((run / "run.json").read_text())["finished"]
+    assert run_status(run)["not_done"] == [] and not run_status(run)["finished"]
+    (run / ".finishing").unlink()  # as the message says, when no rank is finishing
+    again = scan(demo_data, run, LocalEngine(1), Split(1, 2))
+    assert again.finished and again.shards_skipped == again.shards_mine
+    assert json.loads((run / "run.json").read_text())["finished"]
+    assert not (run / ".finishing").exists()

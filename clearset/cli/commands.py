@@ -150,12 +150,19 @@ def scan(
             split=split,
         )
     if split is not None and not result.finished:
-        out.print(
+        said = (
             f"{split.label}: {result.shards_mine - result.shards_skipped:,} shards scanned now, "
             f"{result.shards_skipped:,} were done before; {result.counts['shards_done']:,} of "
-            f"{result.shards_total:,} shards of the run are done; the run is finished by the "
-            f"last rank to end (see clearset status {out_dir})"
+            f"{result.shards_total:,} shards of the run are done; "
         )
+        if result.finishing_elsewhere:
+            said += (
+                f"another rank is finishing the run (it holds {out_dir / '.finishing'}; if "
+                "none is, remove that file and re-run this command)"
+            )
+        else:
+            said += f"the last rank to end finishes the run (see clearset status {out_dir})"
+        out.print(said)
         return
     _print_summary(out_dir, result.shards_skipped, result.seconds)
     out.print(accounting_line(result.accounting))

@@ -97,6 +97,7 @@ class ScanResult:
     finished: bool = False  # the run as a whole (always, unless a rank left shards to others)
     shards_mine: int = 0  # this command's share of the shards (all of them, without --rank)
     retried: int = 0
+    finishing_elsewhere: bool = False  # every shard is done; another rank holds the lock
 
 
 def run_scan(
@@ -197,7 +198,10 @@ def run_scan(
             return result  # another rank is still at work, or must be re-run
         with _finishing(run) as ours:
             if not ours:
-                return result  # the rank ending beside us finishes the run
+                result.finishing_elsewhere = True  # the rank ending beside us finishes it
+                result.counts = summarise_markers(run)
+                result.counts.pop("account")
+                return result
             return finish_scan(run, source, shards, matcher, clean, allow_missing, result)
     return finish_scan(run, source, shards, matcher, clean, allow_missing, result, created)
 
