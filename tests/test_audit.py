@@ -1,0 +1,212 @@
+"""Auditing generated images against a training run: planted near copies are found (and
+flips only with --dihedral), unrelated images are not, the results equal a brute-force
+search over the same hashes whichever side is indexed, the training side is streamed
+shard by shard, and bad input is one line that writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from clearset.demo import _edit, demo_items, encode_jpeg, watched_originals, write_webdataset
+from clearset.engines.local import LocalEngine
+from clearset.hashing.pdq import DIHEDRAL_NAMES
+from clearset.matching.reference import hamming_distance
+from clearset.runfolder import RunFolder
+from clearset.runs import ScanSettings, run_scan
+from clearset.runs.audit import LIMITS, AuditSettings, run_audit
+from clearset.sources import open_source
+from clearset.stages.audit import read_side
+from tests.conftest import run_cli
+
+#: Edits of training pictures planted among the "generated" images.
+EDITS = ("reencode", "resize", "crop", "flip")
+#: Training items per shard: the training run has many shards.
+SHARD_SIZE = 3
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, str]]:
+    """A training run of many shards holding four detailed pictures, and a folder of
+    "generated" images: an edited copy of each of the four, plus unrelated pictures."""
+    root = tmp_path_factory.mktemp("audit")
+    items = [i for i in demo_items(seed=3, count=14) if not i.broken]
+    originals = watched_originals(seed=5, count=len(EDITS) + 3)
+    for number, image in enumerate(originals[: len(EDITS)]):
+        slot = items[number * 3 + 1]
+        slot.data, slot.ext = encode_jpeg(image, 90), "jpg"
+    write_webdataset(root / "shards", items, SHARD_SIZE, seed=3)
+    run_scan(open_source(str(root / "shards")), root / "run", ScanSettings(), workers=1,
+             show_progress=False)  # fmt: skip
+    generated = root / "generated"
+    generated.mkdir()
+    rng = np.random.default_rng(9)
+    copies = {}
+    for number, (image, edit) in enumerate(zip(originals, EDITS, strict=False)):
+        (generated / f"copy-{edit}.jpg").write_bytes(_edit(image, edit, rng))
+        copies[f"copy-{edit}"] = items[number * 3 + 1].key
+    for number, image in enumerate(originals[len(EDITS) :]):
+        (generated / f"unrelated-{number}.jpg").write_bytes(encode_jpeg(image, 85))
+    return root / "run", generated, copies
+
+
+def _found(table: list[dict]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for row in table:
+        if row["within_threshold"]:
+            found.setdefault(row["generated_key"], set()).add(row["training_key"])
+    return found
+
+
+def test_planted_copies_are_found_and_unrelated_images_are_not(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    run, generated, copies = corpus
+    result = run_audit(str(generated), run, tmp_path / "plain", workers=1)
+    found = _found(pq.read_table(tmp_path / "plain" / "audit.parquet").to_pylist())
+    for name, training_key in copies.items():
+        if name == "copy-flip":
+            assert name not in found, "a mirror image matched without --dihedral"
+        else:
+            assert found.get(name) == {training_key}, name
+    assert not any(name.startswith("unrelated") for name in found)
+    summary = json.loads((tmp_path / "plain" / "audit.json").read_text())
+    assert summary["results"]["generated_with_copy"] == len(EDITS) - 1
+    assert summary["generated"]["searched"] == len(EDITS) + 3
+    assert summary["settings"]["threshold"] == 31
+    assert summary["training"]["manifest_digest"]
+    assert summary["training"]["receipt_digest"] is None
+    assert summary["limits"] == LIMITS
+    assert result.summary == summary
+
+    run_audit(str(generated), run, tmp_path / "dihedral", AuditSettings(dihedral=True), workers=1)
+    rows = pq.read_table(tmp_path / "dihedral" / "audit.parquet").to_pylist()
+    found = _found(rows)
+    assert found == {name: {key} for name, key in copies.items()}
+    flip = next(r for r in rows if r["generated_key"] == "copy-flip")
+    assert (flip["rotation"], flip["generated_file"]) == ("flip_horizontal", "copy-flip.jpg")
+    assert {r["rotation"] for r in rows if r["generated_key"] == "copy-reencode"} == {"original"}
+
+
+def _brute_force(
+    run: Path, generated_run: Path, threshold: int, dihedral: bool, k: int
+) -> tuple[set[tuple], dict[str, list[int]]]:
+    """Every (generated key, training shard, training key, distance) within the threshold,
+    and each generated image's k smallest distances, comparing every pair of hashes."""
+    train = [read_side(f, 50, False) for f in RunFolder(run).manifest_files()]
+    gen = [read_side(f, 50, dihedral) for f in RunFolder(generated_run).manifest_files()]
+    pairs, nearest = set(), {}
+    for g_ids, g_hashes in gen:
+        for g, g_key in enumerate(g_ids.column("key").to_pylist()):
+            distances = []
+            for t_ids, t_hashes in train:
+                keys, shards = t_ids.column("key").to_pylist(), t_ids.column("shard").to_pylist()
+                for t in range(len(keys)):
+                    d = int(hamming_distance(g_hashes[g], t_hashes[t][None, :]).min())
+                    distances.append(d)
+                    if d <= threshold:
+                        pairs.add((g_key, shards[t], keys[t], d))
+            nearest[g_key] = sorted(distances)[:k]
+    return pairs, nearest
+
+
+@pytest.mark.parametrize("index", ["generated", "training"])
+def test_results_equal_a_brute_force_search_whichever_side_is_indexed(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path, index: str
+) -> None:
+    run, generated, _ = corpus
+    threshold, k = 124, 3  # wide: many pairs, most of them unrelated
+    settings = AuditSettings(threshold=threshold, k=k, dihedral=True)
+    result = run_audit(str(generated), run, tmp_path / "a", settings, workers=1, index=index)
+    assert result.summary["settings"]["indexed"] == index
+    rows = pq.read_table(tmp_path / "a" / "audit.parquet").to_pylist()
+    pairs, nearest = _brute_force(run, tmp_path / "a" / "generated-run", threshold, True, k)
+    found = {
+        (r["generated_key"], r["training_shard"], r["training_key"], r["distance"])
+        for r in rows
+        if r["within_threshold"]
+    }
+    assert found == pairs
+    assert len(pairs) > 20
+    ranked: dict[str, list[tuple[int, int]]] = {}
+    for r in rows:
+        if r["nearest_rank"] is not None:
+            ranked.setdefault(r["generated_key"], []).append((r["nearest_rank"], r["distance"]))
+    assert {g: [d for _, d in sorted(v)] for g, v in ranked.items()} == nearest
+    assert all(r["rotation"] in DIHEDRAL_NAMES for r in rows)
+
+
+def test_the_training_side_is_streamed_shard_by_shard_on_worker_processes(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    run, generated, _ = corpus
+    shards = len(RunFolder(run).done_markers())
+    assert shards >= 4
+    one = run_audit(str(generated), run, tmp_path / "one", AuditSettings(k=2), workers=1)
+    engine = LocalEngine(2)
+    try:
+        two = run_audit(str(generated), run, tmp_path / "two", AuditSettings(k=2), engine=engine)
+    finally:
+        engine.close()
+    assert one.summary["settings"]["indexed"] == "generated"
+    assert one.summary["training"]["shards"] == shards
+    assert one.table.equals(two.table)
+    assert one.summary["results"] == two.summary["results"]
+
+
+def test_outputs_name_training_items_by_identifiers_only(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    run, generated, _ = corpus
+    run_audit(str(generated), run, tmp_path / "a", AuditSettings(k=1), workers=1)
+    columns = pq.read_schema(tmp_path / "a" / "audit.parquet").names
+    assert not {"caption", "txt", "image", "thumbnail", "pdq"} & set(columns)
+    text = (tmp_path / "a" / "audit.json").read_text()
+    assert "procedural scene" not in text  # the training captions
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "audit.json", "audit.parquet", "generated-run",
+    ]  # fmt: skip
+
+
+def test_bad_input_is_one_line_and_writes_nothing(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    run, generated, _ = corpus
+    out = tmp_path / "out"
+    cases = {
+        "not a run": (str(generated), str(generated)),
+        "empty": (str(tmp_path / "empty"), str(run)),
+        "no images": (str(tmp_path / "text"), str(run)),
+    }
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "notes.txt").write_text("not an image\n")
+    for why, (source, training) in cases.items():
+        proc = run_cli("audit", source, "--run", training, "--out", str(out), "--no-progress")
+        assert proc.returncode != 0, why
+        assert len(proc.stderr.strip().splitlines()) == 1, (why, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert not out.exists(), why
+        assert not list(tmp_path.glob(".tmp-audit-*")), why
+    assert "no images to audit" in proc.stderr
+    out.mkdir()
+    (out / "keep.txt").write_text("mine\n")
+    proc = run_cli("audit", str(generated), "--run", str(run), "--out", str(out))
+    assert proc.returncode == 2 and "not empty" in proc.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_the_cli_prints_how_many_generated_images_have_a_copy(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    run, generated, _ = corpus
+    out = tmp_path / "cli"
+    proc = run_cli("audit", str(generated), "--run", str(run), "--out", str(out), "--dihedral",
+                   "-w", "1", "--no-progress", check=True)  # fmt: skip
+    assert f"{len(EDITS)} of {len(EDITS) + 3} generated images have a near copy" in proc.stdout
+    assert "not that the model cannot reproduce" in " ".join(proc.stdout.split())
+    assert (out / "audit.parquet").exists()
