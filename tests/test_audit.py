@@ -6,6 +6,7 @@ shard by shard, and bad input is one line that writes nothing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -161,15 +162,24 @@ def test_the_training_side_is_streamed_shard_by_shard_on_worker_processes(
 def test_outputs_name_training_items_by_identifiers_only(
     corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
 ) -> None:
-    run, generated, _ = corpus
-    run_audit(str(generated), run, tmp_path / "a", AuditSettings(k=1), workers=1)
+    run, generated, copies = corpus
+    result = run_audit(str(generated), run, tmp_path / "a", AuditSettings(k=1), workers=1)
     columns = pq.read_schema(tmp_path / "a" / "audit.parquet").names
     assert not {"caption", "txt", "image", "thumbnail", "pdq"} & set(columns)
-    text = (tmp_path / "a" / "audit.json").read_text()
-    assert "procedural scene" not in text  # the training captions
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "audit.json", "audit.parquet", "generated-run",
+        "audit.html", "audit.json", "audit.parquet", "generated-run",
     ]  # fmt: skip
+    page = (tmp_path / "a" / "audit.html").read_text()
+    for text in ((tmp_path / "a" / "audit.json").read_text(), page):
+        assert "procedural scene" not in text  # the training captions
+    # The page names training items by key and shard, never by URL or picture; the only
+    # pictures on it are the generated images with a copy, as data: URIs.
+    assert "images.example.com" not in page
+    assert "img-src data:;" in page and "default-src 'none'" in page
+    pictures = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert len(pictures) == result.summary["results"]["generated_with_copy"] == len(copies) - 1
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in pictures)
+    assert "not that the model cannot reproduce" in " ".join(page.split())
 
 
 def test_bad_input_is_one_line_and_writes_nothing(

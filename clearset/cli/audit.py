@@ -62,8 +62,9 @@ def audit(
     """Find near copies of training items among a model's generated images, by PDQ.
 
     Writes AUDIT/audit.parquet (one row per generated image and training item found),
-    AUDIT/audit.json (counts, distances, settings, the run's manifest digest) and the
-    generated images' own run folder. Training items are named by key, shard and URL only.
+    AUDIT/audit.json (counts, distances, settings, the run's manifest digest), the page
+    AUDIT/audit.html and the generated images' own run folder. Training items are named by
+    key, shard and URL only: never their pixels or captions.
     """
     show = show_progress(progress)
     settings = AuditSettings(threshold=threshold, k=k, dihedral=dihedral)
@@ -84,6 +85,6 @@ def audit(
             f"{skipped:,} generated images were not searched: PDQ quality below "
             f"{summary['settings']['min_quality']}"
         )
-    for name in ("audit.parquet", "audit.json"):
+    for name in ("audit.parquet", "audit.json", "audit.html"):
         out.print(f"{name}: {result.out / name}")
     out.print(summary["limits"])

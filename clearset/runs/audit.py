@@ -3,9 +3,9 @@
 It scans the generated images (the same hashing code as any scan) into a run folder of
 their own, indexes the smaller side (usually the generated images), streams the larger
 one shard by shard through it as engine tasks (`clearset.stages.audit.audit_task`), and
-gathers what they find into AUDIT/audit.parquet and AUDIT/audit.json. Everything is
-written in a temporary folder beside AUDIT and renamed into place at the end: a failed
-audit leaves no partial output.
+gathers what they find into AUDIT/audit.parquet, AUDIT/audit.json and AUDIT/audit.html.
+Everything is written in a temporary folder beside AUDIT and renamed into place at the
+end: a failed audit leaves no partial output.
 
 What an audit can and cannot show is said in `LIMITS`, which every output carries.
 """
@@ -38,7 +38,9 @@ from clearset.runs.scan import run_scan
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_tasks
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import write_json_atomic
+from clearset.sinks.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
 from clearset.sources import open_source
+from clearset.sources.base import Source
 from clearset.stages.audit import (
     INDEX_HASHES,
     AuditJob,
@@ -60,6 +62,7 @@ LIMITS = (
 GENERATED_RUN = "generated-run"
 AUDIT_PARQUET = "audit.parquet"
 AUDIT_JSON = "audit.json"
+AUDIT_HTML = "audit.html"
 INDEX_DIR = ".audit-index"
 INDEX_SIDES = ("auto", "generated", "training")
 
@@ -162,7 +165,7 @@ def run_audit(
         result.summary["training"]["manifest_digest"] = _manifest_digest(run)
         result.summary["training"]["receipt_digest"] = receipt
         result.summary["generated"]["source"] = source.url
-        _write(staging, result)
+        _write(staging, result, _thumbnails(source, result.table))
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(staging, target)
@@ -434,6 +437,34 @@ def _histogram(values: Any) -> list[dict[str, int]]:
     return [{"distance": d, "count": counts[d]} for d in sorted(counts)]
 
 
-def _write(staging: Path, result: AuditResult) -> None:
+def _thumbnails(source: Source, table: pa.Table) -> dict[tuple[str, str], str]:
+    """Thumbnails of the generated images with a copy (those the page lists), read again
+    from the generated source: never anything of the training side."""
+    within = table.filter(table.column("within_threshold")).to_pylist() if table.num_rows else []
+    closest: dict[tuple[str, str], tuple[int, str]] = {}
+    for row in within:
+        key = (row["generated_shard"], row["generated_key"])
+        if key not in closest or row["distance"] < closest[key][0]:
+            closest[key] = (row["distance"], row["generated_file"])
+    listed = sorted(closest.items(), key=lambda kv: (kv[1][0], kv[1][1]))[:HTML_IMAGE_ROWS]
+    wanted = {key: member for key, (_, member) in listed}
+    shards = {shard for shard, _ in wanted}
+    found: dict[tuple[str, str], str] = {}
+    for shard in source.shards():
+        if shard.name not in shards:
+            continue
+        for item in source.read_shard(shard):
+            key = (item.shard, item.key)
+            if item.data is not None and wanted.get(key) in (item.member, item.key):
+                uri = thumbnail(item.image_data if item.image_data is not None else item.data)
+                if uri is not None:
+                    found[key] = uri
+    return found
+
+
+def _write(staging: Path, result: AuditResult, thumbnails: dict[tuple[str, str], str]) -> None:
     pq.write_table(result.table, staging / AUDIT_PARQUET, compression="zstd")
     write_json_atomic(staging / AUDIT_JSON, result.summary)
+    within = result.table.filter(result.table.column("within_threshold"))
+    page = render_audit_html(result.summary, within.to_pylist(), thumbnails)
+    (staging / AUDIT_HTML).write_text(page, encoding="utf-8")
