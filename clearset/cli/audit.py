@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from clearset.cli.app import (
     AddressOpt,
@@ -21,8 +22,10 @@ from clearset.cli.app import (
     show_progress,
 )
 from clearset.runs.audit import AuditSettings, run_audit
+from clearset.runs.prompts import most_duplicated
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD
+from clearset.sinks.atomic import write_json_atomic
 
 
 @app.command()
@@ -88,3 +91,43 @@ def audit(
     for name in ("audit.parquet", "audit.json", "audit.html"):
         out.print(f"{name}: {result.out / name}")
     out.print(summary["limits"])
+
+
+@app.command()
+def prompts(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `clearset scan`.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="How many prompts to list.")] = 20,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Also write them as JSON here.", callback=local_folder),
+    ] = None,
+) -> None:
+    """The training set's most duplicated captions, to prompt a model with before an audit.
+
+    Counted by exact caption and by exact image hash (PDQ); the captions are read again
+    from the source the run scanned. Items the run matched against a list are left out.
+    Then generate M images per prompt with the model and `clearset audit` them.
+    """
+    found = most_duplicated(run_dir, top)
+    by_caption = Table(title="most duplicated captions")
+    by_caption.add_column("items", justify="right")
+    by_caption.add_column("caption")
+    for entry in found.by_caption:
+        by_caption.add_row(f"{entry['items']:,}", entry["caption"])
+    out.print(by_caption)
+    by_image = Table(title="most duplicated images (same PDQ hash), with their commonest caption")
+    by_image.add_column("items", justify="right")
+    by_image.add_column("captions", justify="right")
+    by_image.add_column("caption")
+    for entry in found.by_image:
+        by_image.add_row(
+            f"{entry['items']:,}", f"{entry['distinct_captions']:,}", entry["caption"] or "—"
+        )
+    out.print(by_image)
+    out.print(
+        f"{found.captions:,} captions read from {found.where}; left out, as matched "
+        f"against a list: {found.matched_left_out:,} items"
+    )
+    if out_file is not None:
+        write_json_atomic(out_file, found.to_dict())
+        out.print(f"prompts: {out_file}")
