@@ -10,12 +10,15 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import _edit, demo_items, encode_jpeg, watched_originals, write_webdataset
 from clearset.engines.local import LocalEngine
+from clearset.errors import InputError
 from clearset.hashing.pdq import DIHEDRAL_NAMES
+from clearset.matching.embeddings import similar_pairs
 from clearset.matching.reference import hamming_distance
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
@@ -208,6 +211,8 @@ def test_bad_input_is_one_line_and_writes_nothing(
     proc = run_cli("audit", str(generated), "--run", str(run), "--out", str(out))
     assert proc.returncode == 2 and "not empty" in proc.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    proc = run_cli("audit", str(generated), "--run", str(run), "--embeddings", "one.parquet")
+    assert proc.returncode == 2 and "TRAIN.parquet,GEN.parquet" in proc.stderr
 
 
 def test_the_cli_prints_how_many_generated_images_have_a_copy(
@@ -220,3 +225,69 @@ def test_the_cli_prints_how_many_generated_images_have_a_copy(
     assert f"{len(EDITS)} of {len(EDITS) + 3} generated images have a near copy" in proc.stdout
     assert "not that the model cannot reproduce" in " ".join(proc.stdout.split())
     assert (out / "audit.parquet").exists()
+
+
+def _write_vectors(path: Path, keys: list[str], vectors: np.ndarray, shard: str | None) -> None:
+    columns = {"key": keys, "embedding": [list(map(float, v)) for v in vectors]}
+    if shard is not None:
+        columns["shard"] = [shard] * len(keys)
+    pq.write_table(pa.table(columns), path)
+
+
+def test_embedding_candidates_equal_a_brute_force_cosine_search() -> None:
+    rng = np.random.default_rng(1)
+    training = rng.normal(size=(300, 16)).astype(np.float32)
+    generated = rng.normal(size=(40, 16)).astype(np.float32)
+    generated[:10] = training[:10] + rng.normal(scale=0.2, size=(10, 16))  # near copies
+    norm = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    training, generated = norm(training), norm(generated)
+    threshold, k = 0.8, 3
+    g_rows, t_rows, sims, ranks = similar_pairs(training, generated, threshold, k)
+    cosine = generated @ training.T
+    expected = {(g, t) for g, t in zip(*np.nonzero(cosine >= threshold), strict=True)}
+    assert {(g, t) for g, t, s in zip(g_rows, t_rows, sims, strict=True) if s >= threshold} == {
+        (int(g), int(t)) for g, t in expected
+    }
+    assert len(expected) >= 10
+    top = {(g, int(t)): r + 1 for g in range(40) for r, t in enumerate(np.argsort(-cosine[g])[:k])}
+    assert {
+        (int(g), int(t)): int(r) for g, t, r in zip(g_rows, t_rows, ranks, strict=True) if r
+    } == top
+    assert np.allclose(sims, cosine[g_rows, t_rows], atol=1e-5)
+
+
+def test_embeddings_are_reported_apart_from_pdq(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    run, generated, _ = corpus
+    rng = np.random.default_rng(2)
+    training = rng.normal(size=(20, 8))
+    made = np.vstack([training[3] + 0.05, rng.normal(size=(2, 8))])
+    _write_vectors(tmp_path / "train.parquet", [f"t{i}" for i in range(20)], training, "00000.tar")
+    _write_vectors(tmp_path / "gen.parquet", ["g0", "g1", "g2"], made, None)
+    pair = (str(tmp_path / "train.parquet"), str(tmp_path / "gen.parquet"))
+    plain = run_audit(str(generated), run, tmp_path / "plain", workers=1)
+    settings = AuditSettings(embeddings=pair, embedding_threshold=0.9)
+    both = run_audit(str(generated), run, tmp_path / "both", settings, workers=1)
+    assert both.table.equals(plain.table)
+    assert both.summary["results"] == plain.summary["results"]
+    record = both.summary["embeddings"]
+    assert (record["threshold"], record["dimensions"], record["generated_with_candidate"]) == (
+        0.9, 8, 1,
+    )  # fmt: skip
+    rows = pq.read_table(tmp_path / "both" / "embeddings.parquet").to_pylist()
+    assert [(r["generated_key"], r["training_key"], r["training_shard"]) for r in rows] == [
+        ("g0", "t3", "00000.tar")
+    ]
+    page = (tmp_path / "both" / "audit.html").read_text()
+    assert "Embedding candidates (your descriptor, not PDQ)" in page and "cosine ≥ 0.9" in page
+
+    _write_vectors(tmp_path / "wide.parquet", ["g0"], rng.normal(size=(1, 9)), None)
+    for bad, why in (
+        ((pair[0], str(tmp_path / "wide.parquet")), "dimensions"),
+        ((pair[0], str(tmp_path / "nothing.parquet")), "no such file"),
+        ((str(run / "run.json"), pair[1]), "not a parquet file"),
+    ):
+        with pytest.raises(InputError, match=why):
+            run_audit(str(generated), run, tmp_path / "bad", AuditSettings(embeddings=bad))
+        assert not (tmp_path / "bad").exists()

@@ -21,6 +21,8 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.errors import InputError
+from clearset.matching.embeddings import EMBEDDING_THRESHOLD
 from clearset.runs.audit import AuditSettings, run_audit
 from clearset.runs.prompts import most_duplicated
 from clearset.runs.tasks import DEFAULT_RETRIES
@@ -56,6 +58,21 @@ def audit(
         bool,
         typer.Option(help="Also compare the 7 other rotations/flips of each generated image."),
     ] = False,
+    embeddings: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TRAIN.parquet,GEN.parquet",
+            help="Also compare vectors you computed with your own descriptor (SSCD, CLIP): "
+            "two parquet files of key (training: and shard) and embedding columns; cosine "
+            "candidates are reported apart, in AUDIT/embeddings.parquet.",
+        ),
+    ] = None,
+    similarity: Annotated[
+        float,
+        typer.Option(
+            min=-1.0, max=1.0, help="With --embeddings: cosine similarity that is a candidate."
+        ),
+    ] = EMBEDDING_THRESHOLD,
     workers: WorkersOpt = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
@@ -70,7 +87,16 @@ def audit(
     key, shard and URL only: never their pixels or captions.
     """
     show = show_progress(progress)
-    settings = AuditSettings(threshold=threshold, k=k, dihedral=dihedral)
+    pair = None
+    if embeddings is not None:
+        files = [part.strip() for part in embeddings.split(",")]
+        if len(files) != 2 or not all(files):
+            raise InputError(f"--embeddings {embeddings}: give TRAIN.parquet,GEN.parquet")
+        pair = (files[0], files[1])
+    settings = AuditSettings(
+        threshold=threshold, k=k, dihedral=dihedral, embeddings=pair,
+        embedding_threshold=similarity,
+    )  # fmt: skip
     with engine_for(engine, address, workers) as runner:
         result = run_audit(
             generated, run_dir, out_dir, settings, engine=runner, show_progress=show,
@@ -87,6 +113,13 @@ def audit(
         out.print(
             f"{skipped:,} generated images were not searched: PDQ quality below "
             f"{summary['settings']['min_quality']}"
+        )
+    if "embeddings" in summary:
+        record = summary["embeddings"]
+        out.print(
+            f"embeddings (your descriptor, apart from PDQ): {record['generated_with_candidate']:,}"
+            f" of {record['generated_vectors']:,} generated vectors have a candidate "
+            f"(cosine >= {record['threshold']}); rows: {result.out / 'embeddings.parquet'}"
         )
     for name in ("audit.parquet", "audit.json", "audit.html"):
         out.print(f"{name}: {result.out / name}")

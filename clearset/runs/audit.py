@@ -31,6 +31,12 @@ from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError, VerificationError
 from clearset.hashing.item import STATUS_OK
 from clearset.hashing.pdq import DIHEDRAL_NAMES
+from clearset.matching.embeddings import (
+    EMBEDDING_THRESHOLD,
+    Vectors,
+    read_vectors,
+    similar_pairs,
+)
 from clearset.matching.reference import check_threshold
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, utc_now
@@ -63,6 +69,7 @@ GENERATED_RUN = "generated-run"
 AUDIT_PARQUET = "audit.parquet"
 AUDIT_JSON = "audit.json"
 AUDIT_HTML = "audit.html"
+EMBEDDINGS_PARQUET = "embeddings.parquet"
 INDEX_DIR = ".audit-index"
 INDEX_SIDES = ("auto", "generated", "training")
 
@@ -96,9 +103,15 @@ class AuditSettings:
     threshold: int = PDQ_MATCH_THRESHOLD
     k: int = 0
     dihedral: bool = False
+    # --embeddings TRAIN.parquet,GEN.parquet: vectors the user computed (see
+    # `clearset.matching.embeddings`), compared apart from PDQ.
+    embeddings: tuple[str, str] | None = None
+    embedding_threshold: float = EMBEDDING_THRESHOLD
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        del record["embeddings"], record["embedding_threshold"]  # in "embeddings" instead
+        return record
 
 
 @dataclass
@@ -106,6 +119,7 @@ class AuditResult:
     out: Path
     summary: dict[str, Any]
     table: pa.Table = field(repr=False)
+    embeddings: pa.Table | None = field(default=None, repr=False)
 
 
 def run_audit(
@@ -152,6 +166,18 @@ def run_audit(
     if target == run.path.resolve() or run.path.resolve() in target.parents:
         raise InputError(f"{out}: lies in the run folder {run.path}; choose an --out outside it")
     receipt = _receipt_digest(run)
+    vectors = None
+    if settings.embeddings is not None:
+        train_file, generated_file = settings.embeddings
+        vectors = (
+            read_vectors(train_file, "--embeddings training"),
+            read_vectors(generated_file, "--embeddings generated"),
+        )
+        if vectors[0].vectors.shape[1] != vectors[1].vectors.shape[1]:
+            raise InputError(
+                f"--embeddings: training vectors have {vectors[0].vectors.shape[1]} dimensions, "
+                f"generated {vectors[1].vectors.shape[1]}: they must come from one descriptor"
+            )
     source = open_source(generated)
     engine = choose_engine(engine, workers, source.url)
     staging = target.parent / f".tmp-audit-{target.name}-{os.getpid()}"
@@ -165,6 +191,8 @@ def run_audit(
         result.summary["training"]["manifest_digest"] = _manifest_digest(run)
         result.summary["training"]["receipt_digest"] = receipt
         result.summary["generated"]["source"] = source.url
+        if vectors is not None:
+            result.embeddings = _embedding_stage(result, settings, *vectors)
         _write(staging, result, _thumbnails(source, result.table))
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -466,5 +494,63 @@ def _write(staging: Path, result: AuditResult, thumbnails: dict[tuple[str, str],
     pq.write_table(result.table, staging / AUDIT_PARQUET, compression="zstd")
     write_json_atomic(staging / AUDIT_JSON, result.summary)
     within = result.table.filter(result.table.column("within_threshold"))
-    page = render_audit_html(result.summary, within.to_pylist(), thumbnails)
+    candidates = None
+    if result.embeddings is not None:
+        embedded = result.embeddings
+        candidates = embedded.filter(embedded.column("within_threshold")).to_pylist()
+    page = render_audit_html(result.summary, within.to_pylist(), thumbnails, candidates)
+    if result.embeddings is not None:
+        pq.write_table(result.embeddings, staging / EMBEDDINGS_PARQUET, compression="zstd")
     (staging / AUDIT_HTML).write_text(page, encoding="utf-8")
+
+
+EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        ("generated_key", pa.string()),
+        ("training_key", pa.string()),
+        ("training_shard", pa.string()),
+        ("similarity", pa.float32()),
+        ("within_threshold", pa.bool_()),
+        ("nearest_rank", pa.int16()),
+    ]
+)
+
+
+def _embedding_stage(
+    result: AuditResult, settings: AuditSettings, training: Vectors, generated: Vectors
+) -> pa.Table:
+    """Cosine candidates from the user's vectors: AUDIT/embeddings.parquet, and their own
+    section of audit.json (never mixed with PDQ's counts)."""
+    threshold = settings.embedding_threshold
+    g_rows, t_rows, similarity, ranks = similar_pairs(
+        training.vectors, generated.vectors, threshold, settings.k
+    )
+    rows = [
+        {
+            "generated_key": generated.keys[g],
+            "training_key": training.keys[t],
+            "training_shard": training.shards[t],
+            "similarity": float(sim),
+            "within_threshold": bool(sim >= threshold),
+            "nearest_rank": int(rank) or None,
+        }
+        for g, t, sim, rank in zip(g_rows, t_rows, similarity, ranks, strict=True)
+    ]
+    table = pa.Table.from_pylist(rows, schema=EMBEDDINGS_SCHEMA)
+    within = [r for r in rows if r["within_threshold"]]
+    assert settings.embeddings is not None
+    result.summary["embeddings"] = {
+        "training_file": Path(settings.embeddings[0]).name,
+        "generated_file": Path(settings.embeddings[1]).name,
+        "dimensions": int(training.vectors.shape[1]),
+        "training_vectors": len(training.keys),
+        "generated_vectors": len(generated.keys),
+        "similarity": "cosine (inner product of L2-normalised vectors, faiss IndexFlatIP)",
+        "threshold": threshold,
+        "k": settings.k,
+        "generated_with_candidate": len({r["generated_key"] for r in within}),
+        "pairs_within_threshold": len(within),
+        "note": "from the user's own descriptor vectors; reported apart from PDQ, whose "
+        "counts above do not include these",
+    }
+    return table

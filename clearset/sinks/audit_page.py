@@ -58,10 +58,14 @@ def thumbnail(data: bytes) -> str | None:
 
 
 def render_audit_html(
-    summary: dict[str, Any], rows: Iterable[dict[str, Any]], thumbnails: dict[tuple[str, str], str]
+    summary: dict[str, Any],
+    rows: Iterable[dict[str, Any]],
+    thumbnails: dict[tuple[str, str], str],
+    candidates: list[dict[str, Any]] | None = None,
 ) -> str:
     """The page for `summary` (audit.json), the audit rows within the threshold (closest
-    first per generated image) and the generated images' thumbnails by (shard, key)."""
+    first per generated image), the generated images' thumbnails by (shard, key), and the
+    embedding candidates within their threshold, if there are any."""
     settings, results = summary["settings"], summary["results"]
     generated, training = summary["generated"], summary["training"]
     closest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -156,6 +160,7 @@ def render_audit_html(
             else "<p>None at these settings.</p>"
         )
         + more,
+        _embeddings_html(summary.get("embeddings"), candidates),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -165,4 +170,41 @@ def render_audit_html(
         f"<title>clearset audit</title><style>{_AUDIT_STYLE}</style></head><body>"
         + "".join(sections)
         + f"<script>{_SCRIPT}</script></body></html>\n"
+    )
+
+
+def _embeddings_html(record: dict[str, Any] | None, candidates: list[dict[str, Any]] | None) -> str:
+    """The embedding stage, apart from PDQ's findings, with the threshold it used."""
+    if record is None:
+        return ""
+    facts = _table(
+        None,
+        [
+            ["vectors", f"{record['training_file']} (training, {record['training_vectors']:,}), "
+             f"{record['generated_file']} (generated, {record['generated_vectors']:,})"],
+            ["dimensions", record["dimensions"]],
+            ["similarity", record["similarity"]],
+            ["threshold", f"cosine ≥ {record['threshold']}"],
+            ["generated images with a candidate", record["generated_with_candidate"]],
+            ["pairs at or above the threshold", record["pairs_within_threshold"]],
+        ],
+        ["label", "text"],
+    )  # fmt: skip
+    rows = [
+        [c["generated_key"], c["training_key"], c["training_shard"] or "", f"{c['similarity']:.3f}"]
+        for c in (candidates or [])[:HTML_IMAGE_ROWS]
+    ]
+    listing = (
+        _table(
+            ["generated key", "training key", "training shard", "similarity"],
+            rows,
+            ["", "", "", "num"],
+        )  # fmt: skip
+        if rows
+        else "<p>None at this threshold.</p>"
+    )
+    return (
+        "<h2>Embedding candidates (your descriptor, not PDQ)</h2>"
+        f'<p class="note">{_e(record["note"])}. A candidate is for a person to look at: '
+        "a high cosine similarity is not a copy by itself.</p>" + facts + listing
     )
