@@ -19,12 +19,12 @@ from clearset.engines.local import LocalEngine
 from clearset.errors import InputError
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.matching.embeddings import similar_pairs
-from clearset.matching.reference import hamming_distance
+from clearset.matching.reference import brute_force_search, hamming_distance
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
 from clearset.runs.audit import LIMITS, AuditSettings, run_audit
 from clearset.sources import open_source
-from clearset.stages.audit import read_side
+from clearset.stages.audit import IndexSide, best_pairs, range_search, read_side
 from tests.conftest import run_cli
 
 #: Edits of training pictures planted among the "generated" images.
@@ -291,3 +291,21 @@ def test_embeddings_are_reported_apart_from_pdq(
         with pytest.raises(InputError, match=why):
             run_audit(str(generated), run, tmp_path / "bad", AuditSettings(embeddings=bad))
         assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("shard_rows", [5, 2_000])
+def test_range_search_equals_brute_force_whichever_side_it_indexes(shard_rows: int) -> None:
+    # A shard smaller than the indexed side is searched against its index; a larger one
+    # is indexed itself and searched with the other side's hashes. Same pairs either way.
+    rng = np.random.default_rng(shard_rows)
+    generated = rng.integers(0, 256, size=(40, 8, 32), dtype=np.uint8)
+    shard = rng.integers(0, 256, size=(shard_rows, 1, 32), dtype=np.uint8)
+    for row in range(0, shard_rows, 3):  # near copies of some generated variants
+        flips = np.packbits(rng.random(256) < 0.06)
+        shard[row, 0] = generated[row % 40, row % 8] ^ flips
+    side = IndexSide(generated.reshape(-1, 32), 8)
+    found = range_search(side, shard, 40)
+    expected = best_pairs(*brute_force_search(generated.reshape(-1, 32), shard[:, 0], 40), 1, 8)
+    # (shard row, generated row, distance, shard turn, generated turn), by shard row.
+    assert all(np.array_equal(a, b) for a, b in zip(found, expected, strict=True))
+    assert len(found[0]) >= shard_rows // 3

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import os
 import shutil
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -282,6 +283,7 @@ def _audit(
     np.save(index_dir / INDEX_HASHES, np.ascontiguousarray(index_hashes.reshape(-1, 32)))
     job = AuditJob(
         index_dir=str(index_dir),
+        index_token=uuid.uuid4().hex,
         index_variants=index_turns,
         stream_is_training=stream_training,
         threshold=settings.threshold,
