@@ -24,7 +24,7 @@ from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
 from clearset.runs.audit import LIMITS, AuditSettings, run_audit
 from clearset.sources import open_source
-from clearset.stages.audit import IndexSide, best_pairs, range_search, read_side
+from clearset.stages.audit import IndexSide, best_pairs, nearest, range_search, read_side
 from tests.conftest import run_cli
 
 #: Edits of training pictures planted among the "generated" images.
@@ -309,3 +309,20 @@ def test_range_search_equals_brute_force_whichever_side_it_indexes(shard_rows: i
     # (shard row, generated row, distance, shard turn, generated turn), by shard row.
     assert all(np.array_equal(a, b) for a, b in zip(found, expected, strict=True))
     assert len(found[0]) >= shard_rows // 3
+
+
+def test_k_nearest_equals_brute_force_over_every_variant() -> None:
+    rng = np.random.default_rng(4)
+    generated = rng.integers(0, 256, size=(30, 8, 32), dtype=np.uint8)
+    training = rng.integers(0, 256, size=(500, 32), dtype=np.uint8)
+    training[:300:10] = generated[:, 3] ^ np.uint8(1)  # near one variant of each
+    k = 5
+    g_rows, t_rows, distances, turns = nearest(generated, training, k)
+    every = hamming_distance(generated[:, :, None, :], training[None, None, :, :])  # G, R, T
+    smallest = every.min(axis=1)
+    for g in range(len(generated)):
+        mine = g_rows == g
+        assert distances[mine].tolist() == sorted(smallest[g].tolist())[:k]
+        # each row's distance and turn are its own: the turn reaches that distance
+        for t, d, turn in zip(t_rows[mine], distances[mine], turns[mine], strict=True):
+            assert smallest[g, t] == d == every[g, turn, t]

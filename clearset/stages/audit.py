@@ -10,9 +10,9 @@ always its plain `pdq`.
 
 A generated image is `R` hash variants (1, or 8 with dihedral); its distance to a training
 item is the smallest over its variants, and `rotation` says which variant that was. The
-k nearest training items of each generated image are found by brute force (every pair
-compared), per shard, and merged by the orchestrator; only rows with a PDQ quality at or
-above the run's minimum take part on either side.
+k nearest training items of each generated image are found exactly (faiss
+IndexBinaryFlat: every pair compared), per shard, and merged by the orchestrator. Only
+rows with a PDQ quality at or above the run's minimum take part, on either side.
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from clearset.runfolder import RunFolder
 #: Columns of a manifest an audit reads (identifiers and hashes: never captions or pixels).
 ID_COLUMNS = ("key", "shard", "position", "member", "url")
 HASH_COLUMNS = ("status", "pdq", "pdq_quality")
-
-#: Elements (uint64 words) of one block of the brute-force k-nearest distance computation.
-_NEAREST_BLOCK_WORDS = 1 << 22
 
 #: Files of the index side, saved by the orchestrator for every worker to map.
 INDEX_HASHES = "hashes.npy"  # uint8[N * R, 32], the variants of row n at n*R .. n*R+R-1
@@ -157,47 +154,45 @@ def range_search(
     return best_pairs(*found, queries.shape[1], side.variants)
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distances between every row of uint8[A, 32] `a` and of uint8[B, 32] `b`: int16[A, B]."""
-    a_words = np.ascontiguousarray(a).view(np.uint64)
-    b_words = np.ascontiguousarray(b).view(np.uint64)
-    return np.bitwise_count(a_words[:, None, :] ^ b_words[None, :, :]).sum(-1, dtype=np.int16)
-
-
 def nearest(
     generated: np.ndarray, training: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The k nearest training rows of each generated row, by brute force.
+    """The k nearest training rows of each generated row, exactly (every pair compared).
 
     `generated` is uint8[G, R, 32] (the distance is the smallest over its R variants),
     `training` uint8[T, 32]. Returns (generated row, training row, distance, turn), for
-    each generated row its min(k, T) nearest, by distance then training row."""
+    each generated row its min(k, T) nearest, by distance then training row (on equal
+    distances at the k-th place, which of them is kept is faiss's choice).
+
+    faiss `IndexBinaryFlat` gives each variant's k nearest; a row's k nearest by its
+    smallest distance over variants are among the union of its variants' (an item in
+    the row's true k nearest, at distance d from variant r, has fewer than k items
+    closer than d to r, since each of those is closer than d to the row too)."""
+    import faiss
+
     g_count, turns, _ = generated.shape
-    t_count = len(training)
-    keep = min(k, t_count)
+    keep = min(k, len(training))
     if not g_count or not keep:
         empty = np.empty(0, np.int64)
         return empty, empty, np.empty(0, np.int16), empty
-    flat = generated.reshape(-1, 32)
-    block = max(1, _NEAREST_BLOCK_WORDS // (4 * len(flat)))
-    best_d = np.full((g_count, 0), 0, np.int16)
-    best_t = np.full((g_count, 0), 0, np.int64)
-    best_turn = np.full((g_count, 0), 0, np.int64)
-    for start in range(0, t_count, block):
-        part = training[start : start + block]
-        dist = hamming(flat, part).reshape(g_count, turns, len(part))
-        turn = dist.argmin(axis=1)
-        dist = dist.min(axis=1)
-        rows = np.broadcast_to(np.arange(start, start + len(part)), dist.shape)
-        all_d = np.concatenate([best_d, dist], axis=1)
-        all_t = np.concatenate([best_t, rows], axis=1)
-        all_turn = np.concatenate([best_turn, turn], axis=1)
-        order = np.lexsort((all_t, all_d), axis=1)[:, :keep]
-        best_d = np.take_along_axis(all_d, order, 1)
-        best_t = np.take_along_axis(all_t, order, 1)
-        best_turn = np.take_along_axis(all_turn, order, 1)
-    g_rows = np.repeat(np.arange(g_count), keep)
-    return g_rows, best_t.ravel(), best_d.ravel(), best_turn.ravel()
+    index = faiss.IndexBinaryFlat(256)
+    index.add(np.ascontiguousarray(training))
+    distances, rows = index.search(np.ascontiguousarray(generated.reshape(-1, 32)), keep)
+    g_row = np.repeat(np.arange(g_count), turns * keep)
+    turn = np.tile(np.repeat(np.arange(turns), keep), g_count)
+    t_row, distance = rows.ravel().astype(np.int64), distances.ravel().astype(np.int16)
+    # One entry per (generated row, training row): its smallest distance, first turn.
+    order = np.lexsort((turn, distance, t_row, g_row))
+    g_row, t_row, distance, turn = g_row[order], t_row[order], distance[order], turn[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (g_row[1:] != g_row[:-1]) | (t_row[1:] != t_row[:-1])
+    g_row, t_row, distance, turn = g_row[first], t_row[first], distance[first], turn[first]
+    # Then each generated row's `keep` smallest, by distance then training row.
+    order = np.lexsort((t_row, distance, g_row))
+    g_row, t_row, distance, turn = g_row[order], t_row[order], distance[order], turn[order]
+    starts = np.searchsorted(g_row, g_row, side="left")
+    kept = (np.arange(len(g_row)) - starts) < keep
+    return g_row[kept], t_row[kept], distance[kept], turn[kept]
 
 
 class IndexSide:
