@@ -326,3 +326,16 @@ def test_k_nearest_equals_brute_force_over_every_variant() -> None:
         # each row's distance and turn are its own: the turn reaches that distance
         for t, d, turn in zip(t_rows[mine], distances[mine], turns[mine], strict=True):
             assert smallest[g, t] == d == every[g, turn, t]
+
+
+def test_generated_images_are_hashed_as_the_training_run_was(
+    corpus: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    run, generated, copies = corpus
+    exact = tmp_path / "exact-run"
+    run_scan(open_source(str(run.parent / "shards")), exact, ScanSettings(exact_pdq=True),
+             workers=1, show_progress=False)  # fmt: skip
+    result = run_audit(str(generated), exact, tmp_path / "a", workers=1)
+    scanned = json.loads((tmp_path / "a" / "generated-run" / "run.json").read_text())
+    assert scanned["settings"]["exact_pdq"] is True
+    assert result.summary["results"]["generated_with_copy"] == len(copies) - 1

@@ -228,7 +228,7 @@ def _receipt_digest(run: RunFolder) -> str | None:
 
 
 def _audit(
-    source: Any,
+    source: Source,
     run: RunFolder,
     markers: list[dict[str, Any]],
     staging: Path,
@@ -241,10 +241,18 @@ def _audit(
     index: str,
 ) -> AuditResult:
     generated_run = RunFolder(staging / GENERATED_RUN)
+    # Hashed as the training run was (fast or exact PDQ, border trimming), so that the
+    # two sides' hashes differ only where the pictures do.
+    scanned = run.read_info().get("settings", {})
+    hashing = ScanSettings(
+        exact_pdq=bool(scanned.get("exact_pdq", False)),
+        trim_borders=bool(scanned.get("trim_borders", True)),
+        dihedral=settings.dihedral,
+    )
     run_scan(
         source,
         generated_run.path,
-        ScanSettings(dihedral=settings.dihedral),
+        hashing,
         engine=engine,
         show_progress=show_progress,
         console=console,
