@@ -209,6 +209,8 @@ def test_demo_prints_its_commands(demo_data: DemoData, tmp_path: Path) -> None:
         assert f"$ clearset {step} " in text
     assert "6 items matched (7 match rows: 1 item matched 2 lists)" in text
     assert "found: 6" in text
+    assert f"$ clearset audit {out / 'generated'} --run {out / 'run'} " in text
+    assert "generated images with a training copy: 4 of 7" in text
     for fmt, name in (("eu-ai-act", "eu-ai-act-summary.md"), ("ab2013", "ab2013.md"),
                       ("croissant", "croissant.json"), ("datacard", "README.md")):  # fmt: skip
         path = out / "run" / "documents" / name

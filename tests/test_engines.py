@@ -471,3 +471,25 @@ def test_a_rank_that_finds_the_finishing_lock_held_leaves_the_run_to_its_holder(
     assert again.finished and again.shards_skipped == again.shards_mine
     assert json.loads((run / "run.json").read_text())["finished"]
     assert not (run / ".finishing").exists()
+
+
+@pytest.mark.ray
+def test_an_audit_on_ray_equals_the_local_one(
+    many: DemoData, local_many: Path, ray_engine: Engine, tmp_path: Path
+) -> None:
+    from clearset.runs.audit import AuditSettings, run_audit
+
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    for path in sorted(many.folder.glob("*.jpg"))[:12]:
+        (generated / path.name).write_bytes(path.read_bytes())
+    settings = AuditSettings(k=2, dihedral=True)
+    local = run_audit(str(generated), local_many, tmp_path / "local", settings,
+                      engine=LocalEngine(2))  # fmt: skip
+    ray = run_audit(str(generated), local_many, tmp_path / "ray", settings, engine=ray_engine)
+    assert local.summary["settings"]["indexed"] == "generated"
+    assert local.summary["training"]["shards"] > 40
+    assert ray.table.equals(local.table)
+    assert ray.summary["results"] == local.summary["results"]
+    results = local.summary["results"]
+    assert 0 < results["generated_with_copy"] == local.summary["generated"]["searched"]

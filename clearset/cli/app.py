@@ -28,7 +28,7 @@ from clearset.stages.match import MatchJob
 #: command not named here comes after these, in the order it was registered, before demo.
 COMMAND_ORDER = (
     "scan", "match", "clean", "report", "keygen", "receipt", "prove", "verify",
-    "diff-receipts", "document", "apply-removals", "status", "hash",
+    "diff-receipts", "document", "audit", "prompts", "apply-removals", "status", "hash",
 )  # fmt: skip
 LAST_COMMANDS = ("demo",)
 

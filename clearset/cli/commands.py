@@ -6,7 +6,7 @@ import json
 import shlex
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pyarrow.parquet as pq
 import typer
@@ -294,7 +294,7 @@ def demo(
     ] = Path("clearset-demo"),
     workers: WorkersOpt = None,
 ) -> None:
-    """Build a benign demo data set and watch list, then scan, clean, report and receipt it.
+    """Build a benign demo data set and watch list; scan, clean, report, receipt, audit it.
 
     Each step is printed as the `clearset` command that does the same by hand.
     """
@@ -347,6 +347,57 @@ def demo(
     from clearset.cli.documents import demo_documents
 
     demo_documents(run_dir)
+    _demo_audit(out_dir, run_dir, data, workers)
+
+
+#: The demo's "generated" images: edited copies of training pictures, and unrelated ones.
+DEMO_AUDIT_EDITS = ("reencode", "resize", "crop", "flip")
+DEMO_AUDIT_UNRELATED = 3
+
+
+def _demo_audit(out_dir: Path, run_dir: Path, data: Any, workers: int | None) -> None:
+    """Audit a handful of stand-in "generated" images: benign edited copies of kept
+    training pictures (what a memorising model would output) and unrelated pictures."""
+    import io
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from clearset.demo import _edit, encode_jpeg, watched_originals
+    from clearset.runs.audit import AuditSettings, run_audit
+
+    generated, audit_dir = out_dir / "generated", out_dir / "audit"
+    shutil.rmtree(generated, ignore_errors=True)
+    shutil.rmtree(audit_dir, ignore_errors=True)  # the demo's own folder, made again
+    generated.mkdir(parents=True)
+    manifest = RunFolder(run_dir).read_manifest(columns=["key", "status", "pdq_quality"])
+    matches = pq.read_table(run_dir / "matches.parquet", columns=["key"])
+    matched = set(matches.column("key").to_pylist())  # removed: never "generated" from
+    detailed = [
+        row["key"]
+        for row in manifest.to_pylist()
+        if row["status"] == "ok"
+        and (row["pdq_quality"] or 0) >= 80
+        and row["key"] not in matched
+        and (data.folder / f"{row['key']}.jpg").exists()
+    ]
+    rng = np.random.default_rng(17)
+    for key, edit in zip(detailed[:: max(1, len(detailed) // 8)], DEMO_AUDIT_EDITS, strict=False):
+        picture = Image.open(io.BytesIO((data.folder / f"{key}.jpg").read_bytes())).convert("RGB")
+        (generated / f"copy-of-{key}-{edit}.jpg").write_bytes(_edit(picture, edit, rng))
+    for number, picture in enumerate(watched_originals(seed=31, count=DEMO_AUDIT_UNRELATED)):
+        (generated / f"unrelated-{number}.jpg").write_bytes(encode_jpeg(picture, 85))
+    _say("audit", generated, "--run", run_dir, "--out", audit_dir, "--dihedral")
+    result = run_audit(str(generated), run_dir, audit_dir, AuditSettings(dihedral=True),
+                       workers=workers, console=console)  # fmt: skip
+    found = result.summary["results"]["generated_with_copy"]
+    searched = result.summary["generated"]["searched"]
+    out.print(
+        f"generated images with a training copy: {found} of {searched} (made: "
+        f"{len(DEMO_AUDIT_EDITS)} edited copies of training pictures, {DEMO_AUDIT_UNRELATED} "
+        f"unrelated pictures); page: {audit_dir / 'audit.html'}"
+    )
 
 
 def _say(*argv: object) -> None:
