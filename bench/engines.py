@@ -4,11 +4,11 @@
 
 Scans one demo webdataset (matched against the demo's PDQ and MD5 lists, as `clearset
 scan --list` does) with `--engine local` and with `--engine ray` (a Ray instance started
-here) at each worker count. Prints images/s (an image with its caption and .json is one item), each Ray figure as a ratio to the local
-engine's at the same worker count (the baseline measured in the same run, since these
-machines are noisy), Ray's start-up cost (starting the instance, and the first task's
-wait for its worker), and checks that every run's manifest and matches equal the first.
-With --laion it also prints the core-hours and wall time of a LAION-5B scan
+here) at each worker count. Prints images/s (an image with its caption and .json is one
+item), each Ray figure as a ratio to the local engine's at the same worker count (the
+baseline measured in the same run, since these machines are noisy), Ray's start-up cost
+(starting the instance), and checks that every run's manifest and matches equal the
+first. With --laion it also prints the core-hours and wall time of a LAION-5B scan
 (5.85 × 10⁹ items) from the measured per-core rate.
 
 Resident memory of the hash lists per worker is measured by bench/list_memory.py.
