@@ -39,10 +39,9 @@ from clearset.matching.embeddings import (
     similar_pairs,
 )
 from clearset.matching.reference import check_threshold
-from clearset.progress import Meter
 from clearset.runfolder import RunFolder, utc_now
 from clearset.runs.scan import run_scan
-from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_tasks
+from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import write_json_atomic
 from clearset.sinks.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
@@ -304,25 +303,21 @@ def _audit(
         for m in stream_markers
     ]
     gather = _Gather(index_ids, stream_training, settings)
-    meter = Meter(
-        len(tasks), 0, show_progress, console, label="audit", errors_label="errors",
-        workers=engine.workers,
-    )  # fmt: skip
-    with meter.progress:
-        done = run_tasks(
+    try:
+        run_or_fail(
             engine,
             tasks,
-            meter,
+            label="audit",
+            show_progress=show_progress,
+            console=console,
             retries=retries,
             counts=lambda part: (part.rows, 0, 0),
             on_done=lambda task, part: gather.add(part),
+            error=AuditError,
+            after="no audit was written",
         )
-    shutil.rmtree(index_dir, ignore_errors=True)
-    if done.failures:
-        raise AuditError(
-            f"{len(done.failures)} of {len(tasks)} shards could not be searched "
-            f"(first: {done.failures[0].error}); no audit was written; re-run the same command"
-        )
+    finally:
+        shutil.rmtree(index_dir, ignore_errors=True)
     table = gather.table(settings.dihedral)
     searched_training = gather.searched if stream_training else len(index_ids)
     summary = _summary(

@@ -9,10 +9,9 @@ from typing import Any
 from rich.console import Console
 
 from clearset.engines import Engine, Task
-from clearset.errors import InputError, OutputError, RunFolderError
-from clearset.progress import Meter
+from clearset.errors import InputError, RunFolderError
 from clearset.runfolder import RunFolder
-from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_tasks
+from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
 from clearset.sinks.atomic import sweep_tmp
 from clearset.sinks.clean import (
     CleanJob,
@@ -162,27 +161,14 @@ def run_shard_tasks(
 ) -> list[CleanShardSummary]:
     """Run clean tasks with a progress bar. A shard that fails every try keeps no marker
     (a re-run retries it); the first failure is raised once the others are done."""
-    meter = Meter(
-        len(tasks),
-        0,
-        show_progress,
-        console,
+    done = run_or_fail(
+        engine,
+        tasks,
         label=label,
+        show_progress=show_progress,
+        console=console,
+        retries=retries,
+        counts=lambda summary: (summary.rows, summary.keys_removed, 0),
         errors_label="keys removed",
-        workers=engine.workers,
     )
-    with meter.progress:
-        done = run_tasks(
-            engine,
-            tasks,
-            meter,
-            retries=retries,
-            counts=lambda summary: (summary.rows, summary.keys_removed, 0),
-        )
-    if done.failures:
-        raise OutputError(
-            f"{len(done.failures)} of {len(tasks)} shards failed to {label} "
-            f"(first: {done.failures[0].error}); the others are complete; "
-            "re-run the same command to retry"
-        )
     return [done.done[task.id] for task in tasks]

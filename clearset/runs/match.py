@@ -10,11 +10,10 @@ from typing import Any
 from rich.console import Console
 
 from clearset.engines import Engine, Task
-from clearset.errors import OutputError, RunFolderError
-from clearset.progress import Meter
+from clearset.errors import RunFolderError
 from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runs.scan import gather_matches, matching_record
-from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, in_memory, run_tasks
+from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, in_memory, run_or_fail
 from clearset.sinks.atomic import write_json_atomic
 from clearset.stages.match import MatchJob, drop_shared_index, match_task
 
@@ -61,26 +60,17 @@ def run_match(
         )
         for m in markers
     ]
-    meter = Meter(
-        len(tasks),
-        0,
-        show_progress,
-        console,
-        label="match",
-        errors_label="errors",
-        workers=engine.workers,
-    )
     try:
-        with meter.progress:
-            done = run_tasks(
-                engine, tasks, meter, retries=retries, counts=lambda rows: (rows, 0, 0)
-            )
-        if done.failures:
-            raise OutputError(
-                f"{len(done.failures)} of {len(tasks)} shards failed to match "
-                f"(first: {done.failures[0].error}); nothing was replaced; "
-                "re-run the same command"
-            )
+        run_or_fail(
+            engine,
+            tasks,
+            label="match",
+            show_progress=show_progress,
+            console=console,
+            retries=retries,
+            counts=lambda rows: (rows, 0, 0),
+            after="nothing was replaced",
+        )
         previous = info.get("settings", {}).get("matching")
         replaced = run.archive("match", [run.matches_dir, run.path / "matches.parquet"])
         if replaced is not None:

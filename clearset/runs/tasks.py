@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
+
 from clearset.engines.base import Engine, Outcome, Task
 from clearset.engines.local import LocalEngine
 from clearset.errors import ClearsetError, OutputError
@@ -118,3 +120,34 @@ def run_tasks(
                 on_failed(failure)
         todo = again
     return results
+
+
+def run_or_fail(
+    engine: Engine,
+    tasks: Sequence[Task],
+    *,
+    label: str,
+    show_progress: bool,
+    console: Console | None,
+    retries: int,
+    counts: Callable[[Any], tuple[int, int, int]],
+    errors_label: str = "errors",
+    on_done: Callable[[Task, Any], None] | None = None,
+    error: type[ClearsetError] = OutputError,
+    after: str = "the others are complete",
+) -> TaskResults:
+    """`run_tasks` with its own progress meter, for a command that needs every shard: once
+    the others are done, a shard that failed every try is raised as `error`, saying what
+    became of the rest (`after`) and to re-run."""
+    meter = Meter(
+        len(tasks), 0, show_progress, console, label=label, errors_label=errors_label,
+        workers=engine.workers,
+    )  # fmt: skip
+    with meter.progress:
+        done = run_tasks(engine, tasks, meter, retries=retries, counts=counts, on_done=on_done)
+    if done.failures:
+        raise error(
+            f"{len(done.failures)} of {len(tasks)} shards failed to {label} "
+            f"(first: {done.failures[0].error}); {after}; re-run the same command to retry"
+        )
+    return done
