@@ -85,6 +85,27 @@ def test_ctrl_c_while_workers_start_is_one_line_and_leaves_no_process(
     assert not wait_session_empty(proc.pid)
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs signal masks")
+def test_a_ctrl_c_while_a_worker_is_being_started_is_raised_after_not_lost() -> None:
+    # Workers are started with SIGINT held back from them; the parent must still get it.
+    script = (
+        "import os, signal, time\n"
+        "from clearset.engines.local import sigint_held\n"
+        "try:\n"
+        "    with sigint_held():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.2)\n"
+        "        print('held', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('raised')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+        preexec_fn=_sigint_default,
+    )  # fmt: skip
+    assert proc.stdout.split() == ["held", "raised"], (proc.stdout, proc.stderr)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_kill_9_of_the_parent_ends_its_workers_and_resource_tracker(
     shards: Path, tmp_path: Path

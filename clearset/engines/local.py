@@ -51,8 +51,11 @@ def _start_worker(
 ) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides what happens, so
     # a worker never dies half-way through writing a file or hangs a shutdown. (A worker
-    # already starts with SIGINT ignored, see `_WorkerPool.submit`; this is for clarity.)
+    # starts with SIGINT blocked, see `_WorkerPool.submit`; ignoring it also drops one
+    # that arrived while it was blocked.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # what it starts: as usual
     signal.signal(signal.SIGTERM, _on_sigterm)
     _die_with_parent(parent, death_signal)
     if initializer is not None:
@@ -124,14 +127,16 @@ class _WorkerPool(ProcessPoolExecutor):
 
     Workers are spawned on `submit`. A spawned child starts a fresh interpreter, which
     takes a while to import what a shard needs; a Ctrl-C in that time would end it with
-    a KeyboardInterrupt traceback before `_start_worker` could ignore SIGINT. A
-    disposition of SIG_IGN survives exec, and Python leaves an ignored SIGINT ignored, so
-    the parent ignores SIGINT for the moment it takes to start the child. (A Ctrl-C in
-    exactly that moment is lost; the next one is not.)
+    a KeyboardInterrupt traceback before `_start_worker` could ignore SIGINT. A blocked
+    signal mask survives exec, so the parent blocks SIGINT for the moment it takes to
+    start the child: the child never receives it (and `_start_worker` then ignores it),
+    while a Ctrl-C in that moment stays pending in the parent and is raised as soon as
+    the child is started. (Ignoring it instead, as this once did, lost that Ctrl-C: a
+    scan pressed to stop while its workers started ran to the end and exited 0.)
     """
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        with _sigint_ignored():
+        with sigint_held():
             return super().submit(_run_task, fn, *args, **kwargs)
 
     def stop(self) -> None:
@@ -176,6 +181,37 @@ def worker_pool(
             pool.stop()
         raise
     pool.shutdown(wait=True)
+
+
+@contextmanager
+def sigint_held() -> Iterator[None]:
+    """Hold back SIGINT for the duration: a child started meanwhile never receives it,
+    and a Ctrl-C that arrives meanwhile is raised here when the block ends, not lost.
+
+    Two things are needed. The calling thread blocks SIGINT, and a child inherits that
+    mask across exec. But the kernel hands a process-wide signal to any thread that does
+    not block it (the pool's own threads), and Python would then raise KeyboardInterrupt
+    in this thread mid-start, leaving a half-started child; so for the moment the
+    handler only records the signal."""
+    if not hasattr(signal, "pthread_sigmask") or (
+        threading.current_thread() is not threading.main_thread()
+    ):
+        with _sigint_ignored():  # no signal masks (Windows), or not ours to handle
+            yield
+        return
+    pending: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a held Ctrl-C lands now
+        signal.signal(signal.SIGINT, handler)
+    if pending:  # as if it came now
+        if callable(handler):
+            handler(signal.SIGINT, None)  # Python's default raises KeyboardInterrupt
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
 
 
 @contextmanager
