@@ -125,9 +125,10 @@ def test_kill_9_of_the_parent_ends_its_workers_and_resource_tracker(
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_killed_at_random_scan_and_clean_resume_to_identical_files(tmp_path: Path) -> None:
-    scans, cleans = fault_injection(tmp_path, kills=20, images=16, shard_size=2, workers=1, seed=11)
+    # 12 random points each (bench/faults.py runs hundreds; this keeps the suite short).
+    scans, cleans = fault_injection(tmp_path, kills=12, images=16, shard_size=2, workers=1, seed=11)
     for tally in (scans, cleans):
-        assert tally.kills == 20
+        assert tally.kills == 12
         assert not tally.differences, tally.differences
         assert not tally.orphans, tally.orphans
 
