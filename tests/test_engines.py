@@ -39,7 +39,7 @@ from clearset.runs import (
     run_match,
     run_scan,
 )
-from clearset.runs.status import run_status
+from clearset.runs.status import run_status, status_lines
 from clearset.sources import open_source
 from tests.conftest import run_cli
 
@@ -344,6 +344,10 @@ def test_status_of_a_half_done_array_job_says_which_ranks_to_run(
     text = run_cli("status", str(run)).stdout
     assert f"shards: {mine} done, 0 failed, {shards - mine} not done, of {shards}" in text
     assert "--world-size 3 --rank 0, 2" in text
+    assert status["list_index"] is False and "list index" not in text, "the rank removed it"
+    (run / ".list-index" / "list-index-0123").mkdir(parents=True)  # as a killed rank leaves it
+    said = [line for line in status_lines(run_status(run)) if line.startswith("list index: ")]
+    assert len(said) == 1 and str(run / ".list-index") in said[0], said
 
     # A run that is not finished backs no clean, and says why.
     refused = run_cli("clean", str(run), "--to", str(tmp_path / "clean"))

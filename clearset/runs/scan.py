@@ -147,9 +147,10 @@ def run_scan(
                 shutil.rmtree(run.path, ignore_errors=True)  # refused before any work
             raise
     urls = [source.url] + [spec.path for spec in (match.lists if match else ())]
+    owner = f"rank-{split.rank}-of-{split.world_size}" if split is not None else None
     if match is not None and not in_memory(*urls):
         # Every worker maps one built index instead of loading the lists again.
-        match, matcher = match.share(run.path, matcher)
+        match, matcher = match.share(run.path, matcher, owner)
     mine = split.take(shards) if split is not None else shards
     pending = [s for s in mine if not run.is_done(s.id) or not _cleaned(s, clean)]
     engine = choose_engine(engine, workers, *urls)
@@ -177,8 +178,8 @@ def run_scan(
                 on_failed=lambda failure: _remember_failure(run, failure, split),
             )
     except BaseException:
+        drop_shared_index(run.path, owner)
         if split is None:
-            drop_shared_index(run.path)
             # The workers are stopped by now and each removed its own temporary file,
             # unless it was killed inside a long call; this scan is the run folder's only
             # writer, so what is left under a temporary name is swept here.
@@ -190,6 +191,7 @@ def run_scan(
     result.failures = [(f.task.name, f.error) for f in done.failures]
     result.seconds = time.monotonic() - started
     if split is not None:
+        drop_shared_index(run.path, owner)
         _record_rank(run, split, result)
         if not all(run.is_done(s.id) for s in shards):
             result.counts = summarise_markers(run)

@@ -14,6 +14,7 @@ from clearset.errors import ClearsetError
 from clearset.runfolder import RunFolder
 from clearset.runs.scan import RANKS_DIR, failed_shards, summarise_markers
 from clearset.sources import source_from_spec
+from clearset.stages.match import SHARED_INDEX_DIR
 
 #: Shards named one by one in the status; the rest are counted.
 NAMED = 20
@@ -33,6 +34,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "bytes": counts["bytes"],
         "item_status": counts["status"],
         "ranks": _ranks(run),
+        # The lists' index a scan or match maps while it runs: left by one that was killed.
+        "list_index": (run.path / SHARED_INDEX_DIR).exists(),
     }
     try:
         shards = source_from_spec(info["source"]).shards()
@@ -117,4 +120,10 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             lines.append("to finish: re-run the same scan command (it resumes)")
     elif total is not None and not status["finished"]:
         lines.append("to finish: every shard is done; re-run the same scan command to finish")
+    if status["list_index"]:
+        lines.append(
+            f"list index: {Path(status['run']) / SHARED_INDEX_DIR} holds a copy of the lists' "
+            "entries; a scan or match of this run removes it when it ends. If none is running, "
+            "one was killed: delete the folder, or let the next scan or match do it"
+        )
     return lines

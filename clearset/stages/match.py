@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -44,18 +45,31 @@ class MatchJob:
             return open_matcher(Path(self.index))
         return Matcher([hl for spec in self.lists for hl in spec.load()], self.settings)
 
-    def share(self, run_dir: Path, built: Matcher) -> tuple[MatchJob, Matcher]:
+    def share(
+        self, run_dir: Path, built: Matcher, owner: str | None = None
+    ) -> tuple[MatchJob, Matcher]:
         """Save the lists' index (`built` from this job) in the run folder, and return the
-        job that maps it, with the mapped matcher for the driver's own use (drop `built`)."""
-        mapped = shared_matcher(built, run_dir / SHARED_INDEX_DIR)
-        folder = run_dir / SHARED_INDEX_DIR / f"{SHARED_FOLDER_PREFIX}{matcher_key(mapped)}"
+        job that maps it, with the mapped matcher for the driver's own use (drop `built`).
+        An `owner` (a rank of an array job) keeps a copy of its own, which it removes when
+        it ends without pulling the index from under ranks still at work."""
+        root = shared_index_root(run_dir, owner)
+        mapped = shared_matcher(built, root)
+        folder = root / f"{SHARED_FOLDER_PREFIX}{matcher_key(mapped)}"
         return replace(self, index=str(folder)), mapped
 
 
-def drop_shared_index(run_dir: Path) -> None:
-    """Remove the lists' index from the run folder: no copy of a list outlives the command
-    (workers still mapping it keep their pages until they exit)."""
-    shutil.rmtree(run_dir / SHARED_INDEX_DIR, ignore_errors=True)
+def shared_index_root(run_dir: Path, owner: str | None = None) -> Path:
+    return run_dir / SHARED_INDEX_DIR / owner if owner else run_dir / SHARED_INDEX_DIR
+
+
+def drop_shared_index(run_dir: Path, owner: str | None = None) -> None:
+    """Remove the lists' index from the run folder (only `owner`'s copy, when given): no
+    copy of a list outlives the command (workers still mapping it keep their pages until
+    they exit)."""
+    shutil.rmtree(shared_index_root(run_dir, owner), ignore_errors=True)
+    if owner:
+        with contextlib.suppress(OSError):  # not empty: another rank's copy is in use
+            (run_dir / SHARED_INDEX_DIR).rmdir()
 
 
 def worker_matcher(job: MatchJob | None) -> Matcher | None:
