@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import fsspec
 import pyarrow as pa
@@ -37,7 +36,7 @@ from clearset.sources.base import (
     relative_name,
     shard_id_for,
 )
-from clearset.sources.fetcher import FetchSettings, fetch_stream
+from clearset.sources.fetcher import FetchSettings, fetch_stream, url_host
 from clearset.sources.parquet import (
     KEY_COLUMN_NAMES,
     MD5_COLUMN_NAMES,
@@ -428,7 +427,7 @@ def dry_run(source: FetchSource, sample: int) -> DryRun:
                 found.rows_without_url += 1
                 continue
             found.urls += 1
-            found.hosts[urlsplit(row.url).netloc.lower() or "(none)"] += 1
+            found.hosts[url_host(row.url) or "(not an http URL)"] += 1
             if len(every) < 1_000_000:
                 every.append(row.url)
     if sample > 0 and every:

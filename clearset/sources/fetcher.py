@@ -1,7 +1,7 @@
 """Fetch images over HTTP into memory, politely, and keep nothing.
 
 `fetch_stream(urls, settings)` downloads a run of URLs with one asyncio loop on a
-background thread (httpx), and yields each URL's `Fetched` as it completes: the body's
+background thread (aiohttp), and yields each URL's `Fetched` as it completes: the body's
 bytes, held only until the caller has hashed them, and what the server answered. Bodies
 are never written anywhere. Politeness: at most `concurrency` requests in flight, at
 most `per_host` of them to any one host, retries with exponential backoff on 429, 5xx
@@ -135,6 +135,17 @@ def retry_after_seconds(value: str | None, cap: float) -> float | None:
     return min(max(seconds, 0.0), cap)
 
 
+def url_host(url: str) -> str | None:
+    """The host (and port) an http(s) URL names, lower case; None for any other URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return parts.netloc.lower()
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, wait: float | None = None) -> None:
         super().__init__(reason)
@@ -149,35 +160,33 @@ class _Fail(Exception):
 
 
 class Fetcher:
-    """The async side: one httpx client, a global and a per-host limit."""
+    """The async side: one aiohttp session, a global and a per-host limit.
+
+    aiohttp rather than httpx: on a loopback server httpx's connection pool fetched
+    ~140 images/s at 64 connections against aiohttp's ~3,000 (same machine, same run)."""
 
     def __init__(self, settings: FetchSettings) -> None:
-        import httpx
+        import aiohttp
 
         self.settings = settings
-        self._httpx = httpx
-        limits = httpx.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=min(settings.concurrency, 1024),
+        self._aiohttp = aiohttp
+        connector = aiohttp.TCPConnector(limit=settings.concurrency, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(
+            total=None,  # a slow but steady download is bounded by max_bytes instead
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.read_timeout,
         )
-        timeout = httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.read_timeout,
-            write=settings.read_timeout,
-            pool=None,  # waiting for a free connection is bounded by our own limits
-        )
-        self.client = httpx.AsyncClient(
-            follow_redirects=True,
-            max_redirects=settings.max_redirects,
+        self.session = aiohttp.ClientSession(
+            connector=connector,
             timeout=timeout,
-            limits=limits,
             headers={"User-Agent": settings.user_agent, "Accept": "image/*,*/*;q=0.8"},
             trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._hosts: dict[str, asyncio.Semaphore] = {}
 
     def _host(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).netloc.lower()
+        host = url_host(url) or ""
         if host not in self._hosts:
             self._hosts[host] = asyncio.Semaphore(self.settings.per_host)
         return self._hosts[host]
@@ -185,8 +194,8 @@ class Fetcher:
     async def fetch(self, index: int, url: str) -> Fetched:
         found = Fetched(index=index, url=url)
         started = time.monotonic()
-        if urlsplit(url).scheme.lower() not in ("http", "https"):
-            found.reason = "fetch_failed: bad_url: not an http(s) URL"
+        if url_host(url) is None:
+            found.reason = "fetch_failed: bad_url: not an http(s) URL with a host"
             return found
         try:
             while True:
@@ -208,35 +217,37 @@ class Fetcher:
         return found
 
     async def _once(self, url: str, found: Fetched) -> None:
-        httpx = self._httpx
+        aiohttp = self._aiohttp
         settings = self.settings
         sent = time.monotonic()
         try:
-            async with self.client.stream("GET", url) as response:
+            async with self.session.get(
+                url, allow_redirects=True, max_redirects=settings.max_redirects
+            ) as response:
                 found.first_byte_ms = round((time.monotonic() - sent) * 1000)
-                found.http_status = response.status_code
-                found.content_type = response.headers.get("content-type")
+                found.http_status = response.status
+                found.content_type = response.headers.get("Content-Type")
                 found.final_url = str(response.url)
-                status = response.status_code
+                status = response.status
                 if status == 429 or 500 <= status <= 599:
                     wait = retry_after_seconds(
-                        response.headers.get("retry-after"), settings.max_retry_after
+                        response.headers.get("Retry-After"), settings.max_retry_after
                     )
                     raise _Retry(f"http_{status}", wait)
                 if status >= 300:
                     raise _Fail(f"http_{status}")
-                found.noai = disallows_ai(response.headers.get_list("x-robots-tag"))
+                found.noai = disallows_ai(response.headers.getall("X-Robots-Tag", []))
                 if found.noai and settings.respect_noai:
                     raise _Fail("noai: X-Robots-Tag forbids AI use; body not read")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > settings.max_bytes:
+                declared = response.content_length
+                if declared is not None and declared > settings.max_bytes:
                     raise _Fail(
                         f"too_large: Content-Length {declared} over the "
                         f"{settings.max_bytes}-byte cap; body not read"
                     )
                 blocks: list[bytes] = []
                 held = 0
-                async for block in response.aiter_bytes(_CHUNK):
+                async for block in response.content.iter_chunked(_CHUNK):
                     held += len(block)
                     if held > settings.max_bytes:
                         raise _Fail(
@@ -245,22 +256,23 @@ class Fetcher:
                         )
                     blocks.append(block)
                 found.data = b"".join(blocks)
-        except httpx.TooManyRedirects:
+        except aiohttp.TooManyRedirects:
             raise _Fail(f"redirect_loop: more than {settings.max_redirects} redirects") from None
-        except httpx.TimeoutException as exc:
-            what = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
-            raise _Retry(what) from None
-        except httpx.RemoteProtocolError:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlRedirectClientError) as exc:
+            raise _Fail(f"bad_url: {type(exc).__name__}") from None
+        except aiohttp.ConnectionTimeoutError:
+            raise _Retry("connect_timeout") from None
+        except TimeoutError:
+            raise _Retry("timeout") from None
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
             raise _Retry("connection_closed: the server closed the connection early") from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise _Fail(f"bad_url: {exc}") from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientResponseError as exc:
+            raise _Fail(f"bad_response: {exc.message}") from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise _Retry(f"transport_error: {type(exc).__name__}") from None
-        except httpx.DecodingError:
-            raise _Fail("bad_encoding: the Content-Encoding cannot be decoded") from None
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.session.close()
 
 
 def fetch_stream(urls: Sequence[tuple[int, str]], settings: FetchSettings) -> Iterator[Fetched]:
