@@ -16,8 +16,10 @@ flight cost no thread each. Routes (`<n>` picks the image):
     /html                  an HTML page;     /mislabelled/<n>   a JPEG sent as text/plain
     /truncated/<n>         Content-Length of the JPEG, half its bytes, then closed
     /noai/<n>, /noimageai/<n>, /otherbot-noai/<n>   the image with an X-Robots-Tag
+    /stats                 requests served and the most ever in flight, as JSON
 
-Run as a script it serves on a port it prints: `python tests/fetch_server.py --delay-ms 100`.
+Run as a script it serves on a port it prints: `python tests/fetch_server.py --delay-ms 100`
+(`--warm N` makes images 0..N-1 before it prints, so that no request pays for one).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import functools
 import io
+import json
 import random
 import threading
 from collections import Counter
@@ -95,6 +98,10 @@ class Handler:
         def number(text: str) -> int:
             return int(text.split(".", 1)[0])
 
+        if head == "stats":
+            counts = {"requests": sum(self.hits.values()), "max_in_flight": self.max_in_flight}
+            self.hits[path] -= 1  # not a request for an image
+            return _send(writer, 200, json.dumps(counts).encode(), "application/json")
         if head == "img":
             return _send(writer, 200, jpeg(number(rest[0])), "image/jpeg")
         if head == "png":
@@ -238,7 +245,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--warm", type=int, default=0)
     args = parser.parse_args()
+    for n in range(args.warm):
+        jpeg(n)
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
