@@ -1,7 +1,7 @@
 """Benchmark: `scan --fetch` against img2dataset's own download rate, in one run.
 
     python bench/fetch.py [--urls 2000] [--workers N] [--threads 64] [--delays 0,100]
-                          [--in-flight 10000] [--skip-memory]
+                          [--in-flight 10000] [--skip-memory | --only-memory]
 
 A loopback server (tests/fetch_server.py, its own process) serves benign generated JPEGs
 with a fixed delay per response standing in for the internet. On the same URL list,
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--delays", default="0,100", help="ms per response, comma-separated")
     parser.add_argument("--in-flight", type=int, default=10_000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--only-memory", action="store_true")
     args = parser.parse_args()
 
     from tests.fetch_server import jpeg
@@ -136,7 +137,8 @@ def main() -> None:
             f"{'delay':>6} {'procs':>5} | {'img2dataset':>11} {'clearset':>9} {'ratio':>6} | "
             f"{'img2dataset':>11} {'clearset':>9} {'ratio':>6}"
         )
-        for delay in [float(d) for d in args.delays.split(",")]:
+        delays = [] if args.only_memory else [float(d) for d in args.delays.split(",")]
+        for delay in delays:
             server, port = start_server(delay, args.urls)
             try:
                 urls = root / f"urls-{delay:g}.txt"
@@ -174,7 +176,7 @@ def main() -> None:
 
 def memory(root: Path, lst: str, in_flight: int) -> None:
     """Peak RSS of one worker with `in_flight` requests waiting at once, against 64."""
-    delay_ms = 5000
+    delay_ms = 30_000  # long enough that every request waits while the last ones connect
     server, port = start_server(delay_ms, in_flight)
     try:
         urls = root / "urls-memory.txt"
@@ -182,12 +184,14 @@ def memory(root: Path, lst: str, in_flight: int) -> None:
         results = []
         for flight in (64, in_flight):
             run = root / f"run-memory-{flight}"
-            command = clearset(urls, run, lst, 1, flight, in_flight)
-            # With 64 in flight the 5 s delay would take 13 minutes: shorten the list.
+            # Responses come after the delay; connections may wait on the kernel's queue.
+            patient = ["--read-timeout", str(delay_ms / 250), "--connect-timeout", "60"]
+            command = clearset(urls, run, lst, 1, flight, in_flight) + patient
+            # With 64 in flight the long delay would take hours: one round of 64.
             if flight == 64:
                 short = root / "urls-memory-short.txt"
-                short.write_text("".join(urls.read_text().splitlines(True)[:640]))
-                command = clearset(short, run, lst, 1, flight, in_flight)
+                short.write_text("".join(urls.read_text().splitlines(True)[:64]))
+                command = clearset(short, run, lst, 1, flight, in_flight) + patient
             script = (
                 "import resource, subprocess, sys; "
                 "p = subprocess.run(sys.argv[1:]); "

@@ -85,7 +85,7 @@ class Handler:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.delay:
+            if self.delay and not path.startswith("/stats"):
                 await asyncio.sleep(self.delay)
             return await self._route(path, writer)
         finally:
@@ -231,14 +231,22 @@ class LoopbackServer:
         self._thread.join(10)
 
 
+#: Listening sockets sharing the port (SO_REUSEPORT): each has the kernel's backlog cap
+#: (somaxconn, often 4096), and ten thousand connections may arrive at once.
+LISTENERS = 4
+
+
 async def _serve(port: int, delay: float) -> None:
     handler = Handler(delay)
-    server = await asyncio.start_server(
-        functools.partial(_connection, handler), "127.0.0.1", port, backlog=65535
-    )
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+    serve = functools.partial(_connection, handler)
+    first = await asyncio.start_server(serve, "127.0.0.1", port, backlog=65535, reuse_port=True)
+    port = first.sockets[0].getsockname()[1]
+    others = [
+        await asyncio.start_server(serve, "127.0.0.1", port, backlog=65535, reuse_port=True)
+        for _ in range(LISTENERS - 1)
+    ]
+    print(port, flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in (first, *others)))
 
 
 def main() -> None:
