@@ -376,6 +376,7 @@ def test_a_killed_fetch_scan_resumes_to_the_uninterrupted_result(tmp_path: Path)
         ("broken.parquet", [], "not a readable parquet file"),
         ("absent.txt", [], "no such URL list"),
         ("empty.csv", [], "empty URL list"),
+        ("shards.tar", [], "not a URL list"),
     ],
 )
 def test_bad_url_lists_are_one_line_errors_that_leave_nothing(
@@ -383,6 +384,7 @@ def test_bad_url_lists_are_one_line_errors_that_leave_nothing(
 ) -> None:
     (tmp_path / "nourl.csv").write_text("id,caption\n1,a\n")
     (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "shards.tar").write_bytes(b"\0" * 1024)
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"]}), tmp_path / "urls.parquet")
     out = tmp_path / "out"
@@ -392,6 +394,17 @@ def test_bad_url_lists_are_one_line_errors_that_leave_nothing(
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert message in lines[0] and name in lines[0]
     assert not out.exists()
+
+
+def test_a_clean_over_the_url_list_itself_is_refused(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"]}), tmp_path / "urls.parquet")
+    before = (tmp_path / "urls.parquet").read_bytes()
+    proc = run_cli(
+        "scan", str(tmp_path / "urls.parquet"), "--fetch", "--out", str(tmp_path / "run"),
+        "--clean-to", str(tmp_path), "--drop-undecodable",
+    )  # fmt: skip
+    assert proc.returncode != 0 and "overlaps the source" in proc.stderr, proc.stderr
+    assert (tmp_path / "urls.parquet").read_bytes() == before
 
 
 def test_dry_run_prints_hosts_and_an_estimate_and_writes_nothing(
@@ -421,3 +434,57 @@ def test_manifests_written_before_the_fetch_columns_still_read(tmp_path: Path) -
     assert table.column("http_status").to_pylist() == [None]
     part = read_manifest_files([tmp_path / "old.parquet"], ["key", "final_url"])
     assert part.to_pylist() == [{"key": "a", "final_url": None}]
+
+
+# ---------------------------------------------------------------- scale-out
+
+
+def _fetch_rows(run: Path) -> list[dict]:
+    keep = [c for c in COLUMNS if c not in TIMING]
+    table = RunFolder(run).read_manifest().select(keep)
+    return sorted(table.to_pylist(), key=lambda r: r["key"])
+
+
+@pytest.fixture
+def url_list(server: LoopbackServer, tmp_path: Path) -> Path:
+    urls = [server.url(f"/img/{600 + i}.jpg") for i in range(20)] + [server.url("/status/404")]
+    path = tmp_path / "urls.txt"
+    path.write_text("\n".join(urls) + "\n")
+    return path
+
+
+def test_two_ranks_of_a_fetch_scan_equal_one_scan(url_list: Path, tmp_path: Path) -> None:
+    from clearset.runs import Split
+
+    def source():
+        return open_source(str(url_list), kind="fetch", fetch=FAST, shard_rows=4)
+
+    one, ranks = tmp_path / "one", tmp_path / "ranks"
+    run_scan(source(), one, ScanSettings(), workers=1, show_progress=False, allow_missing=True)
+    for rank in (1, 0):
+        result = run_scan(
+            source(), ranks, ScanSettings(), workers=1, show_progress=False,
+            allow_missing=True, split=Split(rank, 2),
+        )  # fmt: skip
+    assert result.finished and result.shards_total == 6
+    assert _fetch_rows(ranks) == _fetch_rows(one)
+
+
+@pytest.mark.ray
+def test_a_fetch_scan_on_ray_equals_the_local_one(url_list: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from clearset.engines import make_engine
+
+    def source():
+        return open_source(str(url_list), kind="fetch", fetch=FAST, shard_rows=4)
+
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    run_scan(source(), local, ScanSettings(), workers=1, show_progress=False, allow_missing=True)
+    engine = make_engine("ray", workers=2)
+    try:
+        run_scan(
+            source(), ray, ScanSettings(), engine=engine, show_progress=False, allow_missing=True
+        )
+    finally:
+        engine.close()
+    assert _fetch_rows(ray) == _fetch_rows(local)

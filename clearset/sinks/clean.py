@@ -198,7 +198,9 @@ def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path, what: st
             continue
         if shard.files:
             folders.add(path)
-        elif (target / shard.name).resolve() == path:
+        # A URL list's shard is a run of rows; the cleaned list keeps the file's name.
+        name = shard.name.rsplit("[", 1)[0] if shard.rows is not None else shard.name
+        if not shard.files and (target / name).resolve() == path:
             folders.add(path.parent)
     for folder in folders:
         if target == folder or folder in target.parents or target in folder.parents:

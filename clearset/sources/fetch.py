@@ -45,6 +45,7 @@ from clearset.sources.parquet import (
     file_digest,
     positional_key,
 )
+from clearset.sources.webdataset import TAR_SUFFIXES
 
 #: Rows of a URL list in one shard: the unit of resume and of work across workers.
 FETCH_SHARD_ROWS = 10_000
@@ -337,7 +338,14 @@ class FetchSource:
         }
 
     def files(self) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
-        return find_files(self.url, tuple(FORMATS), "URL list")
+        fs, root, paths = find_files(self.url, tuple(FORMATS), "URL list")
+        for path in paths:
+            if path.lower().endswith((*TAR_SUFFIXES, ".zip", ".gz")):
+                raise InputError(
+                    f"{protocol_url(fs, path)}: not a URL list (parquet, CSV, TSV, JSON lines "
+                    "or one URL a line); scan shards without --fetch"
+                )
+        return fs, root, paths
 
     def shards(self) -> list[ShardRef]:
         fs, root, paths = self.files()
