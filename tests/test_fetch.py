@@ -84,8 +84,9 @@ def test_every_server_behaviour_gets_a_row_that_says_what_happened(
     server: LoopbackServer, tmp_path: Path
 ) -> None:
     keys = list(CASES)
-    urls = [server.url(CASES[k][0]) for k in keys] + ["ftp://example.invalid/a.jpg", None]
-    table = pa.table({"key": [*keys, "ftp", "no_url"], "url": urls})
+    urls = [server.url(CASES[k][0]) for k in keys]
+    urls += ["ftp://example.invalid/a.jpg", "http://a..b/x.jpg", None]
+    table = pa.table({"key": [*keys, "ftp", "bad_host", "no_url"], "url": urls})
     pq.write_table(table, tmp_path / "urls.parquet")
     run = tmp_path / "run"
     source = open_source(str(tmp_path / "urls.parquet"), kind="fetch", fetch=FAST, shard_rows=6)
@@ -93,7 +94,7 @@ def test_every_server_behaviour_gets_a_row_that_says_what_happened(
     run_scan(source, run, ScanSettings(), workers=1, show_progress=False, allow_missing=True)
     assert time.monotonic() - started < 20
     rows = _by_key(run)
-    assert len(rows) == len(keys) + 2
+    assert len(rows) == len(keys) + 3
     for key, (_, status, reason) in CASES.items():
         row = rows[key]
         assert row["status"] == status, (key, row["reason"])
@@ -123,6 +124,7 @@ def test_every_server_behaviour_gets_a_row_that_says_what_happened(
     assert rows["other_agent"]["noai"] is False  # `otherbot: noai` does not address us
     assert rows["noai"]["http_status"] == 200
     assert rows["ftp"]["reason"].startswith("fetch_failed: bad_url")
+    assert rows["bad_host"]["reason"].startswith("fetch_failed: bad_url")  # a row, no crash
     assert rows["no_url"]["reason"].startswith("no_url") and rows["no_url"]["url"] is None
 
 

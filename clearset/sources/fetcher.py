@@ -270,6 +270,10 @@ class Fetcher:
             raise _Retry("connection_closed: the server closed the connection early") from None
         except aiohttp.ClientResponseError as exc:
             raise _Fail(f"bad_response: {exc.message}") from None
+        except (ValueError, UnicodeError) as exc:
+            # A URL that cannot even be requested (a space in the host, a bad IDNA name,
+            # a port out of range): one row says so; the other URLs go on.
+            raise _Fail(f"bad_url: {type(exc).__name__}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _Retry(f"transport_error: {type(exc).__name__}") from None
 
@@ -294,7 +298,7 @@ def fetch_stream(urls: Sequence[tuple[int, str]], settings: FetchSettings) -> It
         async def one(index: int, url: str) -> None:
             try:
                 results.put(await fetcher.fetch(index, url))
-            except BaseException as exc:  # a bug, not a fetch failure: end the shard
+            except Exception as exc:  # a bug, not a fetch failure: end the shard
                 results.put(exc)
                 raise
 
@@ -312,12 +316,12 @@ def fetch_stream(urls: Sequence[tuple[int, str]], settings: FetchSettings) -> It
                 task.cancel()
             await fetcher.close()
 
-    holder: dict[str, asyncio.Task[None]] = {}
+    # Made here, before the loop runs, so that closing the generator at once cancels it.
+    main = loop.create_task(produce())
 
     def drive() -> None:
-        holder["task"] = loop.create_task(produce())
         try:
-            loop.run_until_complete(holder["task"])
+            loop.run_until_complete(main)
         except asyncio.CancelledError:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
@@ -339,8 +343,6 @@ def fetch_stream(urls: Sequence[tuple[int, str]], settings: FetchSettings) -> It
             yield result
             del result  # the bytes go as soon as the caller is done with them
     finally:
-        task = holder.get("task")
-        if task is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has ended meanwhile
-                loop.call_soon_threadsafe(task.cancel)
+        with contextlib.suppress(RuntimeError):  # the loop has ended meanwhile
+            loop.call_soon_threadsafe(main.cancel)
         thread.join()
