@@ -65,19 +65,19 @@ CASES = {
     "jpeg": ("/img/1.jpg", "ok", None),
     "png": ("/png/2.png", "ok", None),
     "redirected": ("/redirect/3/4", "ok", None),
-    "loop": ("/loop", "missing", "fetch_failed: redirect_loop"),
-    "not_found": ("/status/404", "missing", "fetch_failed: http_404"),
-    "server_error": ("/status/503", "missing", "fetch_failed: http_503"),
+    "loop": ("/loop", "missing", "redirect_loop"),
+    "not_found": ("/status/404", "missing", "http_404"),
+    "server_error": ("/status/503", "missing", "http_503"),
     "flaky": ("/flaky/f/5", "ok", None),
     "rate_limited": ("/ratelimit/r/6", "ok", None),
-    "slow": ("/slow/7", "missing", "fetch_failed: timeout"),
-    "big": ("/big", "missing", "fetch_failed: too_large: Content-Length"),
-    "big_chunked": ("/big-chunked", "missing", "fetch_failed: too_large: body over"),
+    "slow": ("/slow/7", "missing", "timeout"),
+    "big": ("/big", "missing", "too_large: Content-Length"),
+    "big_chunked": ("/big-chunked", "missing", "too_large: body over"),
     "html": ("/html", "error", "not_an_image"),
     "mislabelled": ("/mislabelled/8", "ok", None),
-    "truncated": ("/truncated/9", "missing", "fetch_failed: connection_closed"),
-    "noai": ("/noai/10", "missing", "fetch_failed: noai"),
-    "noimageai": ("/noimageai/11", "missing", "fetch_failed: noai"),
+    "truncated": ("/truncated/9", "missing", "connection_closed"),
+    "noai": ("/noai/10", "missing", "noai"),
+    "noimageai": ("/noimageai/11", "missing", "noai"),
     "other_agent": ("/otherbot-noai/12", "ok", None),
 }
 
@@ -126,8 +126,8 @@ def test_every_server_behaviour_gets_a_row_that_says_what_happened(
     assert rows["noai"]["noai"] is True and rows["noimageai"]["noai"] is True
     assert rows["other_agent"]["noai"] is False  # `otherbot: noai` does not address us
     assert rows["noai"]["http_status"] == 200
-    assert rows["ftp"]["reason"].startswith("fetch_failed: bad_url")
-    assert rows["bad_host"]["reason"].startswith("fetch_failed: bad_url")  # a row, no crash
+    assert rows["ftp"]["reason"].startswith("bad_url")
+    assert rows["bad_host"]["reason"].startswith("bad_url")  # a row, no crash
     assert rows["no_url"]["reason"].startswith("no_url") and rows["no_url"]["url"] is None
 
 
@@ -279,6 +279,7 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "not_fetched: 1 key" in proc.stdout
+    assert "1 unread (http_404 1)" in " ".join(proc.stdout.split())  # counted by kind
     out = pq.read_table(clean / "part-0.parquet")
     assert out.schema.equals(table.schema, check_metadata=True)
     assert out.column("uid").to_pylist() == [f"u{i}" for i in range(n) if i not in (2, 7, n - 1)]

@@ -51,7 +51,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("upstream_md5", pa.string()),
         pa.field("upstream_status", pa.string()),
         # A fetched URL (`scan --fetch`): what the server answered, null otherwise. The
-        # failure reason, when there is one, is in `reason` (`fetch_failed: ...`).
+        # failure reason, when there is one, is in `reason` (`http_404`, `timeout`...).
         pa.field("http_status", pa.int16()),
         pa.field("content_type", pa.string()),
         pa.field("final_url", pa.string()),  # after redirects

@@ -447,8 +447,7 @@ def dry_run(source: FetchSource, sample: int) -> DryRun:
                 found.sample_ok += 1
                 hash_bytes(fetched.data)
             else:
-                parts = (fetched.reason or "unknown").split(": ")
-                found.sample_reasons[parts[1] if len(parts) > 1 else parts[0]] += 1
+                found.sample_reasons[(fetched.reason or "unknown").split(":", 1)[0]] += 1
         found.sample_seconds = time.monotonic() - started
         found.sampled = len(picked)
     return found

@@ -78,7 +78,8 @@ class FetchSettings:
 
 @dataclass
 class Fetched:
-    """One URL's outcome. `data` is None when the fetch failed (`reason` says why)."""
+    """One URL's outcome. `data` is None when the fetch failed: `reason` says why, its
+    first word the kind (`http_404`, `timeout`, `noai`...) that scan summaries count by."""
 
     index: int
     url: str
@@ -197,7 +198,7 @@ class Fetcher:
         found = Fetched(index=index, url=url)
         started = time.monotonic()
         if url_host(url) is None:
-            found.reason = "fetch_failed: bad_url: not an http(s) URL with a host"
+            found.reason = "bad_url: not an http(s) URL with a host"
             return found
         try:
             while True:
@@ -213,7 +214,7 @@ class Fetcher:
                     await asyncio.sleep(retry.wait if retry.wait is not None else backoff)
         except _Fail as fail:
             found.data = None
-            found.reason = f"fetch_failed: {fail.reason}"
+            found.reason = fail.reason
         finally:
             found.fetch_ms = round((time.monotonic() - started) * 1000)
         return found
