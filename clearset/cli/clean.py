@@ -32,6 +32,14 @@ LinkOpt = Annotated[
 DropEmptyOpt = Annotated[
     bool, typer.Option(help="Leave out shards that lose every item (default: write them empty).")
 ]
+KeepUnfetchedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-unfetched",
+        help="A URL list scanned with --fetch: keep rows whose image could not be fetched "
+        "(default: they are removed, since nothing they serve was hashed).",
+    ),
+]
 KeepListOpt = Annotated[
     str | None,
     typer.Option(
@@ -50,6 +58,7 @@ def clean(
     ] = False,
     drop_empty_shards: DropEmptyOpt = False,
     keep_list: KeepListOpt = None,
+    keep_unfetched: KeepUnfetchedOpt = False,
     workers: WorkersOpt = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
@@ -72,6 +81,7 @@ def clean(
             drop_undecodable=drop_undecodable,
             drop_empty_shards=drop_empty_shards,
             keep_list=keep_list,
+            keep_unfetched=keep_unfetched,
             engine=runner,
             show_progress=show_progress(progress),
             console=console,

@@ -44,6 +44,17 @@ from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, clean_info, read_cleaned_manifest
 from clearset.sinks.report import write_report
 from clearset.sources import SOURCE_KINDS, absolute_url, detect, is_folder, open_source
+from clearset.sources.fetch import FETCH_SHARD_ROWS
+from clearset.sources.fetcher import (
+    FETCH_BACKOFF,
+    FETCH_CONCURRENCY,
+    FETCH_CONNECT_TIMEOUT,
+    FETCH_MAX_BYTES,
+    FETCH_PER_HOST,
+    FETCH_READ_TIMEOUT,
+    FETCH_RETRIES,
+    FETCH_USER_AGENT,
+)
 
 
 @app.command()
@@ -109,23 +120,159 @@ def scan(
             "its items (default: such a scan fails, and clean and receipt refuse it).",
         ),
     ] = False,
+    fetch: Annotated[
+        bool,
+        typer.Option(
+            "--fetch",
+            help="SOURCE is a list of URLs (parquet, CSV, TSV, JSON lines, or one URL a "
+            "line): fetch each image into memory, hash it and drop it; nothing is stored.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = False,
+    url_column: Annotated[
+        str | None,
+        typer.Option(
+            help="With --fetch: the column holding the URLs (default: url, URL, image_url).",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = None,
+    shard_rows: Annotated[
+        int | None,
+        typer.Option(
+            help=f"With --fetch: URL rows per shard (default {FETCH_SHARD_ROWS:,}).",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --fetch: requests in flight per worker.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = FETCH_CONCURRENCY,
+    per_host: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --fetch: requests in flight to one host, per worker.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = FETCH_PER_HOST,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(min=0.001, help="With --fetch: seconds.", rich_help_panel="Fetching URLs"),
+    ] = FETCH_CONNECT_TIMEOUT,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="With --fetch: longest wait in seconds for the next bytes of a response.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = FETCH_READ_TIMEOUT,
+    fetch_retries: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With --fetch: tries after the first on 429, 5xx and network errors.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = FETCH_RETRIES,
+    backoff: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="With --fetch: first wait before a retry in seconds, doubled each time "
+            "(a Retry-After header is honoured instead, up to 60 s).",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = FETCH_BACKOFF,
+    max_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --fetch: largest body held in memory; larger ones are refused.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = FETCH_MAX_BYTES,
+    user_agent: Annotated[
+        str,
+        typer.Option(help="With --fetch: the User-Agent header.", rich_help_panel="Fetching URLs"),
+    ] = FETCH_USER_AGENT,
+    ignore_noai: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-noai",
+            help="With --fetch: fetch images whose X-Robots-Tag says noai or noimageai "
+            "(default: their bodies are not read, and the row says so).",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = False,
+    keep_unfetched: Annotated[
+        bool,
+        typer.Option(
+            "--keep-unfetched",
+            help="With --fetch --clean-to: keep rows whose image could not be fetched "
+            "(default: they are removed, since nothing they serve was hashed).",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="With --fetch: print the URLs' hosts and a time estimate from a sample "
+            "(fetched, hashed, dropped); write nothing.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = False,
+    sample: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --dry-run: URLs to fetch for the estimate.",
+            rich_help_panel="Fetching URLs",
+        ),
+    ] = 100,
 ) -> None:
     """Hash every item of SOURCE into the run folder --out and match it against --list lists.
 
     Re-running the same command resumes: shards already done are skipped.
     """
     from clearset.sinks.clean import CleanJob, CleanOptions
+    from clearset.sources import FetchSettings
 
+    fetch = fetch or kind == "fetch"
+    if not fetch and (dry_run or keep_unfetched):
+        raise InputError("scan: --dry-run and --keep-unfetched go with --fetch")
+    fetch_settings = FetchSettings(
+        concurrency=concurrency,
+        per_host=per_host,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries=fetch_retries,
+        backoff=backoff,
+        max_bytes=max_bytes,
+        user_agent=user_agent,
+        respect_noai=not ignore_noai,
+    )
+    if dry_run:
+        _dry_run(source, url_column, shard_rows, fetch_settings, sample, workers)
+        return
     settings = ScanSettings(exact_pdq=exact_pdq, trim_borders=trim_borders, dihedral=dihedral)
     job = match_job(lists, skip_invalid, threshold, min_quality)
     if clean_to is not None and job is None and not drop_undecodable:
         raise InputError("scan: --clean-to needs at least one --list to remove matches of")
     clean = (
-        CleanJob(str(clean_to.resolve()), CleanOptions(drop_undecodable=drop_undecodable))
+        CleanJob(
+            str(clean_to.resolve()),
+            CleanOptions(drop_undecodable=drop_undecodable, keep_unfetched=keep_unfetched),
+        )
         if clean_to is not None
         else None
     )
-    if kind is None and is_folder(source):
+    if kind is None and not fetch and is_folder(source):
         # A folder can hold several layouts: say which one was chosen, and from what.
         survey = detect(absolute_url(source))
         said = f"reading {source} as {survey.kind}: {survey.describe()}".rstrip(": ")
@@ -133,7 +280,15 @@ def scan(
     if (rank is None) != (world_size is None):
         raise InputError("scan: --rank and --world-size go together")
     split = Split(rank, world_size) if rank is not None and world_size is not None else None
-    src = open_source(source, kind=kind, image_column=image_column, base_dir=base_dir)
+    src = open_source(
+        source,
+        kind="fetch" if fetch else kind,
+        image_column=image_column,
+        base_dir=base_dir,
+        url_column=url_column,
+        shard_rows=shard_rows,
+        fetch=fetch_settings if fetch else None,
+    )
     show = show_progress(progress)
     with engine_for(engine, address, workers) as runner:
         result = run_scan(
@@ -174,6 +329,61 @@ def scan(
         from clearset.cli.clean import print_clean
 
         print_clean(result.counts["clean"], out_dir, clean_to)
+
+
+def _dry_run(
+    source: str,
+    url_column: str | None,
+    shard_rows: int | None,
+    settings: Any,
+    sample: int,
+    workers: int | None,
+) -> None:
+    """`scan --fetch --dry-run`: hosts, and the time a sample took, scaled up."""
+    import os
+
+    from clearset.sources.fetch import dry_run
+
+    src = open_source(
+        source, kind="fetch", url_column=url_column, shard_rows=shard_rows, fetch=settings
+    )
+    found = dry_run(src, sample)  # type: ignore[arg-type]
+    hosts = found.hosts
+    out.print(
+        f"{found.urls:,} URLs on {len(hosts):,} hosts"
+        + (f"; {found.rows_without_url:,} rows without a URL" if found.rows_without_url else "")
+    )
+    for host, count in hosts.most_common(10):
+        out.print(f"  {count:>12,}  {count / max(1, found.urls):6.1%}  {host}", markup=False)
+    if len(hosts) > 10:
+        rest = found.urls - sum(c for _, c in hosts.most_common(10))
+        out.print(
+            f"  {rest:>12,}  {rest / max(1, found.urls):6.1%}  ({len(hosts) - 10:,} other hosts)"
+        )
+    if not found.sampled:
+        return
+    rate = found.sampled / found.sample_seconds if found.sample_seconds else 0.0
+    out.print(
+        f"sample: {found.sampled:,} URLs fetched and hashed in {found.sample_seconds:.2f} s "
+        f"({rate:,.1f}/s in one worker); {found.sample_ok:,} fetched"
+        + "".join(f", {n:,} {why}" for why, n in found.sample_reasons.most_common()),
+        markup=False,
+    )
+    procs = workers or os.cpu_count() or 1
+    estimate = found.estimate_seconds(procs)
+    if estimate is not None:
+        out.print(
+            f"estimate: {_duration(estimate)} for {found.urls:,} URLs with {procs} workers "
+            "(from a small sample: the per-host limit and the hosts' speed change it)"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @app.command()

@@ -38,6 +38,7 @@ def clean_run(
     drop_undecodable: bool = False,
     drop_empty_shards: bool = False,
     keep_list: str | None = None,
+    keep_unfetched: bool = False,
     workers: int | None = None,
     engine: Engine | None = None,
     show_progress: bool = False,
@@ -63,6 +64,7 @@ def clean_run(
             drop_undecodable=drop_undecodable,
             drop_empty_shards=drop_empty_shards,
             keep_list=keep_list,
+            keep_unfetched=keep_unfetched,
         ),
     )
     prepare_clean(run, info, job, shards)

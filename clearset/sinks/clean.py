@@ -39,8 +39,9 @@ import pyarrow.parquet as pq
 from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
-from clearset.sinks.manifest import MANIFEST_SCHEMA, STATUS_OTHER
+from clearset.sinks.manifest import STATUS_OTHER, conform
 from clearset.sinks.removals import (
+    REASON_NOT_FETCHED,
     REASON_NOT_IN_KEEP_LIST,
     REASON_UNDECODABLE,
     REMOVALS_SCHEMA,
@@ -81,6 +82,9 @@ class CleanOptions:
     drop_undecodable: bool = False
     drop_empty_shards: bool = False
     keep_list: str | None = None
+    # A fetched URL list (`scan --fetch`): keep rows whose image could not be fetched
+    # (by default they go: nobody hashed what their URL serves).
+    keep_unfetched: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +93,8 @@ class CleanOptions:
         # Linking or copying gives the same bytes: a resume may switch between them.
         found = self.to_dict()
         del found["link"]
+        if not found["keep_unfetched"]:
+            del found["keep_unfetched"]  # as cleans recorded it before the option existed
         return found
 
 
@@ -192,7 +198,9 @@ def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path, what: st
             continue
         if shard.files:
             folders.add(path)
-        elif (target / shard.name).resolve() == path:
+        # A URL list's shard is a run of rows; the cleaned list keeps the file's name.
+        name = shard.name.rsplit("[", 1)[0] if shard.rows is not None else shard.name
+        if not shard.files and (target / name).resolve() == path:
             folders.add(path.parent)
     for folder in folders:
         if target == folder or folder in target.parents or target in folder.parents:
@@ -217,9 +225,12 @@ def keep_set(url: str) -> HashSet:
 
 
 def shard_removals(
-    manifest: pa.Table, matches: pa.Table | None, options: CleanOptions
+    manifest: pa.Table, matches: pa.Table | None, options: CleanOptions, *, fetched: bool = False
 ) -> dict[str, str]:
-    """{key: reason} for the keys of one shard that go; reasons joined by ", "."""
+    """{key: reason} for the keys of one shard that go; reasons joined by ", ".
+
+    `fetched`: the shard is a URL list scanned by fetching, so a row without bytes is a
+    URL whose image nobody hashed: it goes (`not_fetched`) unless `keep_unfetched`."""
     reasons: dict[str, set[str]] = {}
     if matches is not None:
         for key, name in zip(
@@ -229,6 +240,10 @@ def shard_removals(
     rows = manifest.select(
         ["key", "url", "sha256", "md5", "upstream_sha256", "upstream_md5", "status"]
     ).to_pylist()
+    if fetched and not options.keep_unfetched:
+        for row in rows:
+            if row["status"] == "missing":
+                reasons.setdefault(row["key"], set()).add(REASON_NOT_FETCHED)
     if options.drop_undecodable:
         for row in rows:
             if row["status"] == "error":
@@ -322,7 +337,7 @@ def clean_shard(
             kept = kept.slice(0, 0)
         _count_kept(summary, manifest, kept, removed)
         with atomic_path(cleaned.manifest_file(shard.id)) as tmp:
-            pq.write_table(kept.cast(MANIFEST_SCHEMA), tmp, compression="zstd")
+            pq.write_table(conform(kept), tmp, compression="zstd")
         write_removals(_removal_rows(manifest, removed), removals_file(cleaned, shard.id))
         done = summary.to_dict()
         done["manifest_sha256"] = file_sha256(cleaned.manifest_file(shard.id))
@@ -399,7 +414,7 @@ def clean_run_shard(
         raise RunFolderError(
             f"{run.path}: no match rows for shard {shard.name}; re-run `clearset match`"
         )
-    removed = shard_removals(manifest, matches, job.options)
+    removed = shard_removals(manifest, matches, job.options, fetched=source.kind == "fetch")
     marker = json.loads(run.done_file(shard.id).read_text())
     scanned = ShardContents.from_manifest(
         manifest, (marker.get("source_file") or {}).get("file_sha256")

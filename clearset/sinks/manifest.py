@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 
 from clearset.errors import RunFolderError
 
-MANIFEST_VERSION = 1
+#: 2: the fetch columns (`http_status` ... `noai`), null for sources that are not fetched.
+#: Version 1 files are read as version 2 with those columns null (`conform`).
+MANIFEST_VERSION = 2
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -48,6 +50,15 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("upstream_sha256", pa.string()),
         pa.field("upstream_md5", pa.string()),
         pa.field("upstream_status", pa.string()),
+        # A fetched URL (`scan --fetch`): what the server answered, null otherwise. The
+        # failure reason, when there is one, is in `reason` (`http_404`, `timeout`...).
+        pa.field("http_status", pa.int16()),
+        pa.field("content_type", pa.string()),
+        pa.field("final_url", pa.string()),  # after redirects
+        pa.field("fetch_attempts", pa.int16()),
+        pa.field("fetch_ms", pa.int32()),  # first request to last byte, retries and waits in
+        pa.field("first_byte_ms", pa.int32()),  # request to response headers, last attempt
+        pa.field("noai", pa.bool_()),  # X-Robots-Tag said noai / noimageai
     ],
     metadata={"clearset.manifest_version": str(MANIFEST_VERSION)},
 )
@@ -110,6 +121,16 @@ class ManifestWriter:
         self._writer.close()
 
 
+def conform(table: pa.Table) -> pa.Table:
+    """A manifest table in the current schema: columns an older version did not write
+    (the fetch columns of version 1 files) are added as nulls."""
+    for name in COLUMNS:
+        if name not in table.column_names:
+            field = MANIFEST_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(list(COLUMNS)).cast(MANIFEST_SCHEMA)
+
+
 def read_manifest_files(files: list[Path], columns: list[str] | None = None) -> pa.Table:
     """Manifest files concatenated in the order given (an empty table for none)."""
     if not files:
@@ -118,7 +139,20 @@ def read_manifest_files(files: list[Path], columns: list[str] | None = None) -> 
             schema = pa.schema([MANIFEST_SCHEMA.field(c) for c in columns])
         return schema.empty_table()
     try:
-        tables = [pq.read_table(f, columns=columns) for f in files]
+        tables = [_read(f, columns) for f in files]
     except (OSError, pa.ArrowException) as exc:
         raise RunFolderError(f"unreadable manifest file ({exc})") from None
     return pa.concat_tables(tables)
+
+
+def _read(path: Path, columns: list[str] | None) -> pa.Table:
+    """One manifest file, in the current schema whatever version wrote it."""
+    present = pq.read_schema(path).names
+    if columns is None:
+        return conform(pq.read_table(path))
+    table = pq.read_table(path, columns=[c for c in columns if c in present])
+    for name in columns:
+        if name not in present:
+            field = MANIFEST_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(columns)

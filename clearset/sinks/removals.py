@@ -47,6 +47,8 @@ REMOVALS_SCHEMA = pa.schema(
 REASON_UNDECODABLE = "undecodable"
 REASON_NOT_IN_KEEP_LIST = "not_in_keep_list"
 REASON_REMOVAL_LIST = "removal_list"
+#: A fetched URL list's row whose image could not be fetched (so was never hashed).
+REASON_NOT_FETCHED = "not_fetched"
 
 URL_COLUMNS = ("url", "URL", "image_url")
 HASH_COLUMNS = ("sha256", "SHA256", "md5", "MD5", "hash", "upstream_sha256", "upstream_md5")

@@ -484,8 +484,136 @@ def write_folder_shard(
     return written
 
 
+#: Where a URL list's shards leave their kept rows until every shard of the file is in.
+URL_PARTS_DIR = "parts"
+
+
+def write_url_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    contents: ShardContents,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """A URL list's rows [start, end) without the removed keys, in the list's format.
+
+    A fetched URL list's shard is a run of rows of one file, so each shard writes its
+    kept rows as a part (parquet rows, or the records' own text) under the destination's
+    state folder, and the shard that finds every part of its file present writes the
+    file: the source's schema and codec, or its header and records byte for byte."""
+    from clearset.sources.base import shard_id_for
+    from clearset.sources.fetch import (
+        TEXT_ENCODING,
+        TEXT_ERRORS,
+        json_columns,
+        row_key,
+        shard_file_name,
+        text_records,
+        url_format,
+    )
+    from clearset.sources.folder import STATE_DIR_NAME
+    from clearset.sources.parquet import file_digest
+
+    del link  # rows are rewritten, never linked
+    if not contents.file_sha256 or shard.rows is None:
+        raise OutputError(f"{shard.path}: the scan recorded no digest of this file; scan again")
+    if file_digest(shard.path)["file_sha256"] != contents.file_sha256:
+        raise changed_since_scan(shard.path)
+    name = shard_file_name(shard)
+    fmt = url_format(shard.path)
+    start, end = shard.rows
+    # Kept rows (metadata, never image bytes) wait here for the file's other shards.
+    parts = dest_root / STATE_DIR_NAME / URL_PARTS_DIR / shard_id_for(name)
+    parts.mkdir(parents=True, exist_ok=True)
+    part = parts / f"{start:012d}-{end:012d}.part"
+    written = WrittenShard()
+    if fmt == "parquet":
+        with fsspec.open(shard.path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            schema = parquet.schema_arrow
+            key_column = next((c for c in KEY_COLUMN_NAMES if c in schema.names), None)
+            taken: list[pa.Table] = []
+            offset = 0
+            for batch in parquet.iter_batches(batch_size=4096):
+                lo, hi = max(start, offset), min(end, offset + batch.num_rows)
+                if lo < hi:
+                    table = pa.Table.from_batches([batch.slice(lo - offset, hi - lo)], schema)
+                    keys = parquet_keys(table, key_column, lo, name)
+                    kept = table.filter(pa.array([k not in removed for k in keys], pa.bool_()))
+                    written.keys_kept += kept.num_rows
+                    written.members_removed += table.num_rows - kept.num_rows
+                    taken.append(kept)
+                offset += batch.num_rows
+                if offset >= end:
+                    break
+        with atomic_path(part) as tmp:
+            pq.write_table(pa.concat_tables(taken) if taken else schema.empty_table(), tmp)
+    else:
+        header, columns, records = text_records(shard.path, fmt, None, need_url=False)
+        key_column = columns.key if columns else None
+        if fmt == "jsonl":
+            key_column = json_columns(shard.path, None, need_url=False).key
+        with (
+            atomic_path(part) as tmp,
+            open(tmp, "w", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as out,
+        ):
+            for position, (raw, fields) in enumerate(records):
+                if position >= end:
+                    records.close()  # type: ignore[attr-defined]
+                    break
+                if position < start:
+                    continue
+                if row_key(fields, key_column, name, position) in removed:
+                    written.members_removed += 1
+                    continue
+                written.keys_kept += 1
+                out.write(raw)
+    written.keys_removed = written.members_removed
+    if fmt == "parquet":
+        with fsspec.open(shard.path, "rb") as handle:
+            total = pq.ParquetFile(handle).metadata.num_rows
+    else:
+        total = sum(1 for _ in text_records(shard.path, fmt, None, need_url=False)[2])
+    found = sorted(parts.glob("*.part"))
+    ranges = [tuple(int(x) for x in p.stem.split("-")) for p in found]
+    covered = 0
+    for lo, hi in ranges:
+        if lo != covered:
+            return written  # another shard of this file is not written yet
+        covered = hi
+    if covered != total:
+        return written
+    target = dest_root / name
+    if fmt == "parquet":
+        with fsspec.open(shard.path, "rb") as handle:
+            meta = pq.ParquetFile(handle).metadata
+        with atomic_path(target) as tmp:
+            writer = pq.ParquetWriter(tmp, schema, compression=parquet_codec(meta))
+            try:
+                for path in found:
+                    writer.write_table(pq.read_table(path).cast(schema), parquet_row_group(meta))
+            finally:
+                writer.close()
+    else:
+        with (
+            atomic_path(target) as tmp,
+            open(tmp, "w", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as out,
+        ):
+            out.write(header)
+            for path in found:
+                with open(path, encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as src:
+                    while block := src.read(1 << 20):
+                        out.write(block)
+    written.files.append(name)
+    return written
+
+
 WRITERS = {
     "webdataset": write_webdataset_shard,
     "parquet": write_parquet_shard,
     "folder": write_folder_shard,
+    "fetch": write_url_shard,
 }

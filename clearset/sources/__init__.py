@@ -16,6 +16,8 @@ import fsspec
 
 from clearset.errors import InputError
 from clearset.sources.base import Item, ShardRef, Source, display_name, expand_paths
+from clearset.sources.fetch import FetchSource
+from clearset.sources.fetcher import FetchSettings
 from clearset.sources.folder import FolderSource, list_files
 from clearset.sources.parquet import ParquetSource
 from clearset.sources.webdataset import TAR_SUFFIXES, WebDatasetSource
@@ -24,10 +26,13 @@ SOURCE_KINDS: dict[str, type] = {
     WebDatasetSource.kind: WebDatasetSource,
     ParquetSource.kind: ParquetSource,
     FolderSource.kind: FolderSource,
+    FetchSource.kind: FetchSource,
 }
 
 __all__ = [
     "SOURCE_KINDS",
+    "FetchSettings",
+    "FetchSource",
     "FolderSource",
     "Item",
     "ParquetSource",
@@ -187,9 +192,24 @@ def open_source(
     kind: str | None = None,
     image_column: str | None = None,
     base_dir: str | None = None,
+    url_column: str | None = None,
+    shard_rows: int | None = None,
+    fetch: FetchSettings | None = None,
 ) -> Source:
-    """The source at `url`, of the given kind or of the kind found there."""
+    """The source at `url`, of the given kind or of the kind found there. Kind `fetch`
+    (`scan --fetch`) reads `url` as a list of URLs and fetches every image."""
     url = absolute_url(url)
+    if kind == FetchSource.kind:
+        if image_column is not None or base_dir is not None:
+            raise InputError(f"{url}: --image-column and --base-dir do not apply to --fetch")
+        return FetchSource(
+            url=url,
+            url_column=url_column,
+            shard_rows=shard_rows or FetchSource.shard_rows,
+            settings=(fetch or FetchSettings()).to_dict(),
+        )
+    if url_column is not None or shard_rows is not None:
+        raise InputError(f"{url}: --url-column and --shard-rows apply to --fetch only")
     kind = kind or detect_kind(url)
     if kind not in SOURCE_KINDS:
         raise InputError(f"{url}: unknown source kind {kind!r} (known: {', '.join(SOURCE_KINDS)})")

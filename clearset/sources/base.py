@@ -33,6 +33,8 @@ class ShardRef:
     path: str
     # A folder has no shards of its own: its shards are runs of its sorted file list.
     files: tuple[str, ...] = ()
+    # A URL list's shards are runs of its rows: [start, end) of the file at `path`.
+    rows: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)

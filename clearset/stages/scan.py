@@ -80,6 +80,9 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         "upstream_status": item.upstream_status,
         "reason": item.note,
     }
+    if "fetch" in item.extra:
+        # What the server answered (`scan --fetch`); the bytes are only in `item.data`.
+        row.update(item.extra["fetch"])
     if item.streamed is not None:
         big = item.streamed
         row.update(

@@ -1,0 +1,453 @@
+"""URL-only data sets (LAION-style metadata): fetch each image into memory, keep nothing.
+
+A `FetchSource` reads URL lists — parquet, CSV, TSV, JSON lines, or a plain list of one
+URL a line — and its shards are runs of `shard_rows` rows of one file. Reading a shard
+fetches its URLs (`clearset.sources.fetcher`) and yields each as an `Item` whose `data`
+is the body the server sent, held in memory only until the scan has hashed it; no byte
+of it is ever written. What the server answered goes into the manifest's fetch columns.
+
+Row keys are the file's key column (`key`, `id`, ...) or the file's name and row number,
+so they do not depend on the shard size, and a clean (`clearset.sinks.writers`) finds
+the same rows again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clearset.errors import InputError
+from clearset.sources.base import (
+    Item,
+    ShardRef,
+    as_text,
+    check_unique,
+    find_files,
+    normalise_hex,
+    protocol_url,
+    relative_name,
+    shard_id_for,
+)
+from clearset.sources.fetcher import FetchSettings, fetch_stream, url_host
+from clearset.sources.parquet import (
+    KEY_COLUMN_NAMES,
+    MD5_COLUMN_NAMES,
+    SHA256_COLUMN_NAMES,
+    URL_COLUMN_NAMES,
+    file_digest,
+    positional_key,
+)
+from clearset.sources.webdataset import TAR_SUFFIXES
+
+#: Rows of a URL list in one shard: the unit of resume and of work across workers.
+FETCH_SHARD_ROWS = 10_000
+
+#: URL list formats by file suffix; any other file is a plain list of one URL a line.
+FORMATS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".txt": "list",
+}
+TEXT_ENCODING = "utf-8"
+# Undecodable bytes survive a read and a write unchanged, so a clean keeps them.
+TEXT_ERRORS = "surrogateescape"
+
+
+def url_format(path: str) -> str:
+    lower = path.lower()
+    return next((kind for suffix, kind in FORMATS.items() if lower.endswith(suffix)), "list")
+
+
+@dataclass(frozen=True)
+class UrlRow:
+    """One row of a URL list: its number in the file, key, URL and upstream hashes."""
+
+    position: int
+    key: str
+    url: str | None
+    upstream_sha256: str | None = None
+    upstream_md5: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Columns:
+    """Which columns of a URL list hold what (None where absent)."""
+
+    url: str | None
+    key: str | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+    def wanted(self) -> list[str]:
+        return [c for c in (self.url, self.key, self.sha256, self.md5) if c]
+
+
+def _pick(names: list[str], given: str | None, where: str, need_url: bool = True) -> Columns:
+    if not need_url:
+        url = given if given in names else None
+    elif given is not None:
+        if given not in names:
+            raise InputError(
+                f"{where}: no column {given!r} for --url-column (columns: {', '.join(names)})"
+            )
+        url = given
+    else:
+        url = next((n for n in URL_COLUMN_NAMES if n in names), None)
+        if url is None:
+            raise InputError(
+                f"{where}: no URL column (looked for {', '.join(URL_COLUMN_NAMES)}; columns: "
+                f"{', '.join(names) or 'none'}); name it with --url-column"
+            )
+    return Columns(
+        url=url,
+        key=next((n for n in KEY_COLUMN_NAMES if n in names), None),
+        sha256=next((n for n in SHA256_COLUMN_NAMES if n in names), None),
+        md5=next((n for n in MD5_COLUMN_NAMES if n in names), None),
+    )
+
+
+class _Lines:
+    """A text file's lines, remembering the raw text of the lines taken since the last
+    `take()`: the csv reader asks for exactly the lines of one record, so this is that
+    record's text as the file holds it (quoted newlines included)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._taken: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._handle.readline()
+        if not line:
+            raise StopIteration
+        self._taken.append(line)
+        return line
+
+    def take(self) -> str:
+        raw = "".join(self._taken)
+        self._taken.clear()
+        return raw
+
+
+def text_records(
+    path: str, fmt: str, url_column: str | None, need_url: bool = True
+) -> tuple[str, Columns | None, Iterator[tuple[str, dict[str, Any] | None]]]:
+    """(header text, columns, records) of a text URL list. Each record is its raw text
+    and its fields (None for a line that is no JSON object). A plain list's field is
+    `url`; blank lines are no records."""
+    try:
+        handle = fsspec.open(path, "rt", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="")
+        opened = handle.open()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the URL list ({exc})") from None
+    lines = _Lines(opened)
+    if fmt in ("csv", "tsv"):
+        reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
+        try:
+            names = next(reader)
+        except StopIteration:
+            opened.close()
+            raise InputError(f"{path}: empty URL list (no header row)") from None
+        except csv.Error as exc:
+            opened.close()
+            raise InputError(f"{path}: not a readable {fmt.upper()} file ({exc})") from None
+        header = lines.take()
+        try:
+            columns = _pick(names, url_column, path, need_url)
+        except InputError:
+            opened.close()
+            raise
+
+        def csv_records() -> Iterator[tuple[str, dict[str, Any] | None]]:
+            try:
+                for values in reader:
+                    raw = lines.take()
+                    if not values:
+                        continue  # a blank line is no record
+                    yield raw, dict(zip(names, values, strict=False))
+            except csv.Error as exc:
+                raise InputError(f"{path}: not a readable {fmt.upper()} file ({exc})") from None
+            finally:
+                opened.close()
+
+        return header, columns, csv_records()
+    if fmt == "list" and url_column is not None:
+        opened.close()
+        raise InputError(f"{path}: --url-column applies to parquet, CSV, TSV and JSON lines")
+
+    def line_records() -> Iterator[tuple[str, dict[str, Any] | None]]:
+        try:
+            for line in lines:
+                raw = lines.take()
+                if not line.strip():
+                    continue
+                if fmt == "list":
+                    yield raw, {"url": line.strip()}
+                    continue
+                try:
+                    value = json.loads(line)
+                except (ValueError, RecursionError):
+                    value = None
+                yield raw, value if isinstance(value, dict) else None
+        finally:
+            opened.close()
+
+    return "", None, line_records()
+
+
+def json_columns(path: str, url_column: str | None, need_url: bool = True) -> Columns:
+    """A JSON lines file's columns, from its first object."""
+    _, _, records = text_records(path, "jsonl", None)
+    try:
+        first = next((fields for _, fields in records if fields is not None), None)
+    finally:
+        records.close()  # type: ignore[attr-defined]
+    if first is None:
+        raise InputError(f"{path}: no JSON object on any line")
+    return _pick(list(first), url_column, path, need_url)
+
+
+def file_columns(path: str, url_column: str | None) -> tuple[Columns, int]:
+    """The columns of a URL list and its number of rows; an InputError naming the file
+    when it cannot be read or has no URL column."""
+    fmt = url_format(path)
+    if fmt == "parquet":
+        try:
+            with fsspec.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                return _pick(parquet.schema_arrow.names, url_column, path), (
+                    parquet.metadata.num_rows
+                )
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+    columns = json_columns(path, url_column) if fmt == "jsonl" else Columns(url="url")
+    _, found, records = text_records(path, fmt, url_column)
+    return found or columns, sum(1 for _ in records)
+
+
+def _row(position: int, fields: dict[str, Any] | None, columns: Columns, file_name: str) -> UrlRow:
+    if fields is None:
+        return UrlRow(
+            position,
+            positional_key(file_name, position),
+            None,
+            note="bad_metadata: line is not a JSON object",
+        )
+    key = row_key(fields, columns.key, file_name, position)
+    url, bad = as_text(fields.get(columns.url)) if columns.url else (None, False)
+    return UrlRow(
+        position=position,
+        key=key,
+        url=url.strip() if url else None,
+        upstream_sha256=normalise_hex(fields.get(columns.sha256)) if columns.sha256 else None,
+        upstream_md5=normalise_hex(fields.get(columns.md5)) if columns.md5 else None,
+        note="bad_metadata: url is not text" if bad else None,
+    )
+
+
+def row_key(
+    fields: dict[str, Any] | None, key_column: str | None, file_name: str, position: int
+) -> str:
+    """A row's key: its key column's text, else the file's name and the row's number."""
+    key, _ = as_text(fields.get(key_column)) if fields and key_column else (None, False)
+    return key if key not in (None, "") else positional_key(file_name, position)
+
+
+def read_rows(
+    path: str, file_name: str, url_column: str | None, start: int, end: int
+) -> list[UrlRow]:
+    """Rows [start, end) of a URL list (a shard's worth: held in memory)."""
+    fmt = url_format(path)
+    rows: list[UrlRow] = []
+    if fmt == "parquet":
+        try:
+            with fsspec.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                columns = _pick(parquet.schema_arrow.names, url_column, path)
+                position = 0
+                for batch in parquet.iter_batches(batch_size=4096, columns=columns.wanted()):
+                    if position + batch.num_rows <= start:
+                        position += batch.num_rows
+                        continue
+                    for fields in batch.to_pylist():
+                        if start <= position < end:
+                            rows.append(_row(position, fields, columns, file_name))
+                        position += 1
+                    if position >= end:
+                        break
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+        return rows
+    columns = json_columns(path, url_column) if fmt == "jsonl" else None
+    _, found, records = text_records(path, fmt, url_column)
+    columns = found or columns or Columns(url="url")
+    for position, (_, fields) in enumerate(records):
+        if position >= end:
+            records.close()  # type: ignore[attr-defined]
+            break
+        if position >= start:
+            rows.append(_row(position, fields, columns, file_name))
+    return rows
+
+
+def shard_file_name(shard: ShardRef) -> str:
+    """The URL list file a shard is a run of rows of, relative to the source."""
+    return shard.name.rsplit("[", 1)[0] if shard.rows is not None else shard.name
+
+
+@dataclass
+class FetchSource:
+    """A URL list (a file, a folder or a pattern of files), scanned by fetching."""
+
+    kind: ClassVar[str] = "fetch"
+    url: str
+    url_column: str | None = None
+    shard_rows: int = FETCH_SHARD_ROWS
+    settings: dict[str, Any] = field(default_factory=lambda: FetchSettings().to_dict())
+
+    def __post_init__(self) -> None:
+        if self.shard_rows < 1:
+            raise InputError(f"--shard-rows {self.shard_rows}: must be 1 or more")
+
+    @property
+    def fetch_settings(self) -> FetchSettings:
+        return FetchSettings(**self.settings)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "url": self.url,
+            "url_column": self.url_column,
+            "shard_rows": self.shard_rows,
+            "settings": dict(self.settings),
+        }
+
+    def files(self) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
+        fs, root, paths = find_files(self.url, tuple(FORMATS), "URL list")
+        for path in paths:
+            if path.lower().endswith((*TAR_SUFFIXES, ".zip", ".gz")):
+                raise InputError(
+                    f"{protocol_url(fs, path)}: not a URL list (parquet, CSV, TSV, JSON lines "
+                    "or one URL a line); scan shards without --fetch"
+                )
+        return fs, root, paths
+
+    def shards(self) -> list[ShardRef]:
+        fs, root, paths = self.files()
+        refs = []
+        for path in paths:
+            name = relative_name(path, root)
+            url = protocol_url(fs, path)
+            _, count = file_columns(url, self.url_column)
+            for start in range(0, count, self.shard_rows):
+                end = min(start + self.shard_rows, count)
+                shard_name = f"{name}[{start}:{end}]"
+                refs.append(
+                    ShardRef(
+                        id=shard_id_for(shard_name), name=shard_name, path=url, rows=(start, end)
+                    )
+                )
+        check_unique(refs, self.url)
+        return refs
+
+    def read_shard(self, shard: ShardRef, record: dict[str, Any] | None = None) -> Iterator[Item]:
+        if record is not None:
+            record.update(file_digest(shard.path))
+        start, end = shard.rows or (0, 0)
+        rows = read_rows(shard.path, shard_file_name(shard), self.url_column, start, end)
+        wanted = [(i, row.url) for i, row in enumerate(rows) if row.url]
+        for row in rows:
+            if not row.url:
+                yield self._item(shard, row, None, row.note or "no_url: the row has no URL")
+        for fetched in fetch_stream(wanted, self.fetch_settings):
+            row = rows[fetched.index]
+            item = self._item(shard, row, fetched.data, fetched.reason)
+            item.extra["fetch"] = fetched.columns()
+            del fetched
+            yield item
+
+    def _item(self, shard: ShardRef, row: UrlRow, data: bytes | None, reason: str | None) -> Item:
+        return Item(
+            key=row.key,
+            shard=shard.name,
+            position=row.position,
+            members=(),
+            member=None,
+            data=data,
+            url=row.url,
+            upstream_sha256=row.upstream_sha256,
+            upstream_md5=row.upstream_md5,
+            missing_reason=reason if data is None else None,
+            note=row.note,
+        )
+
+
+# ---------------------------------------------------------------- dry run
+
+
+@dataclass
+class DryRun:
+    """What a fetch scan would do: URLs, hosts, and the time a sample took."""
+
+    urls: int = 0
+    rows_without_url: int = 0
+    hosts: Counter[str] = field(default_factory=Counter)
+    sampled: int = 0
+    sample_ok: int = 0
+    sample_seconds: float = 0.0
+    sample_reasons: Counter[str] = field(default_factory=Counter)
+
+    def estimate_seconds(self, workers: int) -> float | None:
+        """The whole set's time at the sample's rate, spread over `workers` processes."""
+        if not self.sampled or self.sample_seconds <= 0:
+            return None
+        return self.urls * self.sample_seconds / self.sampled / max(1, workers)
+
+
+def dry_run(source: FetchSource, sample: int) -> DryRun:
+    """Count the URLs and hosts, and time fetching and hashing `sample` of them (spread
+    over the list), writing nothing. The bytes are hashed and dropped as in a scan."""
+    import time
+
+    from clearset.hashing import hash_bytes
+
+    found = DryRun()
+    every: list[str] = []
+    for shard in source.shards():
+        start, end = shard.rows or (0, 0)
+        for row in read_rows(shard.path, shard_file_name(shard), source.url_column, start, end):
+            if not row.url:
+                found.rows_without_url += 1
+                continue
+            found.urls += 1
+            found.hosts[url_host(row.url) or "(not an http URL)"] += 1
+            if len(every) < 1_000_000:
+                every.append(row.url)
+    if sample > 0 and every:
+        step = max(1, len(every) // sample)
+        picked = every[::step][:sample]
+        started = time.monotonic()
+        for fetched in fetch_stream(list(enumerate(picked)), source.fetch_settings):
+            if fetched.data is not None:
+                found.sample_ok += 1
+                hash_bytes(fetched.data)
+            else:
+                found.sample_reasons[(fetched.reason or "unknown").split(":", 1)[0]] += 1
+        found.sample_seconds = time.monotonic() - started
+        found.sampled = len(picked)
+    return found
