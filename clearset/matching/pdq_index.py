@@ -34,13 +34,9 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from types import ModuleType
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from clearset.errors import InputError
 from clearset.matching.reference import PDQ_BITS, check_pdq_array, check_threshold
@@ -75,224 +71,15 @@ _QUERY_BATCH = 1 << 16
 #: room for all of them (only lists with many near-duplicates get there).
 _FIRST_PASS_CAPACITY = 8
 
-#: Queries and entries per block in the brute-force kernel (8192 entries = 256 KiB, L2).
-_BRUTE_QUERY_BLOCK = 32
-_BRUTE_ENTRY_BLOCK = 8192
 
 _MAX_ENTRIES = (1 << 32) - 1  # entry rows and bucket offsets are stored as uint32
 
 
-@intrinsic
-def _popcount64(typingctx, value):  # type: ignore[no-untyped-def]
-    """LLVM's ctpop: one POPCNT instruction on x86-64 (numba has no popcount of its own)."""
-    signature = types.uint64(types.uint64)
+def _kernels() -> ModuleType:
+    """The compiled kernels, imported (numba and all) only when an index is used."""
+    from clearset.matching import pdq_kernels
 
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        ctpop = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
-        return builder.call(ctpop, args)
-
-    return signature, codegen
-
-
-@intrinsic
-def _prefetch(typingctx, array, index):  # type: ignore[no-untyped-def]
-    """Ask the CPU to start loading array[index] now (llvm.prefetch, read, keep in all caches).
-
-    The probes and candidates of one chunk are independent, so issuing all their loads
-    before using any lets the memory system overlap the cache misses that dominate a search.
-    """
-    signature = types.void(array, index)
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        array_type = sig.args[0]
-        array_struct = context.make_array(array_type)(context, builder, args[0])
-        pointer = cgutils.get_item_pointer(context, builder, array_type, array_struct, [args[1]])
-        byte_pointer = ir.IntType(8).as_pointer()
-        int32 = ir.IntType(32)
-        prefetch = builder.module.declare_intrinsic(
-            "llvm.prefetch",
-            fnty=ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]),
-        )
-        builder.call(
-            prefetch,
-            [builder.bitcast(pointer, byte_pointer), int32(0), int32(3), int32(1)],
-        )
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@numba.njit(inline="always", cache=True)
-def _distance(a: np.ndarray, b: np.ndarray) -> np.int64:
-    return np.int64(
-        _popcount64(a[0] ^ b[0])
-        + _popcount64(a[1] ^ b[1])
-        + _popcount64(a[2] ^ b[2])
-        + _popcount64(a[3] ^ b[3])
-    )
-
-
-@numba.njit(inline="always", cache=True)
-def _chunk_value(words: np.ndarray, start: np.int64, bits: np.int64) -> np.int64:
-    """Bits start..start+bits-1 of a hash's four uint64 words (a chunk may span two)."""
-    word = start >> 6
-    offset = np.uint64(start & 63)
-    value = words[word] >> offset
-    if (start & 63) + bits > 64:
-        value |= words[word + 1] << (np.uint64(64) - offset)
-    # Chunk values index offset tables: int64 keeps numba's arithmetic integral.
-    return np.int64(value & ((np.uint64(1) << np.uint64(bits)) - np.uint64(1)))
-
-
-@numba.njit(parallel=True, cache=True)
-def _build_chunks(
-    words: np.ndarray, starts: np.ndarray, bits: int, offsets: np.ndarray, rows: np.ndarray
-) -> None:
-    """Counting-sort the entry rows by each chunk's value, one chunk per thread."""
-    n_entries = words.shape[0]
-    for chunk in prange(starts.shape[0]):
-        start = starts[chunk]
-        chunk_offsets = offsets[chunk]
-        for entry in range(n_entries):
-            chunk_offsets[_chunk_value(words[entry], start, bits) + 1] += 1
-        for value in range(1, chunk_offsets.shape[0]):
-            chunk_offsets[value] += chunk_offsets[value - 1]
-        cursor = chunk_offsets[:-1].copy()
-        chunk_rows = rows[chunk]
-        for entry in range(n_entries):
-            value = _chunk_value(words[entry], start, bits)
-            chunk_rows[cursor[value]] = entry
-            cursor[value] += 1
-
-
-@numba.njit(parallel=True, cache=True)
-def _mih_kernel(
-    words: np.ndarray,
-    starts: np.ndarray,
-    bits: int,
-    offsets: np.ndarray,
-    rows: np.ndarray,
-    flips: np.ndarray,
-    radii: np.ndarray,
-    flip_counts: np.ndarray,
-    queries: np.ndarray,
-    threshold: int,
-    slot_starts: np.ndarray,
-    slot_counts: np.ndarray,
-    found: np.ndarray,
-    found_rows: np.ndarray,
-    found_distances: np.ndarray,
-) -> None:
-    """Probe every chunk value within each chunk's radius of the query's; verify; keep.
-
-    Each chunk is done in passes (probe offsets, then bucket rows, then hashes), each pass
-    prefetching what the next one reads: ~1.6x faster than one pass that waits on each
-    miss in turn (measured at 1e6 and 1e7 entries).
-
-    Query q's matches go to found_rows/found_distances[slot_starts[q]:][:slot_counts[q]];
-    found[q] counts all of them, so a caller sees which queries had more than their room.
-    """
-    n_chunks = starts.shape[0]
-    max_probes = flip_counts.max()
-    for query in prange(queries.shape[0]):
-        query_words = queries[query]
-        # Per query, not per thread: numba's prange has no thread-local storage, and one
-        # allocation is noise next to thousands of cache misses.
-        probes = np.empty(max_probes, dtype=np.int64)
-        lows = np.empty(max_probes, dtype=np.int64)
-        highs = np.empty(max_probes, dtype=np.int64)
-        candidates = np.empty(4 * max_probes + 64, dtype=np.int64)
-        kept = 0
-        for chunk in range(n_chunks):
-            n_probes = flip_counts[chunk]
-            if n_probes == 0:
-                continue
-            value = _chunk_value(query_words, starts[chunk], bits)
-            chunk_offsets = offsets[chunk]
-            chunk_rows = rows[chunk]
-            for flip in range(n_probes):
-                probe = value ^ flips[flip]
-                probes[flip] = probe
-                _prefetch(chunk_offsets, probe)
-            n_candidates = 0
-            for flip in range(n_probes):
-                low = np.int64(chunk_offsets[probes[flip]])
-                high = np.int64(chunk_offsets[probes[flip] + 1])
-                lows[flip] = low
-                highs[flip] = high
-                n_candidates += high - low
-                if high > low:
-                    _prefetch(chunk_rows, low)
-            if n_candidates > candidates.shape[0]:
-                candidates = np.empty(2 * n_candidates, dtype=np.int64)
-            n_candidates = 0
-            for flip in range(n_probes):
-                for slot in range(lows[flip], highs[flip]):
-                    entry = np.int64(chunk_rows[slot])
-                    candidates[n_candidates] = entry
-                    n_candidates += 1
-                    _prefetch(words, entry)
-            for candidate in range(n_candidates):
-                entry = candidates[candidate]
-                distance = _distance(words[entry], query_words)
-                if distance > threshold:
-                    continue
-                # Report a pair only from the first chunk that can find it.
-                seen = False
-                for earlier in range(chunk):
-                    if radii[earlier] < 0:
-                        continue
-                    differing = _chunk_value(words[entry], starts[earlier], bits) ^ _chunk_value(
-                        query_words, starts[earlier], bits
-                    )
-                    if np.int64(_popcount64(np.uint64(differing))) <= radii[earlier]:
-                        seen = True
-                        break
-                if seen:
-                    continue
-                if kept < slot_counts[query]:
-                    found_rows[slot_starts[query] + kept] = entry
-                    found_distances[slot_starts[query] + kept] = distance
-                kept += 1
-        found[query] = kept
-
-
-@numba.njit(parallel=True, cache=True)
-def _brute_kernel(
-    words: np.ndarray,
-    queries: np.ndarray,
-    threshold: int,
-    slot_starts: np.ndarray,
-    slot_counts: np.ndarray,
-    found: np.ndarray,
-    found_rows: np.ndarray,
-    found_distances: np.ndarray,
-) -> None:
-    """Compare every query with every entry, in blocks that stay in cache.
-
-    Outputs as in `_mih_kernel`.
-    """
-    n_entries = words.shape[0]
-    n_queries = queries.shape[0]
-    n_blocks = (n_queries + _BRUTE_QUERY_BLOCK - 1) // _BRUTE_QUERY_BLOCK
-    for block in prange(n_blocks):
-        q_start = block * _BRUTE_QUERY_BLOCK
-        q_stop = min(q_start + _BRUTE_QUERY_BLOCK, n_queries)
-        for query in range(q_start, q_stop):
-            found[query] = 0
-        for e_start in range(0, n_entries, _BRUTE_ENTRY_BLOCK):
-            e_stop = min(e_start + _BRUTE_ENTRY_BLOCK, n_entries)
-            for query in range(q_start, q_stop):
-                query_words = queries[query]
-                kept = found[query]
-                for entry in range(e_start, e_stop):
-                    distance = _distance(words[entry], query_words)
-                    if distance <= threshold:
-                        if kept < slot_counts[query]:
-                            found_rows[slot_starts[query] + kept] = entry
-                            found_distances[slot_starts[query] + kept] = distance
-                        kept += 1
-                found[query] = kept
+    return pdq_kernels
 
 
 def _flip_masks(bits: int, radius: int) -> np.ndarray:
@@ -342,7 +129,7 @@ def build_index_arrays(entries: np.ndarray, offsets: np.ndarray, rows: np.ndarra
             f"{len(entries)} entries"
         )
     if len(entries):
-        _build_chunks(entries.view(np.uint64), _chunk_starts(chunks), bits, offsets, rows)
+        _kernels().build_chunks(entries.view(np.uint64), _chunk_starts(chunks), bits, offsets, rows)
 
 
 class PDQIndex:
@@ -509,7 +296,7 @@ class PDQIndex:
         found_distances = np.zeros(total, dtype=np.int16)
         outputs = (slot_starts, slot_counts, found, found_rows, found_distances)
         if strategy == "brute":
-            _brute_kernel(self._words, query_words, threshold, *outputs)
+            _kernels().brute_kernel(self._words, query_words, threshold, *outputs)
             return found, found_rows, found_distances
         max_radius = int(radii.max())
         flips = self._flips.get(max_radius)
@@ -520,7 +307,7 @@ class PDQIndex:
             [sum(math.comb(self._bits, w) for w in range(r + 1)) if r >= 0 else 0 for r in radii],
             dtype=np.int64,
         )
-        _mih_kernel(
+        _kernels().mih_kernel(
             self._words,
             self._starts,
             self._bits,
