@@ -105,7 +105,7 @@ def _fast_pdq(
     else:
         result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
     if trim_borders:
-        borders = find_borders(reduced.luma)
+        borders = find_borders(reduced.luma, block=reduced.rows.scale)
         if borders.any:
             inner = reduced.crop(borders.top, borders.bottom, borders.left, borders.right)
             result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_reduced(inner)
