@@ -20,17 +20,21 @@ import argparse
 import io
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+# The repository root, for `bench.photos` when run as `python bench/hashing.py`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Per-core figures: keep BLAS to one thread in this process and the workers.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
 
+from bench.photos import photos  # noqa: E402
 from clearset.demo import generate_image  # noqa: E402
 from clearset.hashing import fast_pdq  # noqa: E402
 from clearset.hashing.decode import open_image  # noqa: E402
@@ -38,22 +42,12 @@ from clearset.hashing.item import ItemHashes, _fast_pdq, _reference_pdq  # noqa:
 from clearset.settings import PDQ_MATCH_THRESHOLD  # noqa: E402
 
 TWINS = ("q60", "resize90", "crop1", "letterbox")
-PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "camera",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "moon",
-    "coins",
-    "clock",
-    "brick",
-    "gravel",
-    "grass",
-)
+#: Long side of the pictures, in pixels (log-uniform between them).
+LONG_SIDE = (300, 4000)
+#: Size bands the distance figures are reported in (long side, pixels).
+SIZE_BANDS = ((300, 600), (600, 1200), (1200, 2400), (2400, 4001))
+#: PDQ quality bands (of the reference hash) the figures are reported in.
+QUALITY_BANDS = ((50, 70), (70, 90), (90, 101))
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -61,31 +55,43 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def _size(rng: np.random.Generator) -> tuple[int, int]:
-    # Log-uniform megapixels skewed towards small: 0.2-4 MP with a mean near 0.8 MP.
-    megapixels = 0.2 * 20 ** (rng.random() ** 1.7)
-    aspect = float(rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3]))
-    width = int(round((megapixels * 1e6 * aspect) ** 0.5))
-    return width, max(16, int(round(megapixels * 1e6 / width)))
+    long_side = int(LONG_SIDE[0] * (LONG_SIDE[1] / LONG_SIDE[0]) ** rng.random())
+    aspect = float(rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3, 9 / 16]))
+    if aspect >= 1:
+        return long_side, max(16, int(round(long_side / aspect)))
+    return max(16, int(round(long_side * aspect))), long_side
 
 
-def _picture(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    from skimage import data as skdata
-
-    if rng.random() < 0.6:
-        photo = np.asarray(getattr(skdata, str(rng.choice(PHOTOS)))())
-        if photo.ndim == 2:
-            photo = np.stack([photo] * 3, axis=-1)
-        photo = photo[..., :3]
+def _picture(rng: np.random.Generator, width: int, height: int) -> tuple[Image.Image, str]:
+    """A picture of the corpus and its kind: a camera photo (cropped, resized, tinted,
+    with grain; some low-texture, some turned by up to 3 degrees with black corners) or,
+    one in five, a procedural scene."""
+    kind = "scene"
+    if rng.random() < 0.8:
+        library = photos()
+        name = sorted(library)[int(rng.integers(len(library) - 1))]  # not the 128-px pack
+        photo = library[name]
         ph, pw = photo.shape[:2]
         ch, cw = int(rng.integers(ph // 2, ph + 1)), int(rng.integers(pw // 2, pw + 1))
         y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
-        crop = Image.fromarray(photo[y : y + ch, x : x + cw]).resize((width, height), Image.BICUBIC)
-        pixels = np.asarray(crop, np.float32) * rng.uniform(0.8, 1.2, 3)
+        image = Image.fromarray(photo[y : y + ch, x : x + cw])
+        kind = "photo"
+        if rng.random() < 0.2:
+            # Low texture: out of focus and in fog, as many web pictures are.
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(2, 6)))
+            grey = np.asarray(image, np.float32)
+            image = Image.fromarray((grey * 0.35 + 150).astype(np.uint8))
+            kind = "low-texture"
+        image = image.resize((width, height), Image.BICUBIC)
+        if rng.random() < 0.3:
+            image = image.rotate(float(rng.uniform(-3, 3)), Image.BICUBIC, fillcolor=(0, 0, 0))
+            kind += "+turned"
+        pixels = np.asarray(image, np.float32) * rng.uniform(0.85, 1.15, 3)
     else:
         pixels = np.asarray(generate_image(rng).resize((width, height), Image.BICUBIC), np.float32)
     # Sensor grain gives upscaled pictures the entropy (and decode cost) of real photos.
     pixels = pixels + rng.normal(0, rng.uniform(1, 5), pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), kind
 
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
@@ -105,8 +111,11 @@ def _make_item(args: tuple[int, int, Path, bool]) -> None:
     seed, number, folder, with_twins = args
     rng = np.random.default_rng([seed, number])
     width, height = _size(rng)
-    original = _jpeg(_picture(rng, width, height), int(rng.integers(75, 96)))
+    picture, kind = _picture(rng, width, height)
+    quality = int(rng.integers(60, 96))
+    original = _jpeg(picture, quality)
     (folder / f"{number:05d}.jpg").write_bytes(original)
+    (folder / f"{number:05d}.kind").write_text(f"{kind} {quality}\n")
     if not with_twins:
         return
     shown = Image.open(io.BytesIO(original)).convert("RGB")
@@ -123,7 +132,7 @@ def _make_item(args: tuple[int, int, Path, bool]) -> None:
 
 
 def build_corpus(count: int, twins: int, seed: int, processes: int) -> Path:
-    folder = OUT / f"hashing-corpus-{seed}-{count}-{twins}"
+    folder = OUT / f"hashing-corpus-v2-{seed}-{count}-{twins}"
     done = folder / "complete"
     if done.exists():
         return folder

@@ -237,3 +237,16 @@ def test_item_dihedral_comes_from_the_same_pass(exact_pdq: bool) -> None:
         turned = _jpeg(Image.fromarray(np.ascontiguousarray(turn(decoded))), 95)
         assert distance(ours, hash_bytes(turned, exact_pdq=exact_pdq).pdq) <= 16, k
         assert distance(ours, reference[k]) <= 10, k
+
+
+@pytest.mark.parametrize("size", [(599, 400), (400, 520), (800, 599)])
+def test_small_pictures_are_decoded_at_full_scale_and_equal_the_reference(
+    size: tuple[int, int],
+) -> None:
+    # Their Jarosz window is a few pixels: a reduced decode drifts most there, and a
+    # full decode of a small picture is cheap. Full scale is the reference, bit for bit.
+    data = _jpeg(_photo("chelsea").resize(size, Image.BICUBIC), 80)
+    assert decode_jpeg_luma(Image.open(io.BytesIO(data))).rows.scale == 1
+    assert hash_bytes(data).pdq == hash_bytes(data, exact_pdq=True).pdq
+    bigger = _jpeg(_photo("chelsea").resize((size[0] + 600, size[1] + 600)), 80)
+    assert decode_jpeg_luma(Image.open(io.BytesIO(bigger))).rows.scale > 1

@@ -8,8 +8,9 @@ linear and separable, so the whole front half is ``Rows @ luma @ Cols.T`` where 
 most of the work: libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 scale, and each reduced
 pixel is (close to) the mean of an s x s block of full-resolution pixels, so summing each
 operator row over every block gives an operator that maps the reduced picture to the same
-64x64 grid. We decode at the coarsest scale whose block is at most half a box window
-(FAST_PDQ_BLOCK_PER_WINDOW) and take PDQ's luma of the reduced RGB (FAST_PDQ_DECODE_MODE
+64x64 grid. We decode at the coarsest scale whose block is at most 0.4 box windows
+(FAST_PDQ_BLOCK_PER_WINDOW), small pictures at full scale (FAST_PDQ_FULL_DECODE_BELOW),
+and take PDQ's luma of the reduced RGB (FAST_PDQ_DECODE_MODE
 says why not libjpeg's Y); the hash is within a few bits of the reference.
 `pdq_from_rgb_full` is the same operator at full resolution, kept beside it so tests can
 check the operator itself against `pdqhash` bit for bit.
@@ -35,9 +36,17 @@ PDQ_MIN_DIM = 5
 JAROSZ_PASSES = 2
 
 #: The reduced decode keeps a block (1/s scale) no wider than this many Jarosz windows.
-#: 0.5 keeps p99 distance to the reference within Meta's 10 bits on the bench corpus;
-#: larger values decode faster and drift further (see bench/hashing.py --sweep).
-FAST_PDQ_BLOCK_PER_WINDOW = 0.5
+#: On bench/hashing.py's corpus of camera photos (300-4000 px) 0.4 keeps the mean
+#: distance to the reference under 1 bit and p99 under 10 in every size band; 0.5 let
+#: pictures of 2048-2560 px take 1/8 scale, p99 9 and max 18 there. Larger values decode
+#: faster and drift further (see bench/hashing.py --sweep).
+FAST_PDQ_BLOCK_PER_WINDOW = 0.4
+
+#: Pictures whose short side is under this many pixels are decoded at full scale: their
+#: Jarosz window is 2-4 pixels, so a 1/2 decode's block is half a window and more, and
+#: they drifted most (a mean of 1.3 bits at 300-600 px where the rest stayed under 1);
+#: a full decode of a small picture costs little (see the size bands of the bench).
+FAST_PDQ_FULL_DECODE_BELOW = 600
 
 #: What libjpeg decodes to. "L" (its Y channel) is about 15 % faster, but Y is not the
 #: luma PDQ computes from decoded RGB where colours clip, and on the 2,000-JPEG bench that
@@ -321,8 +330,16 @@ class ReducedLuma:
         )
 
 
-def choose_scale(width: int, height: int, block_per_window: float) -> int:
-    """The coarsest libjpeg scale whose block is at most `block_per_window` Jarosz windows."""
+def choose_scale(
+    width: int,
+    height: int,
+    block_per_window: float,
+    full_decode_below: int = FAST_PDQ_FULL_DECODE_BELOW,
+) -> int:
+    """The coarsest libjpeg scale whose block is at most `block_per_window` Jarosz windows
+    (1, a full decode, for pictures whose short side is under `full_decode_below`)."""
+    if min(width, height) < full_decode_below:
+        return 1
     limit = block_per_window * min(jarosz_window(width), jarosz_window(height))
     for scale in JPEG_SCALES:
         if scale <= limit and min(width, height) // scale >= PDQ_MIN_DIM:
@@ -352,7 +369,9 @@ def orient(array: np.ndarray, orientation: int) -> tuple[np.ndarray, tuple[bool,
 
 
 def decode_jpeg_luma(
-    image: Image.Image, block_per_window: float = FAST_PDQ_BLOCK_PER_WINDOW
+    image: Image.Image,
+    block_per_window: float = FAST_PDQ_BLOCK_PER_WINDOW,
+    full_decode_below: int = FAST_PDQ_FULL_DECODE_BELOW,
 ) -> ReducedLuma:
     """Decode an opened, not yet loaded JPEG at reduced scale straight to oriented luma.
 
@@ -360,7 +379,7 @@ def decode_jpeg_luma(
     """
     orientation = exif_orientation(image)
     stored_width, stored_height = image.size
-    scale = choose_scale(stored_width, stored_height, block_per_window)
+    scale = choose_scale(stored_width, stored_height, block_per_window, full_decode_below)
     # Pillow picks the largest libjpeg scale s with size // request >= s, so asking for
     # size // scale gets exactly `scale`.
     request = (stored_width // scale, stored_height // scale) if scale > 1 else None
