@@ -1,17 +1,23 @@
 """Benchmark: fast PDQ (reduced JPEG decode + PDQ operator) against the reference pipeline.
 
-Builds (once, cached under bench/out/) a deterministic corpus of benign JPEGs of web
-sizes (0.2-4 megapixels, mean about 0.8): scikit-image photos cropped, resized, tinted
-and given sensor grain, and procedural scenes; each with four modified twins (re-encoded
-at quality 60, resized to 90 %, cropped by up to 1 % a side, letterboxed to a square with
-white or black bands as img2dataset pads). It then prints, measured side by side in one
-run: images/s per core and MP/s for the reference (Pillow full decode -> RGB -> pdqhash)
-and the fast path, with 1 and N processes; the distance of the fast hash to the
-reference hash of the same file; the share of twins found at distance <= 31 by each
-pipeline; and the recall on letterboxed copies with and without border trimming.
+Builds (once, cached under bench/out/) a deterministic, seeded corpus of benign JPEGs of
+300-4000 px on the long side (log-uniform), JPEG quality 60-95: camera photographs that
+packages ship (bench/photos.py: scikit-image, scikit-learn, matplotlib) cropped, resized,
+tinted and given sensor grain, a fifth of them low-texture (out of focus, in fog) and
+three in ten turned by up to 3 degrees with black corners; and one picture in five a
+procedural scene. The first --twins get four modified twins (re-encoded at quality 60,
+resized to 90 %, cropped by up to 1 % a side, letterboxed to a square with white or
+black bands). It then prints, measured side by side in one run: images/s per core for
+the reference (Pillow full decode -> RGB -> pdqhash) and the fast path, with 1 and N
+processes; the distance of the fast hash to the reference hash of the same file, per
+size band, PDQ-quality band, JPEG-quality band and kind of picture; the share of twins
+found at distance <= 31 by each pipeline; the recall on letterboxed copies with and
+without border trimming; the cost of --dihedral against a plain scan; and the recall of
+listed originals in the real img2dataset's --resize_mode border output (run against a
+loopback server) against the reference with the true padding cut off.
 
-    python bench/hashing.py            # 2,000 images, about 10 minutes on 2 cores
-    python bench/hashing.py --quick    # 200 images
+    python bench/hashing.py --count 1000 --twins 300   # about 30 minutes on 2 cores
+    python bench/hashing.py --quick                    # 200 images
 """
 
 from __future__ import annotations
