@@ -14,7 +14,7 @@ dark (a night sky). Padding is told from them by what padding tools write:
   to stray, and only within a block's reach of the picture;
 - centred: a band at one end of an axis has one at the other end, of about the same
   width. A band with none opposite is the picture's own background, and the part of
-  a band wider than its opposite one (plus JPEG's reach) is too.
+  a band wider than its opposite one (plus the odd pixel) is too.
 What no rule can tell apart is a picture whose own background is the pad colour exactly
 on both sides of an axis (a product centred on pure white): its margins are trimmed
 with the padding, as they would be by hand without knowing the original's shape.
@@ -37,9 +37,9 @@ BORDER_TOLERANCE = 6
 #: within BORDER_RINGING_MEAN of the pad colour.
 BORDER_RINGING_PIXELS = 16
 BORDER_RINGING_MEAN = 12.0
-#: Centred padding leaves bands that differ by a pixel (an odd remainder); a band wider
-#: than its opposite by more keeps the excess as the picture's own. Even 4 pixels too
-#: many cost 20 bits on a 256-pixel picture.
+#: Centred padding leaves the trailing band up to this many pixels wider than the leading
+#: one (an odd remainder); a band wider than that keeps the excess as the picture's own.
+#: Each pixel trimmed too many costs 5-10 bits on a 256-pixel picture.
 BORDER_CENTRE_SLACK_PIXELS = 1
 #: Borders thinner than this share of the axis (both sides together) are left alone:
 #: they barely move PDQ and are more often part of the picture.
@@ -95,10 +95,10 @@ def _axis(deviation: np.ndarray, reach: int, slack: int, tolerance: float) -> tu
     trail = _band(worst[::-1], mean[::-1], reach, tolerance)
     if lead == 0 or trail == 0:
         return 0, 0  # one-sided: the picture's own background, not padding
-    # Padding is centred: what one band has beyond the other (and JPEG's reach) is the
-    # picture's own background of the pad colour.
-    cap = min(lead, trail) + slack
-    lead, trail = min(lead, cap), min(trail, cap)
+    # Padding is centred, the odd pixel after the picture (img2dataset, through
+    # albumentations, pads floor((S - h) / 2) before it): what one band has beyond that
+    # is the picture's own background of the pad colour.
+    lead, trail = min(lead, trail), min(trail, lead + slack)
     if lead + trail < BORDER_MIN_FRACTION * n or n - lead - trail < BORDER_MIN_REMAINING * n:
         return 0, 0
     return lead, trail

@@ -61,10 +61,10 @@ class ItemHashes:
     pdq_dihedral: bytes | None = None
 
 
-def _set_pdq(result: ItemHashes, hashes: list[bytes], quality: int, dihedral: bool) -> None:
+def _set_dihedral(result: ItemHashes, hashes: list[bytes], quality: int) -> None:
+    """The 8 orientations (DIHEDRAL_NAMES order): the first is the hash as stored."""
     result.pdq, result.pdq_quality = hashes[0], quality
-    if dihedral:
-        result.pdq_dihedral = b"".join(hashes[1:])
+    result.pdq_dihedral = b"".join(hashes[1:])
 
 
 def _reference_pdq(
@@ -79,7 +79,7 @@ def _reference_pdq(
     image.close()
     result.height, result.width = rgb.shape[:2]
     if dihedral:
-        _set_pdq(result, *pdq_dihedral_from_rgb(rgb), dihedral=True)
+        _set_dihedral(result, *pdq_dihedral_from_rgb(rgb))
     else:
         result.pdq, result.pdq_quality = pdq_from_rgb(rgb)
     if trim_borders:
@@ -101,7 +101,7 @@ def _fast_pdq(
         raise DecodeFailure("corrupt", str(exc)) from None
     result.width, result.height = reduced.width, reduced.height
     if dihedral:
-        _set_pdq(result, *pdq_dihedral_from_reduced(reduced), dihedral=True)
+        _set_dihedral(result, *pdq_dihedral_from_reduced(reduced))
     else:
         result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
     if trim_borders:
