@@ -1,17 +1,23 @@
 """Benchmark: fast PDQ (reduced JPEG decode + PDQ operator) against the reference pipeline.
 
-Builds (once, cached under bench/out/) a deterministic corpus of benign JPEGs of web
-sizes (0.2-4 megapixels, mean about 0.8): scikit-image photos cropped, resized, tinted
-and given sensor grain, and procedural scenes; each with four modified twins (re-encoded
-at quality 60, resized to 90 %, cropped by up to 1 % a side, letterboxed to a square with
-white or black bands as img2dataset pads). It then prints, measured side by side in one
-run: images/s per core and MP/s for the reference (Pillow full decode -> RGB -> pdqhash)
-and the fast path, with 1 and N processes; the distance of the fast hash to the
-reference hash of the same file; the share of twins found at distance <= 31 by each
-pipeline; and the recall on letterboxed copies with and without border trimming.
+Builds (once, cached under bench/out/) a deterministic, seeded corpus of benign JPEGs of
+300-4000 px on the long side (log-uniform), JPEG quality 60-95: camera photographs that
+packages ship (bench/photos.py: scikit-image, scikit-learn, matplotlib) cropped, resized,
+tinted and given sensor grain, a fifth of them low-texture (out of focus, in fog) and
+three in ten turned by up to 3 degrees with black corners; and one picture in five a
+procedural scene. The first --twins get four modified twins (re-encoded at quality 60,
+resized to 90 %, cropped by up to 1 % a side, letterboxed to a square with white or
+black bands). It then prints, measured side by side in one run: images/s per core for
+the reference (Pillow full decode -> RGB -> pdqhash) and the fast path, with 1 and N
+processes; the distance of the fast hash to the reference hash of the same file, per
+size band, PDQ-quality band, JPEG-quality band and kind of picture; the share of twins
+found at distance <= 31 by each pipeline; the recall on letterboxed copies with and
+without border trimming; the cost of --dihedral against a plain scan; and the recall of
+listed originals in the real img2dataset's --resize_mode border output (run against a
+loopback server) against the reference with the true padding cut off.
 
-    python bench/hashing.py            # 2,000 images, about 10 minutes on 2 cores
-    python bench/hashing.py --quick    # 200 images
+    python bench/hashing.py --count 1000 --twins 300   # about 30 minutes on 2 cores
+    python bench/hashing.py --quick                    # 200 images
 """
 
 from __future__ import annotations
@@ -20,40 +26,41 @@ import argparse
 import io
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+# The repository root, for `bench.photos` when run as `python bench/hashing.py`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Per-core figures: keep BLAS to one thread in this process and the workers.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
 
+from bench.photos import dark_edges, photos, product_shot  # noqa: E402
 from clearset.demo import generate_image  # noqa: E402
-from clearset.hashing import fast_pdq  # noqa: E402
-from clearset.hashing.decode import open_image  # noqa: E402
+from clearset.hashing import (
+    fast_pdq,  # noqa: E402
+    hash_bytes,  # noqa: E402
+)
+from clearset.hashing.decode import (
+    open_image,  # noqa: E402
+    to_display_rgb,  # noqa: E402
+)
 from clearset.hashing.item import ItemHashes, _fast_pdq, _reference_pdq  # noqa: E402
+from clearset.hashing.pdq import pdq_dihedral_from_rgb, pdq_from_rgb  # noqa: E402
 from clearset.settings import PDQ_MATCH_THRESHOLD  # noqa: E402
 
 TWINS = ("q60", "resize90", "crop1", "letterbox")
-PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "camera",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "moon",
-    "coins",
-    "clock",
-    "brick",
-    "gravel",
-    "grass",
-)
+#: Long side of the pictures, in pixels (log-uniform between them).
+LONG_SIDE = (300, 4000)
+#: Size bands the distance figures are reported in (long side, pixels).
+SIZE_BANDS = ((300, 600), (600, 1200), (1200, 2400), (2400, 4001))
+#: PDQ quality bands (of the reference hash) the figures are reported in.
+QUALITY_BANDS = ((50, 70), (70, 90), (90, 101))
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -61,31 +68,43 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def _size(rng: np.random.Generator) -> tuple[int, int]:
-    # Log-uniform megapixels skewed towards small: 0.2-4 MP with a mean near 0.8 MP.
-    megapixels = 0.2 * 20 ** (rng.random() ** 1.7)
-    aspect = float(rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3]))
-    width = int(round((megapixels * 1e6 * aspect) ** 0.5))
-    return width, max(16, int(round(megapixels * 1e6 / width)))
+    long_side = int(LONG_SIDE[0] * (LONG_SIDE[1] / LONG_SIDE[0]) ** rng.random())
+    aspect = float(rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3, 9 / 16]))
+    if aspect >= 1:
+        return long_side, max(16, int(round(long_side / aspect)))
+    return max(16, int(round(long_side * aspect))), long_side
 
 
-def _picture(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    from skimage import data as skdata
-
-    if rng.random() < 0.6:
-        photo = np.asarray(getattr(skdata, str(rng.choice(PHOTOS)))())
-        if photo.ndim == 2:
-            photo = np.stack([photo] * 3, axis=-1)
-        photo = photo[..., :3]
+def _picture(rng: np.random.Generator, width: int, height: int) -> tuple[Image.Image, str]:
+    """A picture of the corpus and its kind: a camera photo (cropped, resized, tinted,
+    with grain; some low-texture, some turned by up to 3 degrees with black corners) or,
+    one in five, a procedural scene."""
+    kind = "scene"
+    if rng.random() < 0.8:
+        library = photos()
+        name = sorted(library)[int(rng.integers(len(library) - 1))]  # not the 128-px pack
+        photo = library[name]
         ph, pw = photo.shape[:2]
         ch, cw = int(rng.integers(ph // 2, ph + 1)), int(rng.integers(pw // 2, pw + 1))
         y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
-        crop = Image.fromarray(photo[y : y + ch, x : x + cw]).resize((width, height), Image.BICUBIC)
-        pixels = np.asarray(crop, np.float32) * rng.uniform(0.8, 1.2, 3)
+        image = Image.fromarray(photo[y : y + ch, x : x + cw])
+        kind = "photo"
+        if rng.random() < 0.2:
+            # Low texture: out of focus and in fog, as many web pictures are.
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(2, 6)))
+            grey = np.asarray(image, np.float32)
+            image = Image.fromarray((grey * 0.35 + 150).astype(np.uint8))
+            kind = "low-texture"
+        image = image.resize((width, height), Image.BICUBIC)
+        if rng.random() < 0.3:
+            image = image.rotate(float(rng.uniform(-3, 3)), Image.BICUBIC, fillcolor=(0, 0, 0))
+            kind += "+turned"
+        pixels = np.asarray(image, np.float32) * rng.uniform(0.85, 1.15, 3)
     else:
         pixels = np.asarray(generate_image(rng).resize((width, height), Image.BICUBIC), np.float32)
     # Sensor grain gives upscaled pictures the entropy (and decode cost) of real photos.
     pixels = pixels + rng.normal(0, rng.uniform(1, 5), pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), kind
 
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
@@ -105,8 +124,11 @@ def _make_item(args: tuple[int, int, Path, bool]) -> None:
     seed, number, folder, with_twins = args
     rng = np.random.default_rng([seed, number])
     width, height = _size(rng)
-    original = _jpeg(_picture(rng, width, height), int(rng.integers(75, 96)))
+    picture, kind = _picture(rng, width, height)
+    quality = int(rng.integers(60, 96))
+    original = _jpeg(picture, quality)
     (folder / f"{number:05d}.jpg").write_bytes(original)
+    (folder / f"{number:05d}.kind").write_text(f"{kind} {quality}\n")
     if not with_twins:
         return
     shown = Image.open(io.BytesIO(original)).convert("RGB")
@@ -123,7 +145,7 @@ def _make_item(args: tuple[int, int, Path, bool]) -> None:
 
 
 def build_corpus(count: int, twins: int, seed: int, processes: int) -> Path:
-    folder = OUT / f"hashing-corpus-{seed}-{count}-{twins}"
+    folder = OUT / f"hashing-corpus-v2-{seed}-{count}-{twins}"
     done = folder / "complete"
     if done.exists():
         return folder
@@ -212,6 +234,138 @@ def speed(datas: list[bytes], megapixels: float, processes: int) -> dict[str, di
     return figures
 
 
+def _scan_cost(args: tuple[str, list[bytes]]) -> float:
+    """CPU seconds to hash `datas` as a scan does (crypto, PDQ, trimming) in `mode`."""
+    mode, datas = args
+    started = time.process_time()
+    for data in datas:
+        if mode == "plain":
+            hash_bytes(data)
+        elif mode == "dihedral":
+            hash_bytes(data, dihedral=True)
+        else:  # what --dihedral cost before: a second, reference decode for the 7 others
+            hash_bytes(data)
+            pdq_dihedral_from_rgb(np.asarray(to_display_rgb(open_image(data).image)))
+    return time.process_time() - started
+
+
+def dihedral_cost(datas: list[bytes]) -> None:
+    """CPU time of a scan's hashing with --dihedral against without, one process."""
+    cpu = dict.fromkeys(("plain", "dihedral", "second decode"), 0.0)
+    for start in range(0, len(datas), 25):
+        for mode in cpu:
+            cpu[mode] += _scan_cost((mode, datas[start : start + 25]))
+    print(f"\n--dihedral cost ({len(datas)} originals, 1 process, hash_bytes with trimming)")
+    for mode, seconds in cpu.items():
+        print(
+            f"  {mode:<14} {len(datas) / seconds:>7.1f} img/s  "
+            f"{seconds / cpu['plain']:>5.2f}x a plain scan"
+        )
+
+
+# ---------------------------------------------------------------- img2dataset borders
+
+I2D_SIZE = 256
+
+
+def _border_pictures(seed: int, count: int) -> list[tuple[str, bytes]]:
+    """(kind, JPEG) of `count` pictures for img2dataset: camera photos, product shots on
+    white (studio, against a corner, centred on pure white) and photos with dark edges."""
+    rng = np.random.default_rng([seed, 13])
+    library = photos()
+    # The shipped product pack is on pure white already: a "pure" picture, not a photo.
+    names = [name for name in sorted(library) if "Present" not in name]
+    out = []
+    for n in range(count):
+        photo = library[names[n % len(names)]]
+        long_side = int(rng.integers(400, 1600))
+        aspect = float(rng.choice([4 / 3, 3 / 2, 16 / 9, 3 / 4, 2 / 3]))
+        size = (
+            (long_side, int(long_side / aspect))
+            if aspect > 1
+            else (int(long_side * aspect), long_side)
+        )
+        kind = ("photo", "photo", "studio", "corner", "pure", "dark")[n % 6]
+        if kind == "photo":
+            image = Image.fromarray(photo).resize(size, Image.BICUBIC)
+        elif kind == "dark":
+            image = dark_edges(photo, size, int(rng.integers(2)))
+        else:
+            image = product_shot(photo, size, kind, rng)
+        out.append((kind, _jpeg(image, int(rng.integers(75, 96)))))
+    return out
+
+
+def _interior(original: bytes) -> tuple[int, int, int, int]:
+    """The white padding img2dataset's border mode adds (top, bottom, left, right)."""
+    width, height = Image.open(io.BytesIO(original)).size
+    scale = I2D_SIZE / max(width, height)
+    w, h = round(width * scale), round(height * scale)
+    top, left = (I2D_SIZE - h) // 2, (I2D_SIZE - w) // 2
+    return top, I2D_SIZE - h - top, left, I2D_SIZE - w - left
+
+
+def border_recall(seed: int, count: int) -> None:
+    """Recall of listed originals in the real img2dataset's --resize_mode border output:
+    our trimming (fast and exact paths) against the reference with the true padding cut
+    off (perfect borders known) and against no trimming."""
+    import json
+    import tempfile
+
+    from tests.conftest import run_img2dataset
+
+    pictures = _border_pictures(seed, count)
+    with tempfile.TemporaryDirectory(prefix="clearset-i2d-") as tmp:
+        root = Path(tmp)
+        options = {"output_format": "files", "thread_count": 8, "image_size": I2D_SIZE}
+        runs = {"border": {**options, "resize_mode": "border"}}
+        started = time.perf_counter()
+        urls = run_img2dataset(root, [data for _, data in pictures], runs, timeout=1200)
+        took = time.perf_counter() - started
+        by_url = {}
+        for meta in (root / "border").rglob("*.json"):
+            record = json.loads(meta.read_text())
+            if record.get("status") == "success":
+                by_url[record["url"]] = meta.with_suffix(".jpg").read_bytes()
+    rows: dict[str, list[tuple[bool, bool, bool, bool]]] = {}
+    for (kind, original), url in zip(pictures, urls, strict=True):
+        stored = by_url.get(url)
+        if stored is None:
+            continue
+        listed = np.frombuffer(reference_path(original).pdq, np.uint8)[None]
+        rgb = np.asarray(Image.open(io.BytesIO(stored)).convert("RGB"))
+        top, bottom, left, right = _interior(original)
+        perfect = pdq_from_rgb(rgb[top : I2D_SIZE - bottom, left : I2D_SIZE - right])[0]
+
+        def found(*found_hashes: bytes | None, listed: np.ndarray = listed) -> bool:
+            packed = _packed([h for h in found_hashes if h])
+            near = distance(np.repeat(listed, len(packed), 0), packed) <= PDQ_MATCH_THRESHOLD
+            return bool(near.any())
+
+        fast_item, exact_item = hash_bytes(stored), hash_bytes(stored, exact_pdq=True)
+        rows.setdefault(kind, []).append(
+            (
+                found(perfect),
+                found(fast_item.pdq, fast_item.pdq_trimmed),
+                found(exact_item.pdq, exact_item.pdq_trimmed),
+                found(exact_item.pdq),
+            )
+        )
+    total = [r for kind_rows in rows.values() for r in kind_rows]
+    print(
+        f"\nimg2dataset --resize_mode border --image_size {I2D_SIZE} on {len(pictures)} "
+        f"pictures ({len(total)} written, {took:.0f} s): listed originals found at <= 31"
+    )
+    header = ("kind", 8), ("n", 4), ("perfect borders", 16), ("fast+trim", 10), ("exact+trim", 11)
+    print(" ".join(f"{name:>{width}}" for name, width in (*header, ("no trim", 8))))
+    for kind, kind_rows in [*sorted(rows.items()), ("all", total)]:
+        a = np.array(kind_rows)
+        print(
+            f"{kind:<8} {len(a):>4} {a[:, 0].sum():>16} {a[:, 1].sum():>10} "
+            f"{a[:, 2].sum():>11} {a[:, 3].sum():>8}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000)
@@ -231,6 +385,9 @@ def main() -> None:
         default=None,
         help="also print distance and speed for these FAST_PDQ_BLOCK_PER_WINDOW values",
     )
+    parser.add_argument("--dihedral-count", type=int, default=300)
+    parser.add_argument("--img2dataset-count", type=int, default=240)
+    parser.add_argument("--no-img2dataset", action="store_true")
     args = parser.parse_args()
     count = 200 if args.quick else args.count
     twins = min(count, 100 if args.quick else args.twins)
@@ -279,13 +436,38 @@ def main() -> None:
     d = distance(ref, fast)
     q_ref = np.array([h[1] for h in hashes[("reference", False, "original")]])
     q_fast = np.array([h[1] for h in hashes[("fast", False, "original")]])
-    print("\nfast hash vs reference hash of the same file (bits)")
-    print(f"{'mean':>6} {'p50':>5} {'p90':>5} {'p99':>5} {'max':>5} {'<=10':>7}  |dq| mean/max")
+    long_side = np.array([max(size) for size in sizes])
+    kinds = [(folder / f"{n:05d}.kind").read_text().split() for n in range(count)]
+    jpeg_quality = np.array([int(k[1]) for k in kinds])
+    usable = q_ref >= 50
     print(
-        f"{d.mean():>6.2f} {np.percentile(d, 50):>5.0f} {np.percentile(d, 90):>5.0f} "
-        f"{np.percentile(d, 99):>5.0f} {d.max():>5d} {np.mean(d <= 10):>7.1%}  "
-        f"{np.abs(q_ref - q_fast).mean():.2f}/{np.abs(q_ref - q_fast).max()}"
+        "\nfast hash vs reference hash of the same file (bits), hashes of reference "
+        f"quality >= 50 ({usable.sum()} of {count}); |dq| is the quality gap"
     )
+    columns = (("n", 5), ("mean", 6), ("p50", 4), ("p99", 4), ("max", 4), ("<=10", 7))
+    print(f"{'band':<22} " + " ".join(f"{n:>{w}}" for n, w in (*columns, ("|dq|", 5))))
+
+    def band_row(label: str, mask: np.ndarray) -> None:
+        mask = mask & usable
+        if not mask.any():
+            print(f"{label:<22} {0:>5}")
+            return
+        x = d[mask]
+        gap = np.abs(q_ref - q_fast)[mask].mean()
+        print(
+            f"{label:<22} {mask.sum():>5} {x.mean():>6.2f} {np.percentile(x, 50):>4.0f} "
+            f"{np.percentile(x, 99):>4.0f} {x.max():>4d} {np.mean(x <= 10):>7.1%} {gap:>5.2f}"
+        )
+
+    band_row("all", np.ones(count, bool))
+    for lo, hi in SIZE_BANDS:
+        band_row(f"long side {lo}-{hi - 1}", (long_side >= lo) & (long_side < hi))
+    for lo, hi in QUALITY_BANDS:
+        band_row(f"PDQ quality {lo}-{hi - 1}", (q_ref >= lo) & (q_ref < hi))
+    for lo, hi in ((60, 75), (75, 86), (86, 96)):
+        band_row(f"JPEG quality {lo}-{hi - 1}", (jpeg_quality >= lo) & (jpeg_quality < hi))
+    for kind in sorted({k[0] for k in kinds}):
+        band_row(kind, np.array([k[0] == kind for k in kinds]))
 
     def recall(list_hashes: np.ndarray, key: tuple[str, bool, str]) -> float:
         rows = hashes[key]
@@ -315,6 +497,10 @@ def main() -> None:
     print(f"  fast, trim (default)   {recall(ref, ('fast', True, 'letterbox')):.1%}")
     trimmed_originals = sum(h[2] is not None for h in hashes[("fast", True, "original")])
     print(f"  originals (no borders) given a trimmed hash: {trimmed_originals}/{count}")
+
+    dihedral_cost(datas[: args.dihedral_count])
+    if not args.no_img2dataset:
+        border_recall(args.seed, args.img2dataset_count)
 
     if args.sweep:
         print("\nsweep of FAST_PDQ_BLOCK_PER_WINDOW (1 process, CPU time)")

@@ -22,7 +22,7 @@ from clearset.errors import ClearsetError, InputError, OutputError
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, clean_run, run_scan
 from clearset.sources import detect, open_source
-from tests.conftest import run_cli, tree_state
+from tests.conftest import run_cli, run_img2dataset, tree_state
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
@@ -150,72 +150,16 @@ def test_hugging_face_hub_layout_written_by_datasets(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- 2. img2dataset, all formats
 
-I2D_SCRIPT = """
-import sys
-from img2dataset import download
-if __name__ == "__main__":
-    download(url_list=sys.argv[1], output_folder=sys.argv[2], output_format=sys.argv[3],
-             processes_count=1, thread_count=2, resize_mode="no", input_format="txt",
-             enable_wandb=False, number_sample_per_shard=3, timeout=5, retries=0,
-             disallowed_header_directives=[])
-"""
-
 
 @pytest.fixture(scope="module")
 def img2dataset_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """img2dataset's own output in its three formats, downloaded from a loopback server
     of benign generated images (one URL fails on purpose)."""
-    import importlib.util
-
-    if importlib.util.find_spec("img2dataset") is None:  # importing it would phone home
-        pytest.skip("img2dataset is not installed")
-    import functools
-    import http.server
-    import subprocess
-    import sys
-    import threading
-
     root = tmp_path_factory.mktemp("i2d")
-    www = root / "www"
-    www.mkdir()
     images = [_jpeg(10 + n) for n in range(5)]
-    for n, data in enumerate(images):
-        (www / f"{n}.jpg").write_bytes(data)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(www))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    urls = [f"http://127.0.0.1:{port}/{n}.jpg" for n in range(5)]
-    (root / "urls.txt").write_text("\n".join([*urls, f"http://127.0.0.1:{port}/gone.jpg"]) + "\n")
-    (root / "run_i2d.py").write_text(I2D_SCRIPT)
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    procs = {
-        fmt: subprocess.Popen(
-            [
-                sys.executable,
-                str(root / "run_i2d.py"),
-                str(root / "urls.txt"),
-                str(root / fmt),
-                fmt,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=root,
-        )
-        for fmt in ("webdataset", "parquet", "files")
-    }
-    try:
-        for proc in procs.values():
-            assert proc.wait(timeout=240) == 0
-    finally:
-        server.shutdown()
+    options = {"thread_count": 2, "resize_mode": "no", "number_sample_per_shard": 3}
+    runs = {fmt: {**options, "output_format": fmt} for fmt in ("webdataset", "parquet", "files")}
+    run_img2dataset(root, images, runs, missing=("gone.jpg",))
     return {"root": root, "images": images}
 
 

@@ -22,11 +22,12 @@ from clearset.hashing.fast_pdq import (
     decode_jpeg_luma,
     luma_from_rgb,
     orient,
+    pdq_dihedral_from_rgb_full,
     pdq_from_luma,
     pdq_from_reduced,
     pdq_from_rgb_full,
 )
-from clearset.hashing.pdq import pdq_from_rgb
+from clearset.hashing.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "hubble_deep_field", "moon")
 SIZES = ((320, 240), (640, 480), (1024, 768), (1500, 1000), (800, 1200), (1920, 1080))
@@ -178,3 +179,74 @@ def test_truncated_jpeg_is_an_error_row_on_the_fast_path() -> None:
 def test_fast_path_is_the_default() -> None:
     data = CORPUS[2]
     assert hash_bytes(data).pdq == hash_bytes(data, exact_pdq=False, trim_borders=True).pdq
+
+
+# ---------------------------------------------------------------- dihedral from one grid
+
+#: Each DIHEDRAL_NAMES orientation as an operation on the displayed picture (H x W x C).
+ORIENTATIONS = (
+    lambda a: a,
+    lambda a: np.rot90(a, 1),
+    lambda a: np.rot90(a, 2),
+    lambda a: np.rot90(a, 3),
+    lambda a: a[::-1],
+    lambda a: a[:, ::-1],
+    lambda a: a.transpose(1, 0, 2),
+    lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+)
+
+
+@pytest.mark.parametrize("size", [(5, 5), (64, 64), (301, 233), (640, 480), (1001, 803)])
+def test_full_resolution_dihedral_equals_pdqhash_compute_dihedral(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(size[0] * 11 + size[1])
+    for image in (_scene(rng, *size), _photo("astronaut").resize(size)):
+        rgb = np.asarray(image)
+        assert pdq_dihedral_from_rgb_full(rgb) == pdq_dihedral_from_rgb(rgb)
+
+
+def test_dihedral_orientations_are_near_the_turned_picture() -> None:
+    # Not equal: PDQ samples pixel int((i + 0.5) n / 64), which is not symmetric along
+    # an axis, so the turned picture is sampled elsewhere; pdqhash's compute_dihedral
+    # (equal to ours, above) is as far from it.
+    for size in ((640, 512), (1203, 801), (300, 400)):
+        rgb = np.asarray(_photo("chelsea").resize(size))
+        hashes, _ = pdq_dihedral_from_rgb_full(rgb)
+        turned = [pdq_from_rgb(np.ascontiguousarray(turn(rgb)))[0] for turn in ORIENTATIONS]
+        gaps = [distance(a, b) for a, b in zip(turned, hashes, strict=True)]
+        assert gaps[0] == 0 and max(gaps) <= 16, gaps
+        # ... and far from every other orientation: the slots are not interchangeable.
+        others = [distance(turned[k], hashes[j]) for k in range(8) for j in range(8) if j != k]
+        assert min(others) > 64
+
+
+@pytest.mark.parametrize("exact_pdq", [False, True])
+def test_item_dihedral_comes_from_the_same_pass(exact_pdq: bool) -> None:
+    picture = np.asarray(_photo("coffee").resize((1203, 801)))
+    data = _jpeg(Image.fromarray(picture), 90)
+    item = hash_bytes(data, exact_pdq=exact_pdq, dihedral=True)
+    plain = hash_bytes(data, exact_pdq=exact_pdq)
+    assert (item.pdq, item.pdq_quality) == (plain.pdq, plain.pdq_quality)
+    assert plain.pdq_dihedral is None and len(item.pdq_dihedral) == 7 * 32
+    others = [item.pdq_dihedral[i : i + 32] for i in range(0, 7 * 32, 32)]
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    reference, _ = pdq_dihedral_from_rgb(decoded)
+    if exact_pdq:
+        assert others == reference[1:]
+    for k, (turn, ours) in enumerate(zip(ORIENTATIONS[1:], others, strict=True), start=1):
+        # What the fast path gives on the turned picture, and the reference's orientation.
+        turned = _jpeg(Image.fromarray(np.ascontiguousarray(turn(decoded))), 95)
+        assert distance(ours, hash_bytes(turned, exact_pdq=exact_pdq).pdq) <= 16, k
+        assert distance(ours, reference[k]) <= 10, k
+
+
+@pytest.mark.parametrize("size", [(599, 400), (400, 520), (800, 599)])
+def test_small_pictures_are_decoded_at_full_scale_and_equal_the_reference(
+    size: tuple[int, int],
+) -> None:
+    # Their Jarosz window is a few pixels: a reduced decode drifts most there, and a
+    # full decode of a small picture is cheap. Full scale is the reference, bit for bit.
+    data = _jpeg(_photo("chelsea").resize(size, Image.BICUBIC), 80)
+    assert decode_jpeg_luma(Image.open(io.BytesIO(data))).rows.scale == 1
+    assert hash_bytes(data).pdq == hash_bytes(data, exact_pdq=True).pdq
+    bigger = _jpeg(_photo("chelsea").resize((size[0] + 600, size[1] + 600)), 80)
+    assert decode_jpeg_luma(Image.open(io.BytesIO(bigger))).rows.scale > 1

@@ -8,8 +8,9 @@ linear and separable, so the whole front half is ``Rows @ luma @ Cols.T`` where 
 most of the work: libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 scale, and each reduced
 pixel is (close to) the mean of an s x s block of full-resolution pixels, so summing each
 operator row over every block gives an operator that maps the reduced picture to the same
-64x64 grid. We decode at the coarsest scale whose block is at most half a box window
-(FAST_PDQ_BLOCK_PER_WINDOW) and take PDQ's luma of the reduced RGB (FAST_PDQ_DECODE_MODE
+64x64 grid. We decode at the coarsest scale whose block is at most 0.4 box windows
+(FAST_PDQ_BLOCK_PER_WINDOW), small pictures at full scale (FAST_PDQ_FULL_DECODE_BELOW),
+and take PDQ's luma of the reduced RGB (FAST_PDQ_DECODE_MODE
 says why not libjpeg's Y); the hash is within a few bits of the reference.
 `pdq_from_rgb_full` is the same operator at full resolution, kept beside it so tests can
 check the operator itself against `pdqhash` bit for bit.
@@ -35,9 +36,17 @@ PDQ_MIN_DIM = 5
 JAROSZ_PASSES = 2
 
 #: The reduced decode keeps a block (1/s scale) no wider than this many Jarosz windows.
-#: 0.5 keeps p99 distance to the reference within Meta's 10 bits on the bench corpus;
-#: larger values decode faster and drift further (see bench/hashing.py --sweep).
-FAST_PDQ_BLOCK_PER_WINDOW = 0.5
+#: On bench/hashing.py's corpus of camera photos (300-4000 px) 0.4 keeps the mean
+#: distance to the reference under 1 bit and p99 under 10 in every size band; 0.5 let
+#: pictures of 2048-2560 px take 1/8 scale, p99 9 and max 18 there. Larger values decode
+#: faster and drift further (see bench/hashing.py --sweep).
+FAST_PDQ_BLOCK_PER_WINDOW = 0.4
+
+#: Pictures whose short side is under this many pixels are decoded at full scale: their
+#: Jarosz window is 2-4 pixels, so a 1/2 decode's block is half a window and more, and
+#: they drifted most (a mean of 1.3 bits at 300-600 px where the rest stayed under 1);
+#: a full decode of a small picture costs little (see the size bands of the bench).
+FAST_PDQ_FULL_DECODE_BELOW = 600
 
 #: What libjpeg decodes to. "L" (its Y channel) is about 15 % faster, but Y is not the
 #: luma PDQ computes from decoded RGB where colours clip, and on the 2,000-JPEG bench that
@@ -190,15 +199,75 @@ def pdq_quality(grid: np.ndarray) -> int:
     return min(int(down.sum() + right.sum()) // 90, 100)
 
 
-def pdq_from_grid(grid: np.ndarray) -> tuple[bytes, int]:
-    """(hash, quality) from the blurred 64x64 luma grid: DCT, median threshold, pack."""
+def _dct16(grid: np.ndarray) -> np.ndarray:
+    """PDQ's 16 x 16 DCT coefficients of the 64 x 64 grid (rows: vertical frequency)."""
     dct = _dct_matrix()
-    coefficients = (dct @ grid @ dct.T).ravel()
+    return dct @ grid @ dct.T
+
+
+def _hash_from_dct(coefficients: np.ndarray) -> bytes:
+    """Threshold 256 coefficients at their median and pack them as pdqhash orders bits."""
+    coefficients = coefficients.ravel()
     # Meta's torben median of 256 values is the 128th smallest (the lower median).
     median = np.partition(coefficients, 127)[127]
     bits = coefficients > median
     # pdqhash lists bit 255 first; pack_bits puts the first element in the top bit.
-    return pack_bits(bits[::-1]), pdq_quality(grid)
+    return pack_bits(bits[::-1])
+
+
+def pdq_from_grid(grid: np.ndarray) -> tuple[bytes, int]:
+    """(hash, quality) from the blurred 64x64 luma grid: DCT, median threshold, pack."""
+    return _hash_from_dct(_dct16(grid)), pdq_quality(grid)
+
+
+#: (−1)^frequency for DCT rows 1..16: reversing the grid along an axis multiplies each
+#: coefficient along it by this, because cos(pi k (2(63 - j) + 1) / 128) equals
+#: (−1)^k cos(pi k (2j + 1) / 128). Transposing the grid transposes the coefficients.
+_DCT_REVERSE_SIGNS = np.where(np.arange(1, PDQ_DCT + 1) % 2 == 0, 1.0, -1.0)
+
+
+def dihedral_coefficients(coefficients: np.ndarray) -> list[np.ndarray]:
+    """The 16 x 16 DCT of each of the picture's 8 rotations and flips, in
+    `clearset.hashing.pdq.DIHEDRAL_NAMES` order, from the DCT of the picture as shown.
+
+    This is what Meta's pdqhasher does, so it equals `compute_dihedral` bit for bit. It
+    is the hash of the turned picture only up to PDQ's sampling: where the 64 sample
+    positions are not symmetric along an axis (most sizes), hashing the turned picture
+    samples other pixels, a few bits away.
+    """
+    signs = _DCT_REVERSE_SIGNS
+    rows, cols, both = signs[:, None], signs[None, :], signs[:, None] * signs[None, :]
+    transposed = coefficients.T
+    return [
+        coefficients,  # original
+        transposed * rows,  # rotate90 (counter-clockwise): the transpose, upside down
+        coefficients * both,  # rotate180
+        transposed * cols,  # rotate270: the transpose, mirrored
+        coefficients * rows,  # flip_vertical (upside down)
+        coefficients * cols,  # flip_horizontal (mirrored)
+        transposed,  # rotate90_flip_vertical: the transpose
+        transposed * both,  # rotate90_flip_horizontal: the anti-transpose
+    ]
+
+
+def pdq_dihedral_from_grid(grid: np.ndarray) -> tuple[list[bytes], int]:
+    """The 8 rotation/flip hashes (DIHEDRAL_NAMES order) and quality from one 64x64 grid."""
+    return [_hash_from_dct(c) for c in dihedral_coefficients(_dct16(grid))], pdq_quality(grid)
+
+
+def _grid_from_luma(
+    luma: np.ndarray, rows: DecodeAxis | None, cols: DecodeAxis | None
+) -> np.ndarray | None:
+    """PDQ's blurred 64x64 grid of `luma` (None when the picture is too small to hash)."""
+    rows = rows or DecodeAxis.plain(luma.shape[0], 1)
+    cols = cols or DecodeAxis.plain(luma.shape[1], 1)
+    if min(rows.length, cols.length) < PDQ_MIN_DIM:
+        return None
+    return pdq_grid(
+        luma,
+        pdq_axis_operator(rows.length, rows.scale, rows.head),
+        pdq_axis_operator(cols.length, cols.scale, cols.head),
+    )
 
 
 def pdq_from_luma(
@@ -208,16 +277,16 @@ def pdq_from_luma(
 
     Without axes `luma` is taken at full resolution: Meta's algorithm up to float rounding.
     """
-    rows = rows or DecodeAxis.plain(luma.shape[0], 1)
-    cols = cols or DecodeAxis.plain(luma.shape[1], 1)
-    if min(rows.length, cols.length) < PDQ_MIN_DIM:
-        return bytes(32), 0
-    grid = pdq_grid(
-        luma,
-        pdq_axis_operator(rows.length, rows.scale, rows.head),
-        pdq_axis_operator(cols.length, cols.scale, cols.head),
-    )
-    return pdq_from_grid(grid)
+    grid = _grid_from_luma(luma, rows, cols)
+    return (bytes(32), 0) if grid is None else pdq_from_grid(grid)
+
+
+def pdq_dihedral_from_luma(
+    luma: np.ndarray, rows: DecodeAxis | None = None, cols: DecodeAxis | None = None
+) -> tuple[list[bytes], int]:
+    """The 8 rotation/flip hashes and quality of a luma array, from one grid."""
+    grid = _grid_from_luma(luma, rows, cols)
+    return ([bytes(32)] * 8, 0) if grid is None else pdq_dihedral_from_grid(grid)
 
 
 def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -228,6 +297,11 @@ def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
 def pdq_from_rgb_full(rgb: np.ndarray) -> tuple[bytes, int]:
     """The operator at full resolution: the plain twin tests compare with `pdqhash`."""
     return pdq_from_luma(luma_from_rgb(rgb))
+
+
+def pdq_dihedral_from_rgb_full(rgb: np.ndarray) -> tuple[list[bytes], int]:
+    """The 8 rotations/flips at full resolution: the twin of `pdqhash.compute_dihedral`."""
+    return pdq_dihedral_from_luma(luma_from_rgb(rgb))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +330,16 @@ class ReducedLuma:
         )
 
 
-def choose_scale(width: int, height: int, block_per_window: float) -> int:
-    """The coarsest libjpeg scale whose block is at most `block_per_window` Jarosz windows."""
+def choose_scale(
+    width: int,
+    height: int,
+    block_per_window: float,
+    full_decode_below: int = FAST_PDQ_FULL_DECODE_BELOW,
+) -> int:
+    """The coarsest libjpeg scale whose block is at most `block_per_window` Jarosz windows
+    (1, a full decode, for pictures whose short side is under `full_decode_below`)."""
+    if min(width, height) < full_decode_below:
+        return 1
     limit = block_per_window * min(jarosz_window(width), jarosz_window(height))
     for scale in JPEG_SCALES:
         if scale <= limit and min(width, height) // scale >= PDQ_MIN_DIM:
@@ -287,7 +369,9 @@ def orient(array: np.ndarray, orientation: int) -> tuple[np.ndarray, tuple[bool,
 
 
 def decode_jpeg_luma(
-    image: Image.Image, block_per_window: float = FAST_PDQ_BLOCK_PER_WINDOW
+    image: Image.Image,
+    block_per_window: float = FAST_PDQ_BLOCK_PER_WINDOW,
+    full_decode_below: int = FAST_PDQ_FULL_DECODE_BELOW,
 ) -> ReducedLuma:
     """Decode an opened, not yet loaded JPEG at reduced scale straight to oriented luma.
 
@@ -295,7 +379,7 @@ def decode_jpeg_luma(
     """
     orientation = exif_orientation(image)
     stored_width, stored_height = image.size
-    scale = choose_scale(stored_width, stored_height, block_per_window)
+    scale = choose_scale(stored_width, stored_height, block_per_window, full_decode_below)
     # Pillow picks the largest libjpeg scale s with size // request >= s, so asking for
     # size // scale gets exactly `scale`.
     request = (stored_width // scale, stored_height // scale) if scale > 1 else None
@@ -320,3 +404,8 @@ def decode_jpeg_luma(
 def pdq_from_reduced(reduced: ReducedLuma) -> tuple[bytes, int]:
     """(hash, quality) of a reduced decode."""
     return pdq_from_luma(reduced.luma, reduced.rows, reduced.cols)
+
+
+def pdq_dihedral_from_reduced(reduced: ReducedLuma) -> tuple[list[bytes], int]:
+    """The 8 rotation/flip hashes and quality of a reduced decode, from its one grid."""
+    return pdq_dihedral_from_luma(reduced.luma, reduced.rows, reduced.cols)

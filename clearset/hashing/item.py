@@ -6,7 +6,9 @@ RGB, takes PDQ's luma and applies Meta's filter through a matching operator
 `exact_pdq=True`, and for every format other than JPEG, the reference path runs: full
 decode to display RGB and `pdqhash`, bit-equal to other tools. With `trim_borders`,
 letterbox and pillarbox bands are found and the picture inside is hashed too
-(`pdq_trimmed`); `pdq` always stays the hash as stored.
+(`pdq_trimmed`); `pdq` always stays the hash as stored. With `dihedral`, the 7 other
+rotations and flips come from the same pass (`pdq_dihedral`): PDQ's 8 orientations are
+sign patterns and a transpose of one DCT, so neither path decodes twice.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from clearset import settings
 from clearset.hashing.borders import find_borders, trim
 from clearset.hashing.crypto import crypto_digests
 from clearset.hashing.decode import DecodeFailure, check_pixels, open_image, to_display_rgb
-from clearset.hashing.fast_pdq import decode_jpeg_luma, luma_from_rgb, pdq_from_reduced
-from clearset.hashing.pdq import pdq_from_rgb
+from clearset.hashing.fast_pdq import (
+    decode_jpeg_luma,
+    luma_from_rgb,
+    pdq_dihedral_from_reduced,
+    pdq_from_reduced,
+)
+from clearset.hashing.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"  # bytes present but not a decodable image; crypto hashes still set
@@ -49,9 +56,20 @@ class ItemHashes:
     # not trim still match.
     pdq_trimmed: bytes | None = None
     pdq_trimmed_quality: int | None = None
+    # Set only when asked for (`dihedral`): the other 7 rotations/flips of the stored
+    # picture, 32 bytes each, in DIHEDRAL_NAMES order after "original".
+    pdq_dihedral: bytes | None = None
 
 
-def _reference_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -> None:
+def _set_dihedral(result: ItemHashes, hashes: list[bytes], quality: int) -> None:
+    """The 8 orientations (DIHEDRAL_NAMES order): the first is the hash as stored."""
+    result.pdq, result.pdq_quality = hashes[0], quality
+    result.pdq_dihedral = b"".join(hashes[1:])
+
+
+def _reference_pdq(
+    image: Image.Image, result: ItemHashes, trim_borders: bool, dihedral: bool = False
+) -> None:
     """Full decode to display RGB and `pdqhash` (the `--exact-pdq` path)."""
     display = to_display_rgb(image)
     rgb = np.asarray(display)
@@ -60,14 +78,19 @@ def _reference_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -
     display.close()
     image.close()
     result.height, result.width = rgb.shape[:2]
-    result.pdq, result.pdq_quality = pdq_from_rgb(rgb)
+    if dihedral:
+        _set_dihedral(result, *pdq_dihedral_from_rgb(rgb))
+    else:
+        result.pdq, result.pdq_quality = pdq_from_rgb(rgb)
     if trim_borders:
         borders = find_borders(luma_from_rgb(rgb))
         if borders.any:
             result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_rgb(trim(rgb, borders))
 
 
-def _fast_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -> None:
+def _fast_pdq(
+    image: Image.Image, result: ItemHashes, trim_borders: bool, dihedral: bool = False
+) -> None:
     """Reduced-scale luma decode and the matching PDQ operator (JPEG only)."""
     try:
         reduced = decode_jpeg_luma(image)
@@ -77,9 +100,12 @@ def _fast_pdq(image: Image.Image, result: ItemHashes, trim_borders: bool) -> Non
         # Truncated JPEGs land here ("image file is truncated"), as on the reference path.
         raise DecodeFailure("corrupt", str(exc)) from None
     result.width, result.height = reduced.width, reduced.height
-    result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
+    if dihedral:
+        _set_dihedral(result, *pdq_dihedral_from_reduced(reduced))
+    else:
+        result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
     if trim_borders:
-        borders = find_borders(reduced.luma)
+        borders = find_borders(reduced.luma, block=reduced.rows.scale)
         if borders.any:
             inner = reduced.crop(borders.top, borders.bottom, borders.left, borders.right)
             result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_reduced(inner)
@@ -90,13 +116,15 @@ def hash_bytes(
     *,
     exact_pdq: bool = False,
     trim_borders: bool = True,
+    dihedral: bool = False,
     max_pixels: int | None = None,
 ) -> ItemHashes:
     """All hashes of one stored item. Never raises for bad image data.
 
     `exact_pdq` computes PDQ with the reference pipeline (bit-equal to pdqhash on the
     decoded pixels) instead of the fast path; `trim_borders` also hashes the picture
-    without uniform black or white borders, into `pdq_trimmed`. An image over
+    without uniform black or white borders, into `pdq_trimmed`; `dihedral` also gives the
+    7 other rotations and flips of the stored picture, into `pdq_dihedral`. An image over
     `max_pixels` (default `settings.MAX_PIXELS`) is not decoded, on either path, so
     that whether an item has a PDQ does not depend on the path: status "error", reason
     "too_large", with its cryptographic hashes like every item.
@@ -109,9 +137,9 @@ def hash_bytes(
         result.format = opened.format
         check_pixels(opened.image, cap)
         if not exact_pdq and opened.format in FAST_PDQ_FORMATS:
-            _fast_pdq(opened.image, result, trim_borders)
+            _fast_pdq(opened.image, result, trim_borders, dihedral)
         else:
-            _reference_pdq(opened.image, result, trim_borders)
+            _reference_pdq(opened.image, result, trim_borders, dihedral)
     except DecodeFailure as failure:
         result.status = STATUS_ERROR
         result.reason = str(failure)[:200]

@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-import numpy as np
 
 from clearset.hashing import crypto_digests, hash_bytes
-from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
-from clearset.hashing.pdq import pdq_dihedral_from_rgb
 from clearset.matching.matcher import Matcher
 from clearset.progress import ProgressFn, report
 from clearset.runfolder import RunFolder, file_sha256
@@ -98,7 +95,12 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         row.update(status=item.status or STATUS_MISSING, reason=item.missing_reason)
         return row
     picture = item.image_data if item.image_data is not None else item.data
-    hashes = hash_bytes(picture, exact_pdq=settings.exact_pdq, trim_borders=settings.trim_borders)
+    hashes = hash_bytes(
+        picture,
+        exact_pdq=settings.exact_pdq,
+        trim_borders=settings.trim_borders,
+        dihedral=settings.dihedral,
+    )
     if item.image_data is not None:
         # A compressed member: the picture is decoded from its content, but the hashes
         # that name it (and that a cleaned copy holds) are those of the stored bytes.
@@ -125,22 +127,12 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         reason=reason or item.note,
     )
     if settings.dihedral and status == STATUS_OK:
-        row["pdq_dihedral"] = dihedral_hashes(picture)
+        row["pdq_dihedral"] = hashes.pdq_dihedral
     return row
 
 
 #: Decode failures that mean "these bytes are no image at all", not "a broken image".
 NOT_IMAGE = frozenset({"not_an_image", "empty"})
-
-
-def dihedral_hashes(data: bytes) -> bytes | None:
-    """The 7 other rotations/flips' PDQ hashes, from one pass of the reference hasher."""
-    try:
-        rgb = np.asarray(to_display_rgb(open_image(data).image))
-    except DecodeFailure:
-        return None
-    hashes, _ = pdq_dihedral_from_rgb(rgb)
-    return b"".join(hashes[1:])
 
 
 def scan_task(
