@@ -133,7 +133,7 @@ class RandomLeaves:
     def read(self) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         values = np.frombuffer(rng.bytes(HASH_SIZE * self.count), np.uint8).reshape(-1, 32)
-        if self.repeat_every:
+        if self.repeat_every and self.repeat_seed >= 0:
             values = values.copy()
             shared = RandomLeaves(self.repeat_seed, self.count).read()
             values[:: self.repeat_every] = shared[:: self.repeat_every]
