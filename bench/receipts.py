@@ -13,7 +13,23 @@ each build in a fresh child process so peaks do not mix:
 Memory is the growth of the child's peak RSS (VmHWM, reset after the leaves are made)
 beyond the leaves themselves; it is extrapolated linearly to 1e8 leaves. Run:
 
-    python bench/receipts.py [--sizes 1000000,10000000] [--out bench/out]
+    python bench/receipts.py --in-memory [--sizes 1000000,10000000] [--out bench/out]
+
+The default mode measures the out-of-core, parallel build (`clearset.runs.receipts`) at
+scale, 1 worker against 2 (or --workers), in one run:
+
+    python bench/receipts.py [--leaves 1e7] [--workers 1,2] [--dir /work/bench-receipts]
+
+Leaves are synthetic: deterministic random 32-byte values made inside each extract task
+(`RandomLeaves`, --shard-leaves a shard, --dup-every N makes every N-th value repeat one
+from another shard), so no input set has to be stored beside the build; reading a
+manifest's parquet is not part of the figures. The same-run baseline is a plain hashlib
+pass over the same leaves (made the same way, then ``hashlib.sha256(leaf).digest()`` once
+each) on the same engine at the same worker count; --baseline-leaves N times it over
+the first N leaves only (per-leaf rate) when the whole set would take too long. Peak RSS
+is the sum over the driver and its worker processes (sampled twice a second); peak
+disk is what the build folder and tree file hold (st_blocks, sampled each second).
+Proofs are made from the tree.bin on disk, verified against a statement.
 """
 
 from __future__ import annotations
@@ -21,9 +37,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +57,7 @@ from clearset.receipts import (  # noqa: E402 - after the path tweak for a sourc
     statement_digest,
     verify_proof,
 )
+from clearset.stages.receipts import RandomLeaves  # noqa: E402
 
 GIB = 1 << 30
 
@@ -151,12 +170,24 @@ def proof_timings(tree_path: Path, count: int = 2000) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--in-memory", action="store_true", help="the single-process builds")
+    parser.add_argument("--sizes", default="1000000,10000000", help="with --in-memory")
+    parser.add_argument("--leaves", type=float, default=1e7, help="leaves of the scaled build")
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare")
+    parser.add_argument("--dir", default="/tmp/bench-receipts", help="scratch for the build")
+    parser.add_argument("--shard-leaves", type=float, default=1 << 22)
+    parser.add_argument("--dup-every", type=int, default=0)
+    parser.add_argument("--baseline-leaves", type=float, default=0)
+    parser.add_argument("--proofs", type=int, default=2000)
+    parser.add_argument("--progress", action="store_true", help="progress lines of the build")
     parser.add_argument("--out", default="bench/out", help="folder for the JSON results")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "N", "TREE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
+        return
+    if not args.in_memory:
+        scaled(args)
         return
     results = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -229,6 +260,226 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "receipts.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out / 'receipts.json'}")
+
+
+# --- the out-of-core, parallel build -------------------------------------------------
+
+
+def baseline_task(source: RandomLeaves) -> int:
+    """The least a build must do: make the leaves, then one SHA-256 each."""
+    leaves = source.read()
+    sha256 = hashlib.sha256
+    buffer = memoryview(leaves.tobytes())
+    for offset in range(0, len(buffer), 32):
+        sha256(buffer[offset : offset + 32]).digest()
+    return len(leaves)
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """RSS of process ``root`` and all its descendants."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    family, frontier = {root}, [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        family.update(frontier)
+    total = 0
+    for pid in family:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf(
+                "SC_PAGE_SIZE"
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _disk_bytes(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+class Peaks:
+    """Samples the process tree's RSS and the scratch folder's disk use in a thread."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rss = 0
+        self.disk = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Peaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.wait(0.5):
+            self.rss = max(self.rss, _tree_rss_bytes(os.getpid()))
+            tick += 1
+            if tick % 2 == 0:
+                self.disk = max(self.disk, _disk_bytes(self.folder))
+
+
+def _proofs(tree_path: Path, count: int) -> dict:
+    tree = MerkleTree.open(tree_path)
+    statement = build_statement(
+        dataset_name="bench", tree_size=tree.size, root=tree.root, source_name="bench",
+        manifest_digest="ab" * 32, lists=[], scan_started="2024-01-01T00:00:00Z",
+        scan_finished="2024-01-01T00:00:00Z", removed_count=0, removed_commitment="cd" * 32,
+    )  # fmt: skip
+    digest = statement_digest(statement)
+    rng = np.random.default_rng(1)
+    held = [tree.leaf(int(i)) for i in rng.integers(0, tree.size, count)]
+    absent = [bytes(v) for v in rng.integers(0, 256, (count, 32), dtype=np.uint8)]
+    figures = {}
+    for kind, values in (("inclusion", held), ("non-inclusion", absent)):
+        times, proofs = [], []
+        for value in values:
+            start = time.perf_counter()
+            proofs.append(prove(tree, value, digest))
+            times.append(time.perf_counter() - start)
+        assert all(p["type"] == kind for p in proofs)
+        start = time.perf_counter()
+        for proof in proofs:
+            verify_proof(proof, statement)
+        verify_ms = (time.perf_counter() - start) / count * 1e3
+        sizes = [len(proof_to_json(p).encode()) for p in proofs]
+        figures[kind] = {
+            "binary_bytes_max": max(_binary_size(p) for p in proofs),
+            "prove_ms_mean": float(np.mean(times)) * 1e3,
+            "prove_ms_max": float(np.max(times)) * 1e3,
+            "verify_ms": verify_ms,
+            "json_bytes_max": max(sizes),
+        }
+    return figures
+
+
+def _binary_size(proof: object) -> int:
+    """The proof's content packed: 32 bytes a hash, 8 an integer (JSON spells them out)."""
+    if isinstance(proof, dict):
+        return sum(_binary_size(value) for value in proof.values())
+    if isinstance(proof, list):
+        return sum(_binary_size(value) for value in proof)
+    if isinstance(proof, str):
+        return 32 if len(proof) == 64 else len(proof)
+    return 8
+
+
+def scaled(args: argparse.Namespace) -> None:
+    from clearset.engines.base import Task
+    from clearset.engines.local import LocalEngine
+    from clearset.progress import Meter
+    from clearset.runs.receipts import build_tree
+    from clearset.runs.tasks import run_tasks
+
+    n = int(args.leaves)
+    shard = int(args.shard_leaves)
+    sources = [
+        RandomLeaves(1000 + i, min(shard, n - start), args.dup_every, 999 + i if i else -1)
+        for i, start in enumerate(range(0, n, shard))
+    ]
+    sample_leaves = int(args.baseline_leaves) or n
+    sample = []
+    for source in sources:
+        if sum(s.count for s in sample) >= sample_leaves:
+            break
+        sample.append(source)
+    scratch = Path(args.dir)
+    scratch.mkdir(parents=True, exist_ok=True)
+    tree_path = scratch / "tree.bin"
+    results: dict = {"leaves": n, "shard_leaves": shard, "dup_every": args.dup_every, "runs": []}
+    roots = set()
+    print(f"== out-of-core build over {n:,} synthetic leaves ({len(sources)} shards) ==",
+          flush=True)  # fmt: skip
+    for workers in (int(w) for w in args.workers.split(",")):
+        engine = LocalEngine(workers)
+        tasks = [Task(str(i), str(i), baseline_task, (s,)) for i, s in enumerate(sample)]
+        start = time.perf_counter()
+        run_tasks(engine, tasks, Meter(len(tasks), 0, False, None), retries=0)
+        base_seconds = time.perf_counter() - start
+        base_leaves = sum(s.count for s in sample)
+        with Peaks(scratch) as peaks:
+            start = time.perf_counter()
+            tree = build_tree(
+                sources, tree_path, scratch / "build", engine=engine, show_progress=args.progress
+            )
+            seconds = time.perf_counter() - start
+        roots.add(tree.root)
+        row = {
+            "workers": workers,
+            "seconds": seconds,
+            "ns_per_leaf": seconds / n * 1e9,
+            "baseline_seconds": base_seconds,
+            "baseline_leaves": base_leaves,
+            "baseline_ns_per_leaf": base_seconds / base_leaves * 1e9,
+            "peak_rss_bytes": peaks.rss,
+            "peak_disk_bytes": peaks.disk,
+            "tree_bin_bytes": tree_path.stat().st_size,
+            "size": tree.size,
+            "root": tree.root.hex(),
+        }
+        row["vs_baseline"] = row["ns_per_leaf"] / row["baseline_ns_per_leaf"]
+        results["runs"].append(row)
+        print(
+            f"{workers} worker(s): build {seconds:.1f} s = {row['ns_per_leaf']:.0f} ns/leaf; "
+            f"hashlib baseline {row['baseline_ns_per_leaf']:.0f} ns/leaf over "
+            f"{base_leaves:,} leaves -> {row['vs_baseline']:.2f}x baseline; "
+            f"peak RSS {peaks.rss / GIB:.2f} GiB; peak disk {peaks.disk / 1e9:.1f} GB; "
+            f"tree.bin {row['tree_bin_bytes'] / 1e9:.1f} GB ({row['tree_bin_bytes'] / n:.2f} "
+            f"B/leaf); {tree.size:,} unique leaves",
+            flush=True,
+        )
+        del tree
+    assert len(roots) == 1, "worker counts gave different roots"
+    if n <= 10_000_000:
+        reference = np.concatenate([s.read() for s in sources])
+        from clearset.lists.model import sort_unique
+
+        assert MerkleTree.build(sort_unique(reference)[0]).root in roots
+        print("root equals the in-memory builder's", flush=True)
+    runs = results["runs"]
+    if len(runs) > 1:
+        print(f"{runs[-1]['workers']} vs {runs[0]['workers']} workers: "
+              f"{runs[0]['seconds'] / runs[-1]['seconds']:.2f}x faster", flush=True)  # fmt: skip
+    proofs = _proofs(tree_path, args.proofs)
+    results["proofs"] = proofs
+    for kind in ("inclusion", "non-inclusion"):
+        row = proofs[kind]
+        print(f"{kind:<14} prove {row['prove_ms_mean']:.2f} ms mean, {row['prove_ms_max']:.1f} "
+              f"ms max from disk; verify {row['verify_ms']:.3f} ms; json "
+              f"{row['json_bytes_max']} B max ({row['binary_bytes_max']} B packed)",
+              flush=True)  # fmt: skip
+    best = min(runs, key=lambda r: r["seconds"] * r["workers"])
+    core_seconds_per_leaf = best["seconds"] * best["workers"] / n
+    laion = 5.85e9 * core_seconds_per_leaf
+    results["laion_core_hours"] = laion / 3600
+    print(f"per-core rate {1 / core_seconds_per_leaf / 1e6:.2f} M leaves/s -> LAION-5B "
+          f"(5.85e9): {laion / 3600:.1f} core-hours; {laion / 100 / 60:.1f} min on 100 "
+          f"cores, {laion / 1000 / 60:.1f} min on 1,000 (if it scaled perfectly)",
+          flush=True)  # fmt: skip
+    tree_path.unlink(missing_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"receipts-scale-{n}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out / f'receipts-scale-{n}.json'}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,18 @@ from typing import Annotated, Any
 
 import typer
 
-from clearset.cli.app import app, console, out
+from clearset.cli.app import (
+    AddressOpt,
+    EngineOpt,
+    ProgressOpt,
+    RetriesOpt,
+    WorkersOpt,
+    app,
+    console,
+    engine_for,
+    out,
+    show_progress,
+)
 from clearset.errors import InputError, VerificationError
 from clearset.receipts import (
     check_removed_form,
@@ -33,6 +44,7 @@ from clearset.receipts.issue import (
     prove_item_removed,
     read_receipt,
 )
+from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.sinks.atomic import atomic_path
 
 Sha256Opt = Annotated[
@@ -82,20 +94,30 @@ def receipt(
             help="Public key that signed --previous (default: the public half of --key).",
         ),
     ] = None,
+    workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    retries: RetriesOpt = DEFAULT_RETRIES,
+    progress: ProgressOpt = None,
 ) -> None:
     """Sign a receipt over the cleaned copy: RUN/receipt.dsse.json and RUN/tree.bin."""
     warning = insecure_key_warning(key)
     if warning:
         console.print(f"clearset: warning: {warning}", highlight=False, soft_wrap=True)
     previous_key = load_public_key(previous_pubkey) if previous_pubkey is not None else None
-    envelope = issue_receipt(
-        run_dir,
-        key,
-        dataset_name=name,
-        source_name=source_name,
-        previous=previous,
-        previous_public_key=previous_key,
-    )
+    with engine_for(engine, address, workers) as runner:
+        envelope = issue_receipt(
+            run_dir,
+            key,
+            dataset_name=name,
+            source_name=source_name,
+            previous=previous,
+            previous_public_key=previous_key,
+            engine=runner,
+            retries=retries,
+            show_progress=show_progress(progress),
+            console=console,
+        )
     statement = json.loads(envelope_payload(envelope))  # signed just now, by us
     predicate = statement["predicate"]
     tree, clean = predicate["tree"], predicate["clean"]

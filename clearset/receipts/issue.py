@@ -33,7 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from rich.console import Console
 
+from clearset.engines import Engine
 from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.lists.model import sort_unique
 from clearset.receipts.dsse import (
@@ -99,6 +101,9 @@ def _packed(column: pa.ChunkedArray) -> np.ndarray:
 
 def kept_hashes(run_dir: Path) -> np.ndarray:
     """Every kept item's SHA-256, unsorted, as one uint8[N, 32] array.
+
+    The in-memory twin of the out-of-core build's extract step (`issue_receipt` uses
+    that one): with `sorted_leaf_chunks` and `MerkleTree.build` it gives the same tree.
 
     Read shard by shard into an array sized from the parquet footers, so the peak is the
     32 bytes a leaf the tree needs anyway plus one shard, not a second copy of the set.
@@ -210,8 +215,16 @@ def issue_receipt(
     source_name: str | None = None,
     previous: Path | None = None,
     previous_public_key: Ed25519PublicKey | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    retries: int | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """Build the tree over the cleaned copy, sign the statement; returns the envelope.
+
+    The tree is built out of core by tasks on ``engine`` (default: ``workers`` local
+    processes), see `clearset.runs.receipts`; an interrupted build resumes.
 
     ``source_name`` (default: the source's last path part) and ``dataset_name`` (default:
     the source name) are what the receipt calls them. A ``previous`` receipt must verify
@@ -233,9 +246,18 @@ def issue_receipt(
     previous_record = None
     if previous is not None:
         previous_record = _previous_record(previous, previous_public_key or key.public_key())
-    leaves = kept_hashes(run.path)
-    tree = MerkleTree.build(sorted_leaf_chunks(leaves), run.path / TREE_FILE)
-    del leaves
+    from clearset.runs.receipts import build_run_tree
+    from clearset.runs.tasks import DEFAULT_RETRIES
+
+    tree = build_run_tree(
+        run.path,
+        run.path / TREE_FILE,
+        engine=engine,
+        workers=workers,
+        retries=DEFAULT_RETRIES if retries is None else retries,
+        show_progress=show_progress,
+        console=console,
+    )
     commitment, salt, count = commit_removed(removed_hashes(run.path))
     statement = build_statement(
         dataset_name=dataset_name,

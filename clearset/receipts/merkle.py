@@ -204,6 +204,31 @@ def _level_sizes(size: int, cache_level: int) -> list[int]:
     return sizes
 
 
+def level_sizes(size: int, cache_level: int) -> list[int]:
+    """How many hashes each stored level of a tree.bin holds, from ``cache_level`` up."""
+    return _level_sizes(size, cache_level)
+
+
+def tree_file_size(size: int, cache_level: int) -> int:
+    """The length of a tree.bin over ``size`` leaves."""
+    return _HEADER_SIZE + HASH_SIZE * (size + sum(_level_sizes(size, cache_level)))
+
+
+def tree_level_offsets(size: int, cache_level: int) -> list[int]:
+    """Where each stored level starts in a tree.bin, from ``cache_level`` up."""
+    offsets = []
+    offset = _HEADER_SIZE + HASH_SIZE * size
+    for count in _level_sizes(size, cache_level):
+        offsets.append(offset)
+        offset += HASH_SIZE * count
+    return offsets
+
+
+def tree_header(size: int, root: bytes, cache_level: int) -> bytes:
+    """A tree.bin's header (for writers that fill the rest of the file themselves)."""
+    return _header(size, root, cache_level)
+
+
 def _as_sorted_s32(values: np.ndarray) -> np.ndarray:
     """View uint8[n, 32] as n fixed 32-byte strings, which numpy compares like memcmp."""
     return np.ascontiguousarray(values).view("S32").reshape(len(values))

@@ -1,0 +1,330 @@
+"""The receipt stage's per-task work: the tree over billions of leaves, out of core.
+
+A tree over n sorted unique leaves is built in three kinds of task, each a plain function
+of picklable arguments that any engine can run (the orchestrator is
+`clearset.runs.receipts`):
+
+1. **extract** (one per group of manifest shards): read the kept items' SHA-256 values
+   and split them by their leading ``bits`` bits into buckets, one piece file per bucket:
+   ``pieces/<bucket>/<task>.bin``. Buckets are ranges of the byte order, so sorting each
+   bucket and concatenating them in bucket order gives the global order.
+2. **sort** (one per bucket): read the bucket's pieces, sort and drop repeats (repeats of
+   one value always share a bucket), write ``sorted/<bucket>.bin`` and its count, then
+   delete the pieces, so the disk holds about one copy of the leaves at any time.
+3. **chunk** (one per aligned run of 2**chunk_level leaves, placed by the bucket counts):
+   copy the chunk's leaves into the tree file at their final place and compute the
+   stored levels ``cache_level .. chunk_level`` over them. RFC 9162's tree over n leaves
+   is made of complete subtrees over aligned runs of 2**k leaves, and the level-by-level
+   build (an odd last node carried up) pairs nodes only inside such runs, so a chunk's
+   levels are exactly the whole tree's nodes over that chunk.
+
+The driver then computes the few levels above ``chunk_level`` and writes the header.
+Each task writes its own completion marker after its output is durable, so a build that
+is interrupted resumes without redoing finished work. All files of one build live in a
+build folder (``RUN/.receipt-build/``), removed when the tree is complete:
+
+    build.json                what is being built (sources' identity, bits, levels)
+    extracted/<task>.json     {"rows": r, "counts": [per bucket]} after an extract task
+    pieces/<bucket>/<task>.bin  uint8[m, 32] rows of one bucket from one extract task
+    sorted/<bucket>.bin       the bucket's leaves, sorted and unique
+    sorted/<bucket>.json      {"count": m}: written after the .bin, before the pieces go
+    tree.bin.part             the tree file being filled (final size from the start)
+    chunks/<chunk>.json       {"leaves": m} once a chunk's leaves and levels are written
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from clearset.errors import InputError
+from clearset.lists.model import sort_unique
+from clearset.receipts.merkle import (
+    BUILD_BATCH,
+    HASH_SIZE,
+    leaf_hashes,
+    level_sizes,
+    parent_level,
+    tree_file_size,
+    tree_level_offsets,
+)
+from clearset.sinks.atomic import atomic_path, write_json_atomic
+
+#: Version of the build folder's layout (build.json says it; another one is started over).
+BUILD_FORMAT = 1
+
+
+class LeafSource(Protocol):
+    """Where one shard's leaves come from: picklable, read where the task runs."""
+
+    def rows(self) -> int:
+        """How many rows (an upper bound on the leaves) the source holds; cheap."""
+        ...
+
+    def read(self) -> np.ndarray:
+        """The source's leaf values, uint8[m, 32], in any order, repeats allowed."""
+        ...
+
+    def identity(self) -> Any:
+        """JSON-able value that changes when the source's contents may have changed."""
+        ...
+
+
+def packed_sha256(table_column: Any) -> np.ndarray:
+    """A binary(32) Arrow column's non-null values as uint8[N, 32], not via Python objects."""
+    array = table_column.combine_chunks().drop_null()
+    if not len(array):
+        return np.empty((0, HASH_SIZE), np.uint8)
+    data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+    start = array.offset * HASH_SIZE
+    return data[start : start + len(array) * HASH_SIZE].reshape(-1, HASH_SIZE)
+
+
+@dataclass(frozen=True)
+class ManifestLeaves:
+    """One cleaned manifest shard: every row with a SHA-256 is a kept item.
+
+    This is the rule `clearset.receipts.issue.kept_hashes` applies to the whole manifest,
+    applied to one shard file."""
+
+    path: str
+
+    def rows(self) -> int:
+        try:
+            return int(pq.ParquetFile(self.path).metadata.num_rows)
+        except (OSError, ValueError) as error:
+            raise InputError(f"{self.path}: cannot read the manifest shard ({error})") from None
+
+    def read(self) -> np.ndarray:
+        try:
+            table = pq.read_table(self.path, columns=["sha256"])
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"{self.path}: cannot read the manifest shard ({error})") from None
+        return packed_sha256(table.column("sha256"))
+
+    def identity(self) -> Any:
+        stat = os.stat(self.path)
+        return [os.path.basename(self.path), stat.st_size, stat.st_mtime_ns]
+
+
+@dataclass(frozen=True)
+class RandomLeaves:
+    """Deterministic random leaves, for benchmarks and tests: ``count`` values from
+    ``seed``; every ``repeat_every``-th value (if set) repeats one of ``repeat_seed``'s,
+    so that different sources share values as shards of a real set can."""
+
+    seed: int
+    count: int
+    repeat_every: int = 0
+    repeat_seed: int = -1
+
+    def rows(self) -> int:
+        return self.count
+
+    def read(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        values = np.frombuffer(rng.bytes(HASH_SIZE * self.count), np.uint8).reshape(-1, 32)
+        if self.repeat_every and self.repeat_seed >= 0:
+            values = values.copy()
+            shared = RandomLeaves(self.repeat_seed, self.count).read()
+            values[:: self.repeat_every] = shared[:: self.repeat_every]
+        return values
+
+    def identity(self) -> Any:
+        return ["random", self.seed, self.count, self.repeat_every, self.repeat_seed]
+
+
+def sources_identity(sources: Sequence[LeafSource]) -> str:
+    """SHA-256 over the sources' identities: a build folder is resumed only for the same."""
+    text = json.dumps([s.identity() for s in sources], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- the folder ---------------------------------------------------------------------
+
+
+def bucket_name(bucket: int) -> str:
+    return f"{bucket:04x}"
+
+
+def piece_path(build_dir: Path, bucket: int, task_id: str) -> Path:
+    return build_dir / "pieces" / bucket_name(bucket) / f"{task_id}.bin"
+
+
+def sorted_path(build_dir: Path, bucket: int) -> Path:
+    return build_dir / "sorted" / f"{bucket_name(bucket)}.bin"
+
+
+def sorted_marker(build_dir: Path, bucket: int) -> Path:
+    return build_dir / "sorted" / f"{bucket_name(bucket)}.json"
+
+
+def extract_marker(build_dir: Path, task_id: str) -> Path:
+    return build_dir / "extracted" / f"{task_id}.json"
+
+
+def chunk_marker(build_dir: Path, chunk: int) -> Path:
+    return build_dir / "chunks" / f"{chunk:08d}.json"
+
+
+def part_path(build_dir: Path) -> Path:
+    return build_dir / "tree.bin.part"
+
+
+def read_marker(path: Path, field: str) -> Any:
+    """A marker's field, or None if the marker is absent; InputError naming a damaged one."""
+    try:
+        value = json.loads(path.read_text())[field]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(
+            f"{path}: damaged receipt build marker; remove {path.parent.parent} to start over"
+        ) from None
+    return value
+
+
+def read_rows(path: Path, count: int, offset_rows: int = 0) -> np.ndarray:
+    """``count`` 32-byte rows of a build file from row ``offset_rows``; InputError naming
+    the file if it is missing or shorter than the markers say."""
+    try:
+        with open(path, "rb") as source:
+            source.seek(offset_rows * HASH_SIZE)
+            data = source.read(count * HASH_SIZE)
+    except OSError as error:
+        raise InputError(
+            f"{path}: cannot read a receipt build file ({error.strerror}); remove "
+            f"{_build_root(path)} to start over"
+        ) from None
+    if len(data) != count * HASH_SIZE:
+        raise InputError(
+            f"{path}: receipt build file is shorter than its marker says (damaged); remove "
+            f"{_build_root(path)} to start over"
+        )
+    return np.frombuffer(data, np.uint8).reshape(count, HASH_SIZE)
+
+
+def _build_root(path: Path) -> Path:
+    for parent in path.parents:
+        if (parent / "build.json").exists():
+            return parent
+    return path.parent
+
+
+# --- the tasks ----------------------------------------------------------------------
+
+
+def bucket_of(rows: np.ndarray, bits: int) -> np.ndarray:
+    """Each row's bucket: its leading ``bits`` bits (0 <= bits <= 16) as an integer."""
+    if bits == 0:
+        return np.zeros(len(rows), np.int64)
+    head = rows[:, 0].astype(np.uint32) << 8 | rows[:, 1]
+    return (head >> (16 - bits)).astype(np.int64)
+
+
+def extract_task(build_dir: str, task_id: str, sources: tuple[LeafSource, ...], bits: int) -> int:
+    """Split the sources' leaves into per-bucket piece files; the rows written."""
+    build = Path(build_dir)
+    parts = [source.read() for source in sources]
+    rows = np.concatenate(parts) if parts else np.empty((0, HASH_SIZE), np.uint8)
+    del parts
+    buckets = bucket_of(rows, bits)
+    order = np.argsort(buckets, kind="stable")
+    counts = np.bincount(buckets, minlength=1 << bits)
+    grouped = np.take(rows.view(np.dtype((np.void, HASH_SIZE))).ravel(), order)
+    del rows, order, buckets
+    start = 0
+    for bucket in np.flatnonzero(counts):
+        stop = start + int(counts[bucket])
+        # A retried task rewrites each piece whole: a reader sees the old or the new one.
+        with atomic_path(piece_path(build, int(bucket), task_id)) as tmp:
+            grouped[start:stop].tofile(tmp)
+        start = stop
+    write_json_atomic(
+        extract_marker(build, task_id), {"rows": int(start), "counts": counts.tolist()}
+    )
+    return int(start)
+
+
+def sort_task(build_dir: str, bucket: int, pieces: tuple[tuple[str, int], ...]) -> int:
+    """Sort one bucket's pieces (task id, rows) into its unique leaves; their count.
+
+    The pieces are deleted only after the sorted file and its marker are written, so an
+    interruption at any point leaves either the pieces or the finished bucket."""
+    build = Path(build_dir)
+    parts = [read_rows(piece_path(build, bucket, task_id), count) for task_id, count in pieces]
+    rows = np.concatenate(parts) if parts else np.empty((0, HASH_SIZE), np.uint8)
+    del parts
+    leaves, _ = sort_unique(rows)
+    del rows
+    with atomic_path(sorted_path(build, bucket)) as tmp:
+        np.ascontiguousarray(leaves).tofile(tmp)
+    write_json_atomic(sorted_marker(build, bucket), {"count": len(leaves)})
+    shutil.rmtree(piece_path(build, bucket, "x").parent, ignore_errors=True)
+    return len(leaves)
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What a chunk task needs to know about the whole tree."""
+
+    build_dir: str
+    size: int  # n, the tree's leaves
+    chunk_level: int
+    cache_level: int
+
+
+def chunk_task(job: ChunkJob, chunk: int, spans: tuple[tuple[int, int, int], ...]) -> int:
+    """Write chunk ``chunk``'s leaves and its levels cache_level..chunk_level into
+    tree.bin.part; its leaves. ``spans`` are (bucket, first row in it, rows), in order."""
+    build = Path(job.build_dir)
+    lo = chunk << job.chunk_level
+    parts = [read_rows(sorted_path(build, b), count, first) for b, first, count in spans]
+    leaves = np.concatenate(parts) if len(parts) != 1 else parts[0]
+    del parts
+    k, c = job.cache_level, job.chunk_level
+    sizes = level_sizes(job.size, k)
+    top = k + len(sizes) - 1  # the level holding the root alone
+    # Reduce a batch at a time to level k (batches start on 2**k bounds, as in
+    # MerkleTree.build), then climb inside the chunk up to level c or the root.
+    level = np.concatenate(
+        [_reduce(leaves[i : i + BUILD_BATCH], k) for i in range(0, len(leaves), BUILD_BATCH)]
+    )
+    offsets = tree_level_offsets(job.size, k)
+    fd = os.open(part_path(build), os.O_WRONLY)
+    try:
+        _pwrite_all(fd, np.ascontiguousarray(leaves), tree_file_size(0, k) + HASH_SIZE * lo)
+        for height in range(k, min(c, top) + 1):
+            if height > k:
+                level = parent_level(level)
+            first = lo >> height
+            _pwrite_all(fd, level, offsets[height - k] + HASH_SIZE * first)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    write_json_atomic(chunk_marker(build, chunk), {"leaves": len(leaves)})
+    return len(leaves)
+
+
+def _reduce(batch: np.ndarray, k: int) -> np.ndarray:
+    level = leaf_hashes(batch)
+    for _ in range(k):
+        level = parent_level(level)
+    return level
+
+
+def _pwrite_all(fd: int, values: np.ndarray, offset: int) -> None:
+    view = memoryview(values).cast("B")
+    while len(view):
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
