@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clearset.demo import DemoData
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
 from clearset.sinks.manifest import COLUMNS, read_manifest_files
@@ -404,6 +405,25 @@ def test_bad_url_lists_are_one_line_errors_that_leave_nothing(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert message in lines[0] and name in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--concurrency", "8", "--ignore-noai", "--url-column", "u"],
+         "--url-column, --concurrency, --ignore-noai go with --fetch"),
+        (["--dry-run"], "--dry-run go with --fetch"),
+    ],
+)  # fmt: skip
+def test_fetch_options_without_fetch_are_refused_not_ignored(
+    demo_data: DemoData, tmp_path: Path, extra: list[str], named: str
+) -> None:
+    out = tmp_path / "out"
+    proc = run_cli("scan", str(demo_data.webdataset), "--out", str(out), *extra)
+    assert proc.returncode == 2, proc.stderr
+    said = f"clearset: error: scan: {named} (SOURCE as a URL list)"
+    assert proc.stderr.strip().splitlines() == [said]
     assert not out.exists()
 
 

@@ -56,6 +56,21 @@ from clearset.sources.fetcher import (
     FETCH_USER_AGENT,
 )
 
+#: FetchSettings field -> the scan option that sets it.
+_FETCH_FLAGS = {
+    "concurrency": "--concurrency",
+    "per_host": "--per-host",
+    "connect_timeout": "--connect-timeout",
+    "read_timeout": "--read-timeout",
+    "retries": "--fetch-retries",
+    "backoff": "--backoff",
+    "max_bytes": "--max-bytes",
+    "user_agent": "--user-agent",
+    "respect_noai": "--ignore-noai",
+}
+#: URLs a dry run fetches for its estimate unless --sample says.
+DRY_RUN_SAMPLE = 100
+
 
 @app.command()
 def scan(
@@ -234,7 +249,7 @@ def scan(
             help="With --dry-run: URLs to fetch for the estimate.",
             rich_help_panel="Fetching URLs",
         ),
-    ] = 100,
+    ] = DRY_RUN_SAMPLE,
 ) -> None:
     """Hash every item of SOURCE into the run folder --out and match it against --list lists.
 
@@ -244,8 +259,6 @@ def scan(
     from clearset.sources import FetchSettings
 
     fetch = fetch or kind == "fetch"
-    if not fetch and (dry_run or keep_unfetched):
-        raise InputError("scan: --dry-run and --keep-unfetched go with --fetch")
     fetch_settings = FetchSettings(
         concurrency=concurrency,
         per_host=per_host,
@@ -257,6 +270,26 @@ def scan(
         user_agent=user_agent,
         respect_noai=not ignore_noai,
     )
+    if not fetch:
+        # An option that would change nothing is a mistake to say, not to ignore.
+        defaults = FetchSettings()
+        given = [
+            flag
+            for flag, value in (
+                ("--url-column", url_column is not None),
+                ("--shard-rows", shard_rows is not None),
+                *(
+                    (_FETCH_FLAGS[f], getattr(fetch_settings, f) != getattr(defaults, f))
+                    for f in _FETCH_FLAGS
+                ),
+                ("--keep-unfetched", keep_unfetched),
+                ("--dry-run", dry_run),
+                ("--sample", sample != DRY_RUN_SAMPLE),
+            )
+            if value
+        ]
+        if given:
+            raise InputError(f"scan: {', '.join(given)} go with --fetch (SOURCE as a URL list)")
     if dry_run:
         _dry_run(source, url_column, shard_rows, fetch_settings, sample, workers)
         return
