@@ -519,3 +519,36 @@ def test_a_fetch_scan_on_ray_equals_the_local_one(url_list: Path, tmp_path: Path
     finally:
         engine.close()
     assert _fetch_rows(ray) == _fetch_rows(local)
+
+
+def test_a_shard_of_a_parquet_list_reads_its_own_row_groups_and_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    from clearset.sources.fetch import read_rows
+
+    path = tmp_path / "u.parquet"
+    urls = [f"http://127.0.0.1:9/{i}.jpg" for i in range(1000)]
+    pq.write_table(pa.table({"url": urls}), path, row_group_size=97)
+    spans = [(0, 10), (90, 200), (96, 97), (97, 98), (950, 1000), (990, 1200), (1000, 1100)]
+    for start, end in spans:
+        rows = read_rows(str(path), "u.parquet", None, start, end)
+        assert [r.url for r in rows] == urls[start:end], (start, end)
+        assert [r.key for r in rows] == [
+            r.key for r in read_rows(str(path), "u.parquet", None, 0, 1000)[start:end]
+        ]
+
+
+def test_the_digest_of_a_list_file_is_read_again_when_the_file_changes(tmp_path: Path) -> None:
+    from clearset.sources.parquet import file_digest
+
+    path = tmp_path / "urls.txt"
+    path.write_text("http://127.0.0.1:9/a.jpg\n")
+    first = file_digest(str(path))
+    assert file_digest(str(path)) == first
+    old = time.time_ns() - 60 * 10**9
+    os.utime(path, ns=(old, old))  # settled: now trusted by its stat
+    assert file_digest(str(path)) == first
+    path.write_text("http://127.0.0.1:9/b.jpg\n")  # same size, new bytes
+    os.utime(path, ns=(old, old))  # even with the old times put back, ctime moved
+    assert file_digest(str(path))["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert file_digest(str(path)) != first

@@ -279,8 +279,24 @@ def read_rows(
             with fsspec.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
                 columns = _pick(parquet.schema_arrow.names, url_column, path)
-                position = 0
-                for batch in parquet.iter_batches(batch_size=4096, columns=columns.wanted()):
+                # Only the row groups that hold rows [start, end) are read and decoded:
+                # a shard of a large list costs its own rows, not the rows before it.
+                groups, position, first = [], 0, None
+                for group in range(parquet.metadata.num_row_groups):
+                    size = parquet.metadata.row_group(group).num_rows
+                    if position + size > start and position < end:
+                        groups.append(group)
+                        first = position if first is None else first
+                    position += size
+                position = first if first is not None else position
+                batches = (
+                    parquet.iter_batches(
+                        batch_size=4096, columns=columns.wanted(), row_groups=groups
+                    )
+                    if groups
+                    else iter(())
+                )
+                for batch in batches:
                     if position + batch.num_rows <= start:
                         position += batch.num_rows
                         continue

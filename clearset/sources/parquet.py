@@ -9,7 +9,10 @@ they carry, which is how Re-LAION-5B was filtered. Rows are streamed in batches.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -176,7 +179,38 @@ def is_side_parquet(url: str) -> bool:
 
 
 def file_digest(url: str) -> dict[str, Any]:
-    """SHA-256 and size of a whole file, read once in blocks."""
+    """SHA-256 and size of a whole file, read once in blocks.
+
+    A URL list's shards are runs of rows of one file, so every shard asks for the same
+    file's digest: a local file unchanged since this process last read it (same inode,
+    size, modification and change times) is not read again."""
+    protocol, path = fsspec.core.split_protocol(url)
+    if protocol in (None, "file", "local"):
+        try:
+            st = os.stat(path)
+        except OSError:
+            pass  # said by the read below, as for any other file
+        else:
+            # As git treats a "racily clean" index entry: a file changed within the last
+            # moments may change again within the file system's timestamp granularity
+            # without its times moving, so only an older file is trusted by its stat.
+            settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS
+            if settled:
+                key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                return dict(_local_digest(url, key))
+    return _read_digest(url)
+
+
+#: How long after its last change a file's stat is trusted to tell a change (see above).
+_SETTLED_NS = 2_000_000_000
+
+
+@functools.lru_cache(maxsize=16)
+def _local_digest(url: str, key: tuple[Any, ...]) -> tuple[tuple[str, Any], ...]:
+    return tuple(_read_digest(url).items())
+
+
+def _read_digest(url: str) -> dict[str, Any]:
     digest = hashlib.sha256()
     size = 0
     try:
