@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from clearset.errors import InputError
+from clearset.receipts.batch_sha import prefixed_sha256, worth_native
 
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
@@ -74,9 +75,24 @@ def hash_node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(NODE_PREFIX + bytes(left) + bytes(right)).digest()
 
 
-def _hash_rows(rows: np.ndarray, base: hashlib._Hash) -> np.ndarray:
-    """SHA-256 of (prefix || row) for each row of a uint8[m, w] array, as uint8[m, 32]."""
+def _hash_rows(rows: np.ndarray, prefix: bytes) -> np.ndarray:
+    """SHA-256 of (prefix || row) for each row of a uint8[m, w] array, as uint8[m, 32].
+
+    Large batches go through `batch_sha` (the same OpenSSL, without a Python call per
+    hash); small ones, and any process where that is unavailable, through hashlib."""
     m, width = rows.shape
+    if worth_native(m):
+        native = prefixed_sha256(rows, prefix[0])
+        if native is not None:
+            return native
+    return _hash_rows_hashlib(rows, prefix)
+
+
+def _hash_rows_hashlib(rows: np.ndarray, prefix: bytes) -> np.ndarray:
+    """`_hash_rows` one hashlib call at a time: the reference the native loop is checked
+    against."""
+    m, width = rows.shape
+    base = _LEAF_BASE if prefix == LEAF_PREFIX else _NODE_BASE
     out = np.empty((m, HASH_SIZE), dtype=np.uint8)
     copy = base.copy
     # Whole levels pass through here too: go a batch at a time so the transient bytes
@@ -98,13 +114,13 @@ def _hash_rows(rows: np.ndarray, base: hashlib._Hash) -> np.ndarray:
 
 def leaf_hashes(values: np.ndarray) -> np.ndarray:
     """Leaf hashes of a batch of 32-byte leaf values (uint8[m, 32] -> uint8[m, 32])."""
-    return _hash_rows(values, _LEAF_BASE)
+    return _hash_rows(values, LEAF_PREFIX)
 
 
 def parent_level(level: np.ndarray) -> np.ndarray:
     """The level above: pairs hashed as nodes, an odd last node carried up unchanged."""
     m = len(level)
-    pairs = _hash_rows(level[: m - m % 2].reshape(m // 2, 2 * HASH_SIZE), _NODE_BASE)
+    pairs = _hash_rows(level[: m - m % 2].reshape(m // 2, 2 * HASH_SIZE), NODE_PREFIX)
     if m % 2:
         return np.concatenate([pairs, level[m - 1 :]])
     return pairs

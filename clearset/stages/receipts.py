@@ -226,9 +226,23 @@ def _build_root(path: Path) -> Path:
 def bucket_of(rows: np.ndarray, bits: int) -> np.ndarray:
     """Each row's bucket: its leading ``bits`` bits (0 <= bits <= 16) as an integer."""
     if bits == 0:
-        return np.zeros(len(rows), np.int64)
-    head = rows[:, 0].astype(np.uint32) << 8 | rows[:, 1]
-    return (head >> (16 - bits)).astype(np.int64)
+        return np.zeros(len(rows), np.uint16)
+    head = rows[:, 0].astype(np.uint16) << 8 | rows[:, 1]
+    return head >> np.uint16(16 - bits)
+
+
+def split_by_bucket(rows: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows grouped by bucket in bucket order, rows a bucket); within a bucket the rows
+    keep their order."""
+    buckets = bucket_of(rows, bits)
+    counts = np.bincount(buckets, minlength=1 << bits)
+    if bits == 0:
+        return rows, counts
+    # A stable argsort of 16-bit keys is a radix sort (linear; int64 keys took 4x longer);
+    # gathering whole rows as one void item each is several times faster than rows[order].
+    order = np.argsort(buckets, kind="stable")
+    as_items = np.ascontiguousarray(rows).view(np.dtype((np.void, HASH_SIZE))).ravel()
+    return np.take(as_items, order).view(np.uint8).reshape(len(rows), HASH_SIZE), counts
 
 
 def extract_task(build_dir: str, task_id: str, sources: tuple[LeafSource, ...], bits: int) -> int:
@@ -237,11 +251,8 @@ def extract_task(build_dir: str, task_id: str, sources: tuple[LeafSource, ...], 
     parts = [source.read() for source in sources]
     rows = np.concatenate(parts) if parts else np.empty((0, HASH_SIZE), np.uint8)
     del parts
-    buckets = bucket_of(rows, bits)
-    order = np.argsort(buckets, kind="stable")
-    counts = np.bincount(buckets, minlength=1 << bits)
-    grouped = np.take(rows.view(np.dtype((np.void, HASH_SIZE))).ravel(), order)
-    del rows, order, buckets
+    grouped, counts = split_by_bucket(rows, bits)
+    del rows
     start = 0
     for bucket in np.flatnonzero(counts):
         stop = start + int(counts[bucket])
