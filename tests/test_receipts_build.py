@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from clearset.engines.local import LocalEngine
@@ -298,6 +300,25 @@ def test_a_cleaned_run_gives_the_tree_of_its_kept_items(tmp_path, cleaned_run):
     twin = MerkleTree.build(sorted_leaf_chunks(kept_hashes(cleaned_run)))
     assert tree.size == twin.size > 0 and tree.root == twin.root
     assert not (cleaned_run / BUILD_DIR).exists()
+    # The plan's row counts and identities come from the markers, and are the files'.
+    sources = orchestrator.run_sources(cleaned_run)
+    for source in sources:
+        assert source.count == pq.ParquetFile(source.path).metadata.num_rows
+        assert source.digest == hashlib.sha256(Path(source.path).read_bytes()).hexdigest()
+
+
+def test_a_manifest_changed_after_the_clean_is_named(tmp_path, cleaned_run):
+    run = tmp_path / "run"
+    shutil.copytree(cleaned_run, run)
+    source = max(orchestrator.run_sources(run), key=lambda s: s.count)
+    table = pq.read_table(source.path)
+    pq.write_table(table.slice(1), source.path)
+    with pytest.raises(OutputError) as caught:  # as any task failing every try
+        build_run_tree(run, tmp_path / "tree.bin", workers=1, retries=0)
+    message = str(caught.value)
+    expected = f"{source.path}: holds {source.count - 1} rows but its completion marker says"
+    assert expected in message and "\n" not in message
+    assert not (tmp_path / "tree.bin").exists()
 
 
 @pytest.fixture(scope="module")

@@ -74,10 +74,16 @@ def bucket_bits_for(rows: int) -> int:
 
 
 def run_sources(run_dir: Path) -> list[ManifestLeaves]:
-    """The cleaned copy's manifest shards: the kept items (see `kept_hashes`)."""
-    from clearset.sinks.clean import cleaned_manifest_files
+    """The cleaned copy's manifest shards: the kept items (see `kept_hashes`).
 
-    return [ManifestLeaves(str(path)) for path in cleaned_manifest_files(run_dir)]
+    Row counts and identities come from the shards' completion markers, so planning a
+    build over hundreds of thousands of shards reads no parquet footer and stats no file."""
+    from clearset.sinks.clean import cleaned_manifest_shards
+
+    return [
+        ManifestLeaves(str(path), marker.get("rows"), marker.get("manifest_sha256"))
+        for path, marker in cleaned_manifest_shards(run_dir)
+    ]
 
 
 def build_run_tree(run_dir: str | Path, tree_path: str | Path, **options: Any) -> MerkleTree:

@@ -565,6 +565,12 @@ def record_clean(run: RunFolder) -> None:
 
 def cleaned_manifest_files(run_dir: str | Path) -> list[Path]:
     """The cleaned copy's manifest files, once the last clean has finished."""
+    return [path for path, _ in cleaned_manifest_shards(run_dir)]
+
+
+def cleaned_manifest_shards(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The cleaned copy's manifest files with their completion markers (``rows``, the
+    file's row count, and ``manifest_sha256``), once the last clean has finished."""
     run = RunFolder(Path(run_dir))
     cleaned = RunFolder(run.path / "cleaned")
     record = _read_clean_json(cleaned)
@@ -576,7 +582,7 @@ def cleaned_manifest_files(run_dir: str | Path) -> list[Path]:
             f"{run.path}: the clean to {record.get('destination')} is not finished; "
             "re-run the same `clearset clean` to complete it"
         )
-    return cleaned.manifest_files()
+    return [(cleaned.manifest_file(m["shard_id"]), m) for m in cleaned.done_markers()]
 
 
 def read_cleaned_manifest(run_dir: str | Path, columns: list[str] | None = None) -> pa.Table:

@@ -94,11 +94,17 @@ class ManifestLeaves:
     """One cleaned manifest shard: every row with a SHA-256 is a kept item.
 
     This is the rule `clearset.receipts.issue.kept_hashes` applies to the whole manifest,
-    applied to one shard file."""
+    applied to one shard file. ``count`` and ``digest`` are the file's row count and
+    SHA-256 from its completion marker, when known: then planning reads neither the
+    footer nor the file's stat, and reading checks the count."""
 
     path: str
+    count: int | None = None
+    digest: str | None = None
 
     def rows(self) -> int:
+        if self.count is not None:
+            return self.count
         try:
             return int(pq.ParquetFile(self.path).metadata.num_rows)
         except (OSError, ValueError) as error:
@@ -109,9 +115,16 @@ class ManifestLeaves:
             table = pq.read_table(self.path, columns=["sha256"])
         except (OSError, ValueError, KeyError) as error:
             raise InputError(f"{self.path}: cannot read the manifest shard ({error})") from None
+        if self.count is not None and table.num_rows != self.count:
+            raise InputError(
+                f"{self.path}: holds {table.num_rows} rows but its completion marker says "
+                f"{self.count} (changed after the clean?); re-run `clearset clean`"
+            )
         return packed_sha256(table.column("sha256"))
 
     def identity(self) -> Any:
+        if self.digest is not None:
+            return [os.path.basename(self.path), self.digest]
         stat = os.stat(self.path)
         return [os.path.basename(self.path), stat.st_size, stat.st_mtime_ns]
 
