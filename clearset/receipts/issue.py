@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
@@ -89,16 +88,6 @@ def manifest_digest(run: RunFolder) -> str:
     return hashlib.sha256(canonical_json(pairs)).hexdigest()
 
 
-def _packed(column: pa.ChunkedArray) -> np.ndarray:
-    """A binary(32) column's non-null values as uint8[N, 32], not via Python objects."""
-    array = column.combine_chunks().drop_null()
-    if not len(array):
-        return np.empty((0, 32), np.uint8)
-    data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
-    start = array.offset * 32
-    return data[start : start + len(array) * 32].reshape(-1, 32)
-
-
 def kept_hashes(run_dir: Path) -> np.ndarray:
     """Every kept item's SHA-256, unsorted, as one uint8[N, 32] array.
 
@@ -109,13 +98,14 @@ def kept_hashes(run_dir: Path) -> np.ndarray:
     32 bytes a leaf the tree needs anyway plus one shard, not a second copy of the set.
     """
     from clearset.sinks.clean import cleaned_manifest_files
+    from clearset.stages.receipts import packed_sha256
 
     files = cleaned_manifest_files(run_dir)
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     rows = np.empty((total, 32), np.uint8)
     filled = 0
     for path in files:
-        packed = _packed(pq.read_table(path, columns=["sha256"]).column("sha256"))
+        packed = packed_sha256(pq.read_table(path, columns=["sha256"]).column("sha256"))
         rows[filled : filled + len(packed)] = packed
         filled += len(packed)
     return rows[:filled]
