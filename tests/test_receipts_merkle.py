@@ -10,6 +10,7 @@ import base64
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -532,7 +533,7 @@ def test_batched_reads_match_the_mapped_reference(tmp_path, kind):
         path = tmp_path / f"{kind}-{n}.bin"
         batched = MerkleTree.build(leaves, path)
         mapped = MerkleTree.open(path, batched=False)
-        assert batched._batched_file == path and mapped._batched_file is None
+        assert batched._batched_file is not None and mapped._batched_file is None
         held = [bytes(leaves[i]) for i in rng.integers(0, len(leaves), 40)]
         probes = held + [bytes(v) for v in rng.integers(0, 256, (40, 32), dtype=np.uint8)]
         probes += [bytes(32), b"\xff" * 32, bytes(leaves[0]), bytes(leaves[-1])]
@@ -711,3 +712,21 @@ def test_a_v2_proof_at_two_to_the_thirty_leaves_fits_in_2_kib(monkeypatch):
     # within 2 KiB while the common ancestor is at most 5 levels up: 31 gaps in 32
     assert max(i for i, size in enumerate(sizes, 1) if size <= 2048) == 5, sizes
     assert sizes[-1] <= 3200, sizes
+
+
+def test_an_opened_tree_keeps_reading_its_own_file(tmp_path):
+    # A new build renamed over tree.bin must not change what an opened tree proves (the
+    # map keeps the old file; so must the reader), and opening trees leaks no descriptor.
+    path = tmp_path / "tree.bin"
+    first = MerkleTree.build(sorted_leaves(100, seed=50), path)
+    statement = statement_for(first)
+    MerkleTree.build(sorted_leaves(70, seed=51), tmp_path / "other.bin")
+    (tmp_path / "other.bin").replace(path)
+    for index in (0, 57, 99):
+        proof = prove(first, first.leaf(index), statement_digest(statement))
+        verify_proof(proof, statement)
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    for _ in range(50):
+        MerkleTree.open(path).inclusion_proof(3)
+    after = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    assert after <= before + 2

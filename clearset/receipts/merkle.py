@@ -412,8 +412,8 @@ class MerkleTree:
             if tmp_path.exists():
                 tmp_path.unlink()
 
-    #: The tree.bin that proofs read with batched ``pread`` calls (None: read the arrays).
-    _batched_file: Path | None = None
+    #: The open tree.bin that proofs read with batched ``pread`` calls (None: the arrays).
+    _batched_file: _TreeFile | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, batched: bool = True) -> MerkleTree:
@@ -422,7 +422,7 @@ class MerkleTree:
         The header, the file's length and the stored top level are checked here (cheap);
         :meth:`verify` rehashes everything. With ``batched`` (the default) a proof reads
         what it needs with ``pread``, all of one step's byte ranges announced to the
-        kernel at once (see ``_read_ranges``), instead of one page fault after another
+        kernel at once (see ``_TreeFile.read``), instead of one page fault after another
         through the map; ``batched=False`` keeps the plain memory-mapped reads, the
         reference the tests compare with.
         """
@@ -465,11 +465,12 @@ class MerkleTree:
         # The top hash by pread, not through the map: a page fault there reads around it
         # (the device's read-ahead, megabytes on some disks) and costs a cold proof more
         # than the proof's own reads.
-        if _read_ranges(path, [(offset - HASH_SIZE, HASH_SIZE)])[0] != root:
+        reader = _TreeFile(path)
+        if reader.read([(offset - HASH_SIZE, HASH_SIZE)])[0] != root:
             raise InputError(f"{path}: tree file's stored levels do not match its root")
         tree = cls(leaves, levels, root, cache_level, path)
         if batched:
-            tree._batched_file = path
+            tree._batched_file = reader
         return tree
 
     def verify(self) -> None:
@@ -493,7 +494,7 @@ class MerkleTree:
         if not 0 <= index < self.size:
             raise IndexError(f"leaf index {index} outside a tree of size {self.size}")
         if self._batched_file is not None:
-            return _read_ranges(self._batched_file, [(_leaf_offset(index), HASH_SIZE)])[0]
+            return self._batched_file.read([(_leaf_offset(index), HASH_SIZE)])[0]
         return bytes(self._leaves[index])
 
     def position(self, sha256: bytes) -> int:
@@ -532,7 +533,7 @@ class MerkleTree:
                 if position ^ 1 < count:
                     ranges.append((offset + HASH_SIZE * (position ^ 1), HASH_SIZE))
                 position >>= 1
-            chunks = _read_ranges(self._batched_file, ranges)
+            chunks = self._batched_file.read(ranges)
             group = np.frombuffer(chunks[0], dtype=np.uint8).reshape(-1, HASH_SIZE)
             stored = chunks[1:]
         else:
@@ -561,36 +562,52 @@ def _leaf_offset(index: int) -> int:
     return _HEADER_SIZE + HASH_SIZE * index
 
 
-def _read_ranges(path: Path, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-    """The bytes at each (offset, length) of ``path``, the reads queued together.
+class _TreeFile:
+    """A tree.bin held open for proofs: the file the tree was opened from, even if a new
+    build is renamed over its path later (as the memory map keeps it)."""
 
-    Each range is first announced with POSIX_FADV_WILLNEED, which starts its disk read
-    and returns, so the kernel has them all in flight before the first ``pread`` waits:
-    a proof's ~30 scattered nodes cost about one disk round trip on cold pages, not 30 in
-    turn. POSIX_FADV_RANDOM keeps the kernel from reading ahead around each one.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as error:
-        raise InputError(f"{path}: cannot read tree file ({error.strerror})") from error
-    try:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            if len(ranges) > 1:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd: int | None = os.open(path, os.O_RDONLY)
+            if hasattr(os, "posix_fadvise"):
+                # Proof reads are scattered: read-ahead around each would only add disk
+                # time (8 MiB a read on some devices).
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+        except OSError as error:
+            raise InputError(f"{path}: cannot read tree file ({error.strerror})") from error
+
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The bytes at each (offset, length), the disk reads queued together.
+
+        Each range is first announced with POSIX_FADV_WILLNEED, which starts its read and
+        returns, so the kernel has them all in flight before the first ``pread`` waits: a
+        proof's ~30 scattered nodes cost about one disk round trip on cold pages, not 30
+        in turn.
+        """
+        fd = self._fd
+        assert fd is not None
+        try:
+            if len(ranges) > 1 and hasattr(os, "posix_fadvise"):
                 for offset, length in ranges:
                     os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-        chunks = [os.pread(fd, length, offset) for offset, length in ranges]
-    except OSError as error:
-        raise InputError(f"{path}: cannot read tree file ({error.strerror})") from error
-    finally:
-        os.close(fd)
-    for (offset, length), chunk in zip(ranges, chunks, strict=True):
-        if len(chunk) != length:
-            raise InputError(f"{path}: tree file ends at {offset + len(chunk)} (truncated)")
-    return chunks
+            chunks = [os.pread(fd, length, offset) for offset, length in ranges]
+        except OSError as error:
+            raise InputError(f"{self.path}: cannot read tree file ({error.strerror})") from error
+        for (offset, length), chunk in zip(ranges, chunks, strict=True):
+            if len(chunk) != length:
+                raise InputError(
+                    f"{self.path}: tree file ends at {offset + len(chunk)} (truncated)"
+                )
+        return chunks
 
 
-def _interpolation_position(path: Path, size: int, value: bytes) -> int:
+def _interpolation_position(source: _TreeFile, size: int, value: bytes) -> int:
     """Index of the first leaf >= ``value`` in a tree.bin, in a few rounds of reads.
 
     A binary search over the mapped leaves touches ~log2(n) pages one after another (30
@@ -610,7 +627,7 @@ def _interpolation_position(path: Path, size: int, value: bytes) -> int:
         probes = {(lo + hi) // 2}
         probes.update(guess + j * step for j in (-2, -1, 0, 1, 2))
         probes = sorted(p for p in probes if lo <= p < hi)
-        chunks = _read_ranges(path, [(_leaf_offset(p), HASH_SIZE) for p in probes])
+        chunks = source.read([(_leaf_offset(p), HASH_SIZE) for p in probes])
         for probe, chunk in zip(probes, chunks, strict=True):
             key = int.from_bytes(chunk, "big")
             if key < target:
@@ -620,6 +637,6 @@ def _interpolation_position(path: Path, size: int, value: bytes) -> int:
                 break
     if hi == lo:
         return lo
-    window = _read_ranges(path, [(_leaf_offset(lo), HASH_SIZE * (hi - lo))])[0]
+    window = source.read([(_leaf_offset(lo), HASH_SIZE * (hi - lo))])[0]
     keys = np.frombuffer(window, dtype="S32")
     return lo + int(np.searchsorted(keys, np.array(value, dtype="S32")))
