@@ -37,7 +37,7 @@ from clearset.receipts.proofs import (
     verify_proof,
     verify_removed,
 )
-from clearset.receipts.statement import build_statement, statement_digest
+from clearset.receipts.statement import build_statement, statement_digest, tree_of
 
 # certificate-transparency merkle_tree_test.cc: the eight leaf inputs and the roots of
 # the trees over the first 1..8 of them.
@@ -598,9 +598,23 @@ def test_old_version_1_proofs_still_verify():
     assert kinds == ["inclusion"] * 3 + ["non-inclusion"] * 3
     for text in fixture["removed"]:
         verify_removed(load_proof(text), old_statement, new_statement)
-    # and prove(version=1) still writes exactly that format
-    proof = load_proof(fixture["proofs"][1])
-    assert proof_to_json(proof) == fixture["proofs"][1]
+    # and prove(version=1) still writes exactly what the old code wrote
+    values = sorted(hashlib.sha256(b"proof v1 item %d" % i).digest() for i in range(21))
+    old_tree = MerkleTree.build(np.frombuffer(b"".join(values), np.uint8).reshape(21, 32))
+    keep = np.ones(21, bool)
+    keep[[0, 9, 20]] = False
+    new_tree = MerkleTree.build(np.ascontiguousarray(old_tree.leaves[keep]))
+    digest = statement_digest(new_statement)
+    assert new_tree.root.hex() == tree_of(new_statement)[1].hex()
+    again = [new_tree.leaf(i) for i in (0, 8, 17)]
+    again += [bytes(32), old_tree.leaf(9), b"\xff" * 32]
+    for value, text in zip(again, fixture["proofs"], strict=True):
+        assert proof_to_json(prove(new_tree, value, digest, version=1)) == text
+    old_digest = statement_digest(old_statement)
+    for index, text in zip((0, 9, 20), fixture["removed"], strict=True):
+        value = old_tree.leaf(index)
+        removed = prove_removed(old_tree, new_tree, value, old_digest, digest, version=1)
+        assert proof_to_json(removed) == text
 
 
 def test_removed_proofs_v2_from_tree_bin(tmp_path):

@@ -112,7 +112,7 @@ def prove(
     value = _as_bytes(sha256)
     if not isinstance(receipt_digest, str) or not _HEX64.fullmatch(receipt_digest):
         raise InputError(f"receipt digest must be 64 lowercase hex characters: {receipt_digest!r}")
-    if version not in PROOF_VERSIONS:
+    if type(version) is not int or version not in PROOF_VERSIONS:
         raise InputError(f"proof version must be one of {PROOF_VERSIONS}, got {version!r}")
     header = {
         "version": version,
