@@ -445,8 +445,8 @@ def _resident_pages(path: Path) -> tuple[int, int]:
 
 def _summary(times: list[float]) -> dict:
     ms = np.array(times) * 1e3
-    return {"mean_ms": float(ms.mean()), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max())}  # fmt: skip
+    return {"mean_ms": float(ms.mean()), "p50_ms": float(np.median(ms)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}  # fmt: skip
 
 
 def cold_proof_timings(tree_path: Path, count: int) -> dict:
@@ -521,6 +521,7 @@ def cold_proof_timings(tree_path: Path, count: int) -> dict:
             figures[kind]["cold_mapped"]["mean_ms"] / figures[kind]["cold_batched"]["mean_ms"]
         )
     figures["resident_pages_after_drop_max"] = max(leftovers)
+    figures["load_average"] = os.getloadavg()
     figures["pages"] = _resident_pages(tree_path)[1]
     return figures
 
@@ -529,12 +530,14 @@ def print_cold(figures: dict) -> None:
     print(f"== proofs from tree.bin, {figures['leaves']:,} leaves "
           f"({figures['tree_bin_bytes'] / 1e9:.2f} GB), {figures['count']} values each; cold = "
           f"page cache dropped before each, at most {figures['resident_pages_after_drop_max']}"
-          f" of {figures['pages']:,} pages left resident (mincore) ==", flush=True)  # fmt: skip
+          f" of {figures['pages']:,} pages left resident (mincore); load average "
+          f"{figures['load_average'][0]:.1f} ==", flush=True)  # fmt: skip
     for kind in ("inclusion", "non-inclusion"):
         row = figures[kind]
         for name in ("cold_batched", "cold_mapped", "warm_batched", "warm_mapped", "verify"):
             cell = row[name]
-            print(f"{kind:<14} {name:<13} mean {cell['mean_ms']:7.2f} ms  p99 "
+            print(f"{kind:<14} {name:<13} mean {cell['mean_ms']:7.2f} ms  p50 "
+                  f"{cell['p50_ms']:7.2f} ms  p99 "
                   f"{cell['p99_ms']:7.2f} ms  max {cell['max_ms']:7.2f} ms")  # fmt: skip
         sizes = row["json_bytes"]
         print(f"{kind:<14} cold: mapped reads {row['cold_mapped_over_batched_mean']:.1f}x the "
