@@ -30,13 +30,27 @@ the first N leaves only (per-leaf rate) when the whole set would take too long. 
 is the sum over the driver and its worker processes (sampled twice a second); peak
 disk is what the build folder and tree file hold (st_blocks, sampled each second).
 Proofs are made from the tree.bin on disk, verified against a statement.
+
+Cold proofs (--cold-proofs N, default 200 in the out-of-core mode; 0 skips them): before
+each proof the tree file's pages are dropped from the page cache (POSIX_FADV_DONTNEED,
+no root needed for clean pages; mincore checks they are gone), then the tree is opened
+and the proof made, timed together as `clearset prove` would run on a server that has
+not touched the file. Each value is proved with the batched reader (the default) and
+with the plain memory-mapped reads (``MerkleTree.open(..., batched=False)``), in turn, so
+the two strategies share the disk's mood; warm figures (file in the page cache) beside
+them. JSON sizes of proof versions 1 and 2 over the same values. To measure a tree.bin
+that exists already, without building:
+
+    python bench/receipts.py --proofs-only /tmp/proofs-bench/tree.bin [--cold-proofs 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -179,12 +193,30 @@ def main() -> None:
     parser.add_argument("--dup-every", type=int, default=0)
     parser.add_argument("--baseline-leaves", type=float, default=0)
     parser.add_argument("--proofs", type=int, default=2000)
+    parser.add_argument(
+        "--cold-proofs",
+        type=int,
+        default=200,
+        help="values proved on cold pages (out-of-core mode; 0: none)",
+    )
+    parser.add_argument(
+        "--proofs-only", metavar="TREE", help="only the proof figures, from this existing tree.bin"
+    )
     parser.add_argument("--progress", action="store_true", help="progress lines of the build")
     parser.add_argument("--out", default="bench/out", help="folder for the JSON results")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "N", "TREE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
+        return
+    if args.proofs_only:
+        figures = cold_proof_timings(Path(args.proofs_only), args.cold_proofs or 200)
+        print_cold(figures)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        name = f"receipts-proofs-{figures['leaves']}.json"
+        (out / name).write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {out / name}")
         return
     if not args.in_memory:
         scaled(args)
@@ -383,6 +415,139 @@ def _binary_size(proof: object) -> int:
     return 8
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_PAGE = mmap.PAGESIZE
+
+
+def _drop_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _resident_pages(path: Path) -> tuple[int, int]:
+    """(pages of ``path`` in the page cache, pages in all), by mincore(2) on a fresh map
+    (mapping touches no page, so it does not change the answer)."""
+    size = path.stat().st_size
+    with open(path, "rb") as source:
+        mapped = np.memmap(source, dtype=np.uint8, mode="r", shape=(size,))
+        pages = -(-size // _PAGE)
+        vector = (ctypes.c_ubyte * pages)()
+        address = ctypes.c_void_p(mapped.ctypes.data)
+        if _libc.mincore(address, ctypes.c_size_t(size), vector) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        resident = int(np.count_nonzero(np.frombuffer(vector, np.uint8) & 1))
+        del mapped
+    return resident, pages
+
+
+def _summary(times: list[float]) -> dict:
+    ms = np.array(times) * 1e3
+    return {"mean_ms": float(ms.mean()), "p50_ms": float(np.median(ms)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}  # fmt: skip
+
+
+def cold_proof_timings(tree_path: Path, count: int) -> dict:
+    """Proofs from tree.bin on cold and warm pages, batched reader against mapped reads."""
+    tree = MerkleTree.open(tree_path)
+    statement = build_statement(
+        dataset_name="bench", tree_size=tree.size, root=tree.root, source_name="bench",
+        manifest_digest="ab" * 32, lists=[], scan_started="2024-01-01T00:00:00Z",
+        scan_finished="2024-01-01T00:00:00Z", removed_count=0, removed_commitment="cd" * 32,
+    )  # fmt: skip
+    digest = statement_digest(statement)
+    rng = np.random.default_rng(2)
+    held = [tree.leaf(int(i)) for i in rng.integers(0, tree.size, count)]
+    absent = [bytes(v) for v in rng.integers(0, 256, (count, 32), dtype=np.uint8)]
+    del tree
+    figures: dict = {"leaves": MerkleTree.open(tree_path).size,
+                     "tree_bin_bytes": tree_path.stat().st_size, "count": count}  # fmt: skip
+    # Are the pages really gone? Check after the drop, a few times over the run.
+    leftovers = []
+    for kind, values in (("inclusion", held), ("non-inclusion", absent)):
+        times: dict[str, list[float]] = {"cold_batched": [], "cold_mapped": [],
+                                         "warm_batched": [], "warm_mapped": []}  # fmt: skip
+        proofs = []
+        for number, value in enumerate(values):
+            for batched in (True, False):
+                _drop_cache(tree_path)
+                if number % 50 == 0 and batched:
+                    leftovers.append(_resident_pages(tree_path)[0])
+                start = time.perf_counter()
+                cold_tree = MerkleTree.open(tree_path, batched=batched)
+                proof = prove(cold_tree, value, digest)
+                times["cold_batched" if batched else "cold_mapped"].append(
+                    time.perf_counter() - start
+                )
+                del cold_tree  # unmaps: pages a map holds cannot be dropped
+                if batched:
+                    proofs.append(proof)
+        assert all(p["type"] == kind for p in proofs)
+        for batched in (True, False):
+            warm_tree = MerkleTree.open(tree_path, batched=batched)
+            for value in values:  # once to load the pages, then timed
+                prove(warm_tree, value, digest)
+            for value in values:
+                start = time.perf_counter()
+                prove(warm_tree, value, digest)
+                times["warm_batched" if batched else "warm_mapped"].append(
+                    time.perf_counter() - start
+                )
+            del warm_tree
+        verify_times = []
+        verify_proof(proofs[0], statement)  # the first call pays for imports and caches
+        for proof in proofs:
+            start = time.perf_counter()
+            verify_proof(proof, statement)
+            verify_times.append(time.perf_counter() - start)
+        warm_tree = MerkleTree.open(tree_path)
+        sizes = {}
+        for version in (1, 2):
+            lengths = [len(proof_to_json(prove(warm_tree, v, digest, version=version)).encode())
+                       for v in values]  # fmt: skip
+            sizes[f"v{version}"] = {"mean": float(np.mean(lengths)),
+                                    "p99": float(np.percentile(lengths, 99)),
+                                    "max": max(lengths)}  # fmt: skip
+        if kind == "non-inclusion":
+            lengths = [len(proof_to_json(p).encode()) for p in proofs]
+            sizes["v2_within_2048"] = sum(n <= 2048 for n in lengths) / len(lengths)
+        del warm_tree
+        figures[kind] = {name: _summary(t) for name, t in times.items()}
+        figures[kind]["verify"] = _summary(verify_times)
+        figures[kind]["json_bytes"] = sizes
+        figures[kind]["cold_mapped_over_batched_mean"] = (
+            figures[kind]["cold_mapped"]["mean_ms"] / figures[kind]["cold_batched"]["mean_ms"]
+        )
+    figures["resident_pages_after_drop_max"] = max(leftovers)
+    figures["load_average"] = os.getloadavg()
+    figures["pages"] = _resident_pages(tree_path)[1]
+    return figures
+
+
+def print_cold(figures: dict) -> None:
+    print(f"== proofs from tree.bin, {figures['leaves']:,} leaves "
+          f"({figures['tree_bin_bytes'] / 1e9:.2f} GB), {figures['count']} values each; cold = "
+          f"page cache dropped before each, at most {figures['resident_pages_after_drop_max']}"
+          f" of {figures['pages']:,} pages left resident (mincore); load average "
+          f"{figures['load_average'][0]:.1f} ==", flush=True)  # fmt: skip
+    for kind in ("inclusion", "non-inclusion"):
+        row = figures[kind]
+        for name in ("cold_batched", "cold_mapped", "warm_batched", "warm_mapped", "verify"):
+            cell = row[name]
+            print(f"{kind:<14} {name:<13} mean {cell['mean_ms']:7.2f} ms  p50 "
+                  f"{cell['p50_ms']:7.2f} ms  p99 "
+                  f"{cell['p99_ms']:7.2f} ms  max {cell['max_ms']:7.2f} ms")  # fmt: skip
+        sizes = row["json_bytes"]
+        print(f"{kind:<14} cold: mapped reads {row['cold_mapped_over_batched_mean']:.1f}x the "
+              f"batched reader's time; JSON v1 {sizes['v1']['mean']:.0f} B mean / "
+              f"{sizes['v1']['max']} max, v2 {sizes['v2']['mean']:.0f} B mean / "
+              f"{sizes['v2']['p99']:.0f} p99 / {sizes['v2']['max']} max"
+              + (f"; v2 within 2,048 B: {sizes['v2_within_2048']:.1%}"
+                 if "v2_within_2048" in sizes else ""), flush=True)  # fmt: skip
+
+
 def scaled(args: argparse.Namespace) -> None:
     from clearset.engines.base import Task
     from clearset.engines.local import LocalEngine
@@ -467,6 +632,9 @@ def scaled(args: argparse.Namespace) -> None:
               f"ms max from disk; verify {row['verify_ms']:.3f} ms; json "
               f"{row['json_bytes_max']} B max ({row['binary_bytes_max']} B packed)",
               flush=True)  # fmt: skip
+    if args.cold_proofs:
+        results["cold_proofs"] = cold_proof_timings(tree_path, args.cold_proofs)
+        print_cold(results["cold_proofs"])
     best = min(runs, key=lambda r: r["seconds"] * r["workers"])
     core_seconds_per_leaf = best["seconds"] * best["workers"] / n
     laion = 5.85e9 * core_seconds_per_leaf

@@ -128,9 +128,9 @@ def test_tampered_proofs_fail_with_a_reason(
     signed: dict[str, Path], demo_data: DemoData, edit: str
 ) -> None:
     proof, _, _ = _prove_and_verify(signed, "--file", str(demo_data.folder / "000000001.jpg"))
-    if edit == "flip_path":
-        first = proof["path"][0]
-        proof["path"][0] = ("0" if first[0] != "0" else "1") + first[1:]
+    if edit == "flip_path":  # one base64 character of the path (version 2)
+        first = proof["path"]
+        proof["path"] = ("B" if first[0] != "B" else "C") + first[1:]
     elif edit == "other_receipt":
         proof["receipt_digest"] = hashlib.sha256(b"another receipt").hexdigest()
     else:
@@ -426,13 +426,18 @@ def _proof_variants(proof: dict) -> dict[str, object]:
         "deep-path": deep,
         "deep": "[" * 3000 + "]" * 3000,
         "huge-index": {**proof, "index": 10**4000},
+        "path-not-base64": {**proof, "path": "*" + proof["path"][1:]},
+        "path-bad-padding": {**proof, "path": proof["path"] + "="},
+        "path-31-bytes": {**proof, "path": base64.b64encode(bytes(31)).decode()},
+        "path-hex-list": {**proof, "path": ["00" * 32]},
     }
 
 
 @pytest.mark.parametrize(
     "variant",
     ["type-removed", "type-other", "type-list", "type-number", "version-float", "version-true",
-     "deep-path", "deep", "huge-index"],
+     "deep-path", "deep", "huge-index", "path-not-base64", "path-bad-padding", "path-31-bytes",
+     "path-hex-list"],
 )  # fmt: skip
 def test_verify_calls_a_broken_proof_invalid(
     signed: dict[str, Path],
@@ -453,6 +458,48 @@ def test_verify_calls_a_broken_proof_invalid(
     pub = str(signed["keys"] / "clearset.pub")
     code, _, err = _cli(capsys, "verify", receipt, "--pubkey", pub, "--proof", str(bad))
     assert code == 1 and err.startswith("invalid: ") and len(err.splitlines()) == 1, err
+
+
+def test_prove_writes_version_2_and_version_1_on_request(
+    signed: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receipt = str(signed["new"] / "receipt.dsse.json")
+    pub = str(signed["keys"] / "clearset.pub")
+    kept = read_cleaned_manifest(signed["new"], ["sha256"]).column("sha256").to_pylist()
+    absent = hashlib.sha256(b"not in the set").hexdigest()
+    for value in (kept[0].hex(), absent):
+        for version in ("2", "1", None):
+            out = tmp_path / f"{value[:8]}-{version}.json"
+            extra = ["--proof-version", version] if version else []
+            code, _, err = _cli(
+                capsys, "prove", str(signed["new"]), "--sha256", value, "--out", str(out), *extra
+            )
+            assert code == 0, err
+            text = out.read_text()
+            proof = json.loads(text)
+            assert proof["version"] == int(version or 2)
+            # version 2 is one compact line; version 1 is indented as before
+            assert (text.count("\n") == 1) == (proof["version"] == 2)
+            code, stdout, err = _cli(
+                capsys, "verify", receipt, "--pubkey", pub, "--proof", str(out)
+            )
+            assert code == 0 and stdout.startswith("valid: "), err
+    code, _, err = _cli(capsys, "prove", str(signed["new"]), "--sha256", absent,
+                        "--proof-version", "3")  # fmt: skip
+    assert code == 2 and "proof-version" in err
+    # diff-receipts too, for a removal proof an older verifier can read
+    old_removed = set(
+        pq.read_table(signed["old"] / "removals.parquet").column("sha256").to_pylist()
+    )
+    new_removed = pq.read_table(signed["new"] / "removals.parquet").column("sha256").to_pylist()
+    target = next(h for h in new_removed if h not in old_removed)
+    out = tmp_path / "removed-v1.json"
+    code, _, err = _cli(capsys, "diff-receipts", str(signed["old"]), str(signed["new"]),
+                        "--sha256", target, "--out", str(out), "--proof-version", "1")  # fmt: skip
+    assert code == 0 and json.loads(out.read_text())["new"]["version"] == 1, err
+    code, stdout, err = _cli(capsys, "verify", receipt, "--pubkey", pub, "--proof", str(out),
+                             "--old-receipt", str(signed["old"] / "receipt.dsse.json"))  # fmt: skip
+    assert code == 0 and "was in the old set" in stdout, err
 
 
 def test_verify_keeps_exit_2_for_usage_errors(

@@ -6,9 +6,12 @@ including forged ones a verifier must refuse.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +29,7 @@ from clearset.receipts.merkle import (
     verify_inclusion,
 )
 from clearset.receipts.proofs import (
+    encode_path,
     load_proof,
     proof_to_json,
     prove,
@@ -33,7 +37,7 @@ from clearset.receipts.proofs import (
     verify_proof,
     verify_removed,
 )
-from clearset.receipts.statement import build_statement, statement_digest
+from clearset.receipts.statement import build_statement, statement_digest, tree_of
 
 # certificate-transparency merkle_tree_test.cc: the eight leaf inputs and the roots of
 # the trees over the first 1..8 of them.
@@ -92,6 +96,7 @@ CT_PATHS = [
         ],
     ),
 ]
+DATA = Path(__file__).parent / "data"
 EMPTY_HEX = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
@@ -381,32 +386,33 @@ def test_non_inclusion_in_a_one_leaf_tree():
         verify_proof(prove(tree, value, statement_digest(statement)), statement)
 
 
-def _forge(tree, statement, digest, how):
+def _entry(tree, index, version, left=None):
+    """A neighbour entry as prove writes it (a right one shares nothing when forged)."""
+    path = tree.inclusion_proof(index)
+    if version == 1:
+        return {"sha256": tree.leaf(index).hex(), "index": index, "path": [p.hex() for p in path]}
+    entry = {"sha256": tree.leaf(index).hex(), "index": index, "path": encode_path(path)}
+    if left is not None:
+        entry["shared"] = 0
+    return entry
+
+
+def _forge(tree, statement, digest, how, version):
     """Non-inclusion proofs a dishonest prover might write, each for a held or bracketed H."""
     gap = _between(tree.leaf(120), tree.leaf(121))
-    honest = prove(tree, gap, digest)
+    honest = prove(tree, gap, digest, version=version)
     proof = copy.deepcopy(honest)
     if how == "non_adjacent":
         # Claim H is absent by bracketing with leaves 119 and 121: both included, but they
-        # leave room for leaf 120. Take H = leaf 120 itself.
+        # leave room for leaf 120. Take H = leaf 120 itself. (The right entry of a
+        # version-2 proof shares nodes with the left: give it whole.)
         proof["sha256"] = tree.leaf(120).hex()
-        proof["left"] = {
-            "sha256": tree.leaf(119).hex(),
-            "index": 119,
-            "path": [p.hex() for p in tree.inclusion_proof(119)],
-        }
+        proof["left"] = _entry(tree, 119, version)
+        proof["right"] = _entry(tree, 121, version, left=True)
     elif how == "not_bracketing":
         # Adjacent leaves 10, 11, but H lies elsewhere.
-        proof["left"] = {
-            "sha256": tree.leaf(10).hex(),
-            "index": 10,
-            "path": [p.hex() for p in tree.inclusion_proof(10)],
-        }
-        proof["right"] = {
-            "sha256": tree.leaf(11).hex(),
-            "index": 11,
-            "path": [p.hex() for p in tree.inclusion_proof(11)],
-        }
+        proof["left"] = _entry(tree, 10, version)
+        proof["right"] = _entry(tree, 11, version, left=True)
     elif how == "held_value":
         # H equal to the left leaf: L < H fails.
         proof["sha256"] = tree.leaf(120).hex()
@@ -425,15 +431,16 @@ def _forge(tree, statement, digest, how):
     return proof
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize(
     "how",
     ["non_adjacent", "not_bracketing", "held_value", "drop_left", "drop_right", "drop_both",
      "left_not_in_tree", "wrong_receipt", "as_empty_tree"],
 )  # fmt: skip
-def test_forged_non_inclusion_is_rejected(tree_and_statement, how):
+def test_forged_non_inclusion_is_rejected(tree_and_statement, how, version):
     tree, statement, digest = tree_and_statement
     with pytest.raises(VerificationError) as raised:
-        verify_proof(_forge(tree, statement, digest, how), statement)
+        verify_proof(_forge(tree, statement, digest, how, version), statement)
     assert str(raised.value)
 
 
@@ -448,15 +455,22 @@ def test_proof_for_another_receipt_is_rejected(tree_and_statement):
 @pytest.fixture(scope="module")
 def compact_proofs(tree_and_statement):
     tree, statement, digest = tree_and_statement
-    inclusion = prove(tree, tree.leaf(77), digest)
-    exclusion = prove(tree, _between(tree.leaf(200), tree.leaf(201)), digest)
-    return [json.dumps(p, sort_keys=True, separators=(",", ":")) for p in (inclusion, exclusion)]
+    texts = []
+    for version in (1, 2):
+        inclusion = prove(tree, tree.leaf(77), digest, version=version)
+        exclusion = prove(tree, _between(tree.leaf(200), tree.leaf(201)), digest, version=version)
+        texts += [
+            json.dumps(p, sort_keys=True, separators=(",", ":")) for p in (inclusion, exclusion)
+        ]
+    return texts
 
 
-@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("which", [0, 1, 2, 3])
 def test_every_byte_of_a_proof_matters(tree_and_statement, compact_proofs, which):
     # Flip each byte of the proof's JSON in turn: each change must be refused, as bad JSON
-    # (InputError from load_proof) or as a failed verification, always with a reason.
+    # (InputError from load_proof) or as a failed verification, always with a reason. In a
+    # version-2 proof that covers every base64 character of both paths and the digits of
+    # the right leaf's ``shared`` count.
     tree, statement, _ = tree_and_statement
     text = compact_proofs[which]
     verify_proof(load_proof(text), statement)
@@ -466,7 +480,7 @@ def test_every_byte_of_a_proof_matters(tree_and_statement, compact_proofs, which
             proof = load_proof(tampered)
             verify_proof(proof, statement)
         except (InputError, VerificationError) as error:
-            assert str(error), position
+            assert str(error) and "\n" not in str(error), position
             continue
         # The one change that may still verify: a non-inclusion claim moved to another
         # hash inside the same gap, which is then a true claim about that other hash.
@@ -492,3 +506,241 @@ def test_removed_proof_between_versions():
         prove_removed(old_tree, new_tree, old_tree.leaf(5), old_digest, new_digest)
     with pytest.raises(InputError, match="not in the old"):
         prove_removed(old_tree, new_tree, b"\x00" * 32, old_digest, new_digest)
+
+
+# --- reading proofs from tree.bin, and proof version 2 --------------------------------
+
+
+def _skewed_leaves(n: int, seed: int) -> np.ndarray:
+    """Sorted unique leaves far from uniform (half at the bottom of the range, half at the
+    top, differing in the last bytes): interpolation guesses badly, the search must not."""
+    rng = np.random.default_rng(seed)
+    values = np.zeros((n, 32), np.uint8)
+    values[n // 2 :, 0] = 0xFF
+    values[:, 29:] = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    unique = np.unique(values.view("S32").ravel())
+    return np.ascontiguousarray(unique.view(np.uint8).reshape(-1, 32))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "skewed"])
+def test_batched_reads_match_the_mapped_reference(tmp_path, kind):
+    # The pread/WILLNEED reader (the default for an opened tree.bin) against the plain
+    # memory-mapped reads, byte for byte: positions, leaves and inclusion paths.
+    rng = np.random.default_rng(21)
+    for n in (1, 2, 15, 16, 17, 257, 3000, 20000):
+        leaves = sorted_leaves(n, seed=n) if kind == "uniform" else _skewed_leaves(n, n)
+        n = len(leaves)  # the skewed ones lose a few repeats
+        path = tmp_path / f"{kind}-{n}.bin"
+        batched = MerkleTree.build(leaves, path)
+        mapped = MerkleTree.open(path, batched=False)
+        assert batched._batched_file is not None and mapped._batched_file is None
+        held = [bytes(leaves[i]) for i in rng.integers(0, len(leaves), 40)]
+        probes = held + [bytes(v) for v in rng.integers(0, 256, (40, 32), dtype=np.uint8)]
+        probes += [bytes(32), b"\xff" * 32, bytes(leaves[0]), bytes(leaves[-1])]
+        probes += [bytes(v[:-1]) + bytes([v[-1] ^ 1]) for v in leaves[:: max(1, n // 20)]]
+        for value in probes:
+            assert batched.position(value) == mapped.position(value), (n, value.hex())
+            assert batched.find(value) == mapped.find(value)
+        for index in {0, 1, n // 2, n - 2, n - 1, *rng.integers(0, n, 20).tolist()}:
+            if 0 <= index < n:
+                assert batched.leaf(index) == mapped.leaf(index)
+                assert batched.inclusion_proof(index) == mapped.inclusion_proof(index)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 255, 256, 257, 1000])
+def test_v1_and_v2_proofs_from_tree_bin_verify(tmp_path, size):
+    leaves = sorted_leaves(size, seed=size + 30)
+    tree = MerkleTree.build(leaves, tmp_path / "tree.bin")
+    statement = statement_for(tree)
+    digest = statement_digest(statement)
+    held = {0, 1, size // 2, size - 2, size - 1} & set(range(size))
+    absent = [bytes(32), b"\xff" * 32]
+    absent += [_between(tree.leaf(i), tree.leaf(i + 1)) for i in {0, size // 2, size - 2}
+               if 0 <= i < size - 1]  # fmt: skip
+    for version in (1, 2):
+        for index in held:
+            proof = prove(tree, tree.leaf(index), digest, version=version)
+            assert (proof["type"], proof["index"], proof["version"]) == (
+                "inclusion",
+                index,
+                version,
+            )
+            verify_proof(load_proof(proof_to_json(proof)), statement)
+        for value in absent:
+            proof = prove(tree, value, digest, version=version)
+            assert proof["type"] == "non-inclusion"
+            verify_proof(load_proof(proof_to_json(proof)), statement)
+
+
+def test_v2_right_path_is_rebuilt_from_the_shared_top(tree_and_statement):
+    tree, statement, digest = tree_and_statement
+    for low in (0, 1, 14, 15, 127, 254, 255, 298):
+        proof = prove(tree, _between(tree.leaf(low), tree.leaf(low + 1)), digest)
+        left = base64.b64decode(proof["left"]["path"])
+        own = base64.b64decode(proof["right"]["path"])
+        shared = proof["right"]["shared"]
+        rebuilt = own + left[len(left) - 32 * shared :] if shared else own
+        assert rebuilt == b"".join(tree.inclusion_proof(low + 1))
+        assert len(own) < len(left) or low >= 255  # leaves 255/256 part at the root
+        verify_proof(proof, statement)
+
+
+def test_old_version_1_proofs_still_verify():
+    # Proofs written by the version-1 code (commit e8f028f) before version 2 existed.
+    fixture = json.loads((DATA / "proofs-v1.json").read_text())
+    old_statement, new_statement = fixture["old_statement"], fixture["new_statement"]
+    kinds = []
+    for text in fixture["proofs"]:
+        proof = load_proof(text)
+        assert proof["version"] == 1 and isinstance(proof.get("path", []), list)
+        verify_proof(proof, new_statement)
+        kinds.append(proof["type"])
+    assert kinds == ["inclusion"] * 3 + ["non-inclusion"] * 3
+    for text in fixture["removed"]:
+        verify_removed(load_proof(text), old_statement, new_statement)
+    # and prove(version=1) still writes exactly what the old code wrote
+    values = sorted(hashlib.sha256(b"proof v1 item %d" % i).digest() for i in range(21))
+    old_tree = MerkleTree.build(np.frombuffer(b"".join(values), np.uint8).reshape(21, 32))
+    keep = np.ones(21, bool)
+    keep[[0, 9, 20]] = False
+    new_tree = MerkleTree.build(np.ascontiguousarray(old_tree.leaves[keep]))
+    digest = statement_digest(new_statement)
+    assert new_tree.root.hex() == tree_of(new_statement)[1].hex()
+    again = [new_tree.leaf(i) for i in (0, 8, 17)]
+    again += [bytes(32), old_tree.leaf(9), b"\xff" * 32]
+    for value, text in zip(again, fixture["proofs"], strict=True):
+        assert proof_to_json(prove(new_tree, value, digest, version=1)) == text
+    old_digest = statement_digest(old_statement)
+    for index, text in zip((0, 9, 20), fixture["removed"], strict=True):
+        value = old_tree.leaf(index)
+        removed = prove_removed(old_tree, new_tree, value, old_digest, digest, version=1)
+        assert proof_to_json(removed) == text
+
+
+def test_removed_proofs_v2_from_tree_bin(tmp_path):
+    old_tree = MerkleTree.build(sorted_leaves(40, seed=41), tmp_path / "old.bin")
+    keep = np.ones(40, bool)
+    keep[[0, 17, 39]] = False
+    new_tree = MerkleTree.build(np.ascontiguousarray(old_tree.leaves[keep]), tmp_path / "new.bin")
+    old_statement, new_statement = statement_for(old_tree, "v1"), statement_for(new_tree, "v2")
+    digests = statement_digest(old_statement), statement_digest(new_statement)
+    for index in (0, 17, 39):
+        proof = prove_removed(old_tree, new_tree, old_tree.leaf(index), *digests)
+        assert proof["version"] == proof["old"]["version"] == proof["new"]["version"] == 2
+        verify_removed(load_proof(proof_to_json(proof)), old_statement, new_statement)
+        mixed = {**proof, "old": prove(old_tree, old_tree.leaf(index), digests[0], version=1)}
+        with pytest.raises(VerificationError, match="not a version 2 proof"):
+            verify_removed(mixed, old_statement, new_statement)
+
+
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("not base64!", "not base64"),
+        ("A" * 43, "not base64"),  # 43 characters: a padding error
+        ("A" * 42 + "B=", "not canonical"),  # nonzero bits under the padding
+        ("A" * 40 + "====", "not base64|not canonical"),
+        ("A" * 40 + "\n" + "A" * 3 + "=", "not base64"),
+        ("-" * 44, "not base64"),  # the URL-safe alphabet is another encoding
+        ("é" * 44, "not base64"),
+        (base64.b64encode(bytes(31)).decode(), "not a whole number of 32-byte hashes"),
+        (base64.b64encode(bytes(32 * 65)).decode(), "longer than any tree needs"),
+        (["00" * 32], "not a base64 string"),
+        (None, "not a base64 string"),
+    ],
+)
+def test_bad_base64_paths_are_one_line_reasons(tree_and_statement, path, reason):
+    tree, statement, digest = tree_and_statement
+    inclusion = prove(tree, tree.leaf(5), digest)
+    exclusion = prove(tree, _between(tree.leaf(5), tree.leaf(6)), digest)
+    for proof in (
+        {**inclusion, "path": path},
+        {**exclusion, "left": {**exclusion["left"], "path": path}},
+        {**exclusion, "right": {**exclusion["right"], "path": path}},
+    ):
+        with pytest.raises(VerificationError, match=reason) as raised:
+            verify_proof(proof, statement)
+        assert "\n" not in str(raised.value)
+
+
+def test_v2_shared_count_is_checked(tree_and_statement):
+    tree, statement, digest = tree_and_statement
+    proof = prove(tree, _between(tree.leaf(40), tree.leaf(41)), digest)
+    shared = proof["right"]["shared"]
+    for bad in (shared - 1, shared + 1, 99, -1, True, 1.0, "1"):
+        forged = {**proof, "right": {**proof["right"], "shared": bad}}
+        with pytest.raises(VerificationError):
+            verify_proof(forged, statement)
+    below = prove(tree, bytes(32), digest)
+    assert below["right"]["shared"] == 0 and below["left"] is None
+    with pytest.raises(VerificationError, match="shares 1 nodes"):
+        verify_proof({**below, "right": {**below["right"], "shared": 1}}, statement)
+    extra = {**proof, "left": {**proof["left"], "shared": 0}}
+    with pytest.raises(VerificationError, match="exactly"):
+        verify_proof(extra, statement)
+
+
+class _PathsOnly:
+    """A stand-in tree with 2**30 - 5 leaves whose paths are made up, to size the encoder
+    at LAION scale without a 36 GB file (nothing here is verified)."""
+
+    size = (1 << 30) - 5
+    root = b"\x07" * 32
+    path = None
+
+    def __init__(self, held: bytes, depth: int, split: int) -> None:
+        self.held, self.depth, self.split = held, depth, split
+
+    def position(self, value: bytes) -> int:
+        return 1 << 29 if value == self.held else (1 << 29) + 1
+
+    def leaf(self, index: int) -> bytes:
+        return self.held if index == 1 << 29 else b"\xfe" * 32
+
+    def inclusion_proof(self, index: int) -> list[bytes]:
+        # Two neighbours share the nodes above their common ancestor at level ``split``.
+        own = [hashlib.sha256(b"%d %d" % (index, i)).digest() for i in range(self.split)]
+        top = [hashlib.sha256(b"top %d" % i).digest() for i in range(self.depth - self.split)]
+        return own + top
+
+
+def test_a_v2_proof_at_two_to_the_thirty_leaves_fits_in_2_kib(monkeypatch):
+    from clearset.receipts import proofs
+
+    monkeypatch.setattr(proofs, "verify_inclusion", lambda *args: True)
+    digest = "ab" * 32
+    held = b"\x10" * 32
+    tree = _PathsOnly(held, depth=30, split=1)  # neighbours are siblings: the common case
+    inclusion = proof_to_json(prove(tree, held, digest))
+    exclusion = proof_to_json(prove(tree, b"\x11" * 32, digest))
+    assert len(inclusion) <= 2048 and len(exclusion) <= 2048, (len(inclusion), len(exclusion))
+    assert json.loads(exclusion)["right"]["shared"] == 29
+    # Version 1 spent 2.5 KB and 5 KB on the same paths.
+    assert len(proof_to_json(prove(tree, held, digest, version=1))) > 2048
+    # Non-inclusion grows by ~43 base64 characters a level the neighbours' common ancestor
+    # sits above the leaves (half of all gaps are between siblings, a quarter one level
+    # up, ...); the worst gap, across the root's split, needs both 30-node paths whole.
+    sizes = [len(proof_to_json(prove(_PathsOnly(held, 30, split), b"\x11" * 32, digest)))
+             for split in range(1, 31)]  # fmt: skip
+    assert all(39 <= b - a <= 44 for a, b in zip(sizes, sizes[1:], strict=False)), sizes
+    # within 2 KiB while the common ancestor is at most 5 levels up: 31 gaps in 32
+    assert max(i for i, size in enumerate(sizes, 1) if size <= 2048) == 5, sizes
+    assert sizes[-1] <= 3200, sizes
+
+
+def test_an_opened_tree_keeps_reading_its_own_file(tmp_path):
+    # A new build renamed over tree.bin must not change what an opened tree proves (the
+    # map keeps the old file; so must the reader), and opening trees leaks no descriptor.
+    path = tmp_path / "tree.bin"
+    first = MerkleTree.build(sorted_leaves(100, seed=50), path)
+    statement = statement_for(first)
+    MerkleTree.build(sorted_leaves(70, seed=51), tmp_path / "other.bin")
+    (tmp_path / "other.bin").replace(path)
+    for index in (0, 57, 99):
+        proof = prove(first, first.leaf(index), statement_digest(statement))
+        verify_proof(proof, statement)
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    for _ in range(50):
+        MerkleTree.open(path).inclusion_proof(3)
+    after = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+    assert after <= before + 2

@@ -60,7 +60,8 @@ class _Drawn:
 
 
 def test_the_samples_are_valid() -> None:
-    assert [cases.check_proof(json.dumps(p).encode()) for p in cases.PROOFS] == ["valid"] * 4
+    assert [p["version"] for p in cases.PROOFS] == [2] * 4 + [1] * 4
+    assert [cases.check_proof(json.dumps(p).encode()) for p in cases.PROOFS] == ["valid"] * 8
     assert [cases.check_receipt(json.dumps(r).encode()) for r in cases.RECEIPTS] == ["valid"] * 2
 
 
@@ -121,13 +122,19 @@ def test_deep_nesting_is_a_reason_not_a_recursion_error(depth: int, opener: str)
     assert cases.check_proof(text) == cases.check_receipt(text) == "invalid"
 
 
-def test_a_proof_version_is_exactly_the_integer_one() -> None:
-    proof = cases.PROOFS[0]
-    verify_proof(proof, cases.NEW_STATEMENT)
-    for version in (1.0, True, "1", 2):
-        with pytest.raises(VerificationError, match="version"):
-            verify_proof({**proof, "version": version}, cases.NEW_STATEMENT)
-    assert cases.check_proof(json.dumps({**proof, "version": 1.0}).encode()) == "invalid"
+def test_a_proof_version_is_exactly_the_integer_one_or_two() -> None:
+    for proof in (cases.PROOFS[0], cases.PROOFS[4]):  # version 2, version 1
+        verify_proof(proof, cases.NEW_STATEMENT)
+        for version in (1.0, 2.0, True, "1", "2", 0, 3, None):
+            with pytest.raises(VerificationError, match="version"):
+                verify_proof({**proof, "version": version}, cases.NEW_STATEMENT)
+        assert cases.check_proof(json.dumps({**proof, "version": 1.0}).encode()) == "invalid"
+    # The two versions spell paths differently: relabelled, each is refused with a reason.
+    v2, v1 = cases.PROOFS[0], cases.PROOFS[4]
+    with pytest.raises(VerificationError, match="not a list"):
+        verify_proof({**v2, "version": 1}, cases.NEW_STATEMENT)
+    with pytest.raises(VerificationError, match="not a base64 string"):
+        verify_proof({**v1, "version": 2}, cases.NEW_STATEMENT)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """What the receipt and proof fuzz targets feed and check: samples, mutations, oracles.
 
 The samples are a real signed receipt pair (old and new version, one key) with an
-inclusion, a non-inclusion and a removed proof. The oracles run the parsers exactly as
-`clearset verify` does; the one outcome besides a result that is allowed is clearset's
-VerificationError with a one-line, non-empty reason. Any other exception, or a reason
-that spans lines, is a bug and propagates (atheris records it as a crash).
+inclusion, a non-inclusion and a removed proof, each in proof version 2 and version 1.
+The oracles run the parsers exactly as `clearset verify` does; the one outcome besides a
+result that is allowed is clearset's VerificationError with a one-line, non-empty reason.
+Any other exception, or a reason that spans lines, is a bug and propagates (atheris
+records it as a crash).
 
 Mutations are chosen by a ``Choices`` object so that atheris (FuzzedDataProvider) and the
 plain random fallback drive the same code.
@@ -98,13 +99,19 @@ NEW_STATEMENT = _statement(NEW_TREE, "v2")
 OLD_ENVELOPE = sign_statement(OLD_STATEMENT, KEY)
 NEW_ENVELOPE = sign_statement(NEW_STATEMENT, KEY)
 _new_digest = statement_digest(NEW_STATEMENT)
+_old_digest = statement_digest(OLD_STATEMENT)
+# Version 2 (what prove writes: base64 paths, a shared top) and version 1 (still read).
 PROOFS = [
-    prove(NEW_TREE, NEW_TREE.leaf(3), _new_digest),
-    prove(NEW_TREE, OLD_TREE.leaf(6), _new_digest),  # a gap: non-inclusion
-    prove(NEW_TREE, b"\x00" * 32, _new_digest),  # below the first leaf
-    prove_removed(
-        OLD_TREE, NEW_TREE, OLD_TREE.leaf(0), statement_digest(OLD_STATEMENT), _new_digest
-    ),
+    proof
+    for version in (2, 1)
+    for proof in (
+        prove(NEW_TREE, NEW_TREE.leaf(3), _new_digest, version=version),
+        prove(NEW_TREE, OLD_TREE.leaf(6), _new_digest, version=version),  # a gap
+        prove(NEW_TREE, b"\x00" * 32, _new_digest, version=version),  # below the first leaf
+        prove_removed(
+            OLD_TREE, NEW_TREE, OLD_TREE.leaf(0), _old_digest, _new_digest, version=version
+        ),
+    )
 ]
 RECEIPTS = [OLD_ENVELOPE, NEW_ENVELOPE]
 

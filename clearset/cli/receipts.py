@@ -24,6 +24,7 @@ from clearset.cli.app import (
 )
 from clearset.errors import InputError, VerificationError
 from clearset.receipts import (
+    PROOF_VERSION,
     check_removed_form,
     envelope_payload,
     generate_keypair,
@@ -55,6 +56,15 @@ FileOpt = Annotated[
 ]
 ProofOutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Write the proof here (default: stdout).")
+]
+ProofVersionOpt = Annotated[
+    int,
+    typer.Option(
+        "--proof-version",
+        min=1,
+        max=2,
+        help="Proof format: 2 (compact, base64 paths) or 1 (for verifiers before 2).",
+    ),
 ]
 
 
@@ -165,9 +175,10 @@ def prove(
     sha256: Sha256Opt = None,
     file: FileOpt = None,
     dest: ProofOutOpt = None,
+    proof_version: ProofVersionOpt = PROOF_VERSION,
 ) -> None:
     """Prove one item in the receipted set (inclusion) or not in it (non-inclusion)."""
-    _emit(prove_item(run_dir, _target_hash(sha256, file)), dest)
+    _emit(prove_item(run_dir, _target_hash(sha256, file), version=proof_version), dest)
 
 
 @app.command("diff-receipts")
@@ -177,9 +188,11 @@ def diff_receipts(
     sha256: Sha256Opt = None,
     file: FileOpt = None,
     dest: ProofOutOpt = None,
+    proof_version: ProofVersionOpt = PROOF_VERSION,
 ) -> None:
     """Prove an item was in OLD and is not in NEW (one inclusion, one non-inclusion)."""
-    _emit(prove_item_removed(old_run, new_run, _target_hash(sha256, file)), dest)
+    target = _target_hash(sha256, file)
+    _emit(prove_item_removed(old_run, new_run, target, version=proof_version), dest)
 
 
 def _what_the_receipt_says(statement: dict[str, Any], digest: str) -> str:

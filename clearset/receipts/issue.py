@@ -46,7 +46,7 @@ from clearset.receipts.dsse import (
     verify_envelope,
 )
 from clearset.receipts.merkle import MerkleTree
-from clearset.receipts.proofs import prove, prove_removed
+from clearset.receipts.proofs import PROOF_VERSION, prove, prove_removed
 from clearset.receipts.statement import build_statement, canonical_json, commit_removed
 from clearset.runfolder import RunFolder
 from clearset.sinks.atomic import atomic_path
@@ -297,14 +297,21 @@ def open_tree(run_dir: Path) -> tuple[MerkleTree, dict[str, Any]]:
     return MerkleTree.open(Path(run_dir) / TREE_FILE), read_receipt(receipt_path)
 
 
-def prove_item(run_dir: Path, sha256: bytes) -> dict[str, Any]:
+def prove_item(run_dir: Path, sha256: bytes, *, version: int = PROOF_VERSION) -> dict[str, Any]:
     tree, envelope = open_tree(run_dir)
-    return prove(tree, sha256, receipt_digest(envelope))
+    return prove(tree, sha256, receipt_digest(envelope), version=version)
 
 
-def prove_item_removed(old_run: Path, new_run: Path, sha256: bytes) -> dict[str, Any]:
+def prove_item_removed(
+    old_run: Path, new_run: Path, sha256: bytes, *, version: int = PROOF_VERSION
+) -> dict[str, Any]:
     old_tree, old_envelope = open_tree(old_run)
     new_tree, new_envelope = open_tree(new_run)
     return prove_removed(
-        old_tree, new_tree, sha256, receipt_digest(old_envelope), receipt_digest(new_envelope)
+        old_tree,
+        new_tree,
+        sha256,
+        receipt_digest(old_envelope),
+        receipt_digest(new_envelope),
+        version=version,
     )
