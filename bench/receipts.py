@@ -25,7 +25,8 @@ Leaves are synthetic: deterministic random 32-byte values made inside each extra
 from another shard), so no input set has to be stored beside the build; reading a
 manifest's parquet is not part of the figures. The same-run baseline is a plain hashlib
 pass over the same leaves (made the same way, then ``hashlib.sha256(leaf).digest()`` once
-each) on the same engine at the same worker count; --baseline-leaves N times it over
+each) on the same engine at the same worker count, timed just before and just after the
+build and averaged (both are printed); --baseline-leaves N times it over
 the first N leaves only (per-leaf rate) when the whole set would take too long. Peak RSS
 is the sum over the driver and its worker processes (sampled twice a second); peak
 disk is what the build folder and tree file hold (st_blocks, sampled each second).
@@ -577,22 +578,31 @@ def scaled(args: argparse.Namespace) -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         engine = LocalEngine(workers)
         tasks = [Task(str(i), str(i), baseline_task, (s,)) for i, s in enumerate(sample)]
-        start = time.perf_counter()
-        run_tasks(engine, tasks, Meter(len(tasks), 0, False, None), retries=0)
-        base_seconds = time.perf_counter() - start
-        base_leaves = sum(s.count for s in sample)
+
+        def baseline() -> float:
+            start = time.perf_counter()
+            run_tasks(engine, tasks, Meter(len(tasks), 0, False, None), retries=0)
+            return time.perf_counter() - start
+
+        # The baseline is timed before and after the build and averaged, so a change of
+        # load on a shared machine during the run moves both sides of the ratio alike.
+        before = baseline()
         with Peaks(scratch) as peaks:
             start = time.perf_counter()
             tree = build_tree(
                 sources, tree_path, scratch / "build", engine=engine, show_progress=args.progress
             )
             seconds = time.perf_counter() - start
+        after = baseline()
+        base_seconds = (before + after) / 2
+        base_leaves = sum(s.count for s in sample)
         roots.add(tree.root)
         row = {
             "workers": workers,
             "seconds": seconds,
             "ns_per_leaf": seconds / n * 1e9,
             "baseline_seconds": base_seconds,
+            "baseline_seconds_before_after": [before, after],
             "baseline_leaves": base_leaves,
             "baseline_ns_per_leaf": base_seconds / base_leaves * 1e9,
             "peak_rss_bytes": peaks.rss,
@@ -606,7 +616,8 @@ def scaled(args: argparse.Namespace) -> None:
         print(
             f"{workers} worker(s): build {seconds:.1f} s = {row['ns_per_leaf']:.0f} ns/leaf; "
             f"hashlib baseline {row['baseline_ns_per_leaf']:.0f} ns/leaf over "
-            f"{base_leaves:,} leaves -> {row['vs_baseline']:.2f}x baseline; "
+            f"{base_leaves:,} leaves (before {before / base_leaves * 1e9:.0f}, after "
+            f"{after / base_leaves * 1e9:.0f}) -> {row['vs_baseline']:.2f}x baseline; "
             f"peak RSS {peaks.rss / GIB:.2f} GiB; peak disk {peaks.disk / 1e9:.1f} GB; "
             f"tree.bin {row['tree_bin_bytes'] / 1e9:.1f} GB ({row['tree_bin_bytes'] / n:.2f} "
             f"B/leaf); {tree.size:,} unique leaves",
