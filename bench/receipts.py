@@ -308,6 +308,16 @@ def baseline_task(source: RandomLeaves) -> int:
     return len(leaves)
 
 
+def timed_tasks(engine, tasks) -> float:
+    """Seconds the engine takes to run ``tasks``."""
+    from clearset.progress import Meter
+    from clearset.runs.tasks import run_tasks
+
+    start = time.perf_counter()
+    run_tasks(engine, tasks, Meter(len(tasks), 0, False, None), retries=0)
+    return time.perf_counter() - start
+
+
 def _tree_rss_bytes(root: int) -> int:
     """RSS of process ``root`` and all its descendants."""
     parents: dict[int, int] = {}
@@ -552,9 +562,7 @@ def print_cold(figures: dict) -> None:
 def scaled(args: argparse.Namespace) -> None:
     from clearset.engines.base import Task
     from clearset.engines.local import LocalEngine
-    from clearset.progress import Meter
     from clearset.runs.receipts import build_tree
-    from clearset.runs.tasks import run_tasks
 
     n = int(args.leaves)
     shard = int(args.shard_leaves)
@@ -578,22 +586,16 @@ def scaled(args: argparse.Namespace) -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         engine = LocalEngine(workers)
         tasks = [Task(str(i), str(i), baseline_task, (s,)) for i, s in enumerate(sample)]
-
-        def baseline() -> float:
-            start = time.perf_counter()
-            run_tasks(engine, tasks, Meter(len(tasks), 0, False, None), retries=0)
-            return time.perf_counter() - start
-
         # The baseline is timed before and after the build and averaged, so a change of
         # load on a shared machine during the run moves both sides of the ratio alike.
-        before = baseline()
+        before = timed_tasks(engine, tasks)
         with Peaks(scratch) as peaks:
             start = time.perf_counter()
             tree = build_tree(
                 sources, tree_path, scratch / "build", engine=engine, show_progress=args.progress
             )
             seconds = time.perf_counter() - start
-        after = baseline()
+        after = timed_tasks(engine, tasks)
         base_seconds = (before + after) / 2
         base_leaves = sum(s.count for s in sample)
         roots.add(tree.root)
