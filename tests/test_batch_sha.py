@@ -1,5 +1,6 @@
-"""The native SHA-256 loop against hashlib, its twin: the same digests for every batch,
-the same tree whichever path hashes it, and hashlib whenever the loop cannot be had."""
+"""The build's fast paths against their twins: the native SHA-256 loop against hashlib
+(the same digests for every batch, the same tree whichever path hashes it, hashlib when
+the loop cannot be had), the bucket split and the packed-key sort against plain sorts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clearset.lists.model import sort_unique
 from clearset.receipts import batch_sha, merkle
 from clearset.receipts.merkle import MerkleTree, reference_path, reference_root
 from clearset.stages.receipts import bucket_of, split_by_bucket
@@ -111,3 +113,29 @@ def test_split_by_bucket_groups_rows_in_bucket_order_keeping_their_order(count, 
     order = sorted(range(count), key=lambda i: int(buckets[i]))  # Python's sort is stable
     expected = [rows[i].tobytes() for i in order]
     assert [row.tobytes() for row in grouped] == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 600),
+    st.sampled_from([16, 20, 32]),
+    st.sampled_from(["random", "shared prefix", "tied keys", "repeats"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_sort_unique_equals_a_sorted_set_for_buckets_ties_and_repeats(count, width, kind, seed):
+    # The sort packs each row's index into the low bits of its first 8 bytes: rows that
+    # share leading bits (a bucket), differ only past the packed key, or repeat must
+    # still come out in full byte order, once each.
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 256, (count, width), dtype=np.uint8)
+    if kind == "shared prefix":
+        rows[:, :6] = 7
+    elif kind == "tied keys":
+        rows[:, :8] = 3
+        rows[:, 8] = rng.integers(0, 3, count)
+    elif kind == "repeats":
+        rows = rows[rng.integers(0, max(1, count // 3), count)]
+    unique, repeats = sort_unique(rows)
+    expected = sorted({row.tobytes() for row in rows})
+    assert [row.tobytes() for row in unique] == expected
+    assert repeats == count - len(expected)
