@@ -583,6 +583,14 @@ def scaled(args: argparse.Namespace) -> None:
     roots = set()
     print(f"== out-of-core build over {n:,} synthetic leaves ({len(sources)} shards) ==",
           flush=True)  # fmt: skip
+    from clearset.receipts import batch_sha
+
+    results["hashing"] = (
+        f"native loop over {batch_sha.libcrypto_path()}"
+        if batch_sha.native_available()
+        else "hashlib (no shared libcrypto, or CLEARSET_HASHLIB_ONLY=1)"
+    )
+    print(f"hashing: {results['hashing']}", flush=True)
     for workers in (int(w) for w in args.workers.split(",")):
         engine = LocalEngine(workers)
         tasks = [Task(str(i), str(i), baseline_task, (s,)) for i, s in enumerate(sample)]

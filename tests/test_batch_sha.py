@@ -87,7 +87,7 @@ def test_without_the_native_loop_hashlib_hashes(monkeypatch):
     # still hashes, through hashlib, to the same digests.
     monkeypatch.setattr(batch_sha, "_kernel", None)
     monkeypatch.setattr(batch_sha, "_failed", False)
-    monkeypatch.setattr(batch_sha, "_libcrypto_path", lambda: None)
+    monkeypatch.setattr(batch_sha, "libcrypto_path", lambda: None)
     monkeypatch.setattr(batch_sha, "NATIVE_MIN_ROWS", 1)
     rows = np.random.default_rng(5).integers(0, 256, (70, 64), dtype=np.uint8)
     assert batch_sha.prefixed_sha256(rows, 1) is None

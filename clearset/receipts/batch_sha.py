@@ -39,7 +39,7 @@ _digest: Any = None  # (EVP_MD pointer, ctypes functions) once loaded
 _failed = False
 
 
-def _libcrypto_path() -> str | None:
+def libcrypto_path() -> str | None:
     """The libcrypto that ``_hashlib`` loaded into this process, if it is a shared one."""
     import _hashlib  # noqa: F401 - loads the library whose path is wanted
 
@@ -70,7 +70,7 @@ def _load() -> Callable[..., Any] | None:
 
 def _compile() -> Callable[..., Any]:
     global _digest
-    path = _libcrypto_path()
+    path = libcrypto_path()
     if path is None:
         raise OSError("no shared libcrypto in this process")
     lib = ctypes.CDLL(path)
