@@ -381,17 +381,24 @@ class Peaks:
                 self.disk = max(self.disk, _disk_bytes(self.folder))
 
 
-def _proofs(tree_path: Path, count: int) -> dict:
-    tree = MerkleTree.open(tree_path)
+def proof_inputs(tree: MerkleTree, count: int, seed: int) -> tuple[dict, str, list, list]:
+    """A statement for ``tree``, its digest, ``count`` values the tree holds and ``count``
+    random ones (almost surely absent)."""
     statement = build_statement(
         dataset_name="bench", tree_size=tree.size, root=tree.root, source_name="bench",
         manifest_digest="ab" * 32, lists=[], scan_started="2024-01-01T00:00:00Z",
         scan_finished="2024-01-01T00:00:00Z", removed_count=0, removed_commitment="cd" * 32,
     )  # fmt: skip
     digest = statement_digest(statement)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     held = [tree.leaf(int(i)) for i in rng.integers(0, tree.size, count)]
     absent = [bytes(v) for v in rng.integers(0, 256, (count, 32), dtype=np.uint8)]
+    return statement, digest, held, absent
+
+
+def _proofs(tree_path: Path, count: int) -> dict:
+    tree = MerkleTree.open(tree_path)
+    statement, digest, held, absent = proof_inputs(tree, count, seed=1)
     figures = {}
     for kind, values in (("inclusion", held), ("non-inclusion", absent)):
         times, proofs = [], []
@@ -463,15 +470,7 @@ def _summary(times: list[float]) -> dict:
 def cold_proof_timings(tree_path: Path, count: int) -> dict:
     """Proofs from tree.bin on cold and warm pages, batched reader against mapped reads."""
     tree = MerkleTree.open(tree_path)
-    statement = build_statement(
-        dataset_name="bench", tree_size=tree.size, root=tree.root, source_name="bench",
-        manifest_digest="ab" * 32, lists=[], scan_started="2024-01-01T00:00:00Z",
-        scan_finished="2024-01-01T00:00:00Z", removed_count=0, removed_commitment="cd" * 32,
-    )  # fmt: skip
-    digest = statement_digest(statement)
-    rng = np.random.default_rng(2)
-    held = [tree.leaf(int(i)) for i in rng.integers(0, tree.size, count)]
-    absent = [bytes(v) for v in rng.integers(0, 256, (count, 32), dtype=np.uint8)]
+    statement, digest, held, absent = proof_inputs(tree, count, seed=2)
     del tree
     figures: dict = {"leaves": MerkleTree.open(tree_path).size,
                      "tree_bin_bytes": tree_path.stat().st_size, "count": count}  # fmt: skip
