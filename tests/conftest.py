@@ -63,10 +63,16 @@ def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
     import signal
 
     from clearset.cli import main
+    from clearset.cli.app import console, out
     from clearset.sinks import clean
 
     stdout, stderr = io.StringIO(), io.StringIO()
     saved = sys.argv, signal.getsignal(signal.SIGINT), sys.excepthook
+    # The CLI's consoles chose their colours when imported; under `pytest -s` on a
+    # terminal that was the terminal's. Captured here, they print as into a pipe.
+    consoles = [(each, each._color_system) for each in (console, out)]
+    for each, _ in consoles:
+        each._color_system = None
     previous_interval = os.environ.get("CLEARSET_PROGRESS_INTERVAL")
     # A real command starts with empty per-process caches: a keep list rewritten at the
     # same path (match, then clean again) must be read again.
@@ -87,6 +93,8 @@ def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         sys.argv = saved[0]
         signal.signal(signal.SIGINT, saved[1])  # main() installs its own Ctrl-C handler
         sys.excepthook = saved[2]  # and Typer its own traceback printer
+        for each, colours in consoles:
+            each._color_system = colours
         if previous_interval is None:
             os.environ.pop("CLEARSET_PROGRESS_INTERVAL", None)
         else:
