@@ -12,6 +12,19 @@ import pytest
 from clearset.demo import DemoData, build_demo_data
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite starts hundreds of interpreters (commands, spawned workers, Ray's). Where
+    # bytecode is not written (PYTHONDONTWRITEBYTECODE, as in some containers) each one
+    # compiled this project's modules again, a fifth of a second apiece; compiled once
+    # here, they all read it. Elsewhere the first import writes the same files anyway.
+    if sys.dont_write_bytecode:
+        import compileall
+
+        root = Path(__file__).resolve().parents[1]
+        for folder in ("clearset", "tests", "bench"):
+            compileall.compile_dir(root / folder, quiet=1)
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
     return build_demo_data(tmp_path_factory.mktemp("demo"))
@@ -35,6 +48,65 @@ def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]
     return proc
 
 
+def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a clearset command in this interpreter, as `clearset ARGS` would in its own.
+
+    It goes through the entry point's `main()` (its one-line errors and exit codes), with
+    stdout and stderr captured as text and the progress interval of `run_cli`, and gives
+    the same result object. No interpreter start-up (about a second each, more on a loaded
+    machine): for tests of what a command does and says. A test about the process
+    boundary itself (signals, encodings of the real streams, a fresh interpreter, what is
+    logged before any handler is set up) uses `run_cli`.
+    """
+    import contextlib
+    import io
+    import signal
+
+    from clearset.cli import main
+    from clearset.cli.app import console, out
+    from clearset.sinks import clean
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = sys.argv, signal.getsignal(signal.SIGINT), sys.excepthook
+    # The CLI's consoles chose their colours when imported; under `pytest -s` on a
+    # terminal that was the terminal's. Captured here, they print as into a pipe.
+    consoles = [(each, each._color_system) for each in (console, out)]
+    for each, _ in consoles:
+        each._color_system = None
+    previous_interval = os.environ.get("CLEARSET_PROGRESS_INTERVAL")
+    # A real command starts with empty per-process caches: a keep list rewritten at the
+    # same path (match, then clean again) must be read again.
+    clean._set_cache.clear()
+    os.environ["CLEARSET_PROGRESS_INTERVAL"] = "3600"
+    sys.argv = ["clearset", *args]
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code
+                if isinstance(code, str):  # as the interpreter does with sys.exit("...")
+                    print(code, file=sys.stderr)
+                    code = 1
+    finally:
+        sys.argv = saved[0]
+        signal.signal(signal.SIGINT, saved[1])  # main() installs its own Ctrl-C handler
+        sys.excepthook = saved[2]  # and Typer its own traceback printer
+        for each, colours in consoles:
+            each._color_system = colours
+        if previous_interval is None:
+            os.environ.pop("CLEARSET_PROGRESS_INTERVAL", None)
+        else:
+            os.environ["CLEARSET_PROGRESS_INTERVAL"] = previous_interval
+    proc = subprocess.CompletedProcess(
+        ["clearset", *args], code or 0, stdout.getvalue(), stderr.getvalue()
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"clearset {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
 def tree_state(root: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every file under root: to show a source was not touched."""
     return {
@@ -44,14 +116,26 @@ def tree_state(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-#: img2dataset's own entry point, run in a fresh interpreter with the options as JSON.
+#: img2dataset's own entry point, run in a fresh interpreter: one `download()` per output
+#: folder, one after the other, with the options given as JSON.
+#:
+#: Each download starts a logger process and a worker pool of its own (spawned: each a
+#: fresh interpreter that imports this script, then img2dataset), and starting those
+#: interpreters is nearly all the time these runs take. So all runs share one parent, and
+#: two imports that do nothing here are left out, in the spawned processes too: wandb,
+#: which img2dataset's logger imports whole to use only with enable_wandb; and Ray, which
+#: its distributor imports when it can and does without (as when Ray is not installed)
+#: unless asked for the Ray distributor.
 I2D_SCRIPT = """
-import json, sys
+import json, sys, types
+sys.modules["wandb"] = types.ModuleType("wandb")
+sys.modules["ray"] = None
 from img2dataset import download
 if __name__ == "__main__":
-    download(url_list=sys.argv[1], output_folder=sys.argv[2], input_format="txt",
-             processes_count=1, enable_wandb=False, timeout=5, retries=0,
-             disallowed_header_directives=[], **json.loads(sys.argv[3]))
+    for output_folder, options in json.loads(sys.argv[2]).items():
+        download(url_list=sys.argv[1], output_folder=output_folder, input_format="txt",
+                 processes_count=1, enable_wandb=False, timeout=5, retries=0,
+                 disallowed_header_directives=[], **options)
 """
 
 
@@ -64,8 +148,8 @@ def run_img2dataset(
 ) -> list[str]:
     """Serve `pictures` from a loopback HTTP server and run the real img2dataset on their
     URLs (then `missing` names the server does not have, which fail), once per entry of
-    `runs`, side by side: output under root/NAME, `download()` options from the entry.
-    Returns the URLs of `pictures` in order. Skips the test if img2dataset is absent.
+    `runs`: output under root/NAME, `download()` options from the entry. Returns the URLs
+    of `pictures` in order. Skips the test if img2dataset is absent.
     """
     import functools
     import http.server
@@ -93,25 +177,18 @@ def run_img2dataset(
     (root / "urls.txt").write_text("\n".join([*urls, *(f"{base}/{m}" for m in missing)]) + "\n")
     (root / "run_i2d.py").write_text(I2D_SCRIPT)
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(root / "run_i2d.py"),
-                str(root / "urls.txt"),
-                str(root / name),
-                json.dumps(options),
-            ],  # fmt: skip
+    folders = {str(root / name): options for name, options in runs.items()}
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(root / "run_i2d.py"), str(root / "urls.txt"), json.dumps(folders)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             cwd=root,
+            timeout=timeout * len(runs),
         )
-        for name, options in runs.items()
-    ]
-    try:
-        for proc in procs:
-            assert proc.wait(timeout=timeout) == 0
     finally:
         server.shutdown()
+    assert proc.returncode == 0, proc.stderr[-4000:]
     return urls

@@ -22,7 +22,7 @@ from clearset.errors import ClearsetError, InputError, OutputError
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, clean_run, run_scan
 from clearset.sources import detect, open_source
-from tests.conftest import run_cli, run_img2dataset, tree_state
+from tests.conftest import cli, run_img2dataset, tree_state
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
@@ -97,9 +97,7 @@ def _manifest(run: Path) -> list[dict]:
 
 def _scan_clean(src: Path | str, tmp_path: Path, lst: str, *extra: str) -> tuple[Path, Path]:
     run, out = tmp_path / "run", tmp_path / "clean"
-    proc = run_cli(
-        "scan", str(src), "--out", str(run), "--list", lst, "--clean-to", str(out), *extra
-    )
+    proc = cli("scan", str(src), "--out", str(run), "--list", lst, "--clean-to", str(out), *extra)
     assert proc.returncode == 0, proc.stderr
     return run, out
 
@@ -186,7 +184,7 @@ def test_img2dataset_output_formats(img2dataset_outputs: dict, tmp_path: Path, f
     # Read the cleaned copy back: the listed picture is gone, the others are all there,
     # and no metadata of the removed item (its URL) remains anywhere in it.
     again = tmp_path / "again"
-    proc = run_cli("scan", str(out), "--out", str(again))
+    proc = cli("scan", str(out), "--out", str(again))
     assert proc.returncode == 0, proc.stderr
     kept = {r["upstream_sha256"] for r in _manifest(again) if r["status"] == "ok"}
     assert kept == originals - {hashlib.sha256(images[0]).hexdigest()}
@@ -211,7 +209,7 @@ def test_path_only_image_parquet_from_datasets_is_hashed(tmp_path: Path) -> None
     cell = pq.read_table(tmp_path / "abs.parquet").column("image")[0].as_py()
     assert cell["bytes"] is None and cell["path"]  # what `datasets` really writes
     run = tmp_path / "run-abs"
-    proc = run_cli("scan", str(tmp_path / "abs.parquet"), "--out", str(run))
+    proc = cli("scan", str(tmp_path / "abs.parquet"), "--out", str(run))
     assert proc.returncode == 0, proc.stderr
     assert {r["sha256"] for r in _manifest(run)} == {hashlib.sha256(d).digest() for d in pictures}
 
@@ -222,10 +220,10 @@ def test_path_only_image_parquet_from_datasets_is_hashed(tmp_path: Path) -> None
     table = relative.cast_column("image", datasets.Image(decode=False)).data.table
     rows = [{"image": {"bytes": None, "path": f"{n}.jpg"}} for n in range(3)]
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), meta / "rel.parquet")
-    proc = run_cli("scan", str(meta / "rel.parquet"), "--out", str(tmp_path / "r1"))
+    proc = cli("scan", str(meta / "rel.parquet"), "--out", str(tmp_path / "r1"))
     assert proc.returncode == 1 and "hashed no image in 3 manifest rows" in _said(proc.stderr)
     assert "unread (path_only 3)" in _said(proc.stderr)
-    proc = run_cli(
+    proc = cli(
         "scan", str(meta / "rel.parquet"), "--out", str(tmp_path / "r2"), "--base-dir", str(folder)
     )
     assert proc.returncode == 0, proc.stderr
@@ -347,11 +345,11 @@ def test_shards_with_similar_names_are_all_scanned_and_cleaned(
     url = f"{src}/{pattern}" if pattern else str(src)
     lst = _sha256_list(tmp_path / "l.txt", pictures[0])
     run, out = tmp_path / "run", tmp_path / "clean"
-    proc = run_cli("scan", url, "--out", str(run), "--list", lst, "-w", "2")
+    proc = cli("scan", url, "--out", str(run), "--list", lst, "-w", "2")
     assert proc.returncode == 0, proc.stderr
     rows = _manifest(run)
     assert len(rows) == expected and len({r["shard"] for r in rows}) == expected
-    proc = run_cli("clean", str(run), "--to", str(out), "-w", "2")
+    proc = cli("clean", str(run), "--to", str(out), "-w", "2")
     assert proc.returncode == 0, proc.stderr
     held = _all_bytes(out)
     assert pictures[0] not in held and all(p in held for p in pictures[1:])
@@ -391,13 +389,13 @@ def test_folder_never_follows_links_or_opens_fifos(tmp_path: Path) -> None:
     lst = _sha256_list(tmp_path / "l.txt", b"nothing listed here")
     for link in ([], ["--link"]):
         run, out = tmp_path / f"run{len(link)}", tmp_path / f"clean{len(link)}"
-        proc = run_cli("scan", str(src), "--out", str(run), "--list", lst)
+        proc = cli("scan", str(src), "--out", str(run), "--list", lst)
         assert proc.returncode == 0, proc.stderr
         rows = {r["member"]: r for r in _manifest(run)}
         assert rows["x.jpg"]["reason"] == "not_a_file: symlink"
         assert rows["fifo.jpg"]["reason"] == "not_a_file: fifo"
         assert rows["dir-link"]["status"] == "other"
-        proc = run_cli("clean", str(run), "--to", str(out), *link)
+        proc = cli("clean", str(run), "--to", str(out), *link)
         assert proc.returncode == 0, proc.stderr
         copied = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
         assert copied == ["ok.jpg"]
@@ -412,7 +410,7 @@ def test_scan_out_inside_the_source_is_refused(tmp_path: Path) -> None:
     src.mkdir()
     (src / "a.jpg").write_bytes(_jpeg(60))
     before = tree_state(src)
-    proc = run_cli("scan", str(src), "--out", str(src / "run"))
+    proc = cli("scan", str(src), "--out", str(src / "run"))
     assert proc.returncode != 0
     assert "overlaps the source" in _said(proc.stderr) and "Traceback" not in proc.stderr
     assert tree_state(src) == before and not (src / "run").exists()
@@ -435,7 +433,7 @@ def test_relative_source_is_stored_absolute_and_cleans_from_elsewhere(tmp_path: 
     assert proc.returncode == 0, proc.stderr
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["source"]["url"] == str(tmp_path / "work" / "s")
-    proc = run_cli("clean", str(tmp_path / "run"), "--to", str(tmp_path / "clean"))
+    proc = cli("clean", str(tmp_path / "run"), "--to", str(tmp_path / "clean"))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "clean").glob("*.jpg")) == ["b.jpg"]
 
@@ -449,14 +447,14 @@ def test_clean_refuses_a_member_the_scan_never_hashed(tmp_path: Path) -> None:
     _tar(shard, [("a.jpg", listed), ("b.jpg", kept)])
     lst = _sha256_list(tmp_path / "l.txt", listed)
     run = tmp_path / "run"
-    assert run_cli("scan", str(tmp_path / "s"), "--out", str(run), "--list", lst).returncode == 0
+    assert cli("scan", str(tmp_path / "s"), "--out", str(run), "--list", lst).returncode == 0
     stat = shard.stat()
     # The same size and time stamp, another member: only the bytes can tell.
     _tar(shard, [("a.jpg", listed), ("c.jpg", kept)])
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert shard.stat().st_size == stat.st_size
     out = tmp_path / "clean"
-    proc = run_cli("clean", str(run), "--to", str(out))
+    proc = cli("clean", str(run), "--to", str(out))
     assert proc.returncode == 1
     assert "00000.tar" in _said(proc.stderr) and "c.jpg" in _said(proc.stderr)
     assert not (out / "00000.tar").exists()
@@ -468,13 +466,13 @@ def test_whole_copy_refuses_changed_bytes(tmp_path: Path) -> None:
     _tar(shard, [("a.jpg", _jpeg(72))])
     lst = _sha256_list(tmp_path / "l.txt", b"nothing")
     run = tmp_path / "run"
-    assert run_cli("scan", str(tmp_path / "s"), "--out", str(run), "--list", lst).returncode == 0
+    assert cli("scan", str(tmp_path / "s"), "--out", str(run), "--list", lst).returncode == 0
     stat = shard.stat()
     _tar(shard, [("a.jpg", _jpeg(73))])  # same name, other picture
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     if shard.stat().st_size != stat.st_size:
         pytest.skip("the two JPEGs tar to different sizes")
-    proc = run_cli("clean", str(run), "--to", str(tmp_path / "clean"))
+    proc = cli("clean", str(run), "--to", str(tmp_path / "clean"))
     assert proc.returncode == 1 and "changed since it was scanned" in _said(proc.stderr)
     assert not (tmp_path / "clean" / "00000.tar").exists()
 
@@ -501,16 +499,14 @@ def test_a_scan_that_hashed_nothing_fails_and_cannot_be_cleaned(tmp_path: Path) 
         (src / f"{n}.txt").write_text("no picture here")
     lst = _sha256_list(tmp_path / "l.txt", b"x")
     run = tmp_path / "run"
-    proc = run_cli("scan", str(src), "--out", str(run), "--list", lst)
+    proc = cli("scan", str(src), "--out", str(run), "--list", lst)
     assert proc.returncode == 1
     assert "hashed no image in 3 manifest rows" in _said(proc.stderr)
     assert "Traceback" not in _said(proc.stderr)
-    proc = run_cli("clean", str(run), "--to", str(tmp_path / "clean"))
+    proc = cli("clean", str(run), "--to", str(tmp_path / "clean"))
     assert proc.returncode == 1 and "hashed no image" in _said(proc.stderr)
     assert not (tmp_path / "clean").exists()
-    proc = run_cli(
-        "scan", str(src), "--out", str(tmp_path / "run2"), "--list", lst, "--allow-missing"
-    )
+    proc = cli("scan", str(src), "--out", str(tmp_path / "run2"), "--list", lst, "--allow-missing")
     assert proc.returncode == 0, proc.stderr
     assert "accepted with --allow-missing" in _said(proc.stderr)
 
@@ -521,7 +517,7 @@ def test_a_scan_that_could_not_read_its_items_fails(tmp_path: Path) -> None:
     for n in range(9):
         (src / f"{n}.jpg").write_bytes(_jpeg(80 + n))
     (src / "9.jpg").write_bytes(b"\xff\xd8 a broken picture")  # 1 of 10 > 5 %
-    proc = run_cli("scan", str(src), "--out", str(tmp_path / "run"))
+    proc = cli("scan", str(src), "--out", str(tmp_path / "run"))
     assert proc.returncode == 1
     assert "could not read 1 of 10 items (10.0%" in _said(proc.stderr)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -534,7 +530,7 @@ def test_every_scan_prints_its_accounting_line(tmp_path: Path) -> None:
     src.mkdir()
     (src / "a.jpg").write_bytes(_jpeg(90))
     (src / "a.txt").write_text("caption")
-    proc = run_cli("scan", str(src), "--out", str(tmp_path / "run"))
+    proc = cli("scan", str(src), "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     assert "accounting: 2 rows: 1 images hashed; 0 unread; 1 other members hashed" in _said(
         proc.stdout

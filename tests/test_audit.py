@@ -25,7 +25,7 @@ from clearset.runs import ScanSettings, run_scan
 from clearset.runs.audit import LIMITS, AuditSettings, run_audit
 from clearset.sources import open_source
 from clearset.stages.audit import IndexSide, best_pairs, nearest, range_search, read_side
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 #: Edits of training pictures planted among the "generated" images.
 EDITS = ("reencode", "resize", "crop", "flip")
@@ -208,10 +208,10 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert "no images to audit" in proc.stderr
     out.mkdir()
     (out / "keep.txt").write_text("mine\n")
-    proc = run_cli("audit", str(generated), "--run", str(run), "--out", str(out))
+    proc = cli("audit", str(generated), "--run", str(run), "--out", str(out))
     assert proc.returncode == 2 and "not empty" in proc.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    proc = run_cli("audit", str(generated), "--run", str(run), "--embeddings", "one.parquet")
+    proc = cli("audit", str(generated), "--run", str(run), "--embeddings", "one.parquet")
     assert proc.returncode == 2 and "TRAIN.parquet,GEN.parquet" in proc.stderr
 
 
@@ -220,7 +220,7 @@ def test_the_cli_prints_how_many_generated_images_have_a_copy(
 ) -> None:
     run, generated, _ = corpus
     out = tmp_path / "cli"
-    proc = run_cli("audit", str(generated), "--run", str(run), "--out", str(out), "--dihedral",
+    proc = cli("audit", str(generated), "--run", str(run), "--out", str(out), "--dihedral",
                    "-w", "1", "--no-progress", check=True)  # fmt: skip
     assert f"{len(EDITS)} of {len(EDITS) + 3} generated images have a near copy" in proc.stdout
     assert "not that the model cannot reproduce" in " ".join(proc.stdout.split())

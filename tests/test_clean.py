@@ -22,7 +22,7 @@ from clearset.runs import MatchJob, ScanSettings, clean_run, run_scan
 from clearset.sinks import writers
 from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from clearset.sources import open_source
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 
 def tree_bytes(root: Path) -> dict[str, str]:
@@ -172,7 +172,7 @@ def test_drop_undecodable_and_empty_shards(tmp_path: Path) -> None:
     write_webdataset(src, items, shard_size=2)
     md5 = tmp_path / "md5.txt"
     md5.write_text("".join(hashlib.md5(i.data).hexdigest() + "\n" for i in items[2:4]))
-    run_cli(
+    cli(
         "scan",
         str(src),
         "--out",
@@ -182,10 +182,10 @@ def test_drop_undecodable_and_empty_shards(tmp_path: Path) -> None:
         "--allow-missing",
         check=True,
     )  # 2 of 6 undecodable on purpose: over the share a scan accepts unasked
-    run_cli("clean", str(tmp_path / "run"), "--to", str(tmp_path / "a"), check=True)
+    cli("clean", str(tmp_path / "run"), "--to", str(tmp_path / "a"), check=True)
     assert tar_members(tmp_path / "a" / "00001.tar") == {}  # written, empty
     assert len(tar_members(tmp_path / "a" / "00002.tar")) == 6  # undecodable kept
-    proc = run_cli(
+    proc = cli(
         "clean", str(tmp_path / "run"), "--to", str(tmp_path / "b"),
         "--drop-undecodable", "--drop-empty-shards", check=True,
     )  # fmt: skip
@@ -210,7 +210,7 @@ def test_parquet_round_trip_keeps_schema_row_groups_and_path_only_rows(tmp_path:
     items = _hf_parquet(tmp_path / "train.parquet", 7)
     md5 = tmp_path / "md5.txt"
     md5.write_text(hashlib.md5(items[1].data).hexdigest() + "\n")
-    run_cli("scan", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "run"),
+    cli("scan", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "run"),
             "--list", str(md5), "--allow-missing", check=True)  # fmt: skip
     counts = clean_run(tmp_path / "run", tmp_path / "out", workers=1)
     before, after = (
@@ -247,7 +247,7 @@ def test_folder_link_and_apply_removals_and_keep_list(
     urls = [u for u in side.column("url").to_pylist()][3:]
     pq.write_table(pa.table({"url": urls}), tmp_path / "new-release.parquet")
     out = tmp_path / "kept"
-    run_cli(
+    cli(
         "apply-removals", str(demo_data.webdataset / "00000.tar"), "--to", str(out),
         "--keep-list", str(tmp_path / "new-release.parquet"), check=True,
     )  # fmt: skip
@@ -266,7 +266,7 @@ def test_folder_source_clean_copies_whole_keys(tmp_path: Path) -> None:
     write_folder(tmp_path / "src", items)
     md5 = tmp_path / "md5.txt"
     md5.write_text(hashlib.md5(items[2].data).hexdigest() + "\n")
-    run_cli("scan", str(tmp_path / "src"), "--out", str(tmp_path / "run"), "--list", str(md5),
+    cli("scan", str(tmp_path / "src"), "--out", str(tmp_path / "run"), "--list", str(md5),
             check=True)  # fmt: skip
     clean_run(tmp_path / "run", tmp_path / "out", workers=1)
     got = tree_bytes(tmp_path / "out")
@@ -340,7 +340,7 @@ def test_clean_refuses_a_shard_changed_since_the_scan(demo_data: DemoData, tmp_p
         info = tarfile.TarInfo("999999999.jpg")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    proc = run_cli("clean", str(run), "--to", str(tmp_path / "out"))
+    proc = cli("clean", str(run), "--to", str(tmp_path / "out"))
     assert proc.returncode != 0
     assert "00001.tar: changed since it was scanned" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

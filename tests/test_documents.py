@@ -33,7 +33,7 @@ from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from clearset.sinks.report import build_report
 from clearset.sources import open_source
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 MARKDOWN = ("eu-ai-act", "ab2013", "datacard")
 
@@ -392,16 +392,16 @@ def test_check_cli_lists_gaps_and_exits_by_what_is_left(
     documents: dict, demo_run: dict, tmp_path: Path
 ) -> None:
     path = documents["demo", "ab2013"]
-    proc = run_cli("document", "--check", str(path))
+    proc = cli("document", "--check", str(path))
     assert proc.returncode == 1, proc.stderr
     listed = re.findall(r"GAP \(answers key ([a-z_.]+)\)", proc.stdout)
     assert sorted(set(listed)) == sorted({m["key"] for m in GAP_PATTERN.finditer(path.read_text())})
     _all_answers(tmp_path / "answers.yaml")
     out = tmp_path / "ab2013.md"
-    proc = run_cli("document", str(demo_run["run"]), "--format", "ab2013", "--out", str(out),
+    proc = cli("document", str(demo_run["run"]), "--format", "ab2013", "--out", str(out),
                    "--answers", str(tmp_path / "answers.yaml"))  # fmt: skip
     assert proc.returncode == 0 and str(out) in proc.stdout, proc.stderr
-    proc = run_cli("document", "--check", str(out))
+    proc = cli("document", "--check", str(out))
     assert proc.returncode == 0 and "no gaps left" in proc.stdout
 
 
@@ -419,15 +419,15 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> No
 def test_check_refuses_a_file_that_is_no_document(demo_run: dict, tmp_path: Path) -> None:
     notes = tmp_path / "notes.md"
     notes.write_text("# my notes\nGAP: nothing [answers: dataset.license]\n")
-    _one_line_error(run_cli("document", "--check", str(notes)), str(notes), "not a document")
-    proc = run_cli("document", "--check", str(demo_run["run"] / "run.json"))
+    _one_line_error(cli("document", "--check", str(notes)), str(notes), "not a document")
+    proc = cli("document", "--check", str(demo_run["run"] / "run.json"))
     _one_line_error(proc, "run.json", "not a document")
     assert proc.returncode == 2
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    proc = run_cli("document", str(tmp_path / "empty"), "--format", "ab2013")
+    proc = cli("document", str(tmp_path / "empty"), "--format", "ab2013")
     _one_line_error(proc, str(tmp_path / "empty"), "not a clearset run folder")
     assert not (tmp_path / "empty" / "documents").exists()
 
@@ -450,7 +450,7 @@ def test_a_bad_answers_file_is_one_line_and_writes_nothing(
     answers = tmp_path / "answers.yaml"
     answers.write_text(content)
     out = tmp_path / "doc.md"
-    proc = run_cli("document", str(demo_run["run"]), "--format", "eu-ai-act", "--out", str(out),
+    proc = cli("document", str(demo_run["run"]), "--format", "eu-ai-act", "--out", str(out),
                    "--answers", str(answers))  # fmt: skip
     _one_line_error(proc, needle)
     assert proc.returncode == 2 and not out.exists()

@@ -41,7 +41,7 @@ from clearset.runs import (
 )
 from clearset.runs.status import run_status, status_lines
 from clearset.sources import open_source
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,10 +200,11 @@ def test_local_ray_and_two_ranks_give_the_same_run_and_local_ray_the_same_copy_a
     assert ray_engine.name == "ray"
     assert _scan_clean_sign(demo_data, tmp_path / "ray", ray_engine, key) == local
     # The ranks of an array job, one after the other, make the same run (what follows a
-    # scan reads only the run, so the copy and receipt follow from it).
+    # scan reads only the run, so the copy and receipt follow from it). One worker each:
+    # the split is the point, and a pool of two per rank only adds processes to start.
     ranks = tmp_path / "ranks" / "run"
     for rank in range(2):
-        scan(demo_data, ranks, LocalEngine(2), Split(rank, 2))
+        scan(demo_data, ranks, LocalEngine(1), Split(rank, 2))
     assert run_data(ranks) == run_data(tmp_path / "local" / "run")
 
 
@@ -313,7 +314,7 @@ def test_a_shard_that_fails_every_try_is_reported_with_its_reason_and_retried_on
     scan(many, run, LocalEngine(2), source=source)
     assert not (run / "failed" / "00011.tar.json").exists()
     assert run_data(run) == run_data(local_many)
-    assert run_cli("status", str(run)).returncode == 0
+    assert cli("status", str(run)).returncode == 0
 
 
 # ---------------------------------------------------------------- status and options
@@ -326,13 +327,13 @@ def test_status_of_a_half_done_array_job_says_which_ranks_to_run(
     shards = len(list(many.webdataset.glob("*.tar")))
     mine = len(range(1, shards, 3))
     args = ["--list", str(many.pdq_list), "--world-size", "3", "--workers", "1", "--no-progress"]
-    first = run_cli("scan", str(many.webdataset), "--out", str(run), "--rank", "1", *args)
+    first = cli("scan", str(many.webdataset), "--out", str(run), "--rank", "1", *args)
     assert first.returncode == 0, first.stderr
     assert f"rank 1 of 3: {mine} shards scanned now" in first.stdout
     assert f"{mine} of {shards} shards of the run are done" in first.stdout
     assert not (run / "matches.parquet").exists(), "the run is not finished by one rank"
 
-    shown = run_cli("status", str(run), "--json")
+    shown = cli("status", str(run), "--json")
     assert shown.returncode == 1
     status = json.loads(shown.stdout)
     assert status["shards"] == shards and status["shards_done"] == mine
@@ -341,7 +342,7 @@ def test_status_of_a_half_done_array_job_says_which_ranks_to_run(
         json.loads(m.read_text())["rows"] for m in (run / "markers").iterdir()
     )
     assert status["rerun_ranks"] == {"world_size": 3, "ranks": [0, 2]}
-    text = run_cli("status", str(run)).stdout
+    text = cli("status", str(run)).stdout
     assert f"shards: {mine} done, 0 failed, {shards - mine} not done, of {shards}" in text
     assert "--world-size 3 --rank 0, 2" in text
     assert status["list_index"] is False and "list index" not in text, "the rank removed it"
@@ -350,7 +351,7 @@ def test_status_of_a_half_done_array_job_says_which_ranks_to_run(
     assert len(said) == 1 and str(run / ".list-index") in said[0], said
 
     # A run that is not finished backs no clean, and says why.
-    refused = run_cli("clean", str(run), "--to", str(tmp_path / "clean"))
+    refused = cli("clean", str(run), "--to", str(tmp_path / "clean"))
     assert refused.returncode != 0 and "the scan is not finished" in refused.stderr
 
 
@@ -372,7 +373,7 @@ def test_bad_scale_out_options_are_one_line_errors_that_write_nothing(
     demo_data: DemoData, tmp_path: Path, args: list[str], problem: str
 ) -> None:
     args = [a.replace("CLEAN", str(tmp_path / "clean")) for a in args]
-    proc = run_cli(
+    proc = cli(
         "scan", str(demo_data.webdataset), "--out", str(tmp_path / "run"),
         "--list", str(demo_data.md5_list), *args,
     )  # fmt: skip

@@ -25,7 +25,7 @@ from clearset.runs import ScanSettings, run_scan
 from clearset.sinks.manifest import COLUMNS, read_manifest_files
 from clearset.sources import FetchSettings, open_source
 from clearset.sources.fetcher import disallows_ai, fetch_stream, retry_after_seconds
-from tests.conftest import run_cli
+from tests.conftest import cli
 from tests.fetch_server import BIG_BYTES, MARKER, SLOW_SECONDS, LoopbackServer, jpeg, png
 
 # The read timeout leaves room for a loaded machine (a spurious timeout fails a test),
@@ -164,7 +164,7 @@ def test_ignore_noai_fetches_and_still_records_the_header(
 ) -> None:
     (tmp_path / "urls.txt").write_text(server.url("/noai/21") + "\n")
     run = tmp_path / "run"
-    proc = run_cli(
+    proc = cli(
         "scan", str(tmp_path / "urls.txt"), "--fetch", "--out", str(run), "--ignore-noai",
         "--no-progress", *FAST_ARGS,
     )  # fmt: skip
@@ -273,7 +273,7 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
     pq.write_table(table, src / "part-0.parquet", row_group_size=4, compression="snappy")
     lst = _sha_list(tmp_path / "known.txt", jpeg(202), jpeg(207))
     run, clean = tmp_path / "run", tmp_path / "clean"
-    proc = run_cli(
+    proc = cli(
         "scan", str(src / "part-0.parquet"), "--fetch", "--out", str(run), "--list", lst,
         "--clean-to", str(clean), "--shard-rows", "3", "-w", "1", "--no-progress",
         "--allow-missing", *FAST_ARGS,
@@ -303,7 +303,7 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
 
     # the failed fetch is kept only when asked for
     again = tmp_path / "again"
-    proc = run_cli("clean", str(run), "--to", str(again), "--keep-unfetched")
+    proc = cli("clean", str(run), "--to", str(again), "--keep-unfetched")
     assert proc.returncode == 0, proc.stderr
     kept_rows = pq.read_table(again / "part-0.parquet").column("uid").to_pylist()
     assert kept_rows == [f"u{i}" for i in range(n) if i not in (2, 7)]
@@ -328,7 +328,7 @@ def test_text_url_lists_are_cleaned_record_for_record(
     path.write_bytes((header + "".join(records)).encode())
     lst = _sha_list(tmp_path / "known.txt", jpeg(301), jpeg(305))
     run, clean = tmp_path / "run", tmp_path / "clean"
-    proc = run_cli(
+    proc = cli(
         "scan", str(path), "--fetch", "--out", str(run), "--list", lst, "--clean-to",
         str(clean), "--shard-rows", "3", "-w", "1", "--no-progress", *FAST_ARGS,
     )  # fmt: skip
@@ -351,7 +351,7 @@ def test_a_killed_fetch_scan_resumes_to_the_uninterrupted_result(tmp_path: Path)
         args = ["--fetch", "--shard-rows", "4", "--concurrency", "2", "--per-host", "2"]
         args += ["-w", "1", "--no-progress", "--allow-missing", *FAST_ARGS]
         full, killed = tmp_path / "full", tmp_path / "killed"
-        scanned = run_cli("scan", str(tmp_path / "urls.txt"), "--out", str(full), *args)
+        scanned = cli("scan", str(tmp_path / "urls.txt"), "--out", str(full), *args)
         assert scanned.returncode == 0, scanned.stderr
         proc = subprocess.Popen(
             [sys.executable, "-m", "clearset.cli", "scan", str(tmp_path / "urls.txt"),
@@ -367,7 +367,7 @@ def test_a_killed_fetch_scan_resumes_to_the_uninterrupted_result(tmp_path: Path)
         done = len(list((killed / "markers").glob("*.done.json")))
         assert 0 < done < 13, "the scan must be stopped part-way for this test to mean anything"
         served = sum(slow.handler.hits.values())
-        resumed = run_cli("scan", str(tmp_path / "urls.txt"), "--out", str(killed), *args)
+        resumed = cli("scan", str(tmp_path / "urls.txt"), "--out", str(killed), *args)
         assert resumed.returncode == 0, resumed.stderr
         # the finished shards' URLs are not fetched again
         assert sum(slow.handler.hits.values()) - served <= len(urls) - 4 * done + 4
@@ -400,7 +400,7 @@ def test_bad_url_lists_are_one_line_errors_that_leave_nothing(
     (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
     pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"]}), tmp_path / "urls.parquet")
     out = tmp_path / "out"
-    proc = run_cli("scan", str(tmp_path / name), "--fetch", "--out", str(out), *extra)
+    proc = cli("scan", str(tmp_path / name), "--fetch", "--out", str(out), *extra)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -420,7 +420,7 @@ def test_fetch_options_without_fetch_are_refused_not_ignored(
     demo_data: DemoData, tmp_path: Path, extra: list[str], named: str
 ) -> None:
     out = tmp_path / "out"
-    proc = run_cli("scan", str(demo_data.webdataset), "--out", str(out), *extra)
+    proc = cli("scan", str(demo_data.webdataset), "--out", str(out), *extra)
     assert proc.returncode == 2, proc.stderr
     said = f"clearset: error: scan: {named} (SOURCE as a URL list)"
     assert proc.stderr.strip().splitlines() == [said]
@@ -430,7 +430,7 @@ def test_fetch_options_without_fetch_are_refused_not_ignored(
 def test_a_clean_over_the_url_list_itself_is_refused(tmp_path: Path) -> None:
     pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"]}), tmp_path / "urls.parquet")
     before = (tmp_path / "urls.parquet").read_bytes()
-    proc = run_cli(
+    proc = cli(
         "scan", str(tmp_path / "urls.parquet"), "--fetch", "--out", str(tmp_path / "run"),
         "--clean-to", str(tmp_path), "--drop-undecodable",
     )  # fmt: skip
@@ -445,7 +445,7 @@ def test_dry_run_prints_hosts_and_an_estimate_and_writes_nothing(
     urls += ["http://other.invalid/a.jpg", "not a url"]
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
     out = tmp_path / "out"
-    proc = run_cli(
+    proc = cli(
         "scan", str(tmp_path / "urls.txt"), "--fetch", "--dry-run", "--sample", "10",
         "--out", str(out), "-w", "2", *FAST_ARGS,
     )  # fmt: skip

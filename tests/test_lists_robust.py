@@ -27,7 +27,7 @@ from clearset.lists import HASH_BYTES, load_list
 from clearset.lists.collect import EntryCollector
 from clearset.lists.model import url_md5_forms
 from clearset.matching.matcher import Matcher, MatchSettings, list_record
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 
 def random_hex(count: int, hash_type: str, seed: int) -> list[str]:
@@ -180,7 +180,7 @@ def test_cli_prints_skips_once_and_records_them_in_run_and_report(
     matches = [json.loads(line) for line in _match_rows(run)]
     assert any(m["hash_type"] == "url_md5" for m in matches)
 
-    assert run_cli("report", str(run)).returncode == 0
+    assert cli("report", str(run)).returncode == 0
     report = json.loads((run / "report.json").read_text())
     by_type = {r["hash_type"]: r for r in report["lists"]}
     assert by_type["md5"]["skipped_total"] == 3
@@ -363,7 +363,7 @@ def test_deeply_nested_json_is_one_line(tmp_path, depth, name):
 
 def test_deeply_nested_json_through_the_cli(demo_data: DemoData, tmp_path: Path) -> None:
     path = write(tmp_path, "deep.json", '{"hashes": ' + "[" * 3_000 + "]" * 3_000 + "}")
-    proc = run_cli("scan", str(demo_data.webdataset), "--out", str(tmp_path / "run"), "-l", path)
+    proc = cli("scan", str(demo_data.webdataset), "--out", str(tmp_path / "run"), "-l", path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "too deeply nested" in proc.stderr and "Traceback" not in proc.stderr

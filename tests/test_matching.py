@@ -20,7 +20,7 @@ from clearset.matching.reference import hamming_distance
 from clearset.runfolder import RunFolder
 from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
 from clearset.sources import open_source
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_metadata_only_parquet_is_screened_by_md5_and_url(tmp_path: Path) -> Non
     md5s = _metadata_parquet(tmp_path / "meta.parquet")
     (tmp_path / "md5.txt").write_text(f"{md5s[1]}\n{md5s[4].upper()}\n")
     (tmp_path / "urls.txt").write_text("https://images.example.com/meta/2.jpg\n")
-    proc = run_cli(
+    proc = cli(
         "scan", str(tmp_path / "meta.parquet"), "--out", str(tmp_path / "run"), "--allow-missing",
         "--list", str(tmp_path / "md5.txt"), "--list", f"{tmp_path / 'urls.txt'},type=url",
         check=True,
@@ -217,9 +217,7 @@ def test_closest_entry_is_the_one_named(tmp_path: Path) -> None:
 def test_bad_list_fails_before_any_scan(demo_data: DemoData, tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("pdq " + "0" * 64 + "\n")
-    proc = run_cli(
-        "scan", str(demo_data.folder), "--out", str(tmp_path / "run"), "--list", str(bad)
-    )
+    proc = cli("scan", str(demo_data.folder), "--out", str(tmp_path / "run"), "--list", str(bad))
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1 and "bad.txt:1" in proc.stderr
     assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.runs.prompts import most_duplicated
 from clearset.sources import open_source
-from tests.conftest import run_cli
+from tests.conftest import cli, run_cli
 
 SECRET = "the caption of a matched item"
 
@@ -80,7 +80,7 @@ def test_the_cli_lists_prompts_and_writes_them(items: list, tmp_path: Path) -> N
     write_webdataset(tmp_path / "shards", items, 4)
     _scan(tmp_path / "shards", tmp_path / "run", items, tmp_path)
     out = tmp_path / "prompts.json"
-    proc = run_cli("prompts", str(tmp_path / "run"), "--top", "50", "--out", str(out), check=True)
+    proc = cli("prompts", str(tmp_path / "run"), "--top", "50", "--out", str(out), check=True)
     assert "a red barn" in proc.stdout and SECRET not in proc.stdout
     assert "left out, as matched against a list: 1 items" in proc.stdout
     assert json.loads(out.read_text())["by_caption"][0] == {"caption": "a red barn", "items": 3}

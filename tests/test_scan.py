@@ -19,7 +19,7 @@ from clearset.errors import RunFolderError
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanIncomplete, ScanSettings, run_scan
 from clearset.sources import open_source
-from tests.conftest import run_cli, tree_state
+from tests.conftest import cli, run_cli, tree_state
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_corrupt_shard_fails_alone_and_leaves_no_partial_output(tmp_path: Path) 
 
 
 def test_cli_scan_and_summary(demo_data: DemoData, tmp_path: Path) -> None:
-    proc = run_cli(
+    proc = cli(
         "scan", str(demo_data.hf_parquet), "--out", str(tmp_path / "r"), "--no-progress", check=True
     )
     assert "decompression_bomb" in proc.stdout and "manifest" in proc.stdout
@@ -216,7 +216,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(
         "bad_parquet": str(tmp_path / "broken.parquet"),
         "out": str(tmp_path / "out"),
     }
-    proc = run_cli(*[a.format(**names) for a in args])
+    proc = cli(*[a.format(**names) for a in args])
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
