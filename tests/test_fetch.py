@@ -309,6 +309,19 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
     assert kept_rows == [f"u{i}" for i in range(n) if i not in (2, 7)]
 
 
+def test_only_finished_parts_of_a_url_list_are_assembled(tmp_path: Path) -> None:
+    # Another worker's part still being written (an atomic write's temporary name) must
+    # neither crash the shard that looks nor count as written.
+    from clearset.sinks.atomic import TMP_PREFIX
+    from clearset.sinks.writers import finished_parts
+
+    for lo, hi in ((0, 3), (3, 6)):
+        (tmp_path / f"{lo:012d}-{hi:012d}.part").write_bytes(b"done")
+    (tmp_path / f"{TMP_PREFIX}4242-000000000006-000000000009.part").write_bytes(b"half")
+    (tmp_path / "notes.part").write_bytes(b"?")
+    assert [(lo, hi) for lo, hi, _ in finished_parts(tmp_path)] == [(0, 3), (3, 6)]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "txt"])
 def test_text_url_lists_are_cleaned_record_for_record(
     server: LoopbackServer, tmp_path: Path, fmt: str

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import tarfile
 import zlib
 from collections.abc import Container
@@ -486,6 +487,15 @@ def write_folder_shard(
 
 #: Where a URL list's shards leave their kept rows until every shard of the file is in.
 URL_PARTS_DIR = "parts"
+#: A finished part of a URL list's cleaned copy: its first and end row.
+_PART_NAME = re.compile(r"(\d{12})-(\d{12})\.part")
+
+
+def finished_parts(parts: Path) -> list[tuple[int, int, Path]]:
+    """(first row, end row, file) of each finished part in ``parts``, in order: not
+    another worker's part still being written under an atomic write's temporary name."""
+    found = ((_PART_NAME.fullmatch(p.name), p) for p in parts.iterdir())
+    return sorted((int(m[1]), int(m[2]), p) for m, p in found if m)
 
 
 def write_url_shard(
@@ -577,10 +587,9 @@ def write_url_shard(
             total = pq.ParquetFile(handle).metadata.num_rows
     else:
         total = sum(1 for _ in text_records(shard.path, fmt, None, need_url=False)[2])
-    found = sorted(parts.glob("*.part"))
-    ranges = [tuple(int(x) for x in p.stem.split("-")) for p in found]
+    found = finished_parts(parts)
     covered = 0
-    for lo, hi in ranges:
+    for lo, hi, _ in found:
         if lo != covered:
             return written  # another shard of this file is not written yet
         covered = hi
@@ -593,7 +602,7 @@ def write_url_shard(
         with atomic_path(target) as tmp:
             writer = pq.ParquetWriter(tmp, schema, compression=parquet_codec(meta))
             try:
-                for path in found:
+                for _, _, path in found:
                     writer.write_table(pq.read_table(path).cast(schema), parquet_row_group(meta))
             finally:
                 writer.close()
@@ -603,7 +612,7 @@ def write_url_shard(
             open(tmp, "w", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as out,
         ):
             out.write(header)
-            for path in found:
+            for _, _, path in found:
                 with open(path, encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as src:
                     while block := src.read(1 << 20):
                         out.write(block)
