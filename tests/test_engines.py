@@ -94,8 +94,10 @@ def copy_digest(dest: Path) -> dict[str, str]:
     }
 
 
-def receipt_root(run: Path, key: Path) -> tuple[str, int]:
-    envelope = issue_receipt(run, key)  # in this process: the CLI's own call
+def receipt_root(run: Path, key: Path, engine: Engine | None = None) -> tuple[str, int]:
+    # In this process: the CLI's own call; the tree's extract, sort and hash tasks run
+    # on ``engine`` (so Ray builds the Ray run's tree).
+    envelope = issue_receipt(run, key, engine=engine)
     tree = json.loads(base64.b64decode(envelope["payload"]))["predicate"]["tree"]
     return tree["root"], tree["size"]
 
@@ -184,7 +186,7 @@ def _scan_clean_sign(demo: DemoData, root: Path, engine: Engine, key: Path) -> d
         "removals": sorted_table(run / "removals.parquet", ["shard", "key"]),
         "copy": copy_digest(root / "clean"),
         "applied": copy_digest(root / "applied"),
-        "receipt": receipt_root(run, key),
+        "receipt": receipt_root(run, key, engine),
     }
 
 
