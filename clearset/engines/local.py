@@ -57,6 +57,7 @@ def _start_worker(
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # what it starts: as usual
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.unraisablehook = _on_unraisable
     _die_with_parent(parent, death_signal)
     if initializer is not None:
         initializer(*initargs)
@@ -105,6 +106,17 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise _Terminated
     remove_pending_tmp()
     os._exit(128 + signum)  # idle: nothing open
+
+
+def _on_unraisable(unraisable: Any) -> None:
+    """A stop that landed where Python swallows exceptions (a weakref callback, such as
+    importlib's module-lock one mid-import, or a __del__) ends the worker there, as it
+    would have ended the task, instead of printing "Exception ignored" with a traceback
+    to the user's terminal and running on."""
+    if isinstance(unraisable.exc_value, _Terminated):
+        remove_pending_tmp()
+        os._exit(128 + signal.SIGTERM)
+    sys.__unraisablehook__(unraisable)
 
 
 def _run_task(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
