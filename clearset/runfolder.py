@@ -95,7 +95,9 @@ class RunFolder:
 
     def done_markers(self) -> list[dict[str, Any]]:
         markers = []
-        for marker in sorted(self.markers_dir.glob(f"*{DONE_SUFFIX}")):
+        # Not a marker still being written (an atomic write's .tmp- name): a kill in that
+        # moment leaves one, half written, until the next run sweeps it.
+        for marker in sorted(self.markers_dir.glob(f"[!.]*{DONE_SUFFIX}")):
             try:
                 markers.append(json.loads(marker.read_text()))
             except ValueError:

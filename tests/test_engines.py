@@ -447,13 +447,13 @@ def test_a_ray_driver_killed_mid_run_resumes_to_the_local_result(
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while not list((run / "markers").glob("*.done.json")) and time.monotonic() < deadline:
+        while not list((run / "markers").glob("[!.]*.done.json")) and time.monotonic() < deadline:
             assert driver.poll() is None, "the scan ended before it could be killed"
             time.sleep(0.2)
     finally:
         driver.kill()
         driver.wait(timeout=60)
-    done = len(list((run / "markers").glob("*.done.json")))
+    done = len(list((run / "markers").glob("[!.]*.done.json")))
     shards = len(list(many.webdataset.glob("*.tar")))
     assert 0 < done < shards, "killed mid-run"
     assert not json.loads((run / "run.json").read_text())["finished"]

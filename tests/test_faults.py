@@ -141,7 +141,7 @@ def test_kill_9_of_the_parent_ends_its_workers_and_resource_tracker(
 ) -> None:
     run = tmp_path / "run"
     proc = _start_scan(shards, run, "-w", "2", "--exact-pdq")
-    _wait_for(lambda: list((run / "markers").glob("*.done.json")), what="a finished shard")
+    _wait_for(lambda: list((run / "markers").glob("[!.]*.done.json")), what="a finished shard")
     members = session_members(proc.pid)
     assert len(_workers_of(proc.pid)) == 2
     tracker = [p for p in members if b"resource_tracker" in Path(f"/proc/{p}/cmdline").read_bytes()]

@@ -373,11 +373,12 @@ def test_a_killed_fetch_scan_resumes_to_the_uninterrupted_result(tmp_path: Path)
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list((killed / "markers").glob("*.done.json")):
+        markers = killed / "markers"
+        while time.monotonic() < deadline and not list(markers.glob("[!.]*.done.json")):
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        done = len(list((killed / "markers").glob("*.done.json")))
+        done = len(list((killed / "markers").glob("[!.]*.done.json")))
         assert 0 < done < 13, "the scan must be stopped part-way for this test to mean anything"
         served = sum(slow.handler.hits.values())
         resumed = cli("scan", str(tmp_path / "urls.txt"), "--out", str(killed), *args)

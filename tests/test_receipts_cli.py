@@ -560,7 +560,7 @@ def test_receipt_names_places_without_local_paths_and_warns_on_an_open_key(
     assert _statement(signed["new"])["subject"][0]["name"] == demo_data.webdataset.name
     # Which cleaned copy: its name, its clean's finish time, its manifest's digest.
     record = clean_info(signed["new"])
-    markers = sorted((signed["new"] / "cleaned" / "markers").glob("*.done.json"))
+    markers = sorted((signed["new"] / "cleaned" / "markers").glob("[!.]*.done.json"))
     pairs = [
         [m["shard_id"], m["manifest_sha256"]] for m in map(json.loads, map(Path.read_text, markers))
     ]

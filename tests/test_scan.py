@@ -116,13 +116,17 @@ def test_killed_scan_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((killed / "markers").glob("*.done.json")):
+    while time.monotonic() < deadline and not list((killed / "markers").glob("[!.]*.done.json")):
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list((killed / "markers").glob("*.done.json")))
+    done = len(list((killed / "markers").glob("[!.]*.done.json")))
     total = len(open_source(src).shards())
     assert 0 < done < total, "the scan must be stopped part-way for this test to mean anything"
+    # A kill while a marker is being written leaves its temporary file, half written:
+    # it is not a marker (a glob of *.done.json also matches it).
+    (killed / "markers" / ".tmp-4242-99999.done.json").write_text('{"shard_id": ')
+    assert len(RunFolder(killed).done_markers()) == done
 
     result = run_scan(
         open_source(src), killed, ScanSettings(), workers=2, show_progress=False, allow_missing=True
@@ -255,7 +259,7 @@ def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) ->
         preexec_fn=_sigint_default,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list((run / "markers").glob("*.done.json")):
+    while time.monotonic() < deadline and not list((run / "markers").glob("[!.]*.done.json")):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)
@@ -269,7 +273,7 @@ def test_ctrl_c_twice_with_workers_stops_promptly_and_resumes(tmp_path: Path) ->
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr, stderr
     assert not wait_session_empty(proc.pid), "a worker outlived the interrupted scan"
-    done = len(list((run / "markers").glob("*.done.json")))
+    done = len(list((run / "markers").glob("[!.]*.done.json")))
     assert done < len(open_source(src).shards())
     run_scan(open_source(src), run, ScanSettings(exact_pdq=True), workers=2, show_progress=False)
     full = tmp_path / "full"

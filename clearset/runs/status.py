@@ -63,7 +63,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
 
 def _ranks(run: RunFolder) -> list[dict[str, Any]]:
     found = []
-    for path in sorted((run.path / RANKS_DIR).glob("*.json")):
+    for path in sorted((run.path / RANKS_DIR).glob("[!.]*.json")):  # not a .tmp- one
         try:
             found.append(json.loads(path.read_text()))
         except ValueError:
