@@ -352,7 +352,9 @@ def _tar_keys(path: Path) -> set[str]:
         return {name.split(".", 1)[0] for name in tar.getnames()}
 
 
-def test_apply_removals_counts_are_true_on_a_rerun(demo_data: DemoData, tmp_path: Path) -> None:
+def test_apply_removals_counts_are_true_on_a_rerun(
+    demo_data: DemoData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from clearset.runs import apply_removals
 
     run = tmp_path / "run"
@@ -363,9 +365,26 @@ def test_apply_removals_counts_are_true_on_a_rerun(demo_data: DemoData, tmp_path
     )  # fmt: skip
     removed = set(pq.read_table(run / "matches.parquet").column("key").to_pylist())
     first = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "out")
-    again = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "out")
+    # A re-run that resumes a stopped apply counts the shards done before it too.
+    real, calls = writers.WRITERS["webdataset"], []
+
+    def stopped(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setitem(writers.WRITERS, "webdataset", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "again", workers=1)
+    monkeypatch.setitem(writers.WRITERS, "webdataset", real)
+    again = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "again")
     assert first["keys_removed"] == len(removed) == again["keys_removed"]
-    assert again["shards_skipped"] == again["shards"] and first["shards_skipped"] == 0
+    assert again["shards_skipped"] == 2 and first["shards_skipped"] == 0
+    assert tree_bytes(tmp_path / "again") == tree_bytes(tmp_path / "out")
+    # A finished copy keeps no state, so it is never taken for one in progress.
+    with pytest.raises(OutputError, match="a finished clean keeps no state"):
+        apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "out")
     untouched = [p for p in demo_data.webdataset.glob("*.tar") if not _tar_keys(p) & removed]
     assert first["shards_copied_whole"] == len(untouched) >= 1
     kept = sum(len(_tar_keys(p)) for p in (tmp_path / "out").glob("*.tar"))

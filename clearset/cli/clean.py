@@ -103,6 +103,10 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
         out.print(f"  {reason}: {number:,} key{'s' if number != 1 else ''}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
+    from clearset.sinks.clean import card_lines, clean_info
+
+    for line in card_lines((clean_info(run_dir) or {}).get("card_files")):
+        out.print(line)
 
 
 @app.command()
@@ -176,3 +180,7 @@ def apply_removals_command(
         f"{counts['shards_copied_whole']:,} shards had nothing to remove and were copied "
         f"whole; cleaned copy: {to}"
     )
+    from clearset.sinks.clean import card_lines
+
+    for line in card_lines(counts.get("card_files")):
+        out.print(line)

@@ -17,11 +17,14 @@ from clearset.sinks.clean import (
     CleanJob,
     CleanOptions,
     CleanShardSummary,
+    clean_info,
     clean_run_shard,
+    drop_state,
     finish_clean,
     keep_set,
     prepare_clean,
     prepare_destination,
+    publish_cards,
     record_clean,
     refuse_overlap,
     sweep_dest_tmp,
@@ -67,7 +70,8 @@ def clean_run(
             keep_unfetched=keep_unfetched,
         ),
     )
-    prepare_clean(run, info, job, shards)
+    if prepare_clean(run, info, job, shards):
+        return (clean_info(run.path) or {}).get("counts") or {}  # finished before
     engine = choose_engine(engine, workers, source.url, keep_list)
     tasks = [
         Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
@@ -85,8 +89,11 @@ def clean_run(
         for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
             sweep_tmp(folder)
         raise
-    counts = finish_clean(run)
+    # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
+    cards = publish_cards(Path(job.dest), info["source"])
+    counts = finish_clean(run, cards)
     record_clean(run)
+    drop_state(Path(job.dest))
     return counts
 
 
@@ -140,6 +147,10 @@ def apply_removals(
     done = run_shard_tasks(
         engine, tasks, label="apply", show_progress=show_progress, console=console, retries=retries
     )
+    # No run folder remembers this copy: once it is whole, its card joins it and every
+    # trace of the clean (local paths, markers) leaves it, so a finished copy is not redone.
+    cards = publish_cards(dest, source.spec())
+    drop_state(dest)
     # A shard with nothing to remove is copied whole, unread, so its keys are not
     # counted: "kept" covers the rewritten shards only, and says so.
     return {
@@ -149,6 +160,7 @@ def apply_removals(
         "keys_kept_in_rewritten_shards": sum(s.rows for s in done if not s.copied_whole),
         "shards_copied_whole": sum(s.copied_whole for s in done),
         "shards_skipped": sum(s.skipped for s in done),
+        "card_files": cards,
     }
 
 

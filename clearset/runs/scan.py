@@ -18,7 +18,7 @@ import shutil
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,10 @@ from clearset.sinks.atomic import atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.clean import (
     CleanJob,
     dest_done_file,
+    drop_state,
     finish_clean,
     prepare_clean,
+    publish_cards,
     refuse_overlap,
 )
 from clearset.sources.base import ShardRef, Source
@@ -141,7 +143,8 @@ def run_scan(
     info = run.prepare(source.spec(), recorded, shared=split is not None)
     if clean is not None:
         try:
-            prepare_clean(run, info, clean, shards)
+            if prepare_clean(run, info, clean, shards):
+                clean = replace(clean, finished=True)  # this clean is done: no shard redone
         except ClearsetError:
             if created:
                 shutil.rmtree(run.path, ignore_errors=True)  # refused before any work
@@ -228,7 +231,10 @@ def finish_scan(
     if matcher is not None and not failed:
         result.counts["matches"] = gather_matches(run, matcher)
     if clean is not None and not failed and not unaccounted:
-        result.counts["clean"] = finish_clean(run)
+        # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
+        cards = publish_cards(Path(clean.dest), info["source"])
+        result.counts["clean"] = finish_clean(run, cards)
+        drop_state(Path(clean.dest))
     result.finished = not failed
     info.update(
         accounting=accounting,
@@ -268,7 +274,7 @@ def _raise_failures(result: ScanResult, planned: int) -> None:
 
 
 def _cleaned(shard: ShardRef, clean: CleanJob | None) -> bool:
-    if clean is None:
+    if clean is None or clean.finished:
         return True
     return dest_done_file(Path(clean.dest), shard.id).exists()
 

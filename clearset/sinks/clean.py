@@ -7,6 +7,7 @@ orchestrator (`clearset.runs.clean.clean_run`) drives it over a run, and `scan
 --clean-to` calls it right after each shard is hashed and matched. Layout:
 
     DEST/...                           the cleaned copy, same names as the source
+    DEST/README.md, LICENSE, ...       the data set's card and licence files, as they are
     DEST/.clearset-clean/clean.state   which run and options this destination belongs to
     DEST/.clearset-clean/<shard>.done  per-shard completion markers (resume)
     RUN/cleaned/manifest/<shard>.parquet   the kept rows (receipts use them)
@@ -21,11 +22,22 @@ them move to RUN/history/clean-<n>/, and RUN/history.jsonl gets a line per finis
 
 The state files use extensions no source reads as items (`.state`, `.done`), so a scan of
 the cleaned copy sees only the data. The source is never written to.
+
+`DEST/.clearset-clean/` is the sign of a clean in progress: it names local paths (the
+source, the run, the lists) and holds a URL list's kept rows until the file is written,
+so it lives only until the clean finishes. The last step copies the data set's card and
+licence files (`publish_cards`) and then removes it (`drop_state`), `clean.state` last, so
+that a stop anywhere before leaves a destination that still says it is unfinished and
+resumes. A finished destination holds the data and the card, nothing hidden, and can be
+uploaded as it is; the run's `cleaned/clean.json` remembers it, so the same clean run
+again finds it finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -104,6 +116,8 @@ class CleanJob:
 
     dest: str
     options: CleanOptions = CleanOptions()
+    # Set by the scan when `dest` already holds this clean, finished (no shard is redone).
+    finished: bool = False
 
 
 @dataclass
@@ -159,8 +173,8 @@ def prepare_destination(dest: Path, identity: dict[str, Any]) -> None:
             )
     elif dest.exists() and any(dest.iterdir()):
         raise OutputError(
-            f"{dest}: exists, is not empty and is not a clearset clean output; "
-            "choose a new or empty --to"
+            f"{dest}: exists, is not empty and is not a clearset clean output in progress "
+            "(a finished clean keeps no state in its copy); choose a new or empty --to"
         )
     try:
         state_dir(dest).mkdir(parents=True, exist_ok=True)
@@ -176,6 +190,132 @@ def sweep_dest_tmp(dest: Path) -> None:
     for leftover in dest.rglob(f"{TMP_PREFIX}*"):
         if leftover.is_file():
             leftover.unlink(missing_ok=True)
+
+
+#: The data set's own card and licence files, at the top of a tar or parquet source folder
+#: (a Hugging Face repository's README.md and LICENSE): carried into the cleaned copy as
+#: they are. Hidden files (`.gitattributes`) are never carried: the hub makes its own.
+CARD_NAME = re.compile(
+    r"(readme|licen[cs]e|copying|citation|notice)([._-][^/]*)?|dataset_infos?\.json",
+    re.IGNORECASE,
+)
+#: A card is carried only as text (UTF-8, no NUL byte, at most this size): it is not an
+#: item and has no manifest row, so it may hold no picture or other bytes nobody scanned.
+MAX_CARD_BYTES = 1 << 20
+#: The YAML of a Hugging Face card states the source's sizes: they are not this copy's.
+_CARD_COUNTS = re.compile(r"^\s*(num_examples|num_bytes|dataset_size|download_size)\s*:", re.M)
+
+
+def card_files(source: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, url) of the card and licence files at the top of a source folder."""
+    if source.get("kind") not in ("webdataset", "parquet"):
+        return []  # a folder source's files are its members; a URL list is one file
+    url = str(source.get("url") or "")
+    if not url or any(c in url for c in "{*?["):
+        return []
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        if not fs.isdir(root):
+            return []
+        entries = fs.ls(root, detail=True)
+    except (OSError, ValueError):
+        return []
+    found = []
+    for entry in entries:
+        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if (
+            entry.get("type") != "file"
+            or entry.get("islink")
+            or not CARD_NAME.fullmatch(name)
+            or name.lower().endswith((".parquet", ".tar", ".tgz", ".gz"))
+        ):
+            continue
+        found.append((name, fs.unstrip_protocol(str(entry["name"]))))
+    return sorted(found)
+
+
+def publish_cards(dest: Path, source: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Copy the source's card and licence files into a clean in progress, byte for byte.
+
+    Their counts (a Hugging Face card's `dataset_info`) describe the source: they are
+    copied unchanged, and `states_counts` says when the caller must tell the user so."""
+    copied: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    if not (state_dir(dest) / STATE_FILE).exists():
+        return {"copied": copied, "skipped": skipped}  # finished before: nothing to do
+    for name, url in card_files(source):
+        try:
+            with fsspec.open(url, "rb") as handle:
+                data = handle.read(MAX_CARD_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"{url}: cannot read the data set's card ({exc})") from None
+        why = _not_a_text_card(data)
+        if why:
+            skipped.append({"name": name, "why": why})
+            continue
+        with atomic_path(dest / name) as tmp:
+            tmp.write_bytes(data)
+        text = data.decode("utf-8")
+        copied.append(
+            {
+                "name": name,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "states_counts": name.lower().startswith("readme")
+                and bool(_CARD_COUNTS.search(text)),
+            }
+        )
+    return {"copied": copied, "skipped": skipped}
+
+
+def _not_a_text_card(data: bytes) -> str | None:
+    if len(data) > MAX_CARD_BYTES:
+        return f"larger than {MAX_CARD_BYTES // (1 << 20)} MiB"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return "not text (holds a NUL byte)" if "\0" in text else None
+
+
+def drop_state(dest: Path) -> None:
+    """Remove a finished clean's bookkeeping from its destination, `clean.state` last:
+    until it goes, the destination says it is unfinished and a re-run resumes."""
+    state = state_dir(dest)
+    if not state.is_dir():
+        return
+    sweep_dest_tmp(dest)
+    for path in sorted(state.rglob("*"), reverse=True):  # a folder's entries before it
+        if path == state / STATE_FILE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+    (state / STATE_FILE).unlink(missing_ok=True)
+    state.rmdir()
+
+
+def card_lines(cards: dict[str, list[dict[str, Any]]] | None) -> list[str]:
+    """What the clean says about the card files it carried (or left out)."""
+    lines = []
+    copied = (cards or {}).get("copied") or []
+    skipped = (cards or {}).get("skipped") or []
+    if copied:
+        names = ", ".join(c["name"] for c in copied)
+        lines.append(
+            f"copied the data set's card and licence files as they are: {names} "
+            "(any counts they state describe the source, not this copy)"
+        )
+    for card in copied:
+        if card.get("states_counts"):
+            lines.append(
+                f"  {card['name']} states the source's sizes (dataset_info: num_examples, "
+                "num_bytes): correct them before publishing the copy"
+            )
+    for card in skipped:
+        lines.append(f"not copied: {card['name']} ({card['why']}; a card is carried as text)")
+    return lines
 
 
 def _local_path(url: str) -> Path | None:
@@ -446,8 +586,9 @@ def _identity(run: RunFolder, info: dict[str, Any], options: CleanOptions) -> di
 
 def prepare_clean(
     run: RunFolder, info: dict[str, Any], job: CleanJob, shards: list[ShardRef]
-) -> None:
-    """Check and ready both sides of a clean before any shard is written."""
+) -> bool:
+    """Check and ready both sides of a clean before any shard is written. True when
+    this very clean (run, options, lists, destination) has finished before."""
     options = job.options
     refuse_unaccounted(run, info)
     if not info.get("settings", {}).get("matching") and not (
@@ -462,9 +603,16 @@ def prepare_clean(
     dest = Path(job.dest)
     refuse_overlap(info["source"]["url"], shards, dest)
     identity = _identity(run, info, options)
-    prepare_destination(dest, identity)
     cleaned = RunFolder(run.path / "cleaned")
     record = _read_clean_json(cleaned)
+    if finished_here(record, dest) and record.get("identity") == identity:  # type: ignore[union-attr]
+        return True
+    if _holds_an_earlier_clean(run, record, dest):
+        raise OutputError(
+            f"{dest}: holds a finished clean of this run (an earlier one, or with other "
+            "options or lists); choose a new --to (or remove it)"
+        )
+    prepare_destination(dest, identity)
     wanted = {"destination": str(dest.resolve()), "identity": identity}
     replaced = None
     if record is not None and {k: record.get(k) for k in wanted} != wanted:
@@ -489,6 +637,28 @@ def prepare_clean(
         source=info.get("source"),
     )
     write_json_atomic(cleaned.path / "clean.json", record)
+    return False
+
+
+def finished_here(record: dict[str, Any] | None, dest: Path) -> bool:
+    """Whether `dest` is the finished copy this run's last clean wrote: the run remembers
+    it, since a finished copy keeps no state of its own."""
+    return bool(
+        record
+        and record.get("finished")
+        and record.get("destination") == str(dest.resolve())
+        and dest.is_dir()
+        and not (state_dir(dest) / STATE_FILE).exists()
+    )
+
+
+def _holds_an_earlier_clean(run: RunFolder, record: dict[str, Any] | None, dest: Path) -> bool:
+    if not dest.is_dir() or (state_dir(dest) / STATE_FILE).exists() or not any(dest.iterdir()):
+        return False
+    named = {e.get("destination") for e in run.read_history() if e.get("op") == "clean"}
+    if record and record.get("finished"):
+        named.add(record.get("destination"))
+    return str(dest.resolve()) in named
 
 
 def refuse_unaccounted(run: RunFolder, info: dict[str, Any]) -> None:
@@ -509,8 +679,11 @@ def _read_clean_json(cleaned: RunFolder) -> dict[str, Any] | None:
         raise RunFolderError(f"{path}: corrupt clean record") from None
 
 
-def finish_clean(run: RunFolder) -> dict[str, Any]:
-    """Gather per-shard removals into RUN/removals.parquet and finish clean.json."""
+def finish_clean(
+    run: RunFolder, cards: dict[str, list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """Gather per-shard removals into RUN/removals.parquet and finish clean.json (with
+    the card files `publish_cards` carried, when given)."""
     cleaned = RunFolder(run.path / "cleaned")
     markers = cleaned.done_markers()
     tables = [pq.read_table(removals_file(cleaned, m["shard_id"])) for m in markers]
@@ -541,6 +714,8 @@ def finish_clean(run: RunFolder) -> dict[str, Any]:
     summary = {**dict(counts), "keys_removed_by_reason": dict(sorted(by_reason.items()))}
     record = _read_clean_json(cleaned) or {}
     record.update(finished=utc_now(), counts=summary)
+    if cards is not None and (cards["copied"] or cards["skipped"] or "card_files" not in record):
+        record["card_files"] = cards
     write_json_atomic(cleaned.path / "clean.json", record)
     return summary
 
@@ -601,12 +776,17 @@ __all__ = [
     "CleanJob",
     "CleanOptions",
     "CleanShardSummary",
+    "card_files",
+    "card_lines",
     "clean_info",
     "cleaned_manifest_files",
     "clean_run_shard",
     "clean_shard",
+    "drop_state",
     "finish_clean",
+    "finished_here",
     "prepare_clean",
+    "publish_cards",
     "read_cleaned_manifest",
     "record_clean",
     "shard_removals",
