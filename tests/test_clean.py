@@ -376,7 +376,9 @@ def test_apply_removals_counts_are_true_on_a_rerun(
 
     monkeypatch.setitem(writers.WRITERS, "webdataset", stopped)
     with pytest.raises(KeyboardInterrupt):
-        apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "again", workers=1)
+        apply_removals(
+            str(demo_data.webdataset), str(_removals(run)), tmp_path / "again", workers=1
+        )
     monkeypatch.setitem(writers.WRITERS, "webdataset", real)
     again = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "again")
     assert first["keys_removed"] == len(removed) == again["keys_removed"]

@@ -229,4 +229,6 @@ def test_a_url_list_copy_keeps_no_parts_or_paths(
                 urls[:2] + urls[3:]
             )
         else:
-            assert (dest / path.name).read_text() == "".join(u + "\n" for u in urls if "302" not in u)
+            assert (dest / path.name).read_text() == "".join(
+                u + "\n" for u in urls if "302" not in u
+            )

@@ -71,7 +71,8 @@ def clean_run(
         ),
     )
     if prepare_clean(run, info, job, shards):
-        return (clean_info(run.path) or {}).get("counts") or {}  # finished before
+        record_clean(run)  # the same clean, finished before: nothing to write
+        return (clean_info(run.path) or {}).get("counts") or {}
     engine = choose_engine(engine, workers, source.url, keep_list)
     tasks = [
         Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
