@@ -76,8 +76,14 @@ DRY_RUN_SAMPLE = 100
 def scan(
     source: Annotated[str, typer.Argument(help="Folder, tar shards, parquet, or fsspec URL.")],
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Run folder to write.", callback=local_folder)
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder to write (needed by every scan but a --dry-run).",
+            callback=local_folder,
+        ),
+    ] = None,
     kind: Annotated[
         str | None, typer.Option(help=f"Source kind: {', '.join(SOURCE_KINDS)} (default: detect).")
     ] = None,
@@ -293,6 +299,9 @@ def scan(
     if dry_run:
         _dry_run(source, url_column, shard_rows, fetch_settings, sample, workers)
         return
+    if out_dir is None:
+        # Not a required option to Typer: a dry run writes nothing, so it needs none.
+        raise InputError("scan: give --out RUN, the run folder to write")
     settings = ScanSettings(exact_pdq=exact_pdq, trim_borders=trim_borders, dihedral=dihedral)
     job = match_job(lists, skip_invalid, threshold, min_quality)
     if clean_to is not None and job is None and not drop_undecodable:
@@ -358,6 +367,16 @@ def scan(
         console.print(f"scan: accepted with --allow-missing: {result.accounting['problem']}")
     if job is not None:
         _print_matches(result.counts["matches"], out_dir)
+    else:
+        # Hashing only is a use of its own; but a first scan without --list must not
+        # read as "nothing matched".
+        out.print(
+            "no --list given: nothing was matched; to match this run against a hash list "
+            f"(no image is read again): clearset match {shlex.quote(str(out_dir))} --list LIST",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if clean_to is not None:
         from clearset.cli.clean import print_clean
 
