@@ -60,3 +60,60 @@ def test_a_fetch_dry_run_needs_no_out_and_a_real_scan_still_does(tmp_path: Path)
     proc = cli("scan", str(urls), "--fetch", "--no-progress")
     assert proc.returncode != 0
     assert proc.stderr.strip() == "clearset: error: scan: give --out RUN, the run folder to write"
+
+
+# ---------------------------------------------------------------- a re-scan with other lists
+
+
+def _md5_list(path: Path, picture: Path) -> str:
+    import hashlib
+
+    path.write_text(hashlib.md5(picture.read_bytes()).hexdigest() + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "rematch", "unfinished", "said"),
+    [
+        ((), ("a",), False, False, "was scanned without a list, and a scan resumes only"),
+        (("a",), ("a", "b"), False, False, "was scanned with other lists (b added)"),
+        (("a", "b"), ("a",), False, False, "was scanned with other lists (b dropped)"),
+        (("a",), (), False, False, "was scanned with lists (a) and this command gives none"),
+        (("a",), ("a",), True, False, "`clearset match` re-matched this run at"),
+        ((), ("a",), False, True, "once the scan is finished (re-run it without --list first)"),
+        (("a",), ("b",), False, True, "(re-run it with the lists it began with first)"),
+    ],
+)
+def test_a_rescan_with_other_lists_names_clearset_match(
+    pictures: Path,
+    tmp_path: Path,
+    first: tuple[str, ...],
+    then: tuple[str, ...],
+    rematch: bool,
+    unfinished: bool,
+    said: str,
+) -> None:
+    from clearset.runfolder import RunFolder
+
+    lists = {
+        name: _md5_list(tmp_path / f"{name}.txt", pictures / f"00{n}.jpg")
+        for n, name in enumerate("ab")
+    }
+    run = tmp_path / "run"
+
+    def scan(names: tuple[str, ...]) -> object:
+        given = [arg for name in names for arg in ("--list", lists[name])]
+        return cli("scan", str(pictures), "--out", str(run), "--no-progress", *given)
+
+    assert scan(first).returncode == 0
+    if rematch:
+        assert cli("match", str(run), "--list", lists["b"], "--no-progress").returncode == 0
+    if unfinished:  # as a scan stopped half-way leaves it
+        folder = RunFolder(run)
+        folder.write_info({**folder.read_info(), "finished": None})
+    proc = scan(then)
+    assert proc.returncode != 0
+    error = proc.stderr.strip()
+    assert "\n" not in error and "Traceback" not in error
+    assert said in error
+    assert f"clearset match {run} --list LIST" in error
