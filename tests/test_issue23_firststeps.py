@@ -117,3 +117,35 @@ def test_a_rescan_with_other_lists_names_clearset_match(
     assert "\n" not in error and "Traceback" not in error
     assert said in error
     assert f"clearset match {run} --list LIST" in error
+
+
+# ---------------------------------------------------------------- a CSV list with no header
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ["md5,{md5}", "md5,{md5}"],  # type, hash: read as a header it said "non-hex" on line 2
+        ["pdq,{pdq}", "pdq,{pdq}"],
+        ["{md5},benign", "{md5},benign"],
+        ["{md5}", "{md5}"],
+    ],
+)
+def test_a_csv_list_without_a_header_is_refused_on_line_1_naming_the_header(
+    pictures: Path, tmp_path: Path, rows: list[str]
+) -> None:
+    from clearset.hashing import hash_bytes
+
+    hashes = hash_bytes((pictures / "000.jpg").read_bytes())
+    assert hashes.pdq is not None
+    listed = tmp_path / "list.csv"
+    values = {"md5": hashes.md5.hex(), "pdq": hashes.pdq.hex()}
+    listed.write_text("".join(row.format(**values) + "\n" for row in rows))
+    proc = cli("scan", str(pictures), "--out", str(tmp_path / "run"), "--list", str(listed))
+    assert proc.returncode != 0
+    error = proc.stderr.strip()
+    assert "\n" not in error
+    assert error.startswith(f"clearset: error: {listed}:1: first line looks like a hash or URL")
+    assert "header row naming the hash column (hash, " in error and "signal_type" in error
+    assert not any(value in error for value in values.values())  # no list entry is shown
+    assert not (tmp_path / "run").exists()
