@@ -149,3 +149,120 @@ def test_a_csv_list_without_a_header_is_refused_on_line_1_naming_the_header(
     assert "header row naming the hash column (hash, " in error and "signal_type" in error
     assert not any(value in error for value in values.values())  # no list entry is shown
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- clearset hash --as-list
+
+
+@pytest.mark.parametrize(
+    ("as_list", "types", "suffix", "declare"),
+    [
+        ("threatexchange", (), "txt", ""),
+        ("csv", ("pdq", "sha256"), "csv", ""),
+        ("text", ("md5",), "txt", ""),
+        ("text", ("sha1",), "lst", ""),
+        ("text", ("sha256",), "txt", ",type=sha256"),
+    ],
+)
+def test_a_list_made_by_clearset_hash_is_one_scan_reads_and_matches(
+    pictures: Path,
+    tmp_path: Path,
+    as_list: str,
+    types: tuple[str, ...],
+    suffix: str,
+    declare: str,
+) -> None:
+    import pyarrow.parquet as pq
+
+    files = sorted(str(p) for p in pictures.glob("*.jpg"))
+    options = [arg for t in types for arg in ("--type", t)]
+    made = cli("hash", "--as-list", as_list, *options, *files)  # `> list.txt`
+    assert made.returncode == 0, made.stderr
+    listed = tmp_path / f"list.{suffix}"
+    listed.write_text(made.stdout)
+    written = tmp_path / f"written.{suffix}"
+    assert (
+        cli("hash", "--as-list", as_list, *options, "--out", str(written), *files).returncode == 0
+    )
+    assert written.read_text() == made.stdout
+    run = tmp_path / "run"
+    proc = cli("scan", str(pictures), "--out", str(run), "--list", f"{listed}{declare}",
+               "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    matches = pq.read_table(run / "matches.parquet", columns=["key", "hash_type"])
+    assert set(matches.column("key").to_pylist()) == {Path(f).stem for f in files}
+    assert set(matches.column("hash_type").to_pylist()) == set(types or ("pdq", "md5"))
+
+
+def test_hash_as_list_refuses_what_it_cannot_write_in_one_line(
+    pictures: Path, tmp_path: Path
+) -> None:
+    picture = str(pictures / "000.jpg")
+    for args, said in (
+        (("--as-list", "xml"), "--as-list xml: unknown list format"),
+        (("--as-list", "text", "--type", "pdq", "--type", "md5"), "holds one hash type"),
+        (("--as-list", "csv", "--type", "url"), "--type url: not a hash of a file"),
+        (("--type", "md5"), "--type and --out go with --as-list"),
+    ):
+        proc = cli("hash", *args, picture)
+        assert proc.returncode != 0 and proc.stdout == ""
+        assert said in proc.stderr and "\n" not in proc.stderr.strip()
+
+
+# ---------------------------------------------------------------- clearset hash on odd paths
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "socket"])
+def test_hash_refuses_what_is_not_a_regular_file_before_hashing_any(
+    pictures: Path, tmp_path: Path, kind: str
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    if kind == "fifo":
+        odd = tmp_path / "pipe"
+        os.mkfifo(odd)
+        said = "a FIFO (named pipe), not a regular file"
+    elif kind == "device":
+        odd, said = Path("/dev/zero"), "a character device, not a regular file"
+    elif kind == "folder":
+        odd, said = pictures, "a folder, not a regular file"
+    else:
+        odd, said = tmp_path / "sock", "a socket, not a regular file"
+        bound = socket.socket(socket.AF_UNIX)
+        bound.bind(str(odd))
+    listed = tmp_path / "list.txt"
+    # In a process of its own with a deadline: before, a FIFO waited for a writer forever
+    # and /dev/zero was read until memory ran out.
+    for args in ((), ("--as-list", "threatexchange", "--out", str(listed))):
+        proc = subprocess.run(
+            [sys.executable, "-m", "clearset.cli", "hash", *args, str(pictures / "000.jpg"),
+             str(odd)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode != 0
+        assert proc.stderr == f"clearset: error: {odd}: {said}: only image files are hashed\n"
+        assert proc.stdout == "" and not listed.exists()  # nothing hashed, nothing written
+    if kind == "socket":
+        bound.close()
+
+
+def test_hash_file_streams_a_file_over_the_cap_and_never_decodes_it(tmp_path: Path) -> None:
+    import hashlib
+
+    from clearset.hashing.files import hash_file
+
+    big = tmp_path / "big.jpg"
+    data = (b"\xff\xd8\xff" + bytes(range(256)) * 9000)[:2_000_003]
+    big.write_bytes(data)
+    hashes = hash_file(big, max_bytes=1 << 20)
+    assert hashes.pdq is None and hashes.status == "error"
+    assert hashes.reason == f"too_large: {len(data)} bytes, over the {1 << 20}-byte cap"
+    assert hashes.size == len(data)
+    assert hashes.sha256 == hashlib.sha256(data).digest()
+    assert hashes.md5 == hashlib.md5(data).digest()
+    assert hashes.sha1 == hashlib.sha1(data).digest()
+    small = hash_file(big, max_bytes=len(data))  # at the cap: read whole, as before
+    assert small.sha256 == hashes.sha256 and small.reason != hashes.reason
