@@ -6,6 +6,7 @@ name `clearset match`, `prompts` on a --fetch run, `scan --fetch --dry-run` want
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -266,3 +267,53 @@ def test_hash_file_streams_a_file_over_the_cap_and_never_decodes_it(tmp_path: Pa
     assert hashes.sha1 == hashlib.sha1(data).digest()
     small = hash_file(big, max_bytes=len(data))  # at the cap: read whole, as before
     assert small.sha256 == hashes.sha256 and small.reason != hashes.reason
+
+
+# ---------------------------------------------------------------- prompts of a --fetch run
+
+
+@pytest.mark.parametrize("form", ["csv", "parquet"])
+def test_prompts_of_a_fetch_run_read_the_url_lists_captions_without_fetching(
+    tmp_path: Path, form: str
+) -> None:
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.fetch_server import jpeg
+
+    secret = "the caption of a matched row"
+    # Rows 0-2 one caption, 3-4 another; row 5 will match the list; a shard is 4 rows,
+    # so the captions of one prompt span two shards.
+    captions = ["a red barn"] * 3 + ["a cat"] * 2 + [secret, "a dog"]
+    column = "caption" if form == "csv" else "TEXT"  # LAION's parquet says TEXT
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"md5 {hashlib.md5(jpeg(705)).hexdigest()}\n")
+    run = tmp_path / "run"
+    with LoopbackServer() as server:
+        urls = [server.url(f"/img/{700 + n}.jpg") for n in range(len(captions))]
+        if form == "csv":
+            source = tmp_path / "urls.csv"
+            rows = "".join(f'{url},"{text}"\n' for url, text in zip(urls, captions, strict=True))
+            source.write_text(f"url,{column}\n{rows}")
+        else:
+            source = tmp_path / "urls.parquet"
+            pq.write_table(pa.table({"url": urls, column: captions}), source)
+        proc = cli("scan", str(source), "--fetch", "--out", str(run), "--shard-rows", "4",
+                   "--list", str(listed), "--read-timeout", "5", "--no-progress")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        fetched = sum(server.handler.hits.values())
+        written = tmp_path / "prompts.json"
+        proc = cli("prompts", str(run), "--top", "10", "--out", str(written))
+        assert sum(server.handler.hits.values()) == fetched  # prompts fetched nothing
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(written.read_text())["by_caption"] == [
+        {"caption": "a red barn", "items": 3},
+        {"caption": "a cat", "items": 2},
+        {"caption": "a dog", "items": 1},
+    ]
+    said = _one_line(proc.stdout)
+    assert secret not in proc.stdout and secret not in written.read_text()
+    assert "6 captions read from the URL list's caption column" in said
+    assert "left out, as matched against a list: 1 items" in said
