@@ -52,8 +52,6 @@ def check_regular_file(path: Path) -> None:
     """Raise InputError (one line naming `path`) unless it is a regular file."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     problem = _not_regular(path, mode)
@@ -69,8 +67,6 @@ def hash_file(
         # O_NONBLOCK: opening a FIFO for reading would wait for a writer; a regular file
         # ignores the flag.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with os.fdopen(fd, "rb") as handle:
