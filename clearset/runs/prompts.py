@@ -10,9 +10,10 @@ whose most common caption is the prompt.
 A run's manifest holds no caption (only the caption file's hashes), so the captions are
 read again from the source the run scanned: the `.txt` member of each key (WebDataset
 shards, img2dataset's folders) or a caption column of a parquet source or of the URL list a
-`scan --fetch` read (`caption`, `text`, `TEXT`, `prompt`), row by row. These are the training set's own captions, listed for the
-operator who holds the set. Items the run matched against a hash list are left out
-entirely: no output ever carries a caption of a matched item.
+`scan --fetch` read (`caption`, `text`, `TEXT`, `prompt`), row by row. These are the
+training set's own captions, listed for the operator who holds the set. Items the run
+matched against a hash list are left out entirely: no output ever carries a caption of a
+matched item.
 """
 
 from __future__ import annotations
