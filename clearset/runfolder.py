@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,7 +156,11 @@ class RunFolder:
                 k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
             )
             if differ == ["matching"]:
-                raise RunFolderError(self._other_lists(recorded.get("matching"), settings))
+                raise RunFolderError(
+                    self._other_lists(
+                        recorded.get("matching"), settings, finished=bool(info.get("finished"))
+                    )
+                )
             if differ:
                 raise RunFolderError(
                     f"{self.path}: holds a run with other settings ({', '.join(differ)}); "
@@ -190,8 +195,10 @@ class RunFolder:
         self.write_info(info)
         return info
 
-    def _other_lists(self, recorded: Any, settings: dict[str, Any]) -> str:
-        """Why a scan may not resume with these lists, and what to do instead."""
+    def _other_lists(self, recorded: Any, settings: dict[str, Any], *, finished: bool) -> str:
+        """Why a scan may not resume with these lists, and the command that matches a run
+        against other lists instead (`clearset match`: it reads no image again)."""
+        match = f"`clearset match {shlex.quote(str(self.path))} --list LIST`"
         matches = [e for e in self.read_history() if e.get("op") == "match"]
         if matches:
             last = matches[-1]
@@ -199,13 +206,23 @@ class RunFolder:
             return (
                 f"{self.path}: `clearset match` re-matched this run at {last.get('time')} "
                 f"against {names}, so it is no longer the scan's; re-running the scan would "
-                f"undo that: match again with `clearset match {self.path} --list ...`, or scan "
-                "into a new --out"
+                f"undo that: match again with {match} (one --list per list), or scan into a "
+                "new --out"
             )
+        now = settings.get("matching")
+        if not lists_identity(recorded):
+            was = "was scanned without a list"
+        elif not lists_identity(now):
+            names = ", ".join(sorted({str(lst.get("name")) for lst in lists_identity(recorded)}))
+            was = f"was scanned with lists ({names}) and this command gives none"
+        else:
+            was = f"was scanned with other lists ({lists_change(recorded, now)})"
+        began = "without --list" if not lists_identity(recorded) else "with the lists it began with"
+        when = "" if finished else f" once the scan is finished (re-run it {began} first)"
         return (
-            f"{self.path}: was matched against other lists "
-            f"({lists_change(recorded, settings.get('matching'))}); "
-            "resume with the lists it was scanned with, or choose a new --out"
+            f"{self.path}: {was}, and a scan resumes only with the lists it began with; to "
+            f"match this run against lists (no image is read again), run {match} "
+            f"(one --list per list){when}, or scan into a new --out"
         )
 
     # ------------------------------------------------------------ history

@@ -244,7 +244,7 @@ def test_changed_list_or_unfinished_scan_says_what_is_wrong(
     listed.write_text(
         listed.read_text().splitlines()[0] + "\n" + listed.read_text().splitlines()[1] + "\n"
     )
-    with pytest.raises(RunFolderError, match=r"matched against other lists \(watch changed\)"):
+    with pytest.raises(RunFolderError, match=r"scanned with other lists \(watch changed\)"):
         run_scan(source, run, ScanSettings(), workers=1, show_progress=False, match=job)
     info = json.loads((run / "run.json").read_text())
     info["finished"] = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +34,6 @@ from clearset.cli.app import (
     show_progress,
 )
 from clearset.errors import InputError
-from clearset.hashing import hash_bytes
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
 from clearset.runfolder import RunFolder, accounting_line
@@ -76,8 +76,14 @@ DRY_RUN_SAMPLE = 100
 def scan(
     source: Annotated[str, typer.Argument(help="Folder, tar shards, parquet, or fsspec URL.")],
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Run folder to write.", callback=local_folder)
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder to write (needed by every scan but a --dry-run).",
+            callback=local_folder,
+        ),
+    ] = None,
     kind: Annotated[
         str | None, typer.Option(help=f"Source kind: {', '.join(SOURCE_KINDS)} (default: detect).")
     ] = None,
@@ -293,6 +299,9 @@ def scan(
     if dry_run:
         _dry_run(source, url_column, shard_rows, fetch_settings, sample, workers)
         return
+    if out_dir is None:
+        # Not a required option to Typer: a dry run writes nothing, so it needs none.
+        raise InputError("scan: give --out RUN, the run folder to write")
     settings = ScanSettings(exact_pdq=exact_pdq, trim_borders=trim_borders, dihedral=dihedral)
     job = match_job(lists, skip_invalid, threshold, min_quality)
     if clean_to is not None and job is None and not drop_undecodable:
@@ -358,6 +367,16 @@ def scan(
         console.print(f"scan: accepted with --allow-missing: {result.accounting['problem']}")
     if job is not None:
         _print_matches(result.counts["matches"], out_dir)
+    else:
+        # Hashing only is a use of its own; but a first scan without --list must not
+        # read as "nothing matched".
+        out.print(
+            "no --list given: nothing was matched; to match this run against a hash list "
+            f"(no image is read again): clearset match {shlex.quote(str(out_dir))} --list LIST",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if clean_to is not None:
         from clearset.cli.clean import print_clean
 
@@ -511,14 +530,63 @@ def _print_summary(run_dir: Path, skipped: int, seconds: float) -> None:
 def hash_files(
     files: Annotated[list[Path], typer.Argument(help="Image files to hash.")],
     exact_pdq: ExactPdqOpt = False,
+    as_list: Annotated[
+        str | None,
+        typer.Option(
+            "--as-list",
+            metavar="FORMAT",
+            help="Write a hash list that --list reads instead of one line per file: "
+            "threatexchange (`pdq HEX` lines), csv (a header naming a column per type) or "
+            "text (one hash a line, one --type; a 64-hex type loads with ,type=T).",
+        ),
+    ] = None,
+    types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            help="With --as-list: a hash type to write (pdq, md5, sha1, sha256); repeat "
+            "for several (default: pdq and md5).",
+        ),
+    ] = None,
+    list_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="With --as-list: write the list to this file (whole or not at all).",
+            callback=local_folder,
+        ),
+    ] = None,
 ) -> None:
-    """Print each file's hashes on one line: PDQ hex as threatexchange lists use it."""
+    """Print each file's hashes on one line (PDQ hex as threatexchange lists use it), or,
+    with --as-list, write them as a hash list: `clearset hash --as-list threatexchange
+    *.jpg > list.txt`, then `clearset scan SRC --out RUN --list list.txt`.
+
+    Only regular files are read (a FIFO, device, folder or socket is refused before any
+    file is hashed); a file over the scan's size cap is hashed while streaming, not decoded.
+    """
+    from clearset.hashing.files import check_regular_file, hash_file
+    from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
+
+    if as_list is None and (types or list_out is not None):
+        raise InputError("hash: --type and --out go with --as-list FORMAT")
+    wanted = tuple(types or DEFAULT_LIST_TYPES)
+    if as_list is not None:
+        if types is None and as_list == "text":
+            wanted = ("pdq",)
+        check_list_output(as_list, wanted)
+    for path in files:  # every path before any output: a list is whole or not written
+        check_regular_file(path)
+    hashed = []
     for path in files:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        hashes = hash_bytes(data, exact_pdq=exact_pdq)
+        hashes = hash_file(path, exact_pdq=exact_pdq)
+        if as_list is not None:
+            hashed.append(hashes)
+            if "pdq" in wanted and hashes.pdq is None:
+                why = (hashes.reason or hashes.status).split(":", 1)[0]
+                console.print(f"{path}: no PDQ ({why}); its other hashes are listed",
+                              markup=False, highlight=False)  # fmt: skip
+            continue
         pdq = hashes.pdq.hex() if hashes.pdq else "-"
         quality = hashes.pdq_quality if hashes.pdq_quality is not None else "-"
         line = (
@@ -528,6 +596,21 @@ def hash_files(
         if hashes.reason:
             line += f" reason={hashes.reason.split(':', 1)[0]}"
         print(f"{line} {path}")
+    if as_list is None:
+        return
+    text, entries = list_text(hashed, as_list, wanted)
+    if not entries:
+        raise InputError(f"hash: no {', '.join(wanted)} hash in any file given: no list written")
+    if list_out is None:
+        sys.stdout.write(text)
+    else:
+        with atomic_path(list_out) as tmp:
+            tmp.write_text(text)
+    declare = needs_type(as_list, wanted)
+    if declare is not None:
+        where = list_out if list_out is not None else "LIST"
+        console.print(f"a text list of 64-hex hashes loads with --list {where},type={declare}",
+                      markup=False, highlight=False)  # fmt: skip
 
 
 @app.command()

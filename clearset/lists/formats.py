@@ -38,7 +38,7 @@ from typing import IO, Any, ClassVar
 
 from clearset.errors import InputError
 from clearset.lists.collect import EntryCollector, shorten, shown_name
-from clearset.lists.model import UNSUPPORTED_SIGNALS, normalise_signal
+from clearset.lists.model import HASH_TYPES, UNSUPPORTED_SIGNALS, normalise_signal
 
 # Bytes read per step from a text list. Large enough that numpy's per-call overhead
 # vanishes, small enough that the per-chunk scratch arrays stay in tens of megabytes.
@@ -237,18 +237,22 @@ class Csv(ListFormat):
             if type_index is None and normalise_signal(wanted) is not None:
                 return None, None, [(index, wanted)]
             return index, type_index, []
+        # Before any name is looked for: a header-less file of `md5,<hash>` rows has a
+        # type name in its first line, and read as a header it said "non-hex" on line 2.
+        if any(_looks_like_hash(cell) or "://" in cell for cell in header):
+            raise InputError(
+                f"{source}:1: first line looks like a hash or URL, not a header: {self.name} "
+                f"lists need a header row naming the hash column ({', '.join(HASH_COLUMNS)}) "
+                f"and optionally the type column ({', '.join(TYPE_COLUMNS)}), or one column "
+                f"per type ({', '.join(HASH_TYPES)}); or read the file as plain text: "
+                "--list PATH,format=text"
+            )
         hash_index = next((names.index(n) for n in HASH_COLUMNS if n in names), None)
         if hash_index is not None:
             return hash_index, type_index, []
         typed = [(i, n) for i, n in enumerate(names) if normalise_signal(n) is not None]
         if typed:
             return None, None, typed
-        if any(_looks_like_hash(cell) or "://" in cell for cell in header):
-            raise InputError(
-                f"{source}:1: first line looks like a hash or URL, not a header: {self.name} "
-                "lists need a header row (or read the file as plain text: "
-                "--list PATH,format=text)"
-            )
         raise InputError(
             f"{source}:1: no hash column in header ({_show_names(header)}); name it with "
             "--list PATH,column=C"

@@ -9,15 +9,17 @@ whose most common caption is the prompt.
 
 A run's manifest holds no caption (only the caption file's hashes), so the captions are
 read again from the source the run scanned: the `.txt` member of each key (WebDataset
-shards, img2dataset's folders) or a caption column of a parquet source (`caption`, `text`,
-`TEXT`, `prompt`), row by row. These are the training set's own captions, listed for the
-operator who holds the set. Items the run matched against a hash list are left out
-entirely: no output ever carries a caption of a matched item.
+shards, img2dataset's folders) or a caption column of a parquet source or of the URL list a
+`scan --fetch` read (`caption`, `text`, `TEXT`, `prompt`), row by row. These are the
+training set's own captions, listed for the operator who holds the set. Items the run
+matched against a hash list are left out entirely: no output ever carries a caption of a
+matched item.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from clearset.hashing.item import STATUS_OK
 from clearset.runfolder import RunFolder
 from clearset.settings import PDQ_MIN_QUALITY
 from clearset.sources import source_from_spec
-from clearset.sources.base import Source
+from clearset.sources.base import ShardRef, Source
 
 #: Parquet columns read as captions, in this order of preference (LAION writes TEXT).
 CAPTION_COLUMNS = ("caption", "text", "TEXT", "prompt")
@@ -82,9 +84,14 @@ def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
     }
     captions, where = _captions(source, done, matched, keys)
     if not captions:
+        looked = (
+            f"a {'/'.join(CAPTION_COLUMNS)} column"
+            if source.kind in ("parquet", "fetch")
+            else f"{CAPTION_SUFFIX} members"
+        )
         raise RunFolderError(
-            f"{run.path}: its source {source.url} holds no captions (no {CAPTION_SUFFIX} "
-            f"members, no {'/'.join(CAPTION_COLUMNS)} column)"
+            f"{run.path}: no caption of an unmatched item in its source {source.url} "
+            f"(looked for {looked})"
         )
     by_caption = [
         {"caption": caption, "items": count}
@@ -147,6 +154,10 @@ def _captions(
     they were read from."""
     captions: dict[tuple[str, str], str] = {}
     shards = [shard for shard in source.shards() if shard.name in done]
+    if source.kind == "fetch":
+        # A URL list's captions are in the list itself; reading its shards would fetch
+        # every image again (and find no caption member in what came back).
+        return _url_list_captions(source, shards, matched, keys)
     if source.kind == "parquet":
         for shard in shards:
             with fsspec.open(shard.path, "rb") as handle:
@@ -170,6 +181,55 @@ def _captions(
                 continue
             captions[(item.shard, item.key)] = _clean(item.data.decode("utf-8", "replace"))
     return captions, f"the source's {CAPTION_SUFFIX} members, by key"
+
+
+def _url_list_captions(
+    source: Any,
+    shards: list[ShardRef],
+    matched: set[tuple[str, str]],
+    keys: dict[tuple[str, int], str],
+) -> tuple[dict[tuple[str, str], str], str]:
+    """`_captions` for a URL list scanned with `scan --fetch`: its caption column, row by
+    row, no URL fetched. A row's manifest position is its number in its file."""
+    captions: dict[tuple[str, str], str] = {}
+    by_file: dict[str, dict[int, str]] = defaultdict(dict)
+    for shard in shards:
+        start = shard.rows[0] if shard.rows is not None else 0
+        by_file[shard.path][start] = shard.name
+    for path, starts in by_file.items():
+        for position, text in _caption_cells(path, source.url_column):
+            name = starts.get(position - position % source.shard_rows)
+            key = keys.get((name, position)) if name is not None else None
+            if key is not None and isinstance(text, str) and (name, key) not in matched:
+                captions[(name, key)] = _clean(text)
+    return captions, "the URL list's caption column, row by row (no URL fetched)"
+
+
+def _caption_cells(path: str, url_column: str | None) -> Iterator[tuple[int, Any]]:
+    """(row number, caption cell) of every row of a URL list with a caption column."""
+    from clearset.sources.fetch import text_records, url_format
+
+    fmt = url_format(path)
+    if fmt == "parquet":
+        with fsspec.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            column = next((c for c in CAPTION_COLUMNS if c in names), None)
+            if column is None:
+                return
+            position = 0
+            for batch in parquet.iter_batches(batch_size=4096, columns=[column]):
+                for text in batch.column(0).to_pylist():
+                    yield position, text
+                    position += 1
+        return
+    if fmt == "list":
+        return  # one URL a line: no caption to read
+    _, _, records = text_records(path, fmt, url_column, need_url=False)
+    for position, (_, fields) in enumerate(records):
+        if fields is not None:
+            column = next((c for c in CAPTION_COLUMNS if c in fields), None)
+            yield position, fields.get(column) if column is not None else None
 
 
 def _clean(text: str) -> str:

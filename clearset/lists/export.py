@@ -1,0 +1,82 @@
+"""Write hashes of files as a hash list that `--list` reads back (`clearset hash --as-list`).
+
+The shapes are those :mod:`clearset.lists.formats` reads, so a list made here loads with
+no option but, for ``text`` of a 64-hex type, the ``type=`` that every such list needs:
+
+* ``threatexchange``: python-threatexchange's ``<signal_type> <hash>`` lines (``pdq …``,
+  ``md5 …``), typed line by line, so one file holds several types;
+* ``csv``: a header naming one column per type (``pdq,md5``), a row per file, an empty
+  cell where a file has no such hash (no PDQ for a file that did not decode);
+* ``text``: one hash a line, of one type.
+
+Identical entries (the same picture given twice) are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from clearset.errors import InputError
+from clearset.hashing.item import ItemHashes
+from clearset.lists.model import HASH_BYTES
+
+#: The list shapes `clearset hash --as-list` writes.
+LIST_OUTPUT_FORMATS = ("threatexchange", "csv", "text")
+#: Types a file's hashes give (not the url types, which hash URLs, not bytes).
+FILE_HASH_TYPES = ("pdq", "md5", "sha1", "sha256")
+#: Types written unless asked otherwise: python-threatexchange's two photo signal types.
+DEFAULT_LIST_TYPES = ("pdq", "md5")
+
+
+def check_list_output(fmt: str, types: Sequence[str]) -> None:
+    """Refuse a format or type `hash --as-list` cannot write, in one line."""
+    if fmt not in LIST_OUTPUT_FORMATS:
+        raise InputError(
+            f"--as-list {fmt}: unknown list format (expected one of "
+            f"{', '.join(LIST_OUTPUT_FORMATS)})"
+        )
+    for hash_type in types:
+        if hash_type not in FILE_HASH_TYPES:
+            raise InputError(
+                f"--type {hash_type}: not a hash of a file (expected one of "
+                f"{', '.join(FILE_HASH_TYPES)})"
+            )
+    if fmt == "text" and len(types) != 1:
+        raise InputError(
+            "--as-list text holds one hash type: give one --type (or use threatexchange or "
+            "csv, which name the type of each hash)"
+        )
+
+
+def _value(hashes: ItemHashes, hash_type: str) -> str | None:
+    raw = getattr(hashes, hash_type)
+    return raw.hex() if raw is not None else None
+
+
+def list_text(hashed: Sequence[ItemHashes], fmt: str, types: Sequence[str]) -> tuple[str, int]:
+    """The list file's text, for the hashes of each file in order, and its entry lines."""
+    check_list_output(fmt, types)
+    lines: list[str] = [",".join(types)] if fmt == "csv" else []
+    seen: set[tuple[str | None, ...]] = set()
+    for hashes in hashed:
+        if fmt == "csv":
+            row = tuple(_value(hashes, t) for t in types)
+            if any(row) and row not in seen:
+                seen.add(row)
+                lines.append(",".join(value or "" for value in row))
+            continue
+        for hash_type in types:
+            value = _value(hashes, hash_type)
+            if value is None or (hash_type, value) in seen:
+                continue
+            seen.add((hash_type, value))
+            lines.append(f"{hash_type} {value}" if fmt == "threatexchange" else value)
+    entries = len(lines) - (fmt == "csv")
+    return "".join(line + "\n" for line in lines), entries
+
+
+def needs_type(fmt: str, types: Sequence[str]) -> str | None:
+    """The type= a `--list` of this output must declare, if any (64-hex text)."""
+    if fmt == "text" and HASH_BYTES[types[0]] == 32:
+        return types[0]
+    return None
