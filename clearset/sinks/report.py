@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import math
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -223,8 +224,7 @@ def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
             partial=True,
             scan="match not finished",
             problem="the last `clearset match` did not finish gathering its matches",
-            to_finish=f"re-run the same `clearset match {shlex.quote(str(run.path))} --list "
-            "...`",
+            to_finish=f"re-run the same `clearset match {shlex.quote(str(run.path))} --list ...`",
         )
     return state
 
@@ -333,6 +333,9 @@ def bar_chart(
             'class="axis"/>'
         )
         every = 1 if len(values) <= 16 else max(1, round(len(values) / 8))
+        # Never closer than a label's width (about 6.5 px a character at 11 px).
+        widest = max(len(label) for label in labels) * 6.5 + 8
+        every = max(every, math.ceil(widest / step))
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
             bar = plot * value / peak
             x = left + i * step
@@ -779,7 +782,9 @@ def _shard_histogram(counts: list[int], scope: str = "") -> str:
         labels,
         values,
         vertical=True,
-        x_title="members in the shard",
+        x_title=f"members in the shard (ranges of {width:,})"
+        if width > 1
+        else "members in the shard",
     )
 
 
