@@ -120,6 +120,18 @@ def test_a_stopped_scan_backs_no_document_and_no_receipt(stopped: Path, tmp_path
     assert not (stopped / "receipt.dsse.json").exists()
 
 
+def test_a_scan_stopped_before_its_first_shard_has_nothing_to_report(
+    demo_data: DemoData, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_scan(open_source(str(demo_data.webdataset)), run, ScanSettings(),
+                 engine=_StopAfter(0), show_progress=False, match=_job(demo_data))  # fmt: skip
+    proc = cli("report", str(run))
+    _one_line_refusal(proc, "0 of 4 shards scanned", "nothing to report yet", "clearset scan")
+    assert not (run / "report.html").exists() and not (run / "report.json").exists()
+
+
 def test_a_scan_with_a_failed_shard_is_partial_and_names_it(tmp_path: Path) -> None:
     items = demo_items(seed=4, count=6)
     write_webdataset(tmp_path / "src", items, shard_size=5)

@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from clearset.errors import RunFolderError
 from clearset.runfolder import RunFolder, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
 from clearset.sinks.atomic import atomic_path, write_json_atomic
@@ -53,8 +54,11 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
     run = RunFolder(Path(run_dir))
     info = run.read_info()
     matching = info.get("settings", {}).get("matching") or {}
-    manifest = run.read_manifest(columns=["key", "shard", "status", "reason", "pdq_quality"])
     state = run_state(run, info)
+    if state["partial"] and not state["shards_done"]:
+        raise RunFolderError(f"{run.path}: {state['problem']}; nothing to report yet: "
+                             f"{state['to_finish']}")  # fmt: skip
+    manifest = run.read_manifest(columns=["key", "shard", "status", "reason", "pdq_quality"])
     matches = _match_rows(run, gathered=state["matches_gathered"])
     rows = manifest.to_pylist()
 
