@@ -635,7 +635,7 @@ def render_html(report: dict[str, Any]) -> str:
                 "type",
                 "digest (SHA-256 of the list)",
                 "threshold",
-                "matched samples",
+                "matched samples" + (" (at least)" if partial else ""),
                 "skipped lines",
             ],
             list_rows,
