@@ -123,12 +123,19 @@ def report(
     """Write RUN/report.json and RUN/report.html, made to be shared (identifiers and counts).
 
     No image, caption or list entry appears, and no URL of a matched item unless
-    --show-urls.
+    --show-urls. A run whose scan has not finished, or failed its accounting, gets a
+    report marked partial throughout, saying how to finish.
     """
+    import json
+
     from clearset.sinks.report import write_report
 
     json_path, html_path = write_report(run_dir, show_urls=show_urls)
     out.print(f"report: {html_path} (data: {json_path})")
+    state = json.loads(json_path.read_text()).get("state") or {}
+    if state.get("partial"):
+        out.print(f"  PARTIAL: {state['problem']}; every figure is a lower bound")
+        out.print(f"  to finish: {state['to_finish']}; then run `clearset report` again")
     if show_urls:
         out.print("  it names the URLs of matched items: keep it to yourself")
 

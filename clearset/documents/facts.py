@@ -35,9 +35,9 @@ from clearset.receipts.dsse import envelope_payload, parse_envelope, receipt_dig
 from clearset.receipts.issue import RECEIPT_FILE, clean_identity, source_label
 from clearset.receipts.statement import parse_json
 from clearset.runfolder import RunFolder
-from clearset.sinks.clean import clean_info, refuse_unaccounted
+from clearset.sinks.clean import clean_info
 from clearset.sinks.manifest import read_manifest_files
-from clearset.sinks.report import build_report
+from clearset.sinks.report import build_report, run_state
 
 #: The marker every Markdown document opens with (after a data card's YAML header);
 #: `clearset document --check` refuses a file without it.
@@ -398,11 +398,13 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
     if not run.path.is_dir():
         raise RunFolderError(f"{run.path}: not a clearset run folder (no such folder)")
     info = run.read_info()
-    if not info.get("finished"):
+    state = run_state(run, info)
+    if state["partial"]:
+        # A document is for a regulator: it states whole figures or is not written.
         raise RunFolderError(
-            f"{run.path}: the scan is not finished; re-run the same scan before documenting it"
+            f"{run.path}: {state['problem']}; a document needs the whole run: "
+            f"{state['to_finish']}, then write the document again"
         )
-    refuse_unaccounted(run, info)
     record = clean_info(run.path)
     if record is None:
         raise RunFolderError(

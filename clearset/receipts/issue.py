@@ -225,6 +225,9 @@ def issue_receipt(
     info = run.read_info()
     if not info.get("finished"):
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
+    from clearset.sinks.clean import refuse_unaccounted
+
+    refuse_unaccounted(run, info)  # before "no cleaned copy": cleaning it is refused too
     _check_clean_is_current(run, info)
     clean = clean_identity(run.path)
     key = load_private_key(key_path)

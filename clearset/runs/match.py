@@ -72,7 +72,13 @@ def run_match(
             after="nothing was replaced",
         )
         previous = info.get("settings", {}).get("matching")
-        replaced = run.archive("match", [run.matches_dir, run.path / "matches.parquet"])
+        # The report made from the old matches goes with them: left in place it would
+        # present them as the run's.
+        replaced = run.archive(
+            "match",
+            [run.matches_dir, run.path / "matches.parquet"]
+            + [run.path / name for name in ("report.json", "report.html")],
+        )
         if replaced is not None:
             write_json_atomic(run.path / replaced / "matching.json", previous)
         os.replace(staging.matches_dir, run.matches_dir)

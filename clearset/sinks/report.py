@@ -16,12 +16,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import math
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from clearset.errors import RunFolderError
 from clearset.runfolder import RunFolder, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
 from clearset.sinks.atomic import atomic_path, write_json_atomic
@@ -32,8 +35,13 @@ REPORT_FORMAT = 1
 #: Matched items listed by name in the HTML page; all of them are in report.json.
 HTML_ITEM_ROWS = 500
 
-#: Above this many shards, "items per shard" is drawn as a histogram, not one bar each.
+#: Above this many shards, members per shard are drawn as a histogram, not one bar each,
+#: and the shards with the most matched samples are listed instead.
 SHARD_BARS_MAX = 60
+
+#: Bars of that histogram at most, and shards listed by matched samples.
+SHARD_HISTOGRAM_BINS = 20
+SHARD_TABLE_ROWS = 20
 
 QUALITY_BIN = 10
 
@@ -46,9 +54,12 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
     run = RunFolder(Path(run_dir))
     info = run.read_info()
     matching = info.get("settings", {}).get("matching") or {}
+    state = run_state(run, info)
+    if state["partial"] and not state["shards_done"]:
+        raise RunFolderError(f"{run.path}: {state['problem']}; nothing to report yet: "
+                             f"{state['to_finish']}")  # fmt: skip
     manifest = run.read_manifest(columns=["key", "shard", "status", "reason", "pdq_quality"])
-    matches_path = run.path / "matches.parquet"
-    matches = pq.read_table(matches_path).to_pylist() if matches_path.exists() else []
+    matches = _match_rows(run, gathered=state["matches_gathered"])
     rows = manifest.to_pylist()
 
     per_shard: dict[str, dict[str, Any]] = {}
@@ -116,6 +127,10 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "generated": utc_now(),
+        # True when a figure below may fall short of the run's (a scan not finished, one
+        # that failed its accounting, a match not gathered): see "state".
+        "partial": state["partial"],
+        "state": {k: v for k, v in state.items() if k != "matches_gathered"},
         "shows_urls": show_urls,
         "run": {
             "path": str(run.path),
@@ -156,6 +171,90 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "clean": _clean_section(run, cleaned),
     }
     return report
+
+
+def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
+    """Whether the run backs whole figures, and if not why and how to make it so.
+
+    `partial` is True for a scan that has not finished (stopped, failed shards, or ranks
+    still at work: only the marked shards count), for one that failed its accounting
+    (too much left unread: a match may hide in what was not read), and for a finished run
+    whose last match was not gathered into RUN/matches.parquet. `matches_gathered` says
+    whether RUN/matches.parquet holds the run's matches (else the per-shard files do).
+    """
+    matching = (info.get("settings") or {}).get("matching") or {}
+    gathered = (run.path / "matches.parquet").exists()
+    failed = info.get("failed_shards") or []
+    state: dict[str, Any] = {
+        "partial": False,
+        "scan": "finished",
+        "shards": info.get("shards"),
+        "shards_done": len(run.done_markers()),
+        "shards_failed": len(failed),
+        "problem": None,
+        "to_finish": None,
+        "matches_gathered": gathered,
+    }
+    source_url = str((info.get("source") or {}).get("url") or "SOURCE")
+    if not info.get("finished"):
+        total = state["shards"] or _shard_count(info)
+        done = state["shards_done"]
+        of = (
+            f"{done:,} of {total:,} shards"
+            if total
+            else f"{done:,} shards (of a total not known now)"
+        )
+        why = f"; {len(failed):,} failed (first: {failed[0].get('error')})" if failed else ""
+        scan = shlex.join(["clearset", "scan", source_url, "--out", str(run.path)])
+        state.update(
+            partial=True,
+            scan="not finished",
+            shards=total,
+            matches_gathered=False,  # a matches.parquet here is an earlier finish's
+            problem=f"the scan has not finished: {of} scanned{why}",
+            to_finish=f"re-run `{scan}` with the same --list and other options (it resumes "
+            "from the shards done; `clearset status` names what is left)",
+        )
+    elif (info.get("accounting") or {}).get("verdict") == "failed":
+        state.update(
+            partial=True,
+            scan="accounting failed",
+            problem=f"the scan {info['accounting'].get('problem')}",
+            to_finish="fix the source and scan it again, or accept what was read by "
+            "re-running the same scan command with --allow-missing",
+        )
+    elif matching.get("lists") and not gathered:
+        state.update(
+            partial=True,
+            scan="match not finished",
+            problem="the last `clearset match` did not finish gathering its matches",
+            to_finish=f"re-run the same `clearset match {shlex.quote(str(run.path))} --list ...`",
+        )
+    return state
+
+
+def _shard_count(info: dict[str, Any]) -> int | None:
+    """How many shards the source has now, or None where it cannot be listed."""
+    from clearset.errors import ClearsetError
+    from clearset.sources import source_from_spec
+
+    try:
+        return len(source_from_spec(info["source"]).shards())
+    except (ClearsetError, OSError, KeyError, TypeError):
+        return None  # the source moved or is out of reach: the run folder still speaks
+
+
+def _match_rows(run: RunFolder, *, gathered: bool) -> list[dict[str, Any]]:
+    """The run's match rows: RUN/matches.parquet, or before it is gathered, the per-shard
+    files of the shards marked done (a shard's file is written before its marker)."""
+    if gathered:
+        return pq.read_table(run.path / "matches.parquet").to_pylist()
+    rows: list[dict[str, Any]] = []
+    for marker in run.done_markers():
+        path = run.matches_file(marker["shard_id"])
+        if path.exists():
+            rows += pq.read_table(path).to_pylist()
+    return rows
 
 
 def _clean_section(run: RunFolder, cleaned: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -238,6 +337,9 @@ def bar_chart(
             'class="axis"/>'
         )
         every = 1 if len(values) <= 16 else max(1, round(len(values) / 8))
+        # Never closer than a label's width (about 6.5 px a character at 11 px).
+        widest = max(len(label) for label in labels) * 6.5 + 8
+        every = max(every, math.ceil(widest / step))
         for i, (label, value) in enumerate(zip(labels, values, strict=True)):
             bar = plot * value / peak
             x = left + i * step
@@ -346,6 +448,7 @@ td.label{font-family:inherit;color:#555}
 svg text{font:11px system-ui,sans-serif;fill:#333}.axis-title{fill:#555}
 .none{color:#888}.note{color:#555;font-size:12px}
 .stale{background:#fff4d6;border:1px solid #e0c060;padding:.5em .75em}
+.partial{background:#fde2e1;border:2px solid #c0392b;padding:.25em 1em;font-size:1.1em}
 """
 
 # The only script: it marks the page as rendered (a test looks for this marker) and
@@ -427,37 +530,33 @@ def _match_text(match: dict[str, Any]) -> _Html:
 def render_html(report: dict[str, Any]) -> str:
     """The report page: identifiers and counts only, every chart inline SVG."""
     lists = report["lists"]
-    shards = report["per_shard"]
-    shard_names = list(shards)
-    shard_items = [shards[s]["items"] for s in shard_names]
-    if len(shard_names) > SHARD_BARS_MAX:
-        shard_chart = _shard_histogram(shard_items)
-    else:
-        shard_chart = bar_chart("Items per shard", shard_names, shard_items, vertical=False)
+    state = report.get("state") or {}
+    partial = bool(report.get("partial"))
+    scope = _scope(state) if partial else ""
     charts = [
         bar_chart(
-            "Matched items per list",
+            "Matched samples per list" + scope,
             [f"{r['name']} ({_hash_label(r.get('hash_type'))})" for r in lists],
             [r["matched_items"] for r in lists],
             vertical=False,
         ),
         bar_chart(
-            "PDQ matches by distance",
+            "PDQ matches by distance" + scope,
             [str(d) for d in range(len(report["distance_histogram"]))],
             list(report["distance_histogram"]),
             vertical=True,
             x_title="Hamming distance to the list entry (bits; 0 = same hash)",
         ),
         bar_chart(
-            "Scanned items by PDQ quality",
+            "Scanned images by PDQ quality" + scope,
             list(report["pdq_quality_histogram"]),
             list(report["pdq_quality_histogram"].values()),
             vertical=True,
             x_title="PDQ quality (0-100; below the minimum an item is only exact-matched)",
         ),
-        shard_chart,
+        _shard_view(report["per_shard"], scope),
         bar_chart(
-            "Items not hashed as images, by reason",
+            "Members not hashed as images, by reason" + scope,
             [f"error: {k}" for k in report["errors_by_reason"]]
             + [f"missing: {k}" for k in report["missing_by_reason"]],
             list(report["errors_by_reason"].values()) + list(report["missing_by_reason"].values()),
@@ -503,9 +602,23 @@ def render_html(report: dict[str, Any]) -> str:
             f"PDQ by the {'reference' if settings.get('exact_pdq') else 'fast'} pipeline",
         ]
     )
-    matched_line = (
-        f"{items['matched']:,} matched a list" if lists else "not matched against any list"
-    )
+    if partial:
+        matched_line = (
+            f"at least {items['matched']:,} samples matched a list" if lists
+            else "not matched against any list"
+        )  # fmt: skip
+        scanned = (
+            f"So far {items['total']:,} members scanned in {_shards_scanned(state)}"
+            if state.get("scan") == "not finished"
+            else f"{items['total']:,} members listed, not all of them read"
+        )
+        headline = f"Partial: {scanned}; {matched_line}."
+    else:
+        matched_line = (
+            f"{items['matched']:,} samples matched a list" if lists
+            else "not matched against any list"
+        )  # fmt: skip
+        headline = f"{items['total']:,} members scanned; {matched_line}."
     match_rows = (
         [
             ["PDQ threshold", f"{thresholds['pdq_threshold']} bits (per list below)"],
@@ -522,7 +635,7 @@ def render_html(report: dict[str, Any]) -> str:
                 "type",
                 "digest (SHA-256 of the list)",
                 "threshold",
-                "matched items",
+                "matched samples" + (" (at least)" if partial else ""),
                 "skipped lines",
             ],
             list_rows,
@@ -532,11 +645,13 @@ def render_html(report: dict[str, Any]) -> str:
         else "<p>None: the run was not matched "
         '(<code class="nw">clearset match RUN --list LIST</code>).</p>'
     )
+    title = "clearset removal report" + (" (PARTIAL)" if partial else "")
     sections = [
-        "<h1>clearset removal report</h1>",
-        f"<p><strong>{items['total']:,} items scanned; {matched_line}."
-        "</strong> This page names items by identifiers only: no image, caption or list "
-        f"entry. {urls_note}</p>",
+        f"<h1>{_e(title)}</h1>",
+        _partial_banner(state) if partial else "",
+        _stale_notice() if (report.get("clean") or {}).get("stale") else "",
+        f"<p><strong>{_e(headline)}</strong> This page names samples by identifiers only: "
+        f"no image, caption or list entry. {urls_note}</p>",
         _table(
             None,
             [
@@ -545,7 +660,11 @@ def render_html(report: dict[str, Any]) -> str:
                     _Html(f"{_path(source.get('url'))} ({_e(source.get('kind') or '?')})"),
                 ],
                 ["run folder", _path(run["path"])],
-                ["scanned", f"{_when(run['started'])} to {_when(run['finished'])}"],
+                [
+                    "scanned",
+                    f"{_when(run['started'])} to "
+                    + (_when(run["finished"]) if run["finished"] else "(not finished)"),
+                ],
                 *([["matched again", _when(run["matched"])]] if run.get("matched") else []),
                 ["scan settings", setting_text],
                 *match_rows,
@@ -557,7 +676,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Lists (by identity, never by content)</h2>" + lists_html,
         "<h2>Charts</h2>" + "".join(charts),
         _clean_html(report.get("clean")),
-        "<h2>Matched items</h2>"
+        f"<h2>Matched samples{_e(scope)}</h2>"
         + (_table(item_headers, item_rows, item_kinds) if item_rows else "<p>None.</p>")
         + more,
     ]
@@ -566,7 +685,7 @@ def render_html(report: dict[str, Any]) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="referrer" content="no-referrer">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>clearset report</title><style>{_STYLE}</style></head><body>"
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
         + "".join(sections)
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )
@@ -581,14 +700,95 @@ def _skipped_cell(record: dict[str, Any]) -> str:
     return f"{sum(skipped.values()):,} ({kinds}); digest over the accepted entries"
 
 
-def _shard_histogram(counts: list[int]) -> str:
-    top = max(counts, default=0)
-    width = max(1, (top + 19) // 20)
-    bins = Counter(c // width for c in counts)
-    labels = [f"{b * width}-{b * width + width - 1}" for b in range(top // width + 1)]
-    values = [bins.get(b, 0) for b in range(top // width + 1)]
+def _scope(state: dict[str, Any]) -> str:
+    """What a partial page's figures cover, for each title."""
+    if state.get("scan") == "not finished":
+        return f" (partial: {_shards_scanned(state)} only)"
+    return f" (partial: {state.get('scan')})"
+
+
+def _shards_scanned(state: dict[str, Any]) -> str:
+    done, total = state.get("shards_done", 0), state.get("shards")
+    return f"{done:,} of {total:,} shards" if total else f"{done:,} shards"
+
+
+def _partial_banner(state: dict[str, Any]) -> str:
+    """The notice a partial page opens with: what is missing, and how to finish."""
+    return (
+        '<div class="partial" role="alert"><p><strong>PARTIAL REPORT: '
+        f"{_e(state.get('problem'))}.</strong> Every figure on this page covers only what "
+        "the run holds so far and may fall short of the whole data set: counts of matched "
+        "samples are lower bounds, and no figure here says that anything is absent.</p>"
+        f"<p>To finish: {_e(state.get('to_finish'))}; then run "
+        f"<code>clearset report</code> again.</p></div>"
+    )
+
+
+def _stale_notice() -> str:
+    return (
+        '<p class="stale"><strong>The cleaned copy this page describes is stale:</strong> it '
+        "was made before the last <code>clearset match</code>, so it was not cleaned against "
+        "the lists named below. Clean again (<code>clearset clean RUN --to NEW_OUTPUT</code>) "
+        "before sharing it.</p>"
+    )
+
+
+def _shard_view(per_shard: dict[str, dict[str, Any]], scope: str) -> str:
+    """Members per shard: a bar each for a few shards; for many, a histogram of shards by
+    members and the shards with the most matched samples, so the page stays one screen
+    whatever the shard count (every shard is in report.json's per_shard)."""
+    names = list(per_shard)
+    members = [per_shard[name]["items"] for name in names]
+    if len(names) <= SHARD_BARS_MAX:
+        return bar_chart("Members per shard" + scope, names, members, vertical=False)
+    matched = sorted(
+        ((name, entry) for name, entry in per_shard.items() if entry.get("matched_items")),
+        key=lambda kv: (-kv[1]["matched_items"], kv[0]),
+    )
+    note = (
+        f'<p class="note">{len(names):,} shards: too many for a bar each, so the chart '
+        "counts shards by how many members they hold (one bar per range) and the table "
+        f"names the {min(SHARD_TABLE_ROWS, len(matched)):,} shards with the most matched "
+        f"samples; {len(matched):,} of the {len(names):,} shards hold a match. Every shard "
+        "is in report.json (per_shard).</p>"
+    )
+    rows = [
+        [name, entry["items"], entry["matched_items"],
+         "; ".join(f"{n} {k:,}" for n, k in entry.get("matched_by_list", {}).items())]
+        for name, entry in matched[:SHARD_TABLE_ROWS]
+    ]  # fmt: skip
+    table = (
+        _table(
+            ["shard", "members", "matched samples", "by list"], rows, ["", "num", "num", "text"]
+        )  # fmt: skip
+        if rows
+        else "<p>No shard holds a match.</p>"
+    )
+    return (
+        _shard_histogram(members, scope)
+        + note
+        + f"<h3>Shards with the most matched samples{_e(scope)}</h3>"
+        + table
+    )
+
+
+def _shard_histogram(counts: list[int], scope: str = "") -> str:
+    """Shards by members, in at most SHARD_HISTOGRAM_BINS ranges between the smallest
+    shard and the largest (not from 0: shards of one size would be one bar at the end)."""
+    low, high = min(counts), max(counts)
+    width = max(1, -(-(high - low + 1) // SHARD_HISTOGRAM_BINS))
+    bins = Counter((c - low) // width for c in counts)
+    starts = [low + b * width for b in range((high - low) // width + 1)]
+    labels = [f"{a:,}" if width == 1 else f"{a:,}-{a + width - 1:,}" for a in starts]
+    values = [bins.get(b, 0) for b in range(len(starts))]
     return bar_chart(
-        "Shards by number of items", labels, values, vertical=True, x_title="items in the shard"
+        f"{len(counts):,} shards by number of members" + scope,
+        labels,
+        values,
+        vertical=True,
+        x_title=f"members in the shard (ranges of {width:,})"
+        if width > 1
+        else "members in the shard",
     )
 
 
