@@ -170,7 +170,7 @@ def scan(
         int,
         typer.Option(
             min=1,
-            help="With --fetch: requests in flight to one host, per worker.",
+            help="With --fetch: requests in flight to one host, over all workers on this machine.",
             rich_help_panel="Fetching URLs",
         ),
     ] = FETCH_PER_HOST,
