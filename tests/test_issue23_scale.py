@@ -85,3 +85,100 @@ def test_a_receipt_over_a_damaged_cleaned_manifest_names_the_file_once(
     assert "re-run the same command to retry" not in line and "shards failed" not in line
     assert len(tries) == 1, "bad input is not tried again"
     assert not (run / "receipt.json").exists() and not (run / "tree.bin").exists()
+
+
+# ---------------------------------------------------------------- text URL lists
+
+
+class _Counting:
+    """A binary file that counts the bytes read through it."""
+
+    def __init__(self, raw, tally: list[int]) -> None:  # type: ignore[no-untyped-def]
+        self._raw, self._tally = raw, tally
+
+    def _count(self, data):  # type: ignore[no-untyped-def]
+        self._tally[0] += len(data)
+        return data
+
+    def read(self, *args):  # type: ignore[no-untyped-def]
+        return self._count(self._raw.read(*args))
+
+    def read1(self, *args):  # type: ignore[no-untyped-def]
+        return self._count(self._raw.read1(*args))
+
+    def readinto(self, buffer):  # type: ignore[no-untyped-def]
+        n = self._raw.readinto(buffer)
+        self._tally[0] += n or 0
+        return n
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._raw, name)
+
+
+TEXT_LISTS = {
+    # blank lines, CRLF and a lone CR, unicode, a byte that is no UTF-8
+    "urls.txt": "".join(
+        f"http://127.0.0.1:9/img/{i}-\u00e9\u6f22.jpg"
+        + ("\r\n" if i % 3 else "\n")
+        + ("\n\r\n" if i % 7 == 0 else "")
+        + ("\r" if i % 11 == 0 else "")
+        for i in range(3000)
+    ).encode("utf-8")
+    + b"http://127.0.0.1:9/\xff.jpg\n",
+    # a header, a quoted newline in a field, blank lines, CRLF
+    "urls.csv": (
+        "key,url,caption\r\n"
+        + "".join(
+            f'k{i},http://127.0.0.1:9/img/{i}.jpg,"line one\nline \u00fc {i}"\r\n'
+            + ("\r\n" if i % 5 == 0 else "")
+            for i in range(2000)
+        )
+    ).encode(),
+    # a line that is no JSON object, blank lines
+    "urls.jsonl": "".join(
+        (f'{{"url": "http://127.0.0.1:9/img/{i}.jpg", "id": "\u00e5{i}"}}\n' if i % 13 else "[1]\n")
+        + ("\n" if i % 9 == 0 else "")
+        for i in range(2000)
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_LISTS))
+def test_a_shard_of_a_text_url_list_reads_its_own_rows_and_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    import fsspec
+
+    from clearset.sources import fetch
+    from clearset.sources.fetch import FetchSource, read_rows, shard_file_name
+
+    path = tmp_path / name
+    path.write_bytes(TEXT_LISTS[name])
+    shards = FetchSource(str(path), shard_rows=250).shards()
+    assert len(shards) > 5
+    tally = [0]
+    real_open = fsspec.open
+
+    class Opened:
+        def __init__(self, url: str, mode: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            self._inner = real_open(url, mode, **kwargs)
+
+        def open(self):  # type: ignore[no-untyped-def]
+            return _Counting(self._inner.open(), tally)
+
+    every = []
+    for shard in shards:
+        start, end = shard.rows
+        # the reference: the whole file parsed from the top, as every shard did before
+        before = read_rows(str(path), shard_file_name(shard), None, start, end)
+        tally[0] = 0
+        monkeypatch.setattr(fetch.fsspec, "open", Opened)
+        rows = read_rows(str(path), shard_file_name(shard), None, start, end, shard.offset)
+        monkeypatch.setattr(fetch.fsspec, "open", real_open)
+        assert rows == before and len(rows) == end - start
+        header = 16 << 10  # the header (and the JSON columns) read from the top
+        assert tally[0] <= path.stat().st_size - shard.offset + header
+        if shard is shards[-1]:
+            assert tally[0] < path.stat().st_size / 2
+        every += rows
+    assert [r.position for r in every] == list(range(len(every)))
