@@ -182,3 +182,50 @@ def test_a_shard_of_a_text_url_list_reads_its_own_rows_and_the_same_rows(
             assert tally[0] < path.stat().st_size / 2
         every += rows
     assert [r.position for r in every] == list(range(len(every)))
+
+
+# ---------------------------------------------------------------- manifest footers
+
+
+def _count_manifest_opens(monkeypatch: pytest.MonkeyPatch, run: Path) -> list[str]:
+    """Every opening of a parquet file under RUN/manifest/ by this process."""
+    opened: list[str] = []
+    folder = str(run / "manifest")
+    for name in ("read_table", "ParquetFile", "read_metadata", "read_schema", "ParquetDataset"):
+        real = getattr(pq, name)
+
+        def counted(source, *args, _real=real, **kwargs):  # type: ignore[no-untyped-def]
+            where = source if isinstance(source, str | Path) else getattr(source, "name", "")
+            if str(where).startswith(folder):
+                opened.append(str(source))
+            return _real(source, *args, **kwargs)
+
+        monkeypatch.setattr(pq, name, counted)
+    return opened
+
+
+def test_the_scan_summary_and_status_open_no_manifest_footer(
+    demo_data: DemoData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collections import Counter
+
+    from clearset.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    opened = _count_manifest_opens(monkeypatch, run)
+    scanned = cli("scan", str(demo_data.webdataset), "--out", str(run), "-w", "1", "--no-progress")
+    assert scanned.returncode == 0, scanned.stderr
+    shown = cli("status", str(run))
+    assert shown.returncode == 0, shown.stderr
+    shards = len(list((run / "markers").glob("*.done.json")))
+    assert shards > 1 and opened == []
+    monkeypatch.undo()
+    # The summary's figures are the manifest's.
+    table = RunFolder(run).read_manifest(columns=["status", "reason"]).to_pylist()
+    expected = Counter((r["status"], (r["reason"] or "").split(":", 1)[0]) for r in table)
+    for (status, why), count in expected.items():
+        assert any(
+            line.split() == [status, *why.split(), f"{count:,}"]
+            for line in scanned.stdout.replace("│", " ").splitlines()
+        ), (status, why, count, scanned.stdout)
+    assert f"{sum(expected.values()):,} items in " in scanned.stdout
