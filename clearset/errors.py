@@ -5,9 +5,20 @@ with other settings) is one of these, with a message that names the file and the
 in one line. The CLI prints that line on stderr and exits non-zero; anything else is a bug.
 """
 
+import sys
+
 
 class ClearsetError(Exception):
-    """Base class: a problem the user can act on. str(error) is the one-line message."""
+    """Base class: a problem the user can act on. str(error) is the one-line message.
+
+    `transient`: made while handling an I/O error (`except OSError: raise InputError(...)`),
+    so another try may succeed; otherwise the input itself is bad and a retry would fail
+    the same way. Kept when the error is pickled from a worker to the driver."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        handling = sys.exc_info()[1]
+        self.transient = isinstance(handling, OSError | TimeoutError)
 
     def __str__(self) -> str:
         # A message often quotes a library's error (pyarrow's run over several lines):

@@ -134,7 +134,8 @@ class Faulty:
                 Path(self.flag).touch()  # the next try goes through
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.mode == "fail" and os.path.exists(self.flag):
-                raise InputError(f"{shard.path}: made to fail by the test")
+                # An I/O error may pass, so it is retried (bad input is not).
+                raise OSError(f"{shard.path}: made to fail by the test")
         yield from self.inner.read_shard(shard, record)
 
 

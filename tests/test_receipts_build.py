@@ -245,11 +245,26 @@ def test_a_damaged_build_folder_is_named_in_one_line(tmp_path, monkeypatch, dama
 
 def test_a_shard_failing_every_try_stops_the_build_with_one_error(tmp_path, monkeypatch):
     def unreadable(self):
+        raise OSError("shard.parquet: cannot read the manifest shard (I/O error)")
+
+    monkeypatch.setattr(Rows, "read", unreadable)
+    with pytest.raises(OutputError, match="I/O error.*re-run"):
+        build(tmp_path, [Rows(b"\0" * 64)], retries=1)
+    assert not (tmp_path / "tree.bin").exists()
+
+
+def test_a_shard_with_bad_input_is_named_and_not_tried_again(tmp_path, monkeypatch):
+    tries = []
+
+    def unreadable(self):
+        tries.append(1)
         raise InputError("shard.parquet: cannot read the manifest shard (bad footer)")
 
     monkeypatch.setattr(Rows, "read", unreadable)
-    with pytest.raises(OutputError, match="bad footer"):
-        build(tmp_path, [Rows(b"\0" * 64)], retries=1)
+    with pytest.raises(InputError, match="^shard.parquet: .*bad footer") as caught:
+        build(tmp_path, [Rows(b"\0" * 64)], retries=2, workers=1)
+    assert "re-run the same command" not in str(caught.value)
+    assert len(tries) == 1
     assert not (tmp_path / "tree.bin").exists()
 
 
@@ -313,8 +328,8 @@ def test_a_manifest_changed_after_the_clean_is_named(tmp_path, cleaned_run):
     source = max(orchestrator.run_sources(run), key=lambda s: s.count)
     table = pq.read_table(source.path)
     pq.write_table(table.slice(1), source.path)
-    with pytest.raises(OutputError) as caught:  # as any task failing every try
-        build_run_tree(run, tmp_path / "tree.bin", workers=1, retries=0)
+    with pytest.raises(InputError) as caught:  # bad input: named, not retried
+        build_run_tree(run, tmp_path / "tree.bin", workers=1, retries=2)
     message = str(caught.value)
     expected = f"{source.path}: holds {source.count - 1} rows but its completion marker says"
     assert expected in message and "\n" not in message

@@ -38,6 +38,7 @@ from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
 from clearset.runfolder import RunFolder, accounting_line
 from clearset.runs import MatchJob, ScanSettings, Split, run_match, run_scan
+from clearset.runs.scan import status_reasons
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import atomic_path
@@ -176,7 +177,7 @@ def scan(
         int,
         typer.Option(
             min=1,
-            help="With --fetch: requests in flight to one host, per worker.",
+            help="With --fetch: requests in flight to one host, over all workers on this machine.",
             rich_help_panel="Fetching URLs",
         ),
     ] = FETCH_PER_HOST,
@@ -503,17 +504,8 @@ def matched_items_note(summary: dict, run_dir: Path) -> str:
 
 
 def _print_summary(run_dir: Path, skipped: int, seconds: float) -> None:
-    # Read through pyarrow, not a DuckDB glob: a run folder named `run[1]` is a glob
-    # character class to DuckDB and would match nothing.
-    manifest = RunFolder(run_dir).read_manifest(columns=["status", "reason"])
-    counts: Counter[tuple[str, str]] = Counter(
-        (status, (reason or "").split(":", 1)[0])
-        for status, reason in zip(
-            manifest.column("status").to_pylist(),
-            manifest.column("reason").to_pylist(),
-            strict=True,
-        )
-    )
+    # From the shards' completion markers, not their parquet files (10^5 shards).
+    counts = status_reasons(RunFolder(run_dir))
     table = Table(title=f"scan of {run_dir}", show_lines=False)
     table.add_column("status")
     table.add_column("reason")

@@ -379,6 +379,31 @@ def summarise_markers(run: RunFolder) -> dict[str, Any]:
     }
 
 
+def status_reasons(run: RunFolder) -> Counter[tuple[str, str]]:
+    """Rows of the completed shards by (status, first word of the reason), from their
+    completion markers: at 10^5 shards, opening every parquet would take minutes. Only a
+    marker written before markers held this (no "by_status") has its parquet read."""
+    from clearset.sinks.manifest import read_manifest_files
+
+    counts: Counter[tuple[str, str]] = Counter()
+    for marker in run.done_markers():
+        by_status = marker.get("by_status")
+        if by_status is None:
+            table = read_manifest_files(
+                [run.manifest_file(marker["shard_id"])], ["status", "reason"]
+            )
+            by_status = {}
+            for status, reason in zip(
+                table.column("status").to_pylist(), table.column("reason").to_pylist(), strict=True
+            ):
+                why = (reason or "").split(":", 1)[0]
+                by_status.setdefault(status, Counter())[why] += 1
+        for status, by_reason in by_status.items():
+            for why, count in by_reason.items():
+                counts[(status, why)] += count
+    return counts
+
+
 def matching_record(matcher: Matcher) -> dict[str, Any]:
     """What run.json records of a match: the lists by identity, and the settings."""
     return {

@@ -1,12 +1,16 @@
 """The loop every orchestrator runs its tasks through, whatever the engine.
 
-A task that fails is tried again, up to `retries` more times, then reported as failed:
-the other tasks still finish, and the failed shard keeps no marker, so a re-run of the
-same command tries it again. A worker lost mid-task (killed, out of memory, node gone)
-counts as a failed try. An `OutputError` (disk full, read-only destination) stops
-everything at once: every other shard would fail the same way. Anything else a task
-raises that is neither a clearset error nor an I/O error is a bug, and is raised here
-with its traceback rather than hidden as a failed shard.
+A task that fails for a reason that may pass (a worker lost mid-task: killed, out of
+memory, node gone; an I/O error, or one of our errors raised on one) is tried again, up
+to `retries` more times, then reported as failed: the other tasks still finish, and the
+failed shard keeps no marker, so a re-run of the same command tries it again. A task that
+fails on bad input (one of our errors, raised on what it read: a corrupt file, a file that
+disagrees with its marker) fails the same way every time: it is not tried again, and a
+command that needs every shard names the file and the problem, not "re-run". An
+`OutputError` (disk full, read-only destination) stops everything at once: every other
+shard would fail the same way. Anything else a task raises that is neither a clearset
+error nor an I/O error is a bug, and is raised here with its traceback rather than
+hidden as a failed shard.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Failure:
     task: Task
     error: str  # one line: why it failed the last time
     attempts: int
+    bad_input: ClearsetError | None = None  # the error, when it was bad input (not retried)
 
 
 @dataclass
@@ -57,6 +62,15 @@ def retryable(error: BaseException) -> bool:
     """Whether a task's error is about its shard or its I/O (tried again, then reported)
     rather than a bug in clearset (raised)."""
     return isinstance(error, ClearsetError | OSError | TimeoutError | ConnectionError)
+
+
+def bad_input(error: BaseException | None) -> ClearsetError | None:
+    """`error` when it says the task's input is bad, so that another try would fail the
+    same way: one of our errors that was not raised on an I/O error (`ClearsetError`
+    records that where it is made; the flag travels with the error from the worker)."""
+    if isinstance(error, ClearsetError) and not getattr(error, "transient", False):
+        return error
+    return None
 
 
 def why(outcome: Outcome) -> str:
@@ -108,12 +122,12 @@ def run_tasks(
                 raise error
             if error is not None and not retryable(error):
                 raise error
-            if attempts[task.id] <= retries:
+            if attempts[task.id] <= retries and bad_input(error) is None:
                 again.append(task)
                 results.retried += 1
                 meter.retried += 1
                 continue
-            failure = Failure(task, why(outcome), attempts[task.id])
+            failure = Failure(task, why(outcome), attempts[task.id], bad_input(error))
             results.failures.append(failure)
             meter.shard_failed()
             if on_failed is not None:
@@ -145,6 +159,11 @@ def run_or_fail(
     )  # fmt: skip
     with meter.progress:
         done = run_tasks(engine, tasks, meter, retries=retries, counts=counts, on_done=on_done)
+    bad = next((f for f in done.failures if f.bad_input is not None), None)
+    if bad is not None and bad.bad_input is not None:
+        # Bad input fails every try: name the file and the problem, and no "re-run".
+        others = f"{len(done.failures) - 1} more failed; " if len(done.failures) > 1 else ""
+        raise type(bad.bad_input)(f"{bad.error} ({others}{after})" if after else bad.error)
     if done.failures:
         raise error(
             f"{len(done.failures)} of {len(tasks)} shards failed to {label} "

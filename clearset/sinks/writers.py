@@ -562,7 +562,11 @@ def write_url_shard(
         with atomic_path(part) as tmp:
             pq.write_table(pa.concat_tables(taken) if taken else schema.empty_table(), tmp)
     else:
-        header, columns, records = text_records(shard.path, fmt, None, need_url=False)
+        # From the shard's own offset where the plan has one: not every row before it.
+        header, columns, records = text_records(
+            shard.path, fmt, None, need_url=False, offset=shard.offset
+        )
+        first = start if shard.offset is not None else 0
         key_column = columns.key if columns else None
         if fmt == "jsonl":
             key_column = json_columns(shard.path, None, need_url=False).key
@@ -570,7 +574,7 @@ def write_url_shard(
             atomic_path(part) as tmp,
             open(tmp, "w", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as out,
         ):
-            for position, (raw, fields) in enumerate(records):
+            for position, (raw, fields) in enumerate(records, first):
                 if position >= end:
                     records.close()  # type: ignore[attr-defined]
                     break
@@ -585,6 +589,8 @@ def write_url_shard(
     if fmt == "parquet":
         with fsspec.open(shard.path, "rb") as handle:
             total = pq.ParquetFile(handle).metadata.num_rows
+    elif shard.file_rows is not None:
+        total = shard.file_rows
     else:
         total = sum(1 for _ in text_records(shard.path, fmt, None, need_url=False)[2])
     found = finished_parts(parts)

@@ -35,6 +35,10 @@ class ShardRef:
     files: tuple[str, ...] = ()
     # A URL list's shards are runs of its rows: [start, end) of the file at `path`.
     rows: tuple[int, int] | None = None
+    # A text URL list's shard: the byte where its first record starts, and the file's
+    # records in all (found in one pass when planning: no shard parses the rows before it).
+    offset: int | None = None
+    file_rows: int | None = None
 
 
 @dataclass(slots=True)

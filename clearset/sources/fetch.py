@@ -14,6 +14,7 @@ the same rows again.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -122,11 +123,15 @@ def _pick(names: list[str], given: str | None, where: str, need_url: bool = True
 class _Lines:
     """A text file's lines, remembering the raw text of the lines taken since the last
     `take()`: the csv reader asks for exactly the lines of one record, so this is that
-    record's text as the file holds it (quoted newlines included)."""
+    record's text as the file holds it (quoted newlines included). With `count_bytes`,
+    `consumed` is the bytes read so far (the text encoded back: surrogateescape gives
+    back every byte as the file holds it), so a record's byte offset can be kept."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, count_bytes: bool = False) -> None:
         self._handle = handle
         self._taken: list[str] = []
+        self._count_bytes = count_bytes
+        self.consumed = 0
 
     def __iter__(self) -> _Lines:
         return self
@@ -136,6 +141,8 @@ class _Lines:
         if not line:
             raise StopIteration
         self._taken.append(line)
+        if self._count_bytes:
+            self.consumed += len(line.encode(TEXT_ENCODING, TEXT_ERRORS))
         return line
 
     def take(self) -> str:
@@ -145,17 +152,75 @@ class _Lines:
 
 
 def text_records(
-    path: str, fmt: str, url_column: str | None, need_url: bool = True
+    path: str,
+    fmt: str,
+    url_column: str | None,
+    need_url: bool = True,
+    offset: int | None = None,
 ) -> tuple[str, Columns | None, Iterator[tuple[str, dict[str, Any] | None]]]:
     """(header text, columns, records) of a text URL list. Each record is its raw text
     and its fields (None for a line that is no JSON object). A plain list's field is
-    `url`; blank lines are no records."""
+    `url`; blank lines are no records. With `offset` (a record's byte offset, from
+    `text_plan`), the records start there: the ones before it are not read."""
+    header, columns, records, _ = _text_records(path, fmt, url_column, need_url, offset)
+    return header, columns, records
+
+
+def text_plan(
+    path: str, fmt: str, url_column: str | None, shard_rows: int
+) -> tuple[int, list[int]]:
+    """A text URL list's number of records, and the byte offset of every `shard_rows`-th
+    record (0, shard_rows, ...): one pass, so that each shard seeks to its own rows."""
+    _, _, records, lines = _text_records(path, fmt, url_column, True, None, count_bytes=True)
+    offsets = [lines.consumed]
+    count = 0
+    for _ in records:
+        count += 1
+        if count % shard_rows == 0:
+            offsets.append(lines.consumed)  # where the next record's lines begin
+    return count, offsets
+
+
+def _open_text(path: str, offset: int | None, header: bool) -> Any:
+    """The file as text; with `offset`, placed there (after the header, when `header`
+    says the caller reads one first: the caller then calls `_seek_text`)."""
     try:
-        handle = fsspec.open(path, "rt", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="")
-        opened = handle.open()
+        raw = fsspec.open(path, "rb").open()
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the URL list ({exc})") from None
-    lines = _Lines(opened)
+    if offset and not header:
+        raw = _seek(raw, path, offset)
+    return io.TextIOWrapper(raw, encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="")
+
+
+def _seek(raw: Any, path: str, offset: int) -> Any:
+    """`raw` at `offset`, which must follow a line end (else the file changed since the
+    shards were planned, and the offset falls inside a record)."""
+    try:
+        raw.seek(offset - 1)
+        before = raw.read(1)
+    except (OSError, ValueError) as exc:
+        raw.close()
+        raise InputError(f"{path}: cannot read the URL list ({exc})") from None
+    if before not in (b"\n", b"\r"):
+        raw.close()
+        raise InputError(
+            f"{path}: changed while it was being scanned (a shard's rows no longer start "
+            "at a line); run the same command again"
+        )
+    return raw
+
+
+def _text_records(
+    path: str,
+    fmt: str,
+    url_column: str | None,
+    need_url: bool,
+    offset: int | None,
+    count_bytes: bool = False,
+) -> tuple[str, Columns | None, Iterator[tuple[str, dict[str, Any] | None]], _Lines]:
+    opened = _open_text(path, offset, header=fmt in ("csv", "tsv"))
+    lines = _Lines(opened, count_bytes)
     if fmt in ("csv", "tsv"):
         reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
         try:
@@ -172,6 +237,17 @@ def text_records(
         except InputError:
             opened.close()
             raise
+        if offset:
+            # The header is read from the top; the records from the shard's offset. The
+            # text layer reads ahead, so a new one is made at the offset.
+            opened = io.TextIOWrapper(
+                _seek(opened.detach(), path, offset),
+                encoding=TEXT_ENCODING,
+                errors=TEXT_ERRORS,
+                newline="",
+            )
+            lines = _Lines(opened, count_bytes)
+            reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
 
         def csv_records() -> Iterator[tuple[str, dict[str, Any] | None]]:
             try:
@@ -185,7 +261,7 @@ def text_records(
             finally:
                 opened.close()
 
-        return header, columns, csv_records()
+        return header, columns, csv_records(), lines
     if fmt == "list" and url_column is not None:
         opened.close()
         raise InputError(f"{path}: --url-column applies to parquet, CSV, TSV and JSON lines")
@@ -207,7 +283,7 @@ def text_records(
         finally:
             opened.close()
 
-    return "", None, line_records()
+    return "", None, line_records(), lines
 
 
 def json_columns(path: str, url_column: str | None, need_url: bool = True) -> Columns:
@@ -269,9 +345,15 @@ def row_key(
 
 
 def read_rows(
-    path: str, file_name: str, url_column: str | None, start: int, end: int
+    path: str,
+    file_name: str,
+    url_column: str | None,
+    start: int,
+    end: int,
+    offset: int | None = None,
 ) -> list[UrlRow]:
-    """Rows [start, end) of a URL list (a shard's worth: held in memory)."""
+    """Rows [start, end) of a URL list (a shard's worth: held in memory). For a text
+    list, `offset` is the byte where row `start` begins (`text_plan`): read from there."""
     fmt = url_format(path)
     rows: list[UrlRow] = []
     if fmt == "parquet":
@@ -310,9 +392,10 @@ def read_rows(
             raise InputError(f"{path}: not a readable parquet file ({exc})") from None
         return rows
     columns = json_columns(path, url_column) if fmt == "jsonl" else None
-    _, found, records = text_records(path, fmt, url_column)
+    _, found, records = text_records(path, fmt, url_column, offset=offset)
     columns = found or columns or Columns(url="url")
-    for position, (_, fields) in enumerate(records):
+    first = start if offset is not None else 0
+    for position, (_, fields) in enumerate(records, first):
         if position >= end:
             records.close()  # type: ignore[attr-defined]
             break
@@ -369,13 +452,27 @@ class FetchSource:
         for path in paths:
             name = relative_name(path, root)
             url = protocol_url(fs, path)
-            _, count = file_columns(url, self.url_column)
-            for start in range(0, count, self.shard_rows):
+            fmt = url_format(url)
+            offsets: list[int | None]
+            if fmt == "parquet":
+                _, count = file_columns(url, self.url_column)
+                offsets = [None] * (count // self.shard_rows + 1)
+            else:
+                if fmt == "jsonl":
+                    json_columns(url, self.url_column)  # refuse a list with no URL column
+                count, found = text_plan(url, fmt, self.url_column, self.shard_rows)
+                offsets = list(found)
+            for number, start in enumerate(range(0, count, self.shard_rows)):
                 end = min(start + self.shard_rows, count)
                 shard_name = f"{name}[{start}:{end}]"
                 refs.append(
                     ShardRef(
-                        id=shard_id_for(shard_name), name=shard_name, path=url, rows=(start, end)
+                        id=shard_id_for(shard_name),
+                        name=shard_name,
+                        path=url,
+                        rows=(start, end),
+                        offset=offsets[number],
+                        file_rows=count if fmt != "parquet" else None,
                     )
                 )
         check_unique(refs, self.url)
@@ -385,7 +482,9 @@ class FetchSource:
         if record is not None:
             record.update(file_digest(shard.path))
         start, end = shard.rows or (0, 0)
-        rows = read_rows(shard.path, shard_file_name(shard), self.url_column, start, end)
+        rows = read_rows(
+            shard.path, shard_file_name(shard), self.url_column, start, end, shard.offset
+        )
         wanted = [(i, row.url) for i, row in enumerate(rows) if row.url]
         for row in rows:
             if not row.url:
@@ -446,7 +545,8 @@ def dry_run(source: FetchSource, sample: int) -> DryRun:
     every: list[str] = []
     for shard in source.shards():
         start, end = shard.rows or (0, 0)
-        for row in read_rows(shard.path, shard_file_name(shard), source.url_column, start, end):
+        name = shard_file_name(shard)
+        for row in read_rows(shard.path, name, source.url_column, start, end, shard.offset):
             if not row.url:
                 found.rows_without_url += 1
                 continue

@@ -4,7 +4,8 @@
 background thread (aiohttp), and yields each URL's `Fetched` as it completes: the body's
 bytes, held only until the caller has hashed them, and what the server answered. Bodies
 are never written anywhere. Politeness: at most `concurrency` requests in flight, at
-most `per_host` of them to any one host, retries with exponential backoff on 429, 5xx
+most `per_host` of them to any one host (over every worker process on this machine:
+`clearset.sources.host_slots`), retries with exponential backoff on 429, 5xx
 and transport errors (honouring `Retry-After`, up to a cap), connect and read timeouts,
 a body-size cap (a larger body is refused as soon as its `Content-Length` or its bytes
 say so, never buffered whole), a configurable User-Agent, and `X-Robots-Tag: noai` /
@@ -28,10 +29,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clearset import __version__
+from clearset.sources.host_slots import host_slots
 
 #: Requests in flight per worker process.
 FETCH_CONCURRENCY = 64
-#: Requests in flight to one host per worker process (politeness).
+#: Requests in flight to one host, over every worker on one machine (politeness).
 FETCH_PER_HOST = 16
 FETCH_CONNECT_TIMEOUT = 10.0
 #: Longest wait for the next bytes of a response (not for the whole body).
@@ -187,6 +189,9 @@ class Fetcher:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._hosts: dict[str, asyncio.Semaphore] = {}
+        # The per-process semaphore keeps this loop's own waiters off the shared slots,
+        # which hold the limit over the machine's other workers too.
+        self._shared = host_slots()
 
     def _host(self, url: str) -> asyncio.Semaphore:
         host = url_host(url) or ""
@@ -205,7 +210,7 @@ class Fetcher:
                 found.attempts += 1
                 try:
                     async with self._host(url):
-                        await self._once(url, found)
+                        await self._polite_once(url, found)
                     break
                 except _Retry as retry:
                     if found.attempts > self.settings.retries:
@@ -218,6 +223,17 @@ class Fetcher:
         finally:
             found.fetch_ms = round((time.monotonic() - started) * 1000)
         return found
+
+    async def _polite_once(self, url: str, found: Fetched) -> None:
+        if self._shared is None:
+            await self._once(url, found)
+            return
+        host = url_host(url) or ""
+        slot = await self._shared.take(host, self.settings.per_host)
+        try:
+            await self._once(url, found)
+        finally:
+            self._shared.give(slot)
 
     async def _once(self, url: str, found: Fetched) -> None:
         aiohttp = self._aiohttp

@@ -59,6 +59,9 @@ class ShardSummary:
     # Rows by how they count in the scan's accounting (see `row_account`), by reason.
     account: dict[str, dict[str, int]] = field(default_factory=dict)
     matches: dict[str, int] | None = None  # match rows per list digest, when matched
+    # Rows by status, then by reason's first word ("" for none): the scan's summary table,
+    # read from the markers rather than from every shard's parquet.
+    by_status: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,6 +216,7 @@ def _scan_shard(
     status: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     account: dict[str, Counter[str]] = {}
+    by_status: dict[str, Counter[str]] = {}
     read: dict[str, Any] = {}
     pending = [0, 0, 0]
     target = run.manifest_file(shard.id)
@@ -225,6 +229,7 @@ def _scan_shard(
                 status[row["status"]] += 1
                 why = (row.get("reason") or "").split(":", 1)[0]
                 account.setdefault(row_account(row), Counter())[why] += 1
+                by_status.setdefault(row["status"], Counter())[why] += 1
                 if why:
                     reasons[why] += 1
                 summary.bytes += row.get("size") or 0
@@ -244,6 +249,7 @@ def _scan_shard(
     summary.status = dict(status)
     summary.reasons = dict(reasons)
     summary.account = {name: dict(counts) for name, counts in account.items()}
+    summary.by_status = {name: dict(counts) for name, counts in by_status.items()}
     if matcher is not None:
         summary.matches = write_shard_matches(run, shard.id, matcher)
     marker = summary.to_dict()
