@@ -29,7 +29,7 @@ from clearset.sources.base import (
     file_shards,
     normalise_hex,
 )
-from clearset.sources.folder import is_local_fs, read_file
+from clearset.sources.folder import is_local_fs, is_side_file, read_file
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("key", "__key__", "id", "uid", "image_id")
@@ -175,7 +175,10 @@ def is_side_parquet(url: str) -> bool:
     """img2dataset's per-shard metadata beside a `.tar` or a folder of the same stem."""
     fs, path = fsspec.core.url_to_fs(url)
     stem = path[: -len(".parquet")]
-    return any(fs.exists(stem + suffix) for suffix in (".tar", ".tar.gz", ".tgz")) or fs.isdir(stem)
+    if any(fs.exists(stem + suffix) for suffix in (".tar", ".tar.gz", ".tgz")):
+        return True
+    folder, _, name = path.rpartition("/")
+    return is_side_file(fs, folder, name)
 
 
 def file_digest(url: str) -> dict[str, Any]:
