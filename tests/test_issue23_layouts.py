@@ -144,7 +144,16 @@ def test_metadata_only_parquet_cleans_in_one_pass_after_a_refused_scan(tmp_path:
     assert kept.num_rows == 9 and listed.read_text().strip() not in kept.column("md5").to_pylist()
 
     two_run, two_dest = tmp_path / "run2", tmp_path / "dest2"
-    cli("scan", str(src), "--out", str(two_run), "--list", str(listed), "--allow-missing", check=True)
+    cli(
+        "scan",
+        str(src),
+        "--out",
+        str(two_run),
+        "--list",
+        str(listed),
+        "--allow-missing",
+        check=True,
+    )
     cli("clean", str(two_run), "--to", str(two_dest), check=True)
     assert pq.read_table(two_dest / "part-0.parquet").equals(kept)
 
@@ -168,3 +177,92 @@ def test_scan_of_an_empty_tar_fails(tmp_path: Path) -> None:
     assert info["accounting"]["verdict"] == "failed"
     proc = cli("scan", str(shard), "--out", str(tmp_path / "run2"), "--allow-missing")
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------- img2dataset's border mode
+
+
+def _centred_product(name: str, size: tuple[int, int]) -> bytes:
+    """A product shot: an elliptical cut-out of a photo centred on pure white, with
+    white margins on every side (what no rule on pixels alone tells from padding)."""
+    from skimage import data as skdata
+
+    width, height = size
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    ow, oh = int(width * 0.6), int(height * 0.6)
+    photo = Image.fromarray(np.asarray(getattr(skdata, name)())).convert("RGB")
+    thing = np.asarray(photo.resize((ow, oh)))
+    yy, xx = np.mgrid[0:oh, 0:ow]
+    inside = ((xx - ow / 2) / (ow / 2)) ** 2 + ((yy - oh / 2) / (oh / 2)) ** 2 <= 1
+    top, left = (height - oh) // 2, (width - ow) // 2
+    canvas[top : top + oh, left : left + ow][inside] = thing[inside]
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _distance(a: bytes, b: bytes) -> int:
+    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
+
+
+def test_img2dataset_border_mode_is_trimmed_by_the_recorded_original_size(
+    tmp_path: Path,
+) -> None:
+    from clearset.hashing import hash_bytes
+    from clearset.hashing.borders import recorded_padding, trim
+    from clearset.hashing.pdq import pdq_from_rgb
+    from clearset.settings import PDQ_MATCH_THRESHOLD
+
+    pictures = [
+        _centred_product("coffee", (640, 480)),
+        _centred_product("astronaut", (480, 640)),
+        _centred_product("chelsea", (700, 420)),
+    ]
+    options = {"output_format": "files", "thread_count": 2, "image_size": 256}
+    urls = run_img2dataset(tmp_path, pictures, {"border": {**options, "resize_mode": "border"}})
+    src = tmp_path / "border"
+    originals = [
+        pdq_from_rgb(np.asarray(Image.open(io.BytesIO(p)).convert("RGB")))[0] for p in pictures
+    ]
+    for meta in sorted(src.glob("*/*.json")):
+        record = json.loads(meta.read_text())
+        stored = meta.with_suffix(".jpg").read_bytes()
+        listed = originals[urls.index(record["url"])]
+        size = (record["original_width"], record["original_height"])
+        padding = recorded_padding(record["width"], record["height"], *size)
+        assert padding is not None and padding.any
+        rgb = np.asarray(Image.open(io.BytesIO(stored)).convert("RGB"))
+        interior = pdq_from_rgb(trim(rgb, padding))[0]
+        for exact_pdq in (False, True):
+            guessed = hash_bytes(stored, exact_pdq=exact_pdq)
+            # From the pixels alone, the product's white margins go with the padding.
+            assert min(_distance(h, listed) for h in (guessed.pdq, guessed.pdq_trimmed)) > (
+                PDQ_MATCH_THRESHOLD
+            )
+            found = hash_bytes(stored, exact_pdq=exact_pdq, original_size=size)
+            assert found.pdq == guessed.pdq  # the hash as stored does not change
+            assert _distance(found.pdq_trimmed, listed) <= PDQ_MATCH_THRESHOLD
+            if exact_pdq:
+                assert found.pdq_trimmed == interior
+    # And through a scan: every picture matches the list of the originals.
+    listed = tmp_path / "pdq.txt"
+    listed.write_text("".join(h.hex() + "\n" for h in originals))
+    run = tmp_path / "run"
+    proc = cli("scan", str(src), "--out", str(run), "--list", f"{listed},type=pdq")
+    assert proc.returncode == 0, proc.stderr
+    matched = pq.read_table(run / "matches.parquet").column("key").to_pylist()
+    assert len(set(matched)) == len(pictures)
+
+
+def test_recorded_size_is_not_trusted_where_the_pixels_are_no_padding() -> None:
+    """A centre crop is square too: the bands the recorded size gives hold picture."""
+    from clearset.hashing.borders import Borders, holds_padding, recorded_padding
+
+    assert recorded_padding(256, 256, 640, 480) == Borders(top=32, bottom=32)
+    assert recorded_padding(256, 256, 700, 420) == Borders(top=51, bottom=51)  # 153.6 -> 154
+    assert recorded_padding(256, 256, 500, 500) is None
+    assert recorded_padding(256, 192, 640, 480) is None  # keep_ratio: not padded
+    luma = np.full((256, 256), 255, np.uint8)
+    luma[32:224] = np.random.default_rng(0).integers(0, 200, (192, 256))
+    assert holds_padding(luma, Borders(top=32, bottom=32))
+    assert not holds_padding(luma, Borders(top=40, bottom=40))

@@ -35,6 +35,7 @@ from clearset.sources.base import (
     is_image_ext,
     metadata_json,
     normalise_hex,
+    original_size,
     protocol_url,
     read_bounded,
     relative_name,
@@ -216,6 +217,7 @@ class FolderSource:
                     expect_image=is_image_ext(split_ext(name)[1]),
                     streamed=streamed,
                     note=note,
+                    extra=original_size(meta),
                 )
                 position += 1
             for folder, rows in failed:
