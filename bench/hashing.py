@@ -326,12 +326,14 @@ def border_recall(seed: int, count: int) -> None:
         for meta in (root / "border").rglob("*.json"):
             record = json.loads(meta.read_text())
             if record.get("status") == "success":
-                by_url[record["url"]] = meta.with_suffix(".jpg").read_bytes()
+                size = (record["original_width"], record["original_height"])
+                by_url[record["url"]] = (meta.with_suffix(".jpg").read_bytes(), size)
     rows: dict[str, list[tuple[bool, bool, bool, bool]]] = {}
     for (kind, original), url in zip(pictures, urls, strict=True):
-        stored = by_url.get(url)
-        if stored is None:
+        if url not in by_url:
             continue
+        # As a scan hashes it: with the original size img2dataset records beside it.
+        stored, size = by_url[url]
         listed = np.frombuffer(reference_path(original).pdq, np.uint8)[None]
         rgb = np.asarray(Image.open(io.BytesIO(stored)).convert("RGB"))
         top, bottom, left, right = _interior(original)
@@ -342,7 +344,8 @@ def border_recall(seed: int, count: int) -> None:
             near = distance(np.repeat(listed, len(packed), 0), packed) <= PDQ_MATCH_THRESHOLD
             return bool(near.any())
 
-        fast_item, exact_item = hash_bytes(stored), hash_bytes(stored, exact_pdq=True)
+        fast_item = hash_bytes(stored, original_size=size)
+        exact_item = hash_bytes(stored, exact_pdq=True, original_size=size)
         rows.setdefault(kind, []).append(
             (
                 found(perfect),

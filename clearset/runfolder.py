@@ -348,6 +348,13 @@ def account_scan(account: dict[str, dict[str, int]], allow_missing: bool) -> dic
     problem = None
     if read and not hashed:
         problem = f"hashed no image in {read:,} manifest rows"
+    elif not hashed:
+        # An empty tar, or shards whose every download failed: nothing was hashed, and
+        # a cleaned copy or a receipt of it would vouch for nothing.
+        failed = totals.get(UPSTREAM_FAILED, 0)
+        problem = "hashed no image: the source holds no member" + (
+            f" (only {failed:,} failed downloads the source records)" if failed else ""
+        )
     elif items and unread / items > MAX_UNREAD_SHARE:
         problem = (
             f"could not read {unread:,} of {items:,} items ({unread / items:.1%}, more than "

@@ -134,3 +134,78 @@ def trim(array: np.ndarray, borders: Borders) -> np.ndarray:
     """`array` (H x W or H x W x C) without its borders."""
     h, w = array.shape[:2]
     return array[borders.top : h - borders.bottom, borders.left : w - borders.right]
+
+
+# ---------------------------------------------------------------- recorded padding
+#
+# img2dataset's "border" mode records each picture's size before it was resized
+# (`original_width`, `original_height`) beside the padded copy. That size gives the
+# padding exactly, where the pixels alone cannot: a product centred on pure white has
+# margins of the pad colour that `find_borders` trims with the padding.
+
+#: img2dataset's border mode pads with pure white.
+RECORDED_PAD_COLOUR = 255.0
+
+
+def recorded_padding(
+    width: int, height: int, original_width: int, original_height: int
+) -> Borders | None:
+    """The padding img2dataset's border mode puts around a picture of the original size
+    to make the stored `width` x `height` square, or None where it would put none.
+
+    As img2dataset does it (through albumentations): `LongestMaxSize` scales by
+    size / longest side and rounds each side (`max(1, round(side * scale))`), then
+    `PadIfNeeded` pads centred, `int((size - side) / 2)` before and the rest after."""
+    if width != height or min(original_width, original_height) <= 0:
+        return None
+    size = width
+    scale = size / max(original_width, original_height)
+    inner_w = max(1, round(original_width * scale))
+    inner_h = max(1, round(original_height * scale))
+    if inner_w > size or inner_h > size or (inner_w, inner_h) == (size, size):
+        return None
+    top, left = int((size - inner_h) / 2), int((size - inner_w) / 2)
+    return Borders(top=top, bottom=size - inner_h - top, left=left, right=size - inner_w - left)
+
+
+def in_units(borders: Borders, block: int) -> Borders:
+    """`borders` in pixels as rows and columns of a decode reduced by `block`."""
+    if block == 1:
+        return borders
+    return Borders(
+        *(
+            round(side / block)
+            for side in (borders.top, borders.bottom, borders.left, borders.right)
+        )
+    )
+
+
+def holds_padding(
+    luma: np.ndarray, borders: Borders, tolerance: float = BORDER_TOLERANCE, block: int = 1
+) -> bool:
+    """Whether every band of `borders` is the pad colour in `luma`: exact away from the
+    picture, JPEG's ringing allowed within its reach (as `find_borders` allows it). A
+    square picture of another mode (a centre crop) holds picture where padding would be."""
+    if luma.ndim != 2 or not borders.any:
+        return False
+    h, w = luma.shape
+    if borders.top + borders.bottom >= h or borders.left + borders.right >= w:
+        return False
+    deviation = np.abs(luma.astype(np.float32) - np.float32(RECORDED_PAD_COLOUR))
+    reach = -(-BORDER_RINGING_PIXELS // block)
+    bands = (
+        deviation[: borders.top],
+        deviation[h - borders.bottom :][::-1],
+        deviation[:, : borders.left].T,
+        deviation[:, w - borders.right :].T[::-1],
+    )
+    for band in bands:
+        if band.shape[0] == 0:
+            continue
+        # Lines ordered from the picture's edge outwards: the last `reach` are nearest.
+        outer, inner = band[: max(0, band.shape[0] - reach)], band[max(0, band.shape[0] - reach) :]
+        if outer.size and outer.max() > tolerance:
+            return False
+        if inner.mean(axis=1).max() > BORDER_RINGING_MEAN:
+            return False
+    return True

@@ -19,7 +19,14 @@ import numpy as np
 from PIL import Image
 
 from clearset import settings
-from clearset.hashing.borders import find_borders, trim
+from clearset.hashing.borders import (
+    Borders,
+    find_borders,
+    holds_padding,
+    in_units,
+    recorded_padding,
+    trim,
+)
 from clearset.hashing.crypto import crypto_digests
 from clearset.hashing.decode import DecodeFailure, check_pixels, open_image, to_display_rgb
 from clearset.hashing.fast_pdq import (
@@ -67,8 +74,29 @@ def _set_dihedral(result: ItemHashes, hashes: list[bytes], quality: int) -> None
     result.pdq_dihedral = b"".join(hashes[1:])
 
 
+def _padding(
+    luma: np.ndarray,
+    result: ItemHashes,
+    original_size: tuple[int, int] | None,
+    block: int = 1,
+) -> Borders:
+    """The padding to trim: the one the source's recorded original size gives (img2dataset's
+    border mode), where the pixels there are padding; else what `find_borders` finds."""
+    if original_size is not None and result.width and result.height:
+        recorded = recorded_padding(result.width, result.height, *original_size)
+        if recorded is not None:
+            units = in_units(recorded, block)
+            if holds_padding(luma, units, block=block):
+                return units
+    return find_borders(luma, block=block)
+
+
 def _reference_pdq(
-    image: Image.Image, result: ItemHashes, trim_borders: bool, dihedral: bool = False
+    image: Image.Image,
+    result: ItemHashes,
+    trim_borders: bool,
+    dihedral: bool = False,
+    original_size: tuple[int, int] | None = None,
 ) -> None:
     """Full decode to display RGB and `pdqhash` (the `--exact-pdq` path)."""
     display = to_display_rgb(image)
@@ -83,13 +111,17 @@ def _reference_pdq(
     else:
         result.pdq, result.pdq_quality = pdq_from_rgb(rgb)
     if trim_borders:
-        borders = find_borders(luma_from_rgb(rgb))
+        borders = _padding(luma_from_rgb(rgb), result, original_size)
         if borders.any:
             result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_rgb(trim(rgb, borders))
 
 
 def _fast_pdq(
-    image: Image.Image, result: ItemHashes, trim_borders: bool, dihedral: bool = False
+    image: Image.Image,
+    result: ItemHashes,
+    trim_borders: bool,
+    dihedral: bool = False,
+    original_size: tuple[int, int] | None = None,
 ) -> None:
     """Reduced-scale luma decode and the matching PDQ operator (JPEG only)."""
     try:
@@ -105,7 +137,7 @@ def _fast_pdq(
     else:
         result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
     if trim_borders:
-        borders = find_borders(reduced.luma, block=reduced.rows.scale)
+        borders = _padding(reduced.luma, result, original_size, block=reduced.rows.scale)
         if borders.any:
             inner = reduced.crop(borders.top, borders.bottom, borders.left, borders.right)
             result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_reduced(inner)
@@ -118,6 +150,7 @@ def hash_bytes(
     trim_borders: bool = True,
     dihedral: bool = False,
     max_pixels: int | None = None,
+    original_size: tuple[int, int] | None = None,
 ) -> ItemHashes:
     """All hashes of one stored item. Never raises for bad image data.
 
@@ -127,7 +160,9 @@ def hash_bytes(
     7 other rotations and flips of the stored picture, into `pdq_dihedral`. An image over
     `max_pixels` (default `settings.MAX_PIXELS`) is not decoded, on either path, so
     that whether an item has a PDQ does not depend on the path: status "error", reason
-    "too_large", with its cryptographic hashes like every item.
+    "too_large", with its cryptographic hashes like every item. `original_size` (width,
+    height), where the source records the size a picture had before it was resized
+    (img2dataset), gives the padding its border mode added exactly.
     """
     cap = settings.MAX_PIXELS if max_pixels is None else max_pixels
     digests = crypto_digests(data)
@@ -137,9 +172,9 @@ def hash_bytes(
         result.format = opened.format
         check_pixels(opened.image, cap)
         if not exact_pdq and opened.format in FAST_PDQ_FORMATS:
-            _fast_pdq(opened.image, result, trim_borders, dihedral)
+            _fast_pdq(opened.image, result, trim_borders, dihedral, original_size)
         else:
-            _reference_pdq(opened.image, result, trim_borders, dihedral)
+            _reference_pdq(opened.image, result, trim_borders, dihedral, original_size)
     except DecodeFailure as failure:
         result.status = STATUS_ERROR
         result.reason = str(failure)[:200]

@@ -142,8 +142,12 @@ def run_scan(
     created = not run.run_json.exists()
     info = run.prepare(source.spec(), recorded, shared=split is not None)
     if clean is not None:
+        # This scan decides its accounting again when it ends (and cleans only if that
+        # passes): a verdict an earlier run of it recorded does not bar a clean that
+        # --allow-missing now accepts, as it does not bar `scan --allow-missing`, `clean`.
+        recorded_info = {**info, "accounting": None} if allow_missing else info
         try:
-            if prepare_clean(run, info, clean, shards):
+            if prepare_clean(run, recorded_info, clean, shards):
                 clean = replace(clean, finished=True)  # this clean is done: no shard redone
         except ClearsetError:
             if created:

@@ -666,7 +666,10 @@ def refuse_unaccounted(run: RunFolder, info: dict[str, Any]) -> None:
     and no receipt (unless it was scanned with --allow-missing)."""
     accounting = info.get("accounting") or {}
     if accounting.get("verdict") == "failed":
-        raise RunFolderError(f"{run.path}: {accounting.get('problem')}; not cleaning or signing it")
+        raise RunFolderError(
+            f"{run.path}: {accounting.get('problem')}; not cleaning or signing it (re-run its "
+            "scan with --allow-missing to accept it)"
+        )
 
 
 def _read_clean_json(cleaned: RunFolder) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from clearset.errors import InputError
 from clearset.sources.base import Item, ShardRef, Source, display_name, expand_paths
 from clearset.sources.fetch import FetchSource
 from clearset.sources.fetcher import FetchSettings
-from clearset.sources.folder import FolderSource, list_files
+from clearset.sources.folder import FolderSource, list_files, side_names, side_stem
 from clearset.sources.parquet import ParquetSource
 from clearset.sources.webdataset import TAR_SUFFIXES, WebDatasetSource
 
@@ -68,16 +69,18 @@ class Survey:
     def describe(self) -> str:
         parts = []
         if self.kind == WebDatasetSource.kind:
-            parts.append(f"{self.tars:,} tar shards")
+            parts.append(counted(self.tars, "tar shard"))
         elif self.kind == ParquetSource.kind:
-            parts.append(f"{self.parquets:,} parquet files")
+            parts.append(counted(self.parquets, "parquet file"))
+        else:
+            parts.append(counted(self.other_files, "file"))
         if self.side_files:
-            parts.append(f"{self.side_files:,} img2dataset side files")
+            parts.append(counted(self.side_files, "img2dataset side file"))
         if self.metadata_files:
-            parts.append(f"{self.metadata_files:,} metadata files")
+            parts.append(counted(self.metadata_files, "metadata file"))
         if self.other_files and self.kind != FolderSource.kind:
             shown = ", ".join(display_name(n) for n in self.other_examples)
-            parts.append(f"{self.other_files:,} other files NOT read (e.g. {shown})")
+            parts.append(f"{counted(self.other_files, 'other file')} NOT read (e.g. {shown})")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,32 +89,43 @@ class Survey:
         return found
 
 
-def survey_folder(names: list[str]) -> Survey:
+def counted(n: int, noun: str) -> str:
+    """`1 tar shard`, `3 tar shards`."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def survey_folder(names: list[str], is_dir: Callable[[str], bool] | None = None) -> Survey:
     """Decide by what a folder holds at any depth: tar shards (with img2dataset's side
     files), parquet shards (a Hugging Face repository's `data/*.parquet`, img2dataset's
-    parquet output), or else a folder of files. Side and metadata files are never items."""
-    present = set(names)
+    parquet output), or else a folder of files (img2dataset's files layout: its side
+    files beside its shard folders, an empty one or none where a shard downloaded
+    nothing). `is_dir` says whether a relative name is a folder (an empty folder holds
+    no name). Side and metadata files are never items."""
     folders = {n.rsplit("/", 1)[0] for n in names if "/" in n}
+    stems = {stem for n in names if (stem := side_stem(n)) is not None}
+    if is_dir is not None:
+        folders |= {stem for stem in stems - folders if is_dir(stem)}
+    files_side = side_names(names, folders)
     tars = [n for n in names if n.endswith(TAR_SUFFIXES)]
     tar_stems = {n[: -len(s)] for n in tars for s in TAR_SUFFIXES if n.endswith(s)}
+    parquet_stems = {n[: -len(".parquet")] for n in names if n.endswith(".parquet")}
     parquets, side, metadata, other = [], [], [], []
     for name in names:
         base = name.rsplit("/", 1)[-1]
         if name.endswith(TAR_SUFFIXES):
             continue
         if name.endswith(".parquet"):
-            stem = name[: -len(".parquet")]
             # img2dataset writes NNNNN.parquet beside NNNNN.tar, or beside folder NNNNN/.
-            (side if stem in tar_stems or stem in folders else parquets).append(name)
-        elif name.endswith("_stats.json") and name[: -len("_stats.json")] in (
-            tar_stems | folders | {p[: -len(".parquet")] for p in names if p.endswith(".parquet")}
+            is_side = name[: -len(".parquet")] in tar_stems or name in files_side
+            (side if is_side else parquets).append(name)
+        elif name.endswith("_stats.json") and (
+            name[: -len("_stats.json")] in tar_stems | parquet_stems or name in files_side
         ):
             side.append(name)
         elif base in METADATA_NAMES or base.startswith("."):
             metadata.append(name)
         else:
             other.append(name)
-    del present
     if tars and parquets:
         raise InputError(
             f"holds both tar shards ({len(tars):,}) and parquet files ({len(parquets):,}); "
@@ -122,7 +136,11 @@ def survey_folder(names: list[str]) -> Survey:
     elif parquets:
         kind = ParquetSource.kind
     else:
-        return Survey(kind=FolderSource.kind, other_files=len(names))
+        return Survey(
+            kind=FolderSource.kind,
+            side_files=len(files_side),
+            other_files=len(names) - len(files_side),
+        )
     return Survey(
         kind=kind,
         tars=len(tars),
@@ -144,11 +162,11 @@ def detect(url: str) -> Survey:
     if all(p.endswith(".parquet") for p in paths):
         return Survey(kind=ParquetSource.kind, parquets=len(paths))
     if len(paths) == 1 and fs.isdir(paths[0]):
-        _, _, names = list_files(url)
+        fs, root, names = list_files(url)
         if not names:
             raise InputError(f"{url}: the folder holds no files")
         try:
-            return survey_folder(names)
+            return survey_folder(names, lambda name: bool(fs.isdir(f"{root}/{name}")))
         except InputError as exc:
             raise InputError(f"{url}: {exc}") from None
     if len(paths) == 1 and not fs.exists(paths[0]):

@@ -178,6 +178,25 @@ class Source(Protocol):
         ...
 
 
+#: Where an Item's `extra` holds (width, height) a picture had before the source's tool
+#: resized it (img2dataset's `original_width`/`original_height`).
+ORIGINAL_SIZE = "original_size"
+
+
+def original_size(record: dict[str, Any]) -> dict[str, Any]:
+    """`{ORIGINAL_SIZE: (width, height)}` from a sample's metadata (img2dataset's .json,
+    side parquet or parquet row), or `{}` where it does not record both as sizes."""
+    width, height = record.get("original_width"), record.get("original_height")
+    sizes = []
+    for value in (width, height):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # a parquet column with nulls is stored as floats
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1 << 31:
+            return {}
+        sizes.append(value)
+    return {ORIGINAL_SIZE: (sizes[0], sizes[1])}
+
+
 def split_ext(name: str) -> tuple[str | None, str | None]:
     """Key and extension the way webdataset groups tar members.
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clearset.errors import InputError
 from clearset.settings import FOLDER_SHARD_SIZE
@@ -33,6 +35,7 @@ from clearset.sources.base import (
     is_image_ext,
     metadata_json,
     normalise_hex,
+    original_size,
     protocol_url,
     read_bounded,
     relative_name,
@@ -82,14 +85,59 @@ def list_files(url: str) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
     return fs, root, [n for n in names if not n.startswith(STATE_DIR_NAME + "/")]
 
 
-def is_side_file(fs: fsspec.AbstractFileSystem, root: str, name: str) -> bool:
-    """img2dataset's per-shard metadata in its "files" layout: `NNNNN.parquet` and
-    `NNNNN_stats.json` beside the folder `NNNNN/`. They describe every sample, removed
-    ones too, so a cleaned copy never carries them (they are hashed all the same)."""
-    for suffix in (".parquet", "_stats.json"):
+SIDE_SUFFIXES = (".parquet", "_stats.json")
+
+
+def side_stem(name: str) -> str | None:
+    """`NNNNN` of `NNNNN.parquet` or `NNNNN_stats.json`, else None."""
+    for suffix in SIDE_SUFFIXES:
         if name.endswith(suffix):
-            return bool(fs.isdir(f"{root}/{name[: -len(suffix)]}"))
-    return False
+            return name[: -len(suffix)]
+    return None
+
+
+def side_names(names: list[str], folders: set[str]) -> set[str]:
+    """The names among `names` that are img2dataset's per-shard metadata of its "files"
+    layout: `NNNNN.parquet` and `NNNNN_stats.json` beside the folder `NNNNN/` (`folders`
+    holds every folder, empty ones too). A shard that downloaded nothing may have an
+    empty folder or none: its parquet and stats pair, in a folder where another shard's
+    parquet lies beside its own folder, is that layout's all the same."""
+    present = set(names)
+    stems = {stem for n in names if (stem := side_stem(n)) is not None}
+    beside = {stem for stem in stems if stem in folders}
+    parents = {stem.rsplit("/", 1)[0] if "/" in stem else "" for stem in beside}
+    side = set(beside)
+    for stem in stems - beside:
+        parent = stem.rsplit("/", 1)[0] if "/" in stem else ""
+        paired = f"{stem}.parquet" in present and f"{stem}_stats.json" in present
+        if paired and parent in parents:
+            side.add(stem)
+    return {n for n in names if side_stem(n) in side}
+
+
+def is_side_file(fs: fsspec.AbstractFileSystem, root: str, name: str) -> bool:
+    """Whether `name` is img2dataset's per-shard metadata in its "files" layout (see
+    `side_names`). They describe every sample, removed ones too, so a cleaned copy never
+    carries them (they are hashed all the same, and their failed downloads accounted)."""
+    stem = side_stem(name)
+    if stem is None:
+        return False
+    if fs.isdir(f"{root}/{stem}"):
+        return True
+    parent = stem.rsplit("/", 1)[0] if "/" in stem else ""
+    folder = f"{root}/{parent}" if parent else root
+    try:
+        entries = fs.ls(folder, detail=True)
+    except OSError:
+        return False
+    names, folders = [], set()
+    for entry in entries:
+        relative = relative_name(entry["name"].rstrip("/"), root)
+        if entry["type"] == "directory":
+            folders.add(relative)
+        else:
+            names.append(relative)
+    return name in side_names(names, folders)
 
 
 def file_key(name: str) -> str:
@@ -141,6 +189,14 @@ class FolderSource:
             status, bad_status = as_text(meta.get("status"))
             if bad_url or bad_status:
                 note = note or "bad_metadata: url or status is not text"
+            # A files-layout side parquet records the downloads that failed: they have no
+            # file, so they are accounted here, as the failures the source records.
+            failed: list[tuple[str, list[dict[str, Any]]]] = []
+            for name in names:
+                if name.endswith(".parquet") and is_side_file(fs, root, name):
+                    rows, side_note = failed_downloads(fs, f"{root}/{name}")
+                    note = note or side_note
+                    failed.append((name[: -len(".parquet")], rows))
             shown = tuple(display_name(n) for n in names)
             for name in names:
                 path = f"{root}/{name}"
@@ -161,8 +217,57 @@ class FolderSource:
                     expect_image=is_image_ext(split_ext(name)[1]),
                     streamed=streamed,
                     note=note,
+                    extra=original_size(meta),
                 )
                 position += 1
+            for folder, rows in failed:
+                for row in rows:
+                    yield _failed_item(row, folder, shard.name, position)
+                    position += 1
+
+
+#: What a files-layout side parquet says of each sample (the rest is never read).
+SIDE_COLUMNS = ("key", "url", "status", "error_message", "sha256", "md5")
+
+
+def failed_downloads(
+    fs: fsspec.AbstractFileSystem, path: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    """(rows, note) of a files-layout side parquet: the rows of samples whose download
+    failed (img2dataset wrote no file for them, only this row), and a note when the
+    file cannot be read as a side parquet."""
+    try:
+        with fs.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            columns = [c for c in SIDE_COLUMNS if c in parquet.schema_arrow.names]
+            if "key" not in columns or "status" not in columns:
+                return [], None
+            rows = parquet.read(columns=columns).to_pylist()
+    except (OSError, ValueError, pa.ArrowException):
+        return [], "bad_metadata: side parquet is unreadable"
+    return [r for r in rows if as_text(r.get("status"))[0] not in (None, "success")], None
+
+
+def _failed_item(row: dict[str, Any], folder: str, shard: str, position: int) -> Item:
+    """A failed download of a files-layout shard: a sample with no member, accounted as
+    the failure its side parquet records."""
+    key, _ = as_text(row.get("key"))
+    status, _ = as_text(row.get("status"))
+    why, _ = as_text(row.get("error_message"))
+    url, _ = as_text(row.get("url"))
+    return Item(
+        key=display_name(f"{folder}/{key}"),
+        shard=shard,
+        position=position,
+        members=(),
+        member=None,
+        data=None,
+        url=url,
+        upstream_sha256=normalise_hex(row.get("sha256")),
+        upstream_md5=normalise_hex(row.get("md5")),
+        upstream_status=status,
+        missing_reason=f"not_in_shard: upstream status {status}, {why or 'no file'}"[:200],
+    )
 
 
 def entry_kind(mode: int) -> str:

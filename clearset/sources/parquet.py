@@ -28,8 +28,9 @@ from clearset.sources.base import (
     as_text,
     file_shards,
     normalise_hex,
+    original_size,
 )
-from clearset.sources.folder import is_local_fs, read_file
+from clearset.sources.folder import is_local_fs, is_side_file, read_file
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("key", "__key__", "id", "uid", "image_id")
@@ -37,6 +38,7 @@ URL_COLUMN_NAMES = ("url", "URL", "image_url")
 SHA256_COLUMN_NAMES = ("sha256", "SHA256")
 MD5_COLUMN_NAMES = ("md5", "MD5")
 STATUS_COLUMN_NAMES = ("status",)
+ORIGINAL_SIZE_COLUMNS = ("original_width", "original_height")
 BATCH_ROWS = 256
 
 
@@ -74,6 +76,8 @@ class ParquetSource:
                 md5_col = _first_present(schema, MD5_COLUMN_NAMES)
                 status_col = _first_present(schema, STATUS_COLUMN_NAMES)
                 wanted = [c for c in (image, key_col, url_col, sha_col, md5_col, status_col) if c]
+                # img2dataset's parquet output records each picture's size before resizing.
+                wanted += [c for c in ORIGINAL_SIZE_COLUMNS if image and c in schema.names]
                 position = 0
                 for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
                     for row in batch.to_pylist():
@@ -148,6 +152,7 @@ def _item(
         missing_reason=missing,
         streamed=streamed,
         note="bad_metadata: url or status is not text" if bad_url or bad_status else None,
+        extra=original_size(row),
     )
 
 
@@ -175,7 +180,10 @@ def is_side_parquet(url: str) -> bool:
     """img2dataset's per-shard metadata beside a `.tar` or a folder of the same stem."""
     fs, path = fsspec.core.url_to_fs(url)
     stem = path[: -len(".parquet")]
-    return any(fs.exists(stem + suffix) for suffix in (".tar", ".tar.gz", ".tgz")) or fs.isdir(stem)
+    if any(fs.exists(stem + suffix) for suffix in (".tar", ".tar.gz", ".tgz")):
+        return True
+    folder, _, name = path.rpartition("/")
+    return is_side_file(fs, folder, name)
 
 
 def file_digest(url: str) -> dict[str, Any]:

@@ -43,12 +43,22 @@ from clearset.sources.base import (
     is_image_ext,
     metadata_json,
     normalise_hex,
+    original_size,
     read_bounded,
     split_ext,
 )
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-SIDE_COLUMNS = ("key", "url", "status", "error_message", "sha256", "md5")
+SIDE_COLUMNS = (
+    "key",
+    "url",
+    "status",
+    "error_message",
+    "sha256",
+    "md5",
+    "original_width",
+    "original_height",
+)
 GZIP_SUFFIXES = (".tar.gz", ".tgz")
 #: Side-parquet columns that hold text even when stored as bytes (a non-UTF-8 URL).
 SIDE_TEXT_COLUMNS = frozenset({*SIDE_COLUMNS, "caption", "exif"})
@@ -168,6 +178,7 @@ class WebDatasetSource:
                     image_data=_gunzipped(member),
                     streamed=member.streamed,
                     note=note,
+                    extra=original_size(row) or original_size(meta),
                 )
                 position += 1
         # Keys the side file knows but the tar lacks: failed downloads, mostly.

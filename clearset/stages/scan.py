@@ -28,7 +28,7 @@ from clearset.settings import MANIFEST_ROW_GROUP, MAX_MEMBER_BYTES
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from clearset.sinks.clean import CleanJob, clean_run_shard
 from clearset.sinks.manifest import STATUS_OTHER, UNREAD, ManifestWriter, row_account
-from clearset.sources.base import Item, ShardRef, Source, shard_fingerprint
+from clearset.sources.base import ORIGINAL_SIZE, Item, ShardRef, Source, shard_fingerprint
 from clearset.stages.match import MatchJob, worker_matcher, write_shard_matches
 
 #: How many items a worker hashes between progress reports.
@@ -103,6 +103,7 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         exact_pdq=settings.exact_pdq,
         trim_borders=settings.trim_borders,
         dihedral=settings.dihedral,
+        original_size=item.extra.get(ORIGINAL_SIZE),
     )
     if item.image_data is not None:
         # A compressed member: the picture is decoded from its content, but the hashes
