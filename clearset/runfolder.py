@@ -335,8 +335,10 @@ def lists_change(recorded: Any, now: Any) -> str:
         if new[n].get("digest") == old[o].get("digest")
     }
     # A list is named after its file: the same list by a link or copy of another name.
-    parts += [f"{n} is {o} under another name: give it as --list PATH,name={o}"
-              for n, o in renamed.items()]  # fmt: skip
+    parts += [
+        f"{n} is {o} under another name: give it as --list PATH,name={o}"
+        for n, o in renamed.items()
+    ]
     parts += [f"{n} added" for n in sorted(new.keys() - old.keys()) if n not in renamed]
     parts += [f"{n} dropped" for n in sorted(old.keys() - new.keys()) if n not in renamed.values()]
     return ", ".join(parts) or "other match settings"
