@@ -19,6 +19,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clearset.errors import InputError
 
+#: Console settings that print text as given: no markup (`[b]`), no emoji codes (`:100:`),
+#: no highlighting. Every console clearset prints through is made with them.
+LITERAL: dict[str, Any] = {"markup": False, "emoji": False, "highlight": False, "soft_wrap": True}
+
 ProgressFn = Callable[[int, int, int], None]  # (items, errors, bytes) since the last call
 
 _reporter: ProgressFn | None = None
@@ -96,7 +100,7 @@ class Meter:
         self.label, self.errors_label = label, errors_label
         self.start = time.monotonic()
         self.fraction = 0.0  # of this session's shards; never moves back
-        console = console or Console(stderr=True)
+        console = console or Console(stderr=True, **LITERAL)
         self.as_lines = enabled and not console.is_terminal
         self.stream = console.file
         self.progress: Any
@@ -105,12 +109,12 @@ class Meter:
             self.progress = _LogLines(self)
             return
         self.progress = Progress(
-            TextColumn(f"[bold]{label}"),
+            TextColumn(label, style="bold", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[shards]}"),
-            TextColumn("{task.fields[stats]}"),
+            TextColumn("{task.fields[shards]}", markup=False),
+            TextColumn("{task.fields[stats]}", markup=False),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[eta]}"),
+            TextColumn("{task.fields[eta]}", markup=False),
             console=console,
             disable=not enabled,
             transient=False,

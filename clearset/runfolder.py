@@ -151,10 +151,9 @@ class RunFolder:
                 raise RunFolderError(
                     f"{self.path}: holds a run of another source ({other}); choose a new --out"
                 )
-            recorded = info.get("settings", {})
-            differ = sorted(
-                k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
-            )
+            recorded = _by_identity(info.get("settings", {}))
+            now = _by_identity(settings)
+            differ = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
             if differ == ["matching"]:
                 raise RunFolderError(
                     self._other_lists(
@@ -308,6 +307,20 @@ class RunFolder:
         return str(folder.relative_to(self.path))
 
 
+def _by_identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as a resume compares them: each list by its identity (name, version,
+    digest, ...), not by the path it was given by, so `./l.txt`, `l.txt`, `/abs/l.txt`
+    or a link to it resume the same scan."""
+    matching = settings.get("matching")
+    if not isinstance(matching, dict) or not isinstance(matching.get("lists"), list):
+        return settings
+    lists = [
+        {k: v for k, v in lst.items() if k != "source"} if isinstance(lst, dict) else lst
+        for lst in matching["lists"]
+    ]
+    return {**settings, "matching": {**matching, "lists": lists}}
+
+
 def _being_made(name: str) -> bool:
     """What another rank creating the same run folder may have put in it so far."""
     return name.startswith(TMP_PREFIX) or name in (
@@ -332,8 +345,19 @@ def lists_change(recorded: Any, now: Any) -> str:
     old = {lst.get("name"): lst for lst in lists_identity(recorded)}
     new = {lst.get("name"): lst for lst in lists_identity(now)}
     parts = [f"{n} changed" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
-    parts += [f"{n} added" for n in sorted(new.keys() - old.keys())]
-    parts += [f"{n} dropped" for n in sorted(old.keys() - new.keys())]
+    renamed = {
+        n: o
+        for n in sorted(new.keys() - old.keys())
+        for o in sorted(old.keys() - new.keys())
+        if new[n].get("digest") == old[o].get("digest")
+    }
+    # A list is named after its file: the same list by a link or copy of another name.
+    parts += [
+        f"{n} is {o} under another name: give it as --list PATH,name={o}"
+        for n, o in renamed.items()
+    ]
+    parts += [f"{n} added" for n in sorted(new.keys() - old.keys()) if n not in renamed]
+    parts += [f"{n} dropped" for n in sorted(old.keys() - new.keys()) if n not in renamed.values()]
     return ", ".join(parts) or "other match settings"
 
 

@@ -1,7 +1,8 @@
 """The Typer app every command module registers on, and the options they share.
 
 Everything the user typed (paths, list names, keys) is printed literally: the consoles
-interpret no rich markup, so `run[1]` or a list named `[/]x` prints as given.
+interpret no rich markup and no emoji codes, so `run[1]`, a list named `[/]x` or a
+document's gap at `croissant.json:100:` prints as given.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from clearset import __version__
 from clearset.engines import Engine, make_engine
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
-from clearset.progress import progress_interval
+from clearset.progress import LITERAL, progress_interval
 from clearset.stages.match import MatchJob
 
 #: `clearset --help` lists commands in the order of the work, not alphabetically; a
@@ -63,11 +64,12 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Scan training data sets against hash lists, clean them, and issue receipts.",
 )
-# No markup, no highlighting: user text (paths, list names) must print as typed, and a
-# `[` in a path must never be read as a style tag. soft_wrap: a long path or hash stays
-# on one line, also in a log file where the width would otherwise be 80 columns.
-console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
-out = Console(markup=False, highlight=False, soft_wrap=True)
+# No markup, no emoji codes, no highlighting: user text (paths, list names) must print as
+# typed, a `[` in a path must never be read as a style tag, and `FILE:100:` must not
+# become an emoji (`:100:` is one). soft_wrap: a long path or hash stays on one line,
+# also in a log file where the width would otherwise be 80 columns.
+console = Console(stderr=True, **LITERAL)
+out = Console(**LITERAL)
 
 EXIT_ERROR = 2
 

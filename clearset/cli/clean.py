@@ -191,3 +191,15 @@ def apply_removals_command(
 
     for line in card_lines(counts.get("card_files")):
         out.print(line)
+    if (
+        removals is not None
+        and counts["removal_rows"]
+        and not counts["keys_removed_by_removal_list"]
+    ):
+        # A warning, not an error: a copy made after the takedown, or a part of the data
+        # set, may hold none of the listed items, and is then right as written.
+        console.print(
+            f"clearset: warning: 0 of {counts['removal_rows']:,} rows of the removal list "
+            f"{removals} matched anything in {source} (by URL, SHA-256 or MD5): nothing was "
+            "removed for it; check that it is the removal list of this data set"
+        )

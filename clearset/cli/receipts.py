@@ -30,6 +30,7 @@ from clearset.receipts import (
     generate_keypair,
     insecure_key_warning,
     key_id,
+    load_private_key,
     load_proof,
     load_public_key,
     proof_to_json,
@@ -111,6 +112,7 @@ def receipt(
     progress: ProgressOpt = None,
 ) -> None:
     """Sign a receipt over the cleaned copy: RUN/receipt.dsse.json and RUN/tree.bin."""
+    load_private_key(key)  # a public key or a folder given by mistake: say which file to give
     warning = insecure_key_warning(key)
     if warning:
         console.print(f"clearset: warning: {warning}", highlight=False, soft_wrap=True)

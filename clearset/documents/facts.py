@@ -149,7 +149,7 @@ def load_answers(path: str | Path | None) -> Answers:
     path = Path(path)
     text = read_text(path, "answers file")
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_answers_loader())  # a SafeLoader, see there
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -176,9 +176,44 @@ def load_answers(path: str | Path | None) -> Answers:
     return Answers(values)
 
 
+class _YamlBool(str):
+    """An unquoted yes/no/on/off/true/false, as typed: YAML 1.1 reads it as a boolean."""
+
+    line = 0  # where it stands in the answers file, from 1
+
+
+def _answers_loader() -> Any:
+    """A SafeLoader that keeps numbers and dates as typed (`1.10` is not 1.1, `010` is
+    not 8) and marks booleans, so an answer `no` can be refused with how to write it."""
+    import yaml
+
+    class AnswersLoader(yaml.SafeLoader):
+        pass
+
+    def as_typed(loader: Any, node: Any) -> str:
+        return str(node.value)
+
+    def as_bool(loader: Any, node: Any) -> _YamlBool:
+        flag = _YamlBool(node.value)
+        flag.line = node.start_mark.line + 1
+        return flag
+
+    for tag in ("int", "float", "timestamp"):
+        AnswersLoader.add_constructor(f"tag:yaml.org,2002:{tag}", as_typed)
+    AnswersLoader.add_constructor("tag:yaml.org,2002:bool", as_bool)
+    return AnswersLoader
+
+
 def _answer_text(path: Path, key: str, value: Any) -> str:
     if value is None:
         raise InputError(f"{path}: {key} is empty; leave the key out to keep its gap")
+    flags = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, _YamlBool)]
+    if flags:
+        name = key.split(".", 1)[1]
+        raise InputError(
+            f"{path}:{flags[0].line}: {key}: YAML reads an unquoted {flags[0]} as true/false, "
+            f"not as text; write it in quotes: {name}: '{flags[0]}'"
+        )
     if isinstance(value, list) and value and all(_is_scalar(v) for v in value):
         text = "; ".join(str(v).strip() for v in value)
     elif _is_scalar(value):

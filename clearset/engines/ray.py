@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,6 +30,12 @@ from clearset.progress import ProgressFn, set_reporter
 REPORT_EVERY = 0.5
 #: Seconds the driver waits for a task to end before it reads the progress queue again.
 POLL = 0.2
+#: Seconds a cluster's --address has to accept a connection. Ray itself retries a wrong
+#: address for minutes, printing its own warnings, before it gives up.
+CONNECT_TIMEOUT = 5.0
+
+#: HOST:PORT or ray://HOST:PORT (an IPv6 host in brackets); other forms (auto) are Ray's.
+_HOST_PORT = re.compile(r"^(?:ray://)?(?P<host>\[[^\]]+\]|[^:/\[\]\s]+):(?P<port>\d{1,5})$")
 
 
 def _import_ray() -> Any:
@@ -91,7 +100,9 @@ class RayEngine:
 
                     ray.init(num_cpus=workers or default_workers(), **options)
                 else:
-                    ray.init(address=address, **options)
+                    check_reachable(address)
+                    with _quiet_core():
+                        ray.init(address=address, **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"at {address}" if address else "on this machine"
                 problem = " ".join(str(exc).split())
@@ -151,6 +162,43 @@ class RayEngine:
         if self.started and self.ray.is_initialized():
             self.ray.shutdown()
         self.started = False
+
+
+@contextlib.contextmanager
+def _quiet_core() -> Iterator[None]:
+    """Ray's core prints a warning a second while it retries an address that answers
+    but is no Ray cluster; the one line we print says it. Left as set by the user."""
+    if "RAY_BACKEND_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "error"
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """InputError, in one line, unless something accepts connections at a HOST:PORT or
+    ray://HOST:PORT address within `timeout` seconds (other forms are left to Ray)."""
+    found = _HOST_PORT.match(address.strip())
+    if found is None:
+        return
+    host, port = found["host"].strip("[]"), int(found["port"])
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except socket.gaierror:
+        problem = f"no host named {host}"
+    except TimeoutError:
+        problem = f"no answer within {timeout:g} s"
+    except OSError as exc:
+        problem = (exc.strerror or type(exc).__name__).lower()
+    raise InputError(
+        f"--engine ray --address {address}: no Ray cluster there ({problem}); start one with "
+        "`ray start --head` and give the address it prints, or --address auto on a node of "
+        "the cluster"
+    )
 
 
 def _drain(queue: Any, on_progress: ProgressFn) -> None:

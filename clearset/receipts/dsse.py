@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,12 @@ def insecure_key_warning(path: str | os.PathLike[str]) -> str | None:
     """
     path = Path(path)
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        found = path.stat()
     except OSError:
         return None  # load_private_key says why it cannot be read
-    if not mode & 0o077:
+    mode = stat.S_IMODE(found.st_mode)
+    if not stat.S_ISREG(found.st_mode) or not mode & 0o077:
+        # A folder or a public key given by mistake: load_private_key names the file to give.
         return None
     return (
         f"{path}: private key has mode {mode:04o}, so group or others can read it and sign "
@@ -118,15 +121,53 @@ def insecure_key_warning(path: str | os.PathLike[str]) -> str | None:
     )
 
 
+#: What a user is told to give for each kind of key (`clearset keygen KEYDIR` makes both).
+_GIVE = {
+    "private": f"KEYDIR/{PRIVATE_KEY_NAME}, the private key made by `clearset keygen`",
+    "public": f"KEYDIR/{PUBLIC_KEY_NAME}, the public key made by `clearset keygen`",
+}
+
+
+def _key_pem(path: Path, wanted: str) -> bytes:
+    """The PEM of a `wanted` ("private" or "public") key file; InputError in one line
+    saying what was given instead and which file to give. Never quotes the file."""
+    other = "public" if wanted == "private" else "private"
+    name = PRIVATE_KEY_NAME if wanted == "private" else PUBLIC_KEY_NAME
+    if path.is_dir():
+        beside = path / name
+        hint = f"give {beside}" if beside.is_file() else f"give {_GIVE[wanted]}"
+        raise InputError(f"{path}: a folder, not a {wanted} key; {hint}")
+    data = _read(path, f"{wanted} key")
+    if re.search(rb"-----BEGIN [A-Z0-9 ]*" + other.upper().encode() + rb" KEY-----", data):
+        beside = path.with_name(name)
+        hint = f"give {beside}" if beside.is_file() else f"give {_GIVE[wanted]}"
+        why = (
+            "a receipt is signed with the private one"
+            if wanted == "private"
+            else "verifying needs only the public one; the private key stays with the signer"
+        )
+        raise InputError(f"{path}: a {other} key, not the {wanted} key ({why}); {hint}")
+    return data
+
+
 def load_private_key(
     path: str | os.PathLike[str], password: bytes | None = None
 ) -> Ed25519PrivateKey:
     """Read an Ed25519 private key (PEM); InputError naming the file otherwise."""
     path = Path(path)
+    data = _key_pem(path, "private")
     try:
-        key = serialization.load_pem_private_key(_read(path, "private key"), password)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
-        raise InputError(f"{path}: not a readable PEM private key ({error})") from error
+        key = serialization.load_pem_private_key(data, password)
+    except TypeError:
+        raise InputError(
+            f"{path}: an encrypted private key; clearset signs with an unencrypted one, "
+            f"{_GIVE['private']}"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        # The library's own message says nothing a user can act on.
+        raise InputError(
+            f"{path}: not a readable PEM private key; give {_GIVE['private']}"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise InputError(f"{path}: not an Ed25519 key (clearset signs with Ed25519)")
     return key
@@ -135,10 +176,11 @@ def load_private_key(
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """Read an Ed25519 public key (PEM); InputError naming the file otherwise."""
     path = Path(path)
+    data = _key_pem(path, "public")
     try:
-        key = serialization.load_pem_public_key(_read(path, "public key"))
-    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
-        raise InputError(f"{path}: not a readable PEM public key ({error})") from error
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise InputError(f"{path}: not a readable PEM public key; give {_GIVE['public']}") from None
     if not isinstance(key, Ed25519PublicKey):
         raise InputError(f"{path}: not an Ed25519 key (clearset signs with Ed25519)")
     return key

@@ -29,7 +29,12 @@ from clearset.sinks.clean import (
     refuse_overlap,
     sweep_dest_tmp,
 )
-from clearset.sinks.removals import _url_sha256, apply_shard, read_removals
+from clearset.sinks.removals import (
+    REASON_REMOVAL_LIST,
+    _url_sha256,
+    apply_shard,
+    read_removals,
+)
 from clearset.sources import open_source, source_from_spec
 
 
@@ -126,8 +131,10 @@ def apply_removals(
     shards = source.shards()
     options = CleanOptions(link=link, drop_empty_shards=drop_empty_shards, keep_list=keep_list)
     removal_digest = None
+    removal_rows = 0
     if removals_path is not None:
-        read_removals(removals_path)  # fail early on something that is not a removal list
+        # Fail early on something that is not a removal list, or one that cannot match.
+        _, removal_rows = read_removals(removals_path)
         removal_digest = _url_sha256(removals_path)
     if keep_list is not None:
         keep_set(keep_list)
@@ -162,6 +169,13 @@ def apply_removals(
         "shards_copied_whole": sum(s.copied_whole for s in done),
         "shards_skipped": sum(s.skipped for s in done),
         "card_files": cards,
+        "removal_rows": removal_rows,
+        "keys_removed_by_removal_list": sum(
+            count
+            for s in done
+            for reason, count in s.removed_by_reason.items()
+            if REASON_REMOVAL_LIST in reason.split(", ")
+        ),
     }
 
 

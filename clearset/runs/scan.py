@@ -159,17 +159,23 @@ def run_scan(
         # Every worker maps one built index instead of loading the lists again.
         match, matcher = match.share(run.path, matcher, owner)
     mine = split.take(shards) if split is not None else shards
-    pending = [s for s in mine if not run.is_done(s.id) or not _cleaned(s, clean)]
+    scanned = scanned_shards(run, mine)
+    # A shard scanned before but not yet cleaned (--clean-to) is done, as `clearset
+    # status` says, and is still a task: it is cleaned now.
+    scanned_ids = {s.id for s in scanned}
+    pending = [s for s in mine if s.id not in scanned_ids or not _cleaned(s, clean)]
     engine = choose_engine(engine, workers, *urls)
     started = time.monotonic()
     result = ScanResult(
         run_dir=run.path,
         shards_total=len(shards),
-        shards_skipped=len(mine) - len(pending),
+        shards_skipped=len(scanned),
         shards_done=0,
         shards_mine=len(mine),
     )
-    meter = Meter(len(mine), result.shards_skipped, show_progress, console, workers=engine.workers)
+    meter = Meter(
+        len(mine), len(mine) - len(pending), show_progress, console, workers=engine.workers
+    )
     tasks = [
         Task(s.id, s.name, scan_task, (source, s, str(run.path), settings, match, clean))
         for s in pending
@@ -275,6 +281,12 @@ def _raise_failures(result: ScanResult, planned: int) -> None:
             f"{len(result.failures)} of {planned} shards failed (first: {why}); "
             "the others are complete; fix the input and re-run the same command to retry"
         )
+
+
+def scanned_shards(run: RunFolder, shards: list[ShardRef]) -> list[ShardRef]:
+    """The shards whose scan is done: what a resume skips scanning and `clearset status`
+    counts as done (one function, so the two never differ)."""
+    return [s for s in shards if run.is_done(s.id)]
 
 
 def _cleaned(shard: ShardRef, clean: CleanJob | None) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 from clearset.errors import ClearsetError
 from clearset.runfolder import RunFolder
-from clearset.runs.scan import RANKS_DIR, failed_shards, summarise_markers
+from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
 from clearset.sources import source_from_spec
 from clearset.stages.match import SHARED_INDEX_DIR
 
@@ -45,10 +45,12 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         return status
     failed = failed_shards(run, shards)
     failed_ids = {f["shard_id"] for f in failed}
+    done_ids = {s.id for s in scanned_shards(run, shards)}
+    status["shards_done"] = len(done_ids)  # as a resume counts the shards it skips
     not_done = [
         {"shard_id": s.id, "shard": s.name, "index": i}
         for i, s in enumerate(shards)
-        if s.id not in failed_ids and not run.is_done(s.id)
+        if s.id not in failed_ids and s.id not in done_ids
     ]
     index = {s.id: i for i, s in enumerate(shards)}
     for entry in failed:

@@ -70,7 +70,49 @@ class HashSet:
         return len(self.urls) + len(self.hashes)
 
 
-def _parquet_columns(url: str, wanted: tuple[str, ...]) -> dict[str, list[Any]]:
+#: Hex digits a hash column's values have (bytes: half as many), by column name.
+HEX_LENGTHS = {
+    "sha256": (64,), "SHA256": (64,), "upstream_sha256": (64,),
+    "md5": (32,), "MD5": (32,), "upstream_md5": (32,),
+    "hash": (32, 40, 64),
+}  # fmt: skip
+
+
+def check_removal_column(path: str, name: str, column: pa.ChunkedArray) -> None:
+    """InputError naming the file, the column and the first bad row (from 1) unless every
+    value of a URL column is text and every value of a hash column is hex of its length.
+    The value is never quoted: a removal list names removed items.
+
+    Without this a removal list of integers, or of hashes in another encoding, matched
+    nothing and removed nothing, quietly: the copy kept what it was meant to lose."""
+    lengths = HEX_LENGTHS.get(name)
+    text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    binary = pa.types.is_binary(column.type) or pa.types.is_fixed_size_binary(column.type)
+    if not (text or (lengths is not None and binary)):
+        row = next((i for i, v in enumerate(column.to_pylist(), 1) if v is not None), None)
+        if row is not None:
+            kind = "hex text" if lengths is not None else "text"
+            raise InputError(
+                f"{path}: column {name} holds {column.type} values, not {kind} (first at row "
+                f"{row}); a removal list matches by URL and hex hash"
+            )
+        return
+    if lengths is None:
+        return
+    for row, value in enumerate(column.to_pylist(), 1):
+        if value is None or (text and not value.strip()):
+            continue
+        digits = value.hex() if binary else normalise_hex(value)
+        if digits is None or len(digits) not in lengths:
+            raise InputError(
+                f"{path}: column {name}, row {row}: not a hex hash of "
+                f"{' or '.join(str(n) for n in lengths)} digits"
+            )
+
+
+def _parquet_columns(
+    url: str, wanted: tuple[str, ...], *, strict: bool = False
+) -> dict[str, list[Any]]:
     fs, _, files = find_files(url, (".parquet",), "file")
     values: dict[str, list[Any]] = {}
     for path in files:
@@ -86,13 +128,19 @@ def _parquet_columns(url: str, wanted: tuple[str, ...]) -> dict[str, list[Any]]:
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"{path}: not a readable parquet file ({exc})") from None
         for name in columns:
+            if strict:
+                check_removal_column(path, name, table.column(name))
             values.setdefault(name, []).extend(table.column(name).to_pylist())
     return values
 
 
-def load_hash_set(url: str) -> HashSet:
-    """URLs and hashes from parquet metadata (a newer release, or a removal list)."""
-    values = _parquet_columns(url, URL_COLUMNS + HASH_COLUMNS)
+def load_hash_set(url: str, *, strict: bool = False) -> HashSet:
+    """URLs and hashes from parquet metadata (a newer release, or a removal list).
+
+    `strict` (a removal list): every URL is text and every hash hex, or InputError. A keep
+    list is newer metadata as published, whose other columns may hold anything (LAION's
+    `hash` is an integer): values that are no hex hash are not looked up."""
+    values = _parquet_columns(url, URL_COLUMNS + HASH_COLUMNS, strict=strict)
     urls = {str(v) for name in URL_COLUMNS for v in values.get(name, []) if v}
     hashes = {normalise_hex(v) for name in HASH_COLUMNS for v in values.get(name, []) if v}
     return HashSet(urls=frozenset(urls), hashes=frozenset(h for h in hashes if h))
@@ -125,18 +173,20 @@ def write_removals(table: pa.Table, path: Path) -> None:
         pq.write_table(table.cast(REMOVALS_SCHEMA), tmp, compression="zstd")
 
 
-def read_removals(url: str) -> HashSet:
-    """The URLs and hashes (ours and upstream) of a removal list, checked to be one."""
+def read_removals(url: str) -> tuple[HashSet, int]:
+    """The URLs and hashes (ours and upstream) of a removal list, checked to be one, and
+    its number of rows."""
     try:
         with fsspec.open(url, "rb") as handle:
-            names = pq.ParquetFile(handle).schema_arrow.names
+            parquet = pq.ParquetFile(handle)
+            names, rows = parquet.schema_arrow.names, parquet.metadata.num_rows
     except FileNotFoundError:
         raise InputError(f"{url}: no such removal list") from None
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{url}: not a readable parquet file ({exc})") from None
     if not {"url", "sha256"} <= set(names):
         raise InputError(f"{url}: not a clearset removal list (needs url and sha256 columns)")
-    return load_hash_set(url)
+    return load_hash_set(url, strict=True), rows
 
 
 def _url_sha256(url: str) -> str:
