@@ -113,6 +113,7 @@ class CleanShardSummary:
     skipped: bool = False
     rows: int = 0  # kept manifest rows (the name completion markers use)
     rows_removed: int = 0
+    samples_kept: int = 0  # distinct keys among the kept rows
     items_kept: int = 0  # image rows kept and removed (status other is not an item)
     items_removed: int = 0
     keys_removed: int = 0
@@ -352,6 +353,7 @@ def _count_kept(
     summary: CleanShardSummary, manifest: pa.Table, kept: pa.Table, removed: dict[str, str]
 ) -> None:
     summary.rows = kept.num_rows
+    summary.samples_kept = len(pc.unique(kept.column("key")))
     summary.rows_removed = manifest.num_rows - kept.num_rows
     # Items are the image rows: a caption or .json member goes with its key, uncounted.
     summary.items_kept = sum(s != STATUS_OTHER for s in kept.column("status").to_pylist())
