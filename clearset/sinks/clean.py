@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
+from clearset.sinks.counts import marker_samples
 from clearset.sinks.manifest import STATUS_OTHER, conform
 from clearset.sinks.removals import (
     REASON_NOT_FETCHED,
@@ -528,6 +529,9 @@ def finish_clean(run: RunFolder) -> dict[str, Any]:
                 "items_removed": marker.get("items_removed", marker["rows_removed"]),
                 "rows_kept": marker["rows"],
                 "rows_removed": marker["rows_removed"],
+                "samples_kept": marker_samples(
+                    marker, cleaned.manifest_file(marker["shard_id"]), "samples_kept"
+                ),
                 "keys_removed": marker["keys_removed"],
                 "members_removed": marker["members_removed"],
                 "undecodable_kept": marker["undecodable_kept"],

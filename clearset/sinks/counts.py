@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset.errors import ClearsetError
 from clearset.runfolder import RunFolder
 from clearset.sinks.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
 
@@ -70,8 +71,7 @@ class SetCounts:
     def text(self) -> str:
         """'112 members in 56 samples (56 images, 56 other members)'."""
         return (
-            f"{plural(self.members, 'member')} in {plural(self.samples, 'sample')} "
-            f"({self.kinds()})"
+            f"{plural(self.members, 'member')} in {plural(self.samples, 'sample')} ({self.kinds()})"
         )
 
 
@@ -92,7 +92,8 @@ class LeafCounts:
         kinds = ""
         if self.images is not None and self.other_members is not None:
             kinds = f" ({self.images:,} image, {self.other_members:,} other-member)"
-        return f"{plural(self.total, 'leaf', 'leaves')}{kinds}: distinct SHA-256 of the kept members"
+        leaves = plural(self.total, "leaf", "leaves")
+        return f"{leaves}{kinds}: distinct SHA-256 of the kept members"
 
 
 def statement_counts(statement: Mapping[str, Any]) -> tuple[SetCounts | None, LeafCounts]:
@@ -157,12 +158,68 @@ def kept_counts(run: RunFolder) -> SetCounts:
     )
 
 
+@dataclass(frozen=True)
+class RunCounts:
+    """A run's counts: the data set as scanned, and the cleaned copy its last finished
+    clean wrote (with which clean that was), if any."""
+
+    scanned: SetCounts
+    kept: SetCounts | None = None
+    clean: dict[str, str] | None = None  # destination (name), finished, manifest_digest
+
+    @property
+    def removed_samples(self) -> int:
+        return self.scanned.samples - self.kept.samples if self.kept else 0
+
+    @property
+    def removed_members(self) -> int:
+        return self.scanned.members - self.kept.members if self.kept else 0
+
+    def clean_text(self) -> str:
+        """'kept 56 samples (112 members: ...), removed 4 samples (8 members)'."""
+        if self.kept is None:
+            return "not cleaned"
+        kept = self.kept
+        return (
+            f"kept {plural(kept.samples, 'sample')} ({plural(kept.members, 'member')}: "
+            f"{kept.kinds()}), removed {plural(self.removed_samples, 'sample')} "
+            f"({plural(self.removed_members, 'member')})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"scanned": self.scanned.to_dict(), "kept": None, "removed": None}
+        if self.kept is not None:
+            found["kept"] = self.kept.to_dict()
+            found["removed"] = {"samples": self.removed_samples, "members": self.removed_members}
+        found["clean"] = self.clean
+        return found
+
+
+def run_counts(run_dir: str | Path) -> RunCounts:
+    """`RunCounts` from RUN's markers and clean record (the clean only once finished)."""
+    from clearset.receipts.issue import clean_identity
+    from clearset.sinks.clean import clean_info
+
+    run = RunFolder(Path(run_dir))
+    scanned = scanned_counts(run)
+    record = clean_info(run.path)
+    if not record or not record.get("finished"):
+        return RunCounts(scanned)
+    try:
+        clean = clean_identity(run.path)
+    except ClearsetError:
+        return RunCounts(scanned)  # e.g. a scan whose accounting failed backs no copy
+    return RunCounts(scanned, kept_counts(run), clean)
+
+
 __all__ = [
+    "RunCounts",
     "LeafCounts",
     "SetCounts",
     "kept_counts",
     "marker_samples",
     "plural",
+    "run_counts",
     "scanned_counts",
     "statement_counts",
 ]

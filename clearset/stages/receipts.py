@@ -336,8 +336,9 @@ def sort_task(build_dir: str, bucket: int, pieces: tuple[tuple[str, int, int], .
     parts = [read_rows(piece_path(build, bucket, task_id), count) for task_id, count, _ in pieces]
     image_leaves = 0
     if any(images for _, _, images in pieces):
-        image_rows = np.concatenate([p[:images] for p, (_, _, images) in zip(parts, pieces,
-                                                                             strict=True)])
+        image_rows = np.concatenate(
+            [p[:images] for p, (_, _, images) in zip(parts, pieces, strict=True)]
+        )
         image_leaves = len(sort_unique(image_rows)[0])
         del image_rows
     rows = np.concatenate(parts) if parts else np.empty((0, HASH_SIZE), np.uint8)
