@@ -578,7 +578,7 @@ def demo(
         f"planted copies of watched pictures: {len(planted)}; found: "
         f"{len(planted) - len(missed)}" + (f" (missed: {', '.join(missed)})" if missed else "")
     )
-    out.print(f"cleaned copy: {cleaned} ({run_counts(run_dir).clean_text()})")
+    out.print(f"cleaned copy: {cleaned}: {run_counts(run_dir).clean_text()}")
     _say("report", run_dir)
     _, html = write_report(run_dir)
     out.print(f"report: {html}")

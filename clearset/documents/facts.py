@@ -388,8 +388,8 @@ class RunFacts:
             )
         return (
             f"receipt digest {self.receipt.digest}, Merkle root {self.receipt.root} (RFC 9162) "
-            f"over {self.receipt.leaves.text()}, built from the cleaned copy's "
-            f"{self.kept_text()} (members with identical bytes share a leaf), signed by key "
+            f"over {self.receipt.leaves.text()} (members with identical bytes share a leaf), "
+            f"built from the cleaned copy's {self.kept_text()}; signed by key "
             f"{', '.join(self.receipt.key_ids)}"
         )
 
