@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from clearset.demo import _add_member, encode_jpeg, generate_image
+from clearset.errors import VerificationError
 from clearset.receipts.dsse import envelope_payload
 from tests.conftest import cli
 
@@ -169,3 +170,32 @@ def test_one_data_sets_counts_are_equal_in_every_command_and_document(data: dict
     refused = cli("document", str(run), "--format", "datacard")
     assert refused.returncode != 0 and "covers an earlier cleaned copy" in refused.stderr
     check_everywhere(data, run, expected(MATCHED_LATER), later.stdout)
+
+
+def _statement_with(kept: dict | None, size: int = 67) -> dict:
+    from clearset.receipts.statement import build_statement
+
+    return build_statement(
+        dataset_name="shards", tree_size=size, root="ab" * 32, source_name="shards",
+        manifest_digest="cd" * 32, lists=[], scan_started="2026-01-01T00:00:00Z",
+        scan_finished="2026-01-01T00:01:00Z", removed_count=4, removed_commitment="ef" * 32,
+        kept=kept,
+    )  # fmt: skip
+
+
+def test_a_receipts_kept_counts_must_add_up() -> None:
+    from clearset.errors import InputError
+    from clearset.receipts.statement import check_statement
+
+    kept = {**expected(MATCHED)["kept"], "leaves": expected(MATCHED)["leaves"]}
+    signed = _statement_with(kept)
+    check_statement(signed)
+    assert signed["predicate"]["kept"]["leaves"] == {"images": 56, "other_members": 11}
+    check_statement(_statement_with(None))  # receipts made before `kept` still check
+    with pytest.raises(InputError, match="leaves do not add up to the tree size"):
+        _statement_with(kept, size=66)
+    for change in ({"members": 111}, {"images": -1}, {"samples": "56"}):
+        tampered = json.loads(json.dumps(signed))
+        tampered["predicate"]["kept"].update(change)
+        with pytest.raises(VerificationError, match="predicate.kept"):
+            check_statement(tampered)
