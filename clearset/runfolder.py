@@ -411,4 +411,4 @@ def accounting_line(accounting: dict[str, Any]) -> str:
     ]
     if totals.get(UPSTREAM_FAILED):
         parts.append(f"{totals[UPSTREAM_FAILED]:,} failed downloads the source records")
-    return f"accounting: {found:,} rows: " + "; ".join(parts)
+    return f"accounting: {found:,} members: " + "; ".join(parts)

@@ -189,7 +189,7 @@ def test_drop_undecodable_and_empty_shards(tmp_path: Path) -> None:
         "clean", str(tmp_path / "run"), "--to", str(tmp_path / "b"),
         "--drop-undecodable", "--drop-empty-shards", check=True,
     )  # fmt: skip
-    assert "undecodable: 2 keys" in proc.stdout
+    assert "undecodable: 2 samples" in proc.stdout
     assert sorted(p.name for p in (tmp_path / "b").glob("*.tar")) == ["00000.tar"]
     reasons = pq.read_table(tmp_path / "run" / "removals.parquet").column("reason").to_pylist()
     assert sorted(reasons) == ["md5", "md5", "undecodable", "undecodable"]

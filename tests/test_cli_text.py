@@ -190,8 +190,8 @@ def test_matched_items_note_explains_extra_rows(tmp_path: Path) -> None:
         tmp_path / "matches.parquet",
     )  # fmt: skip
     note = matched_items_note({"items": 3, "rows": 4}, tmp_path)
-    assert note == "3 items matched (4 match rows: 1 item matched 2 lists)"
-    assert matched_items_note({"items": 3, "rows": 3}, tmp_path) == "3 items matched"
+    assert note == "3 samples matched (4 match rows: 1 sample matched 2 lists)"
+    assert matched_items_note({"items": 3, "rows": 3}, tmp_path) == "3 samples matched"
 
 
 def test_demo_prints_its_commands(demo_data: DemoData, tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_demo_prints_its_commands(demo_data: DemoData, tmp_path: Path) -> None:
     assert "rotations and flips" in text
     for step in ("report", "receipt", "prove", "verify"):
         assert f"$ clearset {step} " in text
-    assert "6 items matched (7 match rows: 1 item matched 2 lists)" in text
+    assert "6 samples matched (7 match rows: 1 sample matched 2 lists)" in text
     assert "found: 6" in text
     assert f"$ clearset audit {out / 'generated'} --run {out / 'run'} " in text
     assert "generated images with a training copy: 4 of 7" in text

@@ -158,10 +158,13 @@ def test_every_figure_equals_the_report(
     for what, shown, where in rows:
         assert int(shown.replace(",", "")) == _field(report, where), (what, where)
     # The figures the table cites are the cleaned copy's own, counted here from its manifest.
-    kept = read_cleaned_manifest(run["run"], columns=["status"]).column("status").to_pylist()
-    images_kept = sum(s != "other" for s in kept)
-    assert f"| items kept in the cleaned copy | {images_kept:,} |" in text
-    assert report["clean"]["counts"]["items_removed"] == report["items"]["matched"] > 0
+    kept = read_cleaned_manifest(run["run"], columns=["key", "shard", "status"]).to_pylist()
+    images_kept = sum(row["status"] == "ok" for row in kept)
+    samples_kept = len({(row["shard"], row["key"]) for row in kept})
+    assert f"| images kept in the cleaned copy | {images_kept:,} |" in text
+    assert f"| samples kept in the cleaned copy | {samples_kept:,} |" in text
+    assert f"| members kept in the cleaned copy | {len(kept):,} |" in text
+    assert report["clean"]["counts"]["keys_removed"] == report["items"]["matched"] > 0
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -170,21 +173,23 @@ def test_narrative_numbers_are_the_reports_too(
 ) -> None:
     run = _run(name, demo_run, meta_run)
     report = build_report(run["run"])
-    counts = report["clean"]["counts"]
-    images = report["items"]["total"] - report["items"]["status"].get("other", 0)
+    counts = report["counts"]
     for fmt in FORMATS:
         text = documents[name, fmt].read_text()
         if fmt == "croissant":
             text = json.loads(text)["rai:dataManipulationProtocol"]
         found = re.search(
-            r"Of ([\d,]+) images scanned, ([\d,]+) matched a list; the cleaned copy removed "
-            r"([\d,]+) items \(([\d,]+) keys, ([\d,]+) files",
+            r"Of ([\d,]+) members in ([\d,]+) samples \(([\d,]+) images, .*?\) scanned, "
+            r"([\d,]+) samples? matched a list; the cleaned copy removed ([\d,]+) samples? "
+            r"\(([\d,]+) members?: .*? and kept ([\d,]+) samples? \(([\d,]+) members",
             text,
         )
         assert found, fmt
         numbers = [int(g.replace(",", "")) for g in found.groups()]
-        assert numbers == [images, report["items"]["matched"], counts["items_removed"],
-                           counts["keys_removed"], counts["members_removed"]]  # fmt: skip
+        scanned, kept, removed = counts["scanned"], counts["kept"], counts["removed"]
+        assert numbers == [scanned["members"], scanned["samples"], scanned["images"],
+                           report["items"]["matched"], removed["samples"], removed["members"],
+                           kept["samples"], kept["members"]]  # fmt: skip
 
 
 # ---------------------------------------------------------------- receipt and lists

@@ -279,7 +279,7 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
         "--allow-missing", *FAST_ARGS,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "not_fetched: 1 key" in proc.stdout
+    assert "not_fetched: 1 sample" in proc.stdout
     assert "1 unread (http_404 1)" in " ".join(proc.stdout.split())  # counted by kind
     out = pq.read_table(clean / "part-0.parquet")
     assert out.schema.equals(table.schema, check_metadata=True)

@@ -147,7 +147,7 @@ def test_metadata_only_parquet_is_screened_by_md5_and_url(tmp_path: Path) -> Non
         ("meta.parquet/000000002", "url"),
         ("meta.parquet/000000004", "upstream_md5"),
     ]
-    assert "3 items matched" in proc.stdout
+    assert "3 samples matched" in proc.stdout
 
 
 def _manifest(rows: list[dict]) -> pa.Table:

@@ -117,7 +117,7 @@ def test_non_inclusion_proof_for_a_removed_item_verifies(signed: dict[str, Path]
     size = _statement(signed["new"])["predicate"]["tree"]["size"]
     root = _statement(signed["new"])["predicate"]["tree"]["root"]
     assert (
-        f"no item with these exact bytes, SHA-256 {removed}, is in the set of {size:,} items "
+        f"no item with these exact bytes, SHA-256 {removed}, is in the set of {size:,} leaves "
         f"under root {root}" in output
     )
     assert "Re-encoded, resized" in output and "not covered" in output

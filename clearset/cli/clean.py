@@ -21,6 +21,7 @@ from clearset.cli.app import (
     show_progress,
 )
 from clearset.runs.tasks import DEFAULT_RETRIES
+from clearset.sinks.counts import plural, run_counts
 
 ToOpt = Annotated[
     Path,
@@ -95,13 +96,12 @@ def clean(
 
 def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
     out.print(
-        f"kept {counts.get('items_kept', 0):,} items, removed {counts.get('keys_removed', 0):,} "
-        f"keys ({counts.get('members_removed', 0):,} members); "
+        f"{run_counts(run_dir).clean_text()}; "
         f"undecodable kept {counts.get('undecodable_kept', 0):,}, "
         f"dropped {counts.get('undecodable_dropped', 0):,}"
     )
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
-        out.print(f"  {reason}: {number:,} key{'s' if number != 1 else ''}")
+        out.print(f"  {reason}: {plural(number, 'sample')}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
     from clearset.sinks.clean import card_lines, clean_info
 

@@ -42,7 +42,8 @@ from clearset.runs.scan import status_reasons
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import atomic_path
-from clearset.sinks.clean import CleanJob, clean_info, read_cleaned_manifest
+from clearset.sinks.clean import CleanJob, read_cleaned_manifest
+from clearset.sinks.counts import plural, run_counts, scanned_counts
 from clearset.sinks.report import write_report
 from clearset.sources import SOURCE_KINDS, absolute_url, detect, is_folder, open_source
 from clearset.sources.fetch import FETCH_SHARD_ROWS
@@ -474,16 +475,16 @@ def _print_matches(summary: dict, run_dir: Path) -> None:
     table = Table(title="matches")
     table.add_column("list")
     table.add_column("type")
-    table.add_column("matched items", justify="right")
+    table.add_column("matched samples", justify="right")
     for entry in summary["per_list"]:
-        table.add_row(entry["name"], entry["hash_type"], f"{entry['matches']:,}")
+        table.add_row(entry["name"], entry["hash_type"], f"{entry.get('samples', 0):,}")
     out.print(table)
     out.print(f"{matched_items_note(summary, run_dir)}; rows: {run_dir / 'matches.parquet'}")
 
 
 def matched_items_note(summary: dict, run_dir: Path) -> str:
-    """ "N items matched", saying why the table's rows add up to more than N."""
-    text = f"{summary['items']:,} item{'s' if summary['items'] != 1 else ''} matched"
+    """ "N samples matched", saying why the table's rows add up to more than N."""
+    text = f"{plural(summary['items'], 'sample')} matched"
     if summary["rows"] <= summary["items"]:
         return text
     table = pq.read_table(run_dir / "matches.parquet", columns=["shard", "key", "list_digest"])
@@ -493,13 +494,10 @@ def matched_items_note(summary: dict, run_dir: Path) -> str:
     ):
         lists_per_item.setdefault((shard, key), set()).add(digest)
     several = Counter(len(d) for d in lists_per_item.values() if len(d) > 1)
-    why = [
-        f"{n:,} item{' ' if n == 1 else 's '}matched {lists} lists"
-        for lists, n in sorted(several.items())
-    ]
+    why = [f"{plural(n, 'sample')} matched {lists} lists" for lists, n in sorted(several.items())]
     extra = summary["rows"] - sum(len(d) for d in lists_per_item.values())
     if extra:
-        why.append(f"{extra:,} more row{'s' if extra != 1 else ''} for the same item and list")
+        why.append(f"{extra:,} more row{'s' if extra != 1 else ''} for the same sample and list")
     return f"{text} ({summary['rows']:,} match rows: {'; '.join(why)})"
 
 
@@ -509,13 +507,13 @@ def _print_summary(run_dir: Path, skipped: int, seconds: float) -> None:
     table = Table(title=f"scan of {run_dir}", show_lines=False)
     table.add_column("status")
     table.add_column("reason")
-    table.add_column("items", justify="right")
+    table.add_column("members", justify="right")
     for (status, why), count in sorted(counts.items()):
         table.add_row(status, why, f"{count:,}")
     out.print(table)
-    total = sum(counts.values())
+    scanned = scanned_counts(RunFolder(run_dir))
     note = f" ({skipped} shards already done)" if skipped else ""
-    out.print(f"{total:,} items in {seconds:.1f}s{note}; manifest: {run_dir / 'manifest'}")
+    out.print(f"{scanned.text()} in {seconds:.1f}s{note}; manifest: {run_dir / 'manifest'}")
 
 
 @app.command("hash")
@@ -655,9 +653,7 @@ def demo(
         f"planted copies of watched pictures: {len(planted)}; found: "
         f"{len(planted) - len(missed)}" + (f" (missed: {', '.join(missed)})" if missed else "")
     )
-    counts = clean_info(run_dir)["counts"]
-    kept, removed = counts["items_kept"], counts["items_removed"]
-    out.print(f"cleaned copy: {cleaned} ({kept:,} items kept, {removed:,} removed)")
+    out.print(f"cleaned copy: {cleaned}: {run_counts(run_dir).clean_text()}")
     _say("report", run_dir)
     _, html = write_report(run_dir)
     out.print(f"report: {html}")

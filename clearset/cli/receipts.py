@@ -48,6 +48,7 @@ from clearset.receipts.issue import (
 )
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.sinks.atomic import atomic_path
+from clearset.sinks.counts import plural, statement_counts
 
 Sha256Opt = Annotated[
     str | None, typer.Option("--sha256", help="The item's SHA-256 (hex) to prove.")
@@ -133,13 +134,16 @@ def receipt(
     statement = json.loads(envelope_payload(envelope))  # signed just now, by us
     predicate = statement["predicate"]
     tree, clean = predicate["tree"], predicate["clean"]
+    members, leaves = statement_counts(statement)
     lines = [
         f"receipt: {run_dir / RECEIPT_FILE}",
         f"  digest {receipt_digest(envelope)}",
-        f"  source {predicate['source']['name']!r}: {tree['size']:,} items, root {tree['root']}",
+        f"  source {predicate['source']['name']!r}: {leaves.text()}, root {tree['root']}",
         f"  covers the cleaned copy {clean['destination']!r}, cleaned {clean['finished']}, "
         f"cleaned manifest sha256 {clean['manifest_digest']['sha256']}",
     ]
+    if members is not None:
+        lines.insert(3, f"  built from the cleaned copy's {members.text()}")
     if predicate["previous"] is not None:
         lines.append(
             f"  replaces receipt {predicate['previous']['receipt_digest']} (signature checked)"
@@ -200,19 +204,22 @@ def diff_receipts(
 def _what_the_receipt_says(statement: dict[str, Any], digest: str) -> str:
     predicate = statement["predicate"]
     tree, clean = predicate["tree"], predicate.get("clean")
+    members, leaves = statement_counts(statement)
     text = (
-        f"receipt {digest}: {tree['size']:,} items under root {tree['root']}, "
+        f"receipt {digest}: {leaves.text()}, under root {tree['root']}, "
         f"source {predicate['source']['name']!r}"
     )
     if clean:
         text += f", cleaned copy {clean['destination']!r} (cleaned {clean['finished']})"
+    if members is not None:
+        text += f"; built from its {members.text()}"
     return text
 
 
 def _what_the_proof_shows(proof: dict[str, Any], statement: dict[str, Any]) -> str:
     """What a verified proof shows, and what it does not: exact bytes only."""
     size, root = statement["predicate"]["tree"]["size"], statement["predicate"]["tree"]["root"]
-    where = f"the set of {size:,} items under root {root}"
+    where = f"the set of {plural(size, 'leaf', 'leaves')} under root {root}"
     if proof["type"] == "inclusion":
         return (
             f"valid: an item with these exact bytes, SHA-256 {proof['sha256']}, is in {where} "

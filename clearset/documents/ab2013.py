@@ -21,6 +21,7 @@ from clearset.documents.facts import (
     removal_paragraph,
     verify_paragraph,
 )
+from clearset.sinks.counts import plural
 
 FORMAT = "ab2013"
 DEFAULT_NAME = "ab2013.md"
@@ -103,10 +104,10 @@ def _sources(facts: RunFacts) -> str:
 
 def _data_points(facts: RunFacts) -> str:
     return (
-        f"{number(facts.items_kept)} items (images) in the cleaned copy, of "
-        f"{number(facts.images_scanned)} in the source as scanned; "
-        f"{number(facts.items_removed)} were removed. The data set is a fixed copy, not a "
-        "dynamic one: these are exact counts."
+        f"{facts.kept_text()} in the cleaned copy, of {facts.scanned.text()} in the source "
+        f"as scanned; {plural(facts.removed['samples'], 'sample')} "
+        f"({plural(facts.removed['members'], 'member')}) were removed. The data set is a "
+        "fixed copy, not a dynamic one: these are exact counts."
     )
 
 

@@ -30,6 +30,7 @@ from clearset.documents.facts import (
 )
 from clearset.errors import RunFolderError
 from clearset.runfolder import file_sha256
+from clearset.sinks.counts import plural
 
 FORMAT = "croissant"
 DEFAULT_NAME = "croissant.json"
@@ -116,7 +117,7 @@ def render(facts: RunFacts) -> str:
         "description": (
             f"{a.fill('dataset.description')} This is the copy {facts.destination_name!r} "
             f"of the source {facts.source_name!r}, cleaned by {TOOL_NAME}: "
-            f"{number(facts.items_kept)} items kept, {number(facts.items_removed)} removed "
+            f"{facts.kept_text()} kept, {plural(facts.removed['samples'], 'sample')} removed "
             "after matching hash lists of known illegal material. File paths are relative "
             "to the cleaned copy's root; publish this file there. A draft for the "
             "operator's legal review."
@@ -149,7 +150,7 @@ def _version(facts: RunFacts) -> str:
     if source is None:
         return facts.answers.fill("dataset.source_version")
     major, minor, patch = (int(p) for p in source.split("."))
-    return f"{major + 1}.0.0" if facts.items_removed else f"{major}.{minor}.{patch}"
+    return f"{major + 1}.0.0" if facts.removed["samples"] else f"{major}.{minor}.{patch}"
 
 
 def _distribution(facts: RunFacts) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -310,15 +311,14 @@ def _timeframe(facts: RunFacts) -> list[str] | None:
 
 
 def _missing(facts: RunFacts) -> str:
-    status = facts.report["items"]["status"]
-    counts = facts.counts
+    scanned, kept = facts.scanned, facts.kept
     return (
-        f"Of {number(facts.images_scanned)} images scanned, {number(status.get('error', 0))} "
-        f"could not be decoded and {number(status.get('missing', 0))} had no bytes "
-        "(failed downloads or URL-only rows). The cleaned copy keeps "
-        f"{number(counts.get('undecodable_kept', 0))} undecodable items and "
-        f"{number(counts.get('kept_without_bytes', 0))} items without bytes; such items are "
-        "matched only by the hashes and URLs the source records."
+        f"Of {scanned.text()} scanned, {number(scanned.unreadable)} images could not be "
+        f"decoded and {number(scanned.without_bytes)} members had no bytes (failed "
+        "downloads or URL-only rows). The cleaned copy keeps "
+        f"{number(kept.unreadable)} unreadable images and {number(kept.without_bytes)} "
+        "members without bytes; such members are matched only by the hashes and URLs the "
+        "source records."
     )
 
 

@@ -58,7 +58,7 @@ def header(facts: RunFacts) -> dict:
     license_ = facts.answers.get("dataset.license")
     if license_ is not None:
         meta["license"] = license_
-    meta["size_categories"] = [size_category(facts.items_kept)]
+    meta["size_categories"] = [size_category(facts.kept.samples)]
     files = data_files(facts)
     if files:
         meta["configs"] = [
@@ -99,7 +99,7 @@ def render(facts: RunFacts) -> str:
         "## Uses",
         _items([("Intended use", a.fill("dataset.purpose"))]),
         "## Dataset Structure",
-        f"The cleaned copy holds {number(facts.items_kept)} items in "
+        f"The cleaned copy holds {facts.kept_text()} in "
         f"{number(len(facts.files))} files ({facts.source_kind}). {config}",
         _structure(facts),
         "## Dataset Creation",
@@ -146,8 +146,8 @@ def _version_text(facts: RunFacts) -> str:
     if source is None:
         return facts.answers.fill("dataset.source_version")
     major = int(source.split(".")[0])
-    if facts.items_removed:
-        return f"{major + 1}.0.0 (a new major version of {source}: items were removed)"
+    if facts.removed["samples"]:
+        return f"{major + 1}.0.0 (a new major version of {source}: samples were removed)"
     return f"{source} (nothing was removed)"
 
 

@@ -22,6 +22,7 @@ from clearset.documents.facts import (
     removal_paragraph,
     verify_paragraph,
 )
+from clearset.sinks.counts import plural
 
 FORMAT = "eu-ai-act"
 DEFAULT_NAME = "eu-ai-act-summary.md"
@@ -66,7 +67,8 @@ def render(facts: RunFacts) -> str:
                 ("Modality", "Image" + _caption_note(facts)),
                 (
                     "Training data size (images)",
-                    f"{facts.size_band()} ({number(facts.items_kept)} items in the cleaned copy)",
+                    f"{facts.size_band()} ({plural(facts.kept.images, 'image')} in the cleaned "
+                    f"copy, in {facts.kept_text()})",
                 ),
                 ("Types of content", _content_types(facts)),
                 ("Latest date of data collection", _latest_collection(facts)),

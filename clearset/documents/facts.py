@@ -36,6 +36,7 @@ from clearset.receipts.issue import RECEIPT_FILE, clean_identity, source_label
 from clearset.receipts.statement import parse_json
 from clearset.runfolder import RunFolder
 from clearset.sinks.clean import clean_info
+from clearset.sinks.counts import LeafCounts, SetCounts, plural, statement_counts
 from clearset.sinks.manifest import read_manifest_files
 from clearset.sinks.report import build_report, run_state
 
@@ -253,6 +254,7 @@ class Receipt:
     key_ids: tuple[str, ...]
     dataset_name: str
     source_name: str
+    leaves: LeafCounts  # its leaves by kind (total only, for a receipt made before kinds)
 
 
 @dataclass(frozen=True)
@@ -321,29 +323,62 @@ class RunFacts:
     def matched(self) -> int:
         return self.report["items"]["matched"]
 
+    @property
+    def scanned(self) -> SetCounts:
+        """The data set as scanned: samples and members by kind (report.json `counts`)."""
+        return SetCounts(**self.report["counts"]["scanned"])
+
+    @property
+    def kept(self) -> SetCounts:
+        """The cleaned copy: samples and members by kind."""
+        return SetCounts(**self.report["counts"]["kept"])
+
+    @property
+    def removed(self) -> dict[str, int]:
+        """{samples, members} the clean removed."""
+        return self.report["counts"]["removed"]
+
+    def kept_text(self) -> str:
+        """'56 samples (112 members: 56 images, 56 other members)'."""
+        kept = self.kept
+        return (
+            f"{plural(kept.samples, 'sample')} ({plural(kept.members, 'member')}: {kept.kinds()})"
+        )
+
+    def clean_text(self) -> str:
+        """Which clean these counts describe: the copy's name, finish and manifest digest."""
+        clean = self.report["counts"]["clean"]
+        return (
+            f"the cleaned copy {clean['destination']!r} made by the clean that finished "
+            f"{clean['finished']} (cleaned manifest SHA-256 {clean['manifest_digest']})"
+        )
+
     def figures(self) -> list[tuple[str, int, str]]:
         """(what, number, where in report.json): the numbers every document quotes.
 
         A `where` of `a + b` or `a - b` is that sum or difference of report fields."""
-        status = self.report["items"]["status"]
+        scanned, kept = self.scanned, self.kept
         figures = [
-            ("manifest rows (images and their side members)", self.rows, "items.total"),
-            ("images scanned", self.images_scanned, "items.total - items.status.other"),
-            ("images hashed", status.get("ok", 0), "items.status.ok"),
-            ("images unreadable (kept unless --drop-undecodable)", status.get("error", 0),
-             "items.status.error"),
-            ("items without bytes (failed downloads, URL-only rows)", status.get("missing", 0),
-             "items.status.missing"),
-            ("items matched by a list", self.matched, "items.matched"),
-            ("items kept in the cleaned copy", self.items_kept, "clean.counts.items_kept"),
-            ("items removed", self.items_removed, "clean.counts.items_removed"),
-            ("keys removed", self.counts.get("keys_removed", 0), "clean.counts.keys_removed"),
-            ("files (members) removed", self.counts.get("members_removed", 0),
-             "clean.counts.members_removed"),
+            ("samples scanned", scanned.samples, "counts.scanned.samples"),
+            ("members scanned (images and their side members)", scanned.members,
+             "counts.scanned.members"),
+            ("images hashed", scanned.images, "counts.scanned.images"),
+            ("unreadable images (kept unless --drop-undecodable)", scanned.unreadable,
+             "counts.scanned.unreadable"),
+            ("members without bytes (failed downloads, URL-only rows)", scanned.without_bytes,
+             "counts.scanned.without_bytes"),
+            ("other members (captions, metadata)", scanned.other_members,
+             "counts.scanned.other_members"),
+            ("samples matched by a list", self.matched, "items.matched"),
+            ("samples kept in the cleaned copy", kept.samples, "counts.kept.samples"),
+            ("members kept in the cleaned copy", kept.members, "counts.kept.members"),
+            ("images kept in the cleaned copy", kept.images, "counts.kept.images"),
+            ("samples removed", self.removed["samples"], "counts.removed.samples"),
+            ("members removed", self.removed["members"], "counts.removed.members"),
         ]  # fmt: skip
         for entry in self.lists:
             figures.append(
-                (f"items matched by list {entry['name']}", entry["matched_items"],
+                (f"samples matched by list {entry['name']}", entry["matched_items"],
                  f"matches.by_list.{entry['name']}")
             )  # fmt: skip
         return figures
@@ -351,7 +386,7 @@ class RunFacts:
     # --- shared wording
     def size_band(self) -> str:
         for bound, label in EU_IMAGE_BANDS:
-            if self.items_kept < bound:
+            if self.kept.images < bound:
                 return label
         return EU_IMAGE_TOP_BAND
 
@@ -388,8 +423,8 @@ class RunFacts:
             )
         return (
             f"receipt digest {self.receipt.digest}, Merkle root {self.receipt.root} (RFC 9162) "
-            f"over the SHA-256 of {self.receipt.size:,} distinct kept files and members "
-            f"(images with their captions and metadata), signed by key "
+            f"over {self.receipt.leaves.text()} (members with identical bytes share a leaf), "
+            f"built from the cleaned copy's {self.kept_text()}; signed by key "
             f"{', '.join(self.receipt.key_ids)}"
         )
 
@@ -520,6 +555,7 @@ def _receipt(run: RunFolder) -> Receipt | None:
         key_ids=tuple(s.get("keyid", "?") for s in envelope.get("signatures", [])),
         dataset_name=statement["subject"][0]["name"],
         source_name=predicate["source"]["name"],
+        leaves=statement_counts(statement)[1],
     )
 
 
@@ -705,7 +741,9 @@ def figures_section(facts: RunFacts, heading: str = "##") -> str:
     rows = [[what, number(value), f"`{where}`"] for what, value, where in facts.figures()]
     return (
         f"{heading} Figures from the run\n\n"
-        "Each number equals the named field of the run's report "
+        f"They describe {facts.clean_text()}. A sample is one training example (a key), a "
+        "member one file of it (its image, caption or metadata), a leaf one distinct "
+        "SHA-256 of a kept member. Each number equals the named field of the run's report "
         "(`clearset report RUN` writes it to RUN/report.json; a status it leaves out "
         "counts 0).\n\n" + md_table(["figure", "number", "report.json field"], rows)
     )
@@ -721,14 +759,13 @@ def lists_table(facts: RunFacts) -> str:
         for entry in facts.lists
     ]  # fmt: skip
     return md_table(
-        ["list", "version", "hash", "threshold (bits)", "list digest (SHA-256)", "items matched"],
+        ["list", "version", "hash", "threshold (bits)", "list digest (SHA-256)", "samples matched"],
         rows,
     )
 
 
 def removal_paragraph(facts: RunFacts) -> str:
     """How known abuse material was removed, in numbers, with what verifies them."""
-    counts = facts.counts
     accepted = ""
     if facts.accounting.get("verdict") == "accepted":
         accepted = (
@@ -739,11 +776,10 @@ def removal_paragraph(facts: RunFacts) -> str:
         f"Every item of the source was hashed by {TOOL_NAME} {__version__} (SHA-256, MD5 and "
         "SHA-1 of its bytes, PDQ of its pixels) and matched against the hash lists below, "
         "which are named by identity only: their entries appear nowhere in this document. "
-        f"Of {number(facts.images_scanned)} images scanned, {number(facts.matched)} matched "
-        f"a list; the cleaned copy removed {number(facts.items_removed)} items "
-        f"({number(counts.get('keys_removed', 0))} keys, "
-        f"{number(counts.get('members_removed', 0))} files with their captions and "
-        f"metadata) and kept {number(facts.items_kept)}.{accepted} No removed item was "
+        f"Of {facts.scanned.text()} scanned, {plural(facts.matched, 'sample')} matched "
+        f"a list; the cleaned copy removed {plural(facts.removed['samples'], 'sample')} "
+        f"({plural(facts.removed['members'], 'member')}: their images with their captions "
+        f"and metadata) and kept {facts.kept_text()}.{accepted} No removed item was "
         "viewed, and none is described here beyond these counts."
     )
 

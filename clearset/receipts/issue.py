@@ -239,10 +239,12 @@ def issue_receipt(
     previous_record = None
     if previous is not None:
         previous_record = _previous_record(previous, previous_public_key or key.public_key())
-    from clearset.runs.receipts import build_run_tree
+    from clearset.runs.receipts import build_kept_tree
     from clearset.runs.tasks import DEFAULT_RETRIES
+    from clearset.sinks.counts import kept_counts
 
-    tree = build_run_tree(
+    kept = kept_counts(run)
+    tree, image_leaves = build_kept_tree(
         run.path,
         run.path / TREE_FILE,
         engine=engine,
@@ -265,6 +267,10 @@ def issue_receipt(
         removed_commitment=commitment,
         previous=previous_record,
         clean=clean,
+        kept={
+            **kept.to_dict(),
+            "leaves": {"images": image_leaves, "other_members": tree.size - image_leaves},
+        },
     )
     envelope = sign_statement(statement, key)
     with atomic_path(run.path / SALT_FILE) as tmp:

@@ -19,6 +19,15 @@ any one file, and in-toto lets a DigestSet name its own algorithm), and whose pr
                                             which cleaned copy: its name (not its path),
                                             when its clean finished, and the digest of
                                             its manifest (the kept rows)
+    kept      {samples, members, images, unreadable, without_bytes, other_members,
+               leaves: {images, other_members}}   what the tree was built from: the
+                                            cleaned copy's samples (keys) and members
+                                            (files) by kind, and its leaves (distinct
+                                            SHA-256 of kept members) by kind: an image
+                                            leaf is one an image holds, the others are
+                                            other members' only; they add up to the tree
+                                            size. Absent in receipts made before it was
+                                            recorded.
 
 The statement is serialised canonically (sorted keys, no whitespace, UTF-8, integers
 only), and its **receipt digest** is the SHA-256 of those bytes, which are exactly the
@@ -66,6 +75,10 @@ MAX_JSON_DEPTH = 64
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _LIST_FIELDS = ("name", "version", "digest", "hash_type", "threshold")
 _CLEAN_FIELDS = ("destination", "finished", "manifest_digest")
+#: The member kinds `kept` counts; they add up to its members.
+KEPT_MEMBER_KINDS = ("images", "unreadable", "without_bytes", "other_members")
+_KEPT_FIELDS = ("samples", "members", *KEPT_MEMBER_KINDS, "leaves")
+_LEAF_KINDS = ("images", "other_members")
 
 
 def _no_constant(name: str) -> Any:
@@ -209,6 +222,7 @@ def build_statement(
     removed_commitment: str,
     previous: Mapping[str, Any] | None = None,
     clean: Mapping[str, Any] | None = None,
+    kept: Mapping[str, Any] | None = None,
     tool_name: str = clearset.TOOL_NAME,
     tool_version: str = clearset.__version__,
 ) -> dict[str, Any]:
@@ -219,6 +233,8 @@ def build_statement(
     ``previous`` is None or {"receipt_digest", "root"} of the receipt this one replaces.
     ``clean`` is None or {"destination", "finished", "manifest_digest"} of the cleaned copy
     the tree covers: its name, its clean's finish time and its manifest's digest (hex).
+    ``kept`` is None or the counts the tree was built from (see the module doc); its
+    leaves must add up to ``tree_size``.
     """
     list_identities = []
     for entry in lists:
@@ -268,6 +284,8 @@ def build_statement(
             "clean": None if clean is None else _clean_record(clean),
         },
     }
+    if kept is not None:
+        statement["predicate"]["kept"] = _kept_record(kept)
     _refuse_floats(statement)
     try:
         check_statement(statement)
@@ -287,6 +305,36 @@ def _clean_record(clean: Mapping[str, Any]) -> dict[str, Any]:
         "finished": _timestamp(clean["finished"], "clean finish"),
         "manifest_digest": {"sha256": _hex32(clean["manifest_digest"], "cleaned manifest")},
     }
+
+
+def _kept_record(kept: Mapping[str, Any]) -> dict[str, Any]:
+    if set(kept) != set(_KEPT_FIELDS) or set(kept["leaves"]) != set(_LEAF_KINDS):
+        raise InputError(
+            f"a kept record has exactly the fields {', '.join(_KEPT_FIELDS)}, its leaves "
+            f"{', '.join(_LEAF_KINDS)}"
+        )
+    record = {name: kept[name] for name in _KEPT_FIELDS if name != "leaves"}
+    record["leaves"] = {name: kept["leaves"][name] for name in _LEAF_KINDS}
+    return record
+
+
+def _kept_problem(kept: Any, tree_size: Any) -> str | None:
+    """Why a statement's ``kept`` is not one, or None (absent counts as fine)."""
+    if kept is None:
+        return None
+    if not isinstance(kept, dict) or sorted(kept) != sorted(_KEPT_FIELDS):
+        return "predicate.kept must hold " + ", ".join(_KEPT_FIELDS)
+    leaves = kept["leaves"]
+    if not isinstance(leaves, dict) or sorted(leaves) != sorted(_LEAF_KINDS):
+        return "predicate.kept.leaves must hold " + ", ".join(_LEAF_KINDS)
+    values = [kept[n] for n in _KEPT_FIELDS if n != "leaves"] + list(leaves.values())
+    if not all(_is_int(v) and v >= 0 for v in values):
+        return "predicate.kept holds a value that is not a count"
+    if sum(kept[n] for n in KEPT_MEMBER_KINDS) != kept["members"]:
+        return "predicate.kept's member kinds do not add up to its members"
+    if sum(leaves.values()) != tree_size:
+        return "predicate.kept's leaves do not add up to the tree size"
+    return None
 
 
 def _refuse_floats(value: Any, where: str = "statement") -> None:
@@ -373,6 +421,8 @@ def check_statement(statement: Any) -> None:
         isinstance(source, dict) and isinstance(source.get("name"), str),
         "predicate.source has no name",
     )
+    problem = _kept_problem(predicate.get("kept"), tree["size"])
+    _need(problem is None, str(problem))
 
 
 def tree_of(statement: Mapping[str, Any]) -> tuple[int, bytes]:

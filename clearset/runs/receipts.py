@@ -88,8 +88,18 @@ def run_sources(run_dir: Path) -> list[ManifestLeaves]:
 
 def build_run_tree(run_dir: str | Path, tree_path: str | Path, **options: Any) -> MerkleTree:
     """`build_tree` over a cleaned run's kept items, its build folder in the run."""
+    return build_kept_tree(run_dir, tree_path, **options)[0]
+
+
+def build_kept_tree(
+    run_dir: str | Path, tree_path: str | Path, **options: Any
+) -> tuple[MerkleTree, int]:
+    """`build_run_tree`, with how many of its leaves are image leaves (distinct SHA-256
+    of kept images; the others are other members' only)."""
     run = Path(run_dir)
-    return build_tree(run_sources(run), tree_path, run / BUILD_DIR, **options)
+    found: list[int] = []
+    tree = build_tree(run_sources(run), tree_path, run / BUILD_DIR, image_leaves=found, **options)
+    return tree, found[0]
 
 
 def build_tree(
@@ -106,12 +116,14 @@ def build_tree(
     chunk_level: int = CHUNK_LEVEL,
     cache_level: int = CACHE_LEVEL,
     extract_rows: int = EXTRACT_ROWS,
+    image_leaves: list[int] | None = None,
 ) -> MerkleTree:
     """Write tree.bin over the sorted unique leaves of ``sources``; the opened tree.
 
     The same file, root and levels as ``MerkleTree.build`` over the same leaves. Work
     files go to ``build_dir``, which is kept if the build stops (run it again to resume:
-    finished tasks are not redone) and removed when the tree is in place.
+    finished tasks are not redone) and removed when the tree is in place. With an
+    ``image_leaves`` list, the count of image leaves (see `read_by_kind`) is appended.
     """
     if not 0 <= cache_level <= chunk_level <= 40:
         raise InputError(f"need 0 <= cache level <= chunk level <= 40, got {cache_level}, "
@@ -140,8 +152,10 @@ def build_tree(
     }
     groups = _group(sources, rows, extract_rows)
     counts = _extract(engine, build, groups, bits, common)
-    bucket_counts = _sort(engine, build, counts, common)
+    bucket_counts, bucket_images = _sort(engine, build, counts, common)
     size = int(bucket_counts.sum())
+    if image_leaves is not None:
+        image_leaves.append(int(bucket_images.sum()))
     _chunks(engine, build, bucket_counts, ChunkJob(str(build), size, chunk_level, cache_level),
             common)  # fmt: skip
     _finish(build, Path(tree_path), size, chunk_level, cache_level)
@@ -196,8 +210,9 @@ def _extract(
     groups: list[tuple[LeafSource, ...]],
     bits: int,
     common: dict[str, Any],
-) -> dict[str, np.ndarray]:
-    """Run the extract tasks not yet done; every task's per-bucket counts."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Run the extract tasks not yet done; every task's per-bucket counts (all rows,
+    images' rows)."""
     ids = [f"e{i:06d}" for i in range(len(groups))]
     tasks = [
         Task(task_id, f"extract {task_id}", stage.extract_task, (str(build), task_id, group, bits))
@@ -210,19 +225,22 @@ def _extract(
     counts = {}
     for task_id in ids:
         marker = extract_marker(build, task_id)
-        held = read_marker(marker, "counts")
-        if not isinstance(held, list) or len(held) != 1 << bits:
+        held, images = read_marker(marker, "counts"), read_marker(marker, "images")
+        if not all(isinstance(v, list) and len(v) == 1 << bits for v in (held, images)):
             raise InputError(f"{marker}: damaged receipt build marker; remove {build} to "
                              "start over")  # fmt: skip
-        counts[task_id] = np.asarray(held, np.int64)
+        counts[task_id] = (np.asarray(held, np.int64), np.asarray(images, np.int64))
     return counts
 
 
 def _sort(
-    engine: Engine, build: Path, counts: dict[str, np.ndarray], common: dict[str, Any]
-) -> np.ndarray:
-    """Run the sort tasks not yet done; every bucket's unique leaves."""
-    buckets = len(next(iter(counts.values()))) if counts else 1
+    engine: Engine,
+    build: Path,
+    counts: dict[str, tuple[np.ndarray, np.ndarray]],
+    common: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the sort tasks not yet done; every bucket's unique leaves, and image leaves."""
+    buckets = len(next(iter(counts.values()))[0]) if counts else 1
     tasks = []
     for bucket in range(buckets):
         if read_marker(sorted_marker(build, bucket), "count") is not None:
@@ -230,7 +248,9 @@ def _sort(
             shutil.rmtree(stage.piece_path(build, bucket, "x").parent, ignore_errors=True)
             continue
         pieces = tuple(
-            (task_id, int(held[bucket])) for task_id, held in counts.items() if held[bucket]
+            (task_id, int(held[bucket]), int(images[bucket]))
+            for task_id, (held, images) in counts.items()
+            if held[bucket]
         )
         tasks.append(Task(f"b{bucket}", f"bucket {stage.bucket_name(bucket)}",
                           stage.sort_task, (str(build), bucket, pieces)))  # fmt: skip
@@ -239,14 +259,15 @@ def _sort(
                     **common)  # fmt: skip
     shutil.rmtree(build / "pieces", ignore_errors=True)
     result = np.zeros(buckets, np.int64)
+    images = np.zeros(buckets, np.int64)
     for bucket in range(buckets):
         marker = sorted_marker(build, bucket)
-        count = read_marker(marker, "count")
-        if not isinstance(count, int) or count < 0:
+        count, held = read_marker(marker, "count"), read_marker(marker, "images")
+        if not all(isinstance(v, int) and v >= 0 for v in (count, held)) or held > count:
             raise InputError(f"{marker}: damaged receipt build marker; remove {build} to "
                              "start over")  # fmt: skip
-        result[bucket] = count
-    return result
+        result[bucket], images[bucket] = count, held
+    return result, images
 
 
 def _chunks(

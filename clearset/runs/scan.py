@@ -437,10 +437,16 @@ def gather_matches(run: RunFolder, matcher: Matcher) -> dict[str, Any]:
         pq.write_table(table.cast(MATCH_SCHEMA), tmp, compression="zstd")
     digests = table.column("list_digest").to_pylist()
     types = table.column("hash_type").to_pylist()
-    keys = set(zip(table.column("shard").to_pylist(), table.column("key").to_pylist(), strict=True))
+    rows_keys = list(
+        zip(table.column("shard").to_pylist(), table.column("key").to_pylist(), strict=True)
+    )
+    keys = set(rows_keys)
     per_list = []
     for hash_list in matcher.lists:
         digest, kind = hash_list.identity.digest, hash_list.hash_type
         count = sum(1 for d, t in zip(digests, types, strict=True) if d == digest and t == kind)
-        per_list.append({"name": hash_list.identity.name, "hash_type": kind, "matches": count})
+        samples = {k for k, d, t in zip(rows_keys, digests, types, strict=True)
+                   if d == digest and t == kind}  # fmt: skip
+        per_list.append({"name": hash_list.identity.name, "hash_type": kind, "matches": count,
+                         "samples": len(samples)})  # fmt: skip
     return {"rows": table.num_rows, "items": len(keys), "per_list": per_list}

@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from clearset.errors import ClearsetError
+from clearset.receipts.dsse import envelope_payload
+from clearset.receipts.issue import RECEIPT_FILE, read_receipt
+from clearset.receipts.statement import parse_json
 from clearset.runfolder import RunFolder
 from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
+from clearset.sinks.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.sources import source_from_spec
 from clearset.stages.match import SHARED_INDEX_DIR
 
@@ -33,6 +37,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "items": counts["items"],
         "bytes": counts["bytes"],
         "item_status": counts["status"],
+        # samples, members and leaves in the words every command uses (see sinks/counts.py)
+        "counts": _counts(run),
         "ranks": _ranks(run),
         # The lists' index a scan or match maps while it runs: left by one that was killed.
         "list_index": (run.path / SHARED_INDEX_DIR).exists(),
@@ -61,6 +67,34 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         owners = {e["index"] % world for e in [*failed, *not_done] if e.get("index") is not None}
         status["rerun_ranks"] = {"world_size": world, "ranks": sorted(owners)}
     return status
+
+
+def _counts(run: RunFolder) -> dict[str, Any]:
+    """The run's counts, and the receipt's leaves when its receipt covers the current
+    cleaned copy (``receipt_covers_clean`` says whether it does)."""
+    counts = run_counts(run.path)
+    found = counts.to_dict()
+    found["leaves"] = None
+    found["receipt_covers_clean"] = None
+    receipt = run.path / RECEIPT_FILE
+    if receipt.exists():
+        try:
+            statement = parse_json(envelope_payload(read_receipt(receipt)), str(receipt))
+        except ClearsetError:
+            return found  # `clearset verify` says what is wrong with it
+        _, leaves = statement_counts(statement)
+        covered = ((statement["predicate"].get("clean") or {}).get("manifest_digest") or {}).get(
+            "sha256"
+        )
+        found["leaves"] = {
+            "total": leaves.total,
+            "images": leaves.images,
+            "other_members": leaves.other_members,
+        }
+        found["receipt_covers_clean"] = bool(
+            counts.clean and covered == counts.clean["manifest_digest"]
+        )
+    return found
 
 
 def _ranks(run: RunFolder) -> list[dict[str, Any]]:
@@ -92,7 +126,24 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"shards: {status['shards_done']:,} done, {len(status['failed']):,} failed, "
             f"{len(status['not_done']):,} not done, of {total:,}"
         )
-    lines.append(f"items so far: {status['items']:,} ({status['bytes'] / 1e9:,.2f} GB)")
+    counts = status["counts"]
+    scanned = SetCounts(**counts["scanned"])
+    lines.append(f"scanned so far: {scanned.text()}, {status['bytes'] / 1e9:,.2f} GB")
+    if counts["kept"] is not None:
+        kept = RunCounts(scanned, SetCounts(**counts["kept"]))
+        clean = counts["clean"]
+        lines.append(
+            f"cleaned copy {clean['destination']!r} (cleaned {clean['finished']}): "
+            f"{kept.clean_text()}"
+        )
+    if counts["leaves"] is not None:
+        leaves = LeafCounts(**counts["leaves"])
+        covers = (
+            "covers this cleaned copy"
+            if counts["receipt_covers_clean"]
+            else "covers an earlier cleaned copy, not the current one: sign a new one"
+        )
+        lines.append(f"receipt: {leaves.text()}; {covers}")
     lines.append(f"finished: {status['finished']}" if status["finished"] else "finished: no")
     for rank in status["ranks"]:
         lines.append(

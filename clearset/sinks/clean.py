@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
+from clearset.sinks.counts import marker_samples
 from clearset.sinks.manifest import STATUS_OTHER, conform
 from clearset.sinks.removals import (
     REASON_NOT_FETCHED,
@@ -127,6 +128,7 @@ class CleanShardSummary:
     skipped: bool = False
     rows: int = 0  # kept manifest rows (the name completion markers use)
     rows_removed: int = 0
+    samples_kept: int = 0  # distinct keys among the kept rows
     items_kept: int = 0  # image rows kept and removed (status other is not an item)
     items_removed: int = 0
     keys_removed: int = 0
@@ -492,6 +494,7 @@ def _count_kept(
     summary: CleanShardSummary, manifest: pa.Table, kept: pa.Table, removed: dict[str, str]
 ) -> None:
     summary.rows = kept.num_rows
+    summary.samples_kept = len(pc.unique(kept.column("key")))
     summary.rows_removed = manifest.num_rows - kept.num_rows
     # Items are the image rows: a caption or .json member goes with its key, uncounted.
     summary.items_kept = sum(s != STATUS_OTHER for s in kept.column("status").to_pylist())
@@ -702,6 +705,9 @@ def finish_clean(
                 "items_removed": marker.get("items_removed", marker["rows_removed"]),
                 "rows_kept": marker["rows"],
                 "rows_removed": marker["rows_removed"],
+                "samples_kept": marker_samples(
+                    marker, cleaned.manifest_file(marker["shard_id"]), "samples_kept"
+                ),
                 "keys_removed": marker["keys_removed"],
                 "members_removed": marker["members_removed"],
                 "undecodable_kept": marker["undecodable_kept"],

@@ -29,6 +29,7 @@ from clearset.runfolder import RunFolder, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
 from clearset.sinks.atomic import atomic_path, write_json_atomic
 from clearset.sinks.clean import clean_info
+from clearset.sinks.counts import SetCounts, plural, run_counts
 
 REPORT_FORMAT = 1
 
@@ -169,6 +170,8 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "missing_by_reason": dict(sorted(missing.items())),
         "matched_items": sorted(matched_keys.values(), key=lambda m: (m["shard"], m["key"])),
         "clean": _clean_section(run, cleaned),
+        # samples, members by kind, kept and removed: the counts every command gives
+        "counts": run_counts(run.path).to_dict(),
     }
     return report
 
@@ -475,20 +478,21 @@ _CSP = (
 
 #: What each count of a clean means, in the report's words.
 CLEAN_COUNT_LABELS = {
-    "items_kept": "items kept",
-    "items_removed": "items removed",
-    "rows_kept": "manifest rows kept (images, captions, metadata members)",
-    "rows_removed": "manifest rows removed",
-    "keys_removed": "keys removed",
-    "members_removed": "files removed (all members of removed keys)",
-    "undecodable_kept": "undecodable items kept",
-    "undecodable_dropped": "undecodable items removed",
-    "kept_without_bytes": "items kept that had no image bytes (failed download, no file)",
-    "path_only_kept": "items kept whose image column held only a path",
+    "samples_kept": "samples kept",
+    "keys_removed": "samples removed",
+    "rows_kept": "members kept (images, captions, metadata members)",
+    "rows_removed": "members removed",
+    "items_kept": "image members kept (readable or not)",
+    "items_removed": "image members removed (readable or not)",
+    "members_removed": "files removed (all members of removed samples)",
+    "undecodable_kept": "unreadable images kept",
+    "undecodable_dropped": "unreadable images removed",
+    "kept_without_bytes": "members kept that had no bytes (failed download, no file)",
+    "path_only_kept": "members kept whose image column held only a path",
     "members_dropped": "links, FIFOs, devices and side files not copied",
     "shards": "shards cleaned",
     "shards_copied_whole": "shards copied whole (nothing to remove)",
-    "shards_dropped_empty": "shards left out (every item removed)",
+    "shards_dropped_empty": "shards left out (every sample removed)",
 }
 
 
@@ -602,23 +606,24 @@ def render_html(report: dict[str, Any]) -> str:
             f"PDQ by the {'reference' if settings.get('exact_pdq') else 'fast'} pipeline",
         ]
     )
+    scanned_text = SetCounts(**report["counts"]["scanned"]).text()
     if partial:
         matched_line = (
-            f"at least {items['matched']:,} samples matched a list" if lists
+            f"at least {plural(items['matched'], 'sample')} matched a list" if lists
             else "not matched against any list"
         )  # fmt: skip
         scanned = (
-            f"So far {items['total']:,} members scanned in {_shards_scanned(state)}"
+            f"So far {scanned_text} scanned in {_shards_scanned(state)}"
             if state.get("scan") == "not finished"
-            else f"{items['total']:,} members listed, not all of them read"
+            else f"{scanned_text} listed, not all of them read"
         )
         headline = f"Partial: {scanned}; {matched_line}."
     else:
         matched_line = (
-            f"{items['matched']:,} samples matched a list" if lists
+            f"{plural(items['matched'], 'sample')} matched a list" if lists
             else "not matched against any list"
         )  # fmt: skip
-        headline = f"{items['total']:,} members scanned; {matched_line}."
+        headline = f"{scanned_text} scanned; {matched_line}."
     match_rows = (
         [
             ["PDQ threshold", f"{thresholds['pdq_threshold']} bits (per list below)"],
@@ -804,7 +809,7 @@ def _clean_html(clean: dict[str, Any] | None) -> str:
         for k, v in sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
         if not isinstance(v, dict)
     ]
-    rows += [[f"keys removed as matches of {k}", v]
+    rows += [[f"samples removed as matches of {k}", v]
              for k, v in counts.get("keys_removed_by_reason", {}).items()]  # fmt: skip
     dropped = clean.get("dropped_undecodable") or []
     dropped_rows = [[d["shard"], d["key"], d["member"], d["sha256"]] for d in dropped]

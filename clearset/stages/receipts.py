@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
@@ -58,9 +59,11 @@ from clearset.receipts.merkle import (
     tree_level_offsets,
 )
 from clearset.sinks.atomic import atomic_path, write_json_atomic
+from clearset.sinks.manifest import STATUS_OK
 
 #: Version of the build folder's layout (build.json says it; another one is started over).
-BUILD_FORMAT = 1
+#: 2: pieces hold the images' values first, and markers count them (image leaves).
+BUILD_FORMAT = 2
 
 
 class LeafSource(Protocol):
@@ -77,6 +80,17 @@ class LeafSource(Protocol):
     def identity(self) -> Any:
         """JSON-able value that changes when the source's contents may have changed."""
         ...
+
+
+def read_by_kind(source: LeafSource) -> tuple[np.ndarray, int]:
+    """(the source's leaf values with its images' first, how many are images' values).
+
+    A source that knows which of its values are images' (`ManifestLeaves`) says so with a
+    ``read_by_kind`` method; any other source's values count as other members'."""
+    split = getattr(source, "read_by_kind", None)
+    if split is not None:
+        return split()
+    return source.read(), 0
 
 
 def packed_sha256(table_column: Any) -> np.ndarray:
@@ -121,6 +135,22 @@ class ManifestLeaves:
                 f"{self.count} (changed after the clean?); re-run `clearset clean`"
             )
         return packed_sha256(table.column("sha256"))
+
+    def read_by_kind(self) -> tuple[np.ndarray, int]:
+        """The leaf values, the images' first, and how many are images' (see `read`)."""
+        try:
+            table = pq.read_table(self.path, columns=["sha256", "status"])
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"{self.path}: cannot read the manifest shard ({error})") from None
+        if self.count is not None and table.num_rows != self.count:
+            raise InputError(
+                f"{self.path}: holds {table.num_rows} rows but its completion marker says "
+                f"{self.count} (changed after the clean?); re-run `clearset clean`"
+            )
+        image = pc.equal(table.column("status"), STATUS_OK).fill_null(False)
+        images = packed_sha256(table.column("sha256").filter(image))
+        others = packed_sha256(table.column("sha256").filter(pc.invert(image)))
+        return np.concatenate([images, others]), len(images)
 
     def identity(self) -> Any:
         if self.digest is not None:
@@ -259,40 +289,65 @@ def split_by_bucket(rows: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray
 
 
 def extract_task(build_dir: str, task_id: str, sources: tuple[LeafSource, ...], bits: int) -> int:
-    """Split the sources' leaves into per-bucket piece files; the rows written."""
+    """Split the sources' leaves into per-bucket piece files; the rows written.
+
+    A piece holds the images' values first; the marker counts them per bucket
+    (``images``), so the sort can count the image leaves."""
     build = Path(build_dir)
-    parts = [source.read() for source in sources]
-    rows = np.concatenate(parts) if parts else np.empty((0, HASH_SIZE), np.uint8)
-    del parts
-    grouped, counts = split_by_bucket(rows, bits)
-    del rows
-    start = 0
+    image_parts, other_parts = [], []
+    for source in sources:
+        values, images = read_by_kind(source)
+        image_parts.append(values[:images])
+        other_parts.append(values[images:])
+    empty = np.empty((0, HASH_SIZE), np.uint8)
+    image_rows = np.concatenate(image_parts) if image_parts else empty
+    other_rows = np.concatenate(other_parts) if other_parts else empty
+    del image_parts, other_parts
+    image_grouped, image_counts = split_by_bucket(image_rows, bits)
+    del image_rows
+    other_grouped, other_counts = split_by_bucket(other_rows, bits)
+    del other_rows
+    counts = image_counts + other_counts
+    image_start = other_start = 0
     for bucket in np.flatnonzero(counts):
-        stop = start + int(counts[bucket])
+        image_stop = image_start + int(image_counts[bucket])
+        other_stop = other_start + int(other_counts[bucket])
         # A retried task rewrites each piece whole: a reader sees the old or the new one.
-        with atomic_path(piece_path(build, int(bucket), task_id)) as tmp:
-            grouped[start:stop].tofile(tmp)
-        start = stop
+        with atomic_path(piece_path(build, int(bucket), task_id)) as tmp, open(tmp, "wb") as sink:
+            sink.write(np.ascontiguousarray(image_grouped[image_start:image_stop]).data)
+            sink.write(np.ascontiguousarray(other_grouped[other_start:other_stop]).data)
+        image_start, other_start = image_stop, other_stop
+    rows = image_start + other_start
     write_json_atomic(
-        extract_marker(build, task_id), {"rows": int(start), "counts": counts.tolist()}
+        extract_marker(build, task_id),
+        {"rows": int(rows), "counts": counts.tolist(), "images": image_counts.tolist()},
     )
-    return int(start)
+    return int(rows)
 
 
-def sort_task(build_dir: str, bucket: int, pieces: tuple[tuple[str, int], ...]) -> int:
-    """Sort one bucket's pieces (task id, rows) into its unique leaves; their count.
+def sort_task(build_dir: str, bucket: int, pieces: tuple[tuple[str, int, int], ...]) -> int:
+    """Sort one bucket's pieces (task id, rows, images' rows first) into its unique
+    leaves; their count. The marker also counts the image leaves (distinct values of
+    images).
 
     The pieces are deleted only after the sorted file and its marker are written, so an
     interruption at any point leaves either the pieces or the finished bucket."""
     build = Path(build_dir)
-    parts = [read_rows(piece_path(build, bucket, task_id), count) for task_id, count in pieces]
+    parts = [read_rows(piece_path(build, bucket, task_id), count) for task_id, count, _ in pieces]
+    image_leaves = 0
+    if any(images for _, _, images in pieces):
+        image_rows = np.concatenate(
+            [p[:images] for p, (_, _, images) in zip(parts, pieces, strict=True)]
+        )
+        image_leaves = len(sort_unique(image_rows)[0])
+        del image_rows
     rows = np.concatenate(parts) if parts else np.empty((0, HASH_SIZE), np.uint8)
     del parts
     leaves, _ = sort_unique(rows)
     del rows
     with atomic_path(sorted_path(build, bucket)) as tmp:
         np.ascontiguousarray(leaves).tofile(tmp)
-    write_json_atomic(sorted_marker(build, bucket), {"count": len(leaves)})
+    write_json_atomic(sorted_marker(build, bucket), {"count": len(leaves), "images": image_leaves})
     shutil.rmtree(piece_path(build, bucket, "x").parent, ignore_errors=True)
     return len(leaves)
 

@@ -51,7 +51,8 @@ class ScanSettings:
 class ShardSummary:
     shard_id: str
     shard: str
-    rows: int = 0
+    rows: int = 0  # members
+    samples: int = 0  # distinct keys
     bytes: int = 0
     skipped: bool = False
     status: dict[str, int] = field(default_factory=dict)
@@ -219,6 +220,7 @@ def _scan_shard(
     account: dict[str, Counter[str]] = {}
     by_status: dict[str, Counter[str]] = {}
     read: dict[str, Any] = {}
+    keys: set[str] = set()
     pending = [0, 0, 0]
     target = run.manifest_file(shard.id)
     with atomic_path(target) as tmp:
@@ -228,6 +230,7 @@ def _scan_shard(
                 row = manifest_row(item, settings)
                 writer.add(row)
                 status[row["status"]] += 1
+                keys.add(row["key"])
                 why = (row.get("reason") or "").split(":", 1)[0]
                 account.setdefault(row_account(row), Counter())[why] += 1
                 by_status.setdefault(row["status"], Counter())[why] += 1
@@ -245,6 +248,7 @@ def _scan_shard(
             raise
         writer.close()
         summary.rows = writer.count
+    summary.samples = len(keys)
     if progress is not None and pending[0]:
         progress(*pending)
     summary.status = dict(status)
