@@ -194,11 +194,9 @@ def test_a_clean_to_resume_counts_done_shards_as_status_does(
     run, dest = tmp_path / "run", tmp_path / "clean"
     args = ("scan", str(demo_data.webdataset), "--out", str(run), "--workers", "1",
             "--list", str(demo_data.pdq_list), "--clean-to", str(dest))  # fmt: skip
-    cli(*args, check=True)
-    # As if stopped after a shard was scanned and before it was cleaned.
-    done = sorted(dest.rglob("00002.tar.done"))
-    assert len(done) == 1
-    done[0].unlink()
+    # Every shard scanned and none cleaned yet: the resume that cleans them must count
+    # them done, as status does (a finished clean keeps no per-shard state to remove).
+    cli(*args[:-2], check=True)
     status = cli("status", str(run), check=True).stdout
     said = re.search(r"shards: (\d+) done", status)
     again = cli(*args, check=True).stdout
