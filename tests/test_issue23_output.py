@@ -280,7 +280,7 @@ def test_a_resume_takes_the_same_list_by_any_spelling_of_its_path(
     for spelling in spellings:
         again = scan(spelling)
         assert again.returncode == 0, (spelling, again.stderr)
-        assert "5 items matched" in again.stdout
+        assert "5 samples matched" in again.stdout
     # Another list is still another list; the same one under another name says so.
     other = scan(str(demo_data.md5_list))
     assert other.returncode != 0 and "watch-md5 added, watch-pdq dropped" in other.stderr

@@ -112,7 +112,7 @@ def test_every_command_leaves_a_publishable_hf_copy_with_its_card(hf_repo: dict[
     # The run remembers its finished copy: the same clean again finds it finished.
     before = {p: p.stat().st_mtime_ns for p in later.rglob("*")}
     proc = cli("clean", str(run), "--to", str(later), "--no-progress", check=True)
-    assert "kept 7 items" in proc.stdout
+    assert "kept 7 samples" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in later.rglob("*")} == before
     # ... and another clean of it is refused, though the copy holds no state.
     proc = cli("clean", str(run), "--to", str(later), "--drop-undecodable")

@@ -228,4 +228,4 @@ def test_the_scan_summary_and_status_open_no_manifest_footer(
             line.split() == [status, *why.split(), f"{count:,}"]
             for line in scanned.stdout.replace("│", " ").splitlines()
         ), (status, why, count, scanned.stdout)
-    assert f"{sum(expected.values()):,} items in " in scanned.stdout
+    assert f"{sum(expected.values()):,} members in " in scanned.stdout

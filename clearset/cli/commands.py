@@ -548,9 +548,11 @@ def hash_files(
         ),
     ] = None,
 ) -> None:
-    """Print each file's hashes on one line (PDQ hex as threatexchange lists use it), or,
-    with --as-list, write them as a hash list: `clearset hash --as-list threatexchange
-    *.jpg > list.txt`, then `clearset scan SRC --out RUN --list list.txt`.
+    """Print each file's hashes on one line, or write them as a hash list (--as-list).
+
+    One line per file gives PDQ hex as threatexchange lists use it. With --as-list the
+    output is a list that --list reads: `clearset hash --as-list threatexchange *.jpg >
+    list.txt`, then `clearset scan SRC --out RUN --list list.txt`.
 
     Only regular files are read (a FIFO, device, folder or socket is refused before any
     file is hashed); a file over the scan's size cap is hashed while streaming, not decoded.
