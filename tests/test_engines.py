@@ -459,9 +459,16 @@ def test_a_ray_driver_killed_mid_run_resumes_to_the_local_result(
     shards = len(list(many.webdataset.glob("*.tar")))
     assert 0 < done < shards, "killed mid-run"
     assert not json.loads((run / "run.json").read_text())["finished"]
+    # Ray's workers may be on other nodes: the lists' index is a folder, the owner's alone,
+    # which the killed driver could not remove; the next command does.
+    index = run / ".list-index"
+    assert index.is_dir() and any(index.rglob("*.npy"))
+    for path in [index, *index.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert run_data(run) == run_data(local_many)
+    assert not index.exists()
 
 
 def test_a_rank_that_finds_the_finishing_lock_held_leaves_the_run_to_its_holder(

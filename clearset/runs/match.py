@@ -62,7 +62,8 @@ def _match(
     engine = choose_engine(engine, workers, *lists)
     if not in_memory(*lists):
         # Every worker maps one built index instead of loading the lists again.
-        match, matcher = match.share(run.path, matcher, same_machine=engine.name == "local")
+        same_machine = getattr(engine, "name", None) == "local"  # not Ray: workers anywhere
+        match, matcher = match.share(run.path, matcher, same_machine=same_machine)
     staging = RunFolder(run.path / f".tmp-match-{os.getpid()}")
     shutil.rmtree(staging.path, ignore_errors=True)
     staging.matches_dir.mkdir(parents=True)

@@ -164,7 +164,7 @@ def _run_scan(
     engine = choose_engine(engine, workers, *urls)
     if match is not None and not in_memory(*urls):
         # Every worker maps one built index instead of loading the lists again.
-        same_machine = engine.name == "local"
+        same_machine = getattr(engine, "name", None) == "local"  # not Ray: workers anywhere
         match, matcher = match.share(run.path, matcher, owner, same_machine=same_machine)
     mine = split.take(shards) if split is not None else shards
     pending = [s for s in mine if not run.is_done(s.id) or not _cleaned(s, clean)]
