@@ -15,7 +15,9 @@ ratio to one copy: the nbytes of the list's entries plus its PDQ index. The goal
 "Old" workers load the entries from a .npy file and sort, de-duplicate and digest them as
 `load_list` does, then build the index on first match: the arrays they end with are the
 ones `ListSpec.load` + `Matcher` hold, without the cost of parsing ten million hex lines.
-"Shared" workers call `open_matcher` on a folder `save_matcher` wrote once, before.
+"Shared" workers call `open_matcher` on a folder `save_matcher` wrote once, before;
+"memory" workers on the memory files `save_matcher_in_memory` built once in this process
+(what a scan's local workers do: no disk holds them), through /proc/PID/fd/N.
 Times: a worker's load-and-build (old) or open (shared), its first match (a shared
 worker faults the mapped pages in as it goes) and a second one, in seconds.
 The hashes are random bytes: benign by construction.
@@ -80,7 +82,7 @@ if way == "old":
     matcher = Matcher([HashList(identity, hashes, duplicates_folded=folded)])
     matcher._index(0)  # what the first match_table would build
 else:
-    matcher = open_matcher(folder / "index")
+    matcher = open_matcher(folder / "index" if way == "shared" else json.loads(sys.argv[3]))
 ready = time.perf_counter() - started
 started = time.perf_counter()
 matches = matcher.match_table(table)
@@ -117,12 +119,12 @@ def gib(value: float) -> str:
     return f"{value / 2**30:.2f}"
 
 
-def run_workers(way: str, count: int, folder: Path) -> list[dict]:
+def run_workers(way: str, count: int, folder: Path, files: str = "{}") -> list[dict]:
     """Start `count` workers, wait until all have matched, measure them all, stop them."""
     env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WORKER, way, str(folder)],
+            [sys.executable, "-c", _WORKER, way, str(folder), files],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -156,12 +158,13 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=100_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--ways", nargs="+", default=["old", "shared"], choices=["old", "shared"])
+    ways = ["old", "shared", "memory"]
+    parser.add_argument("--ways", nargs="+", default=ways, choices=ways)
     args = parser.parse_args()
 
     from clearset.lists.model import HashList, ListIdentity, list_digest, sort_unique
     from clearset.matching.matcher import Matcher
-    from clearset.matching.shared import open_matcher, save_matcher
+    from clearset.matching.shared import open_matcher, save_matcher, save_matcher_in_memory
 
     def matcher_of(entries: np.ndarray) -> Matcher:
         hashes, folded = sort_unique(entries)
@@ -186,6 +189,12 @@ def main() -> None:
         started = time.perf_counter()
         save_matcher(matcher, folder / "index")
         saved = time.perf_counter() - started
+        files, in_memory_s = "{}", 0.0
+        if "memory" in args.ways:
+            started = time.perf_counter()
+            held = save_matcher_in_memory(matcher)
+            in_memory_s = time.perf_counter() - started
+            files = json.dumps(dict(held.files))
         del matcher
         started = time.perf_counter()
         opened = open_matcher(folder / "index")
@@ -196,8 +205,8 @@ def main() -> None:
         del opened
         print(
             f"{args.entries:,} PDQ entries, {args.queries:,} queries per worker; one copy "
-            f"(entries + index) = {gib(one_copy)} GiB; save_matcher {saved:.1f} s once; "
-            f"open_matcher {opened_s * 1000:.1f} ms"
+            f"(entries + index) = {gib(one_copy)} GiB; save_matcher {saved:.1f} s once "
+            f"(in memory: {in_memory_s:.1f} s); open_matcher {opened_s * 1000:.1f} ms"
         )
         print(
             f"{'way':6} {'workers':>7} {'Pss/worker':>10} {'Pss total':>9} {'total/copy':>10} "
@@ -215,7 +224,7 @@ def main() -> None:
                         f"{gib(available_bytes())} GiB available"
                     )
                     continue
-                reports = run_workers(way, count, folder)
+                reports = run_workers(way, count, folder, files)
                 pss = [r["after"]["Pss"] - r["before"]["Pss"] for r in reports]
                 rss = [r["after"]["Rss"] - r["before"]["Rss"] for r in reports]
                 totals[(way, count)] = sum(pss)
@@ -229,9 +238,10 @@ def main() -> None:
                     f"{'/'.join(sorted({str(r['matches']) for r in reports})):>8}"
                 )
         for count in args.workers:
-            if ("old", count) in totals and ("shared", count) in totals:
-                ratio = totals[("shared", count)] / totals[("old", count)]
-                print(f"{count} workers: shared uses {ratio:.2f}x the memory of old")
+            for way, than in (("shared", "old"), ("memory", "old"), ("memory", "shared")):
+                if (than, count) in totals and (way, count) in totals:
+                    ratio = totals[(way, count)] / totals[(than, count)]
+                    print(f"{count} workers: {way} uses {ratio:.2f}x the memory of {than}")
         print(
             "(GiB above each worker's own figures after imports and warm-up, max per worker; "
             "all Pss: the workers' whole Pss, imports included; seconds: the slowest worker)"

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from clearset import TOOL_NAME, __version__
 from clearset.errors import RunFolderError
+from clearset.runlock import RUN_LOCK
 from clearset.settings import MAX_UNREAD_SHARE
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import (
@@ -168,7 +169,8 @@ class RunFolder:
             info["resumed"] = info.get("resumed", 0) + 1
         else:
             if self.path.exists() and any(
-                not (shared and _being_made(entry.name)) for entry in self.path.iterdir()
+                not (entry.name == RUN_LOCK or (shared and _being_made(entry.name)))
+                for entry in self.path.iterdir()
             ):
                 raise RunFolderError(f"{self.path}: exists, is not empty and is not a run folder")
             info = {

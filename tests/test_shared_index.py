@@ -451,3 +451,44 @@ def test_a_place_that_cannot_take_the_folder_is_one_line(
         save_matcher(fresh(lists), folder)
     assert str(caught.value).startswith(f"{folder}: ")
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def _match_from_memory(files: dict[str, str], out: str) -> None:
+    lists, manifest = build()
+    table = open_matcher(files).match_table(manifest)
+    Path(out).write_text(json.dumps(table.to_pylist(), default=lambda b: b.hex()))
+
+
+@pytest.mark.skipif(not shared.memory_index_possible(), reason="no memfd on this system")
+def test_a_matcher_saved_in_memory_matches_as_a_fresh_one_in_another_process(
+    lists_and_manifest: tuple[list[HashList], pa.Table], tmp_path: Path
+) -> None:
+    lists, manifest = lists_and_manifest
+    index = shared.save_matcher_in_memory(fresh(lists))
+    try:
+        files = dict(index.files)
+        assert set(files) == {p.name for p in _saved_names(lists, tmp_path)}
+        assert all(path.startswith(f"/proc/{os.getpid()}/fd/") for path in files.values())
+        # A spawned worker maps the driver's memory files by their /proc names.
+        out = tmp_path / "out.json"
+        worker = multiprocessing.get_context("spawn").Process(
+            target=_match_from_memory, args=(files, str(out))
+        )
+        worker.start()
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+        expected = fresh(lists).match_table(manifest)
+        assert expected.num_rows > 0
+        assert json.loads(out.read_text()) == json.loads(
+            json.dumps(expected.to_pylist(), default=lambda b: b.hex())
+        )
+        assert open_matcher(files, verify=True).match_table(manifest).equals(expected)
+    finally:
+        index.close()
+    with pytest.raises(RunFolderError, match="the list index in memory: damaged"):
+        open_matcher(files)  # closed: the names lead nowhere any more
+
+
+def _saved_names(lists: list[HashList], tmp_path: Path) -> list[Path]:
+    save_matcher(fresh(lists), tmp_path / "index")
+    return list((tmp_path / "index").iterdir())

@@ -25,6 +25,12 @@ only, its files are named unlike any output (no parquet, no ``run.json``-like na
 nothing may publish, gather, hash into a receipt or scan it. Put it in a run folder or a
 cache folder, never under a source being scanned (a folder source reads every file).
 
+In memory instead (`save_matcher_in_memory`, Linux): the same files, each an anonymous
+memory file (memfd) that the saving process holds open and its workers map through
+``/proc/<pid>/fd/<n>``. Such a file has no name on any disk: the kernel frees it when the
+last process holding or mapping it exits, however it ends (kill -9 included), so no copy
+of a list outlives the command that made it. Only workers on the same machine can map it.
+
 A folder appears whole or not at all: it is written under a temporary sibling name and
 renamed into place, so processes or ranks racing to write the same one end with one
 complete folder, the first rename's; the others drop theirs and use it. A folder that is
@@ -34,12 +40,14 @@ refused with a one-line `RunFolderError`, never used.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +139,9 @@ def save_matcher(matcher: Matcher, folder: Path) -> None:
         folder.parent.mkdir(parents=True, exist_ok=True)
         # mkdtemp: a fresh name per writer, and mode 0700: the files are the operator's list.
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.writing-", dir=folder.parent))
-        _write(matcher, key, tmp)
+        _write(matcher, key, tmp.joinpath)
+        for path in tmp.iterdir():
+            path.chmod(0o600)  # like the folder: the owner's alone, wherever it is moved
         os.rename(tmp, folder)
     except OSError as exc:
         if exc.errno not in _TAKEN_ERRNOS or tmp is None or not folder.is_dir():
@@ -152,7 +162,7 @@ def _present(folder: Path) -> bool:
 
 
 def _check_existing(folder: Path, key: str) -> None:
-    recorded = _read_json(folder).get("key")
+    recorded = _read_json(_Files(folder)).get("key")
     if recorded != key:
         raise RunFolderError(
             f"{folder}: holds the list index of other lists or settings (key {recorded!s:.12}, "
@@ -161,20 +171,68 @@ def _check_existing(folder: Path, key: str) -> None:
     open_matcher(folder)  # shapes and dtypes of every array: refuse a damaged folder
 
 
-def _write(matcher: Matcher, key: str, tmp: Path) -> None:
+class MemoryIndex:
+    """A saved Matcher whose files are anonymous memory files held open by this process.
+
+    `files` names where a process on this machine opens each one (``/proc/<pid>/fd/<n>``,
+    while this process lives and has not called `close`); pass it to `open_matcher`.
+    Closing drops this process's hold; the memory is freed once no process maps it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._fds: dict[str, int] = {}
+
+    def create(self, name: str) -> Path:
+        """A new, empty memory file for `name`: the path this process writes it through."""
+        fd = os.memfd_create(f"clearset-{name}", os.MFD_CLOEXEC)
+        self._fds[name] = fd
+        return Path(f"/proc/self/fd/{fd}")
+
+    @property
+    def files(self) -> tuple[tuple[str, str], ...]:
+        return tuple((name, f"/proc/{self.pid}/fd/{fd}") for name, fd in self._fds.items())
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+
+def memory_index_possible() -> bool:
+    """Whether this system has anonymous memory files that other processes can open."""
+    return hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd")
+
+
+def save_matcher_in_memory(matcher: Matcher) -> MemoryIndex:
+    """`save_matcher`'s files, built into anonymous memory files (see the module's text).
+
+    Nothing is written to any disk. `OSError` (no memory files here, too many open) is
+    raised as it is: the caller saves to a folder instead."""
+    index = MemoryIndex()
+    try:
+        _write(matcher, matcher_key(matcher), index.create)
+    except BaseException:
+        index.close()
+        raise
+    return index
+
+
+def _write(matcher: Matcher, key: str, place: Callable[[str], Path]) -> None:
+    """Write `matcher`'s files, each at `place(its name)`."""
     records: list[dict[str, Any]] = []
     for number, hash_list in enumerate(matcher.lists):
         record = _list_record(hash_list)
         arrays: dict[str, dict[str, Any]] = {}
         prefix = f"list-{number}"
-        arrays["hashes"] = _save(tmp / f"{prefix}-hashes.npy", hash_list.hashes)
+        arrays["hashes"] = _save(place, f"{prefix}-hashes.npy", hash_list.hashes)
         if hash_list.hash_type != "pdq":
             keys = hash_list._first_keys
             if keys is None:
                 keys = first_key(hash_list.hashes)
-            arrays["first_keys"] = _save(tmp / f"{prefix}-first-keys.npy", keys)
+            arrays["first_keys"] = _save(place, f"{prefix}-first-keys.npy", keys)
         elif len(hash_list):
-            arrays.update(_save_pdq_index(matcher, number, tmp, prefix))
+            arrays.update(_save_pdq_index(matcher, number, place, prefix))
         record["arrays"] = arrays
         records.append(record)
     body = {
@@ -185,22 +243,23 @@ def _write(matcher: Matcher, key: str, tmp: Path) -> None:
         "lists": records,
         "note": "a cache of the operator's hash lists (their entries): not an output",
     }
-    path = tmp / SHARED_JSON
-    path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    path = place(SHARED_JSON)
+    with open(path, "w") as handle:
+        handle.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
     _fsync(path)
 
 
 def _save_pdq_index(
-    matcher: Matcher, number: int, tmp: Path, prefix: str
+    matcher: Matcher, number: int, place: Callable[[str], Path], prefix: str
 ) -> dict[str, dict[str, Any]]:
     built = matcher._indexes.get(number)
-    offsets_path = tmp / f"{prefix}-pdq-offsets.npy"
-    rows_path = tmp / f"{prefix}-pdq-rows.npy"
+    offsets_name, rows_name = f"{prefix}-pdq-offsets.npy", f"{prefix}-pdq-rows.npy"
     if built is not None:
         return {
-            "pdq_offsets": _save(offsets_path, built.arrays["offsets"]),
-            "pdq_rows": _save(rows_path, built.arrays["rows"]),
+            "pdq_offsets": _save(place, offsets_name, built.arrays["offsets"]),
+            "pdq_rows": _save(place, rows_name, built.arrays["rows"]),
         }
+    offsets_path, rows_path = place(offsets_name), place(rows_name)
     # Built straight into the files: the builder's heap never holds a second copy, and
     # the pages written are the page cache every worker then maps.
     hashes = matcher.lists[number].hashes
@@ -214,8 +273,8 @@ def _save_pdq_index(
     offsets[:] = 0
     build_index_arrays(hashes, offsets, rows)
     described = {
-        "pdq_offsets": _describe(offsets_path, offsets),
-        "pdq_rows": _describe(rows_path, rows),
+        "pdq_offsets": _describe(offsets_name, offsets),
+        "pdq_rows": _describe(rows_name, rows),
     }
     offsets.flush()
     rows.flush()
@@ -225,14 +284,16 @@ def _save_pdq_index(
     return described
 
 
-def _save(path: Path, array: np.ndarray) -> dict[str, Any]:
-    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+def _save(place: Callable[[str], Path], name: str, array: np.ndarray) -> dict[str, Any]:
+    path = place(name)
+    with open(path, "wb") as handle:  # np.save given a path would add ".npy" to a memfd's
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
     _fsync(path)
-    return _describe(path, array)
+    return _describe(name, array)
 
 
-def _describe(path: Path, array: np.ndarray) -> dict[str, Any]:
-    return {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape)}
+def _describe(name: str, array: np.ndarray) -> dict[str, Any]:
+    return {"file": name, "dtype": array.dtype.str, "shape": list(array.shape)}
 
 
 def _fsync(path: Path) -> None:
@@ -242,10 +303,28 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _read_json(folder: Path) -> dict[str, Any]:
-    path = folder / SHARED_JSON
+class _Files:
+    """Where a saved Matcher's files are: a folder, or (name -> path) for memory files."""
+
+    def __init__(self, where: Path | str | Mapping[str, str]) -> None:
+        self.paths = dict(where) if isinstance(where, Mapping) else None
+        self.folder = Path(where) if self.paths is None else None  # type: ignore[arg-type]
+
+    def path(self, name: str) -> Path:
+        if self.folder is not None:
+            return self.folder / name
+        assert self.paths is not None
+        if name not in self.paths:
+            raise FileNotFoundError(name)
+        return Path(self.paths[name])
+
+    def __str__(self) -> str:
+        return str(self.folder) if self.folder is not None else "the list index in memory"
+
+
+def _read_json(folder: _Files) -> dict[str, Any]:
     try:
-        body = json.loads(path.read_text())
+        body = json.loads(folder.path(SHARED_JSON).read_text())
     except FileNotFoundError:
         raise _damaged(folder, f"no {SHARED_JSON}") from None
     except (OSError, ValueError) as exc:
@@ -260,12 +339,13 @@ def _read_json(folder: Path) -> dict[str, Any]:
     return body
 
 
-def _damaged(folder: Path, problem: str) -> RunFolderError:
+def _damaged(folder: Path | _Files, problem: str) -> RunFolderError:
     return RunFolderError(f"{folder}: damaged list index: {problem}; delete it and run again")
 
 
-def open_matcher(folder: Path, *, verify: bool = False) -> Matcher:
-    """The Matcher saved in `folder`, its arrays memory-mapped read-only (shared between
+def open_matcher(folder: Path | str | Mapping[str, str], *, verify: bool = False) -> Matcher:
+    """The Matcher saved in `folder` (or in the memory files of a `MemoryIndex.files`
+    mapping, given as a dict), its arrays memory-mapped read-only (shared between
     every process that opens it), its PDQ indexes adopted as they are: nothing is rebuilt
     or copied. Its `match_table` returns exactly what the saved Matcher's would.
 
@@ -274,7 +354,7 @@ def open_matcher(folder: Path, *, verify: bool = False) -> Matcher:
     the list digests and a rebuilt index: as slow as a build, for a cache of doubtful origin.
     A damaged folder raises `RunFolderError`.
     """
-    folder = Path(folder)
+    folder = _Files(folder)
     body = _read_json(folder)
     try:
         settings = MatchSettings(**body["settings"])
@@ -300,7 +380,7 @@ def _strip_arrays(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _open_list(
-    folder: Path, record: dict[str, Any], verify: bool
+    folder: _Files, record: dict[str, Any], verify: bool
 ) -> tuple[HashList, PDQIndex | None]:
     identity = ListIdentity(**record["identity"])
     hash_type = identity.hash_type
@@ -336,13 +416,13 @@ def _open_list(
 
 
 def _map(
-    folder: Path, described: dict[str, Any], dtype: type, shape: tuple[int, ...] | None
+    folder: _Files, described: dict[str, Any], dtype: type, shape: tuple[int, ...] | None
 ) -> np.ndarray:
     name = described["file"]
     if "/" in name or name.startswith("."):
         raise _damaged(folder, f"array file name {name!r}")
     try:
-        array = np.load(folder / name, mmap_mode="r", allow_pickle=False)
+        array = np.load(folder.path(name), mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise _damaged(folder, f"{name} is missing") from None
     except (OSError, ValueError) as exc:
@@ -360,7 +440,7 @@ def _map(
 
 
 def _verify(
-    folder: Path,
+    folder: _Files,
     identity: ListIdentity,
     hashes: np.ndarray,
     first_keys: np.ndarray | None,

@@ -12,6 +12,7 @@ from rich.console import Console
 from clearset.engines import Engine, Task
 from clearset.errors import RunFolderError
 from clearset.runfolder import RunFolder, lists_identity, utc_now
+from clearset.runlock import run_lock
 from clearset.runs.scan import gather_matches, matching_record
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, in_memory, run_or_fail
 from clearset.sinks.atomic import write_json_atomic
@@ -36,6 +37,21 @@ def run_match(
     RUN/history/match-<n>/, and RUN/history.jsonl gets a line naming both.
     """
     run = RunFolder(Path(run_dir))
+    with run_lock(run.path, "match", advice="wait for it, then run the match again") as alone:
+        if alone:
+            drop_shared_index(run.path)  # what a killed command left: none other uses the run
+        return _match(run, match, workers, engine, show_progress, console, retries)
+
+
+def _match(
+    run: RunFolder,
+    match: MatchJob,
+    workers: int | None,
+    engine: Engine | None,
+    show_progress: bool,
+    console: Console | None,
+    retries: int,
+) -> dict[str, Any]:
     info = run.read_info()
     if not info.get("finished"):
         raise RunFolderError(
@@ -46,7 +62,8 @@ def run_match(
     engine = choose_engine(engine, workers, *lists)
     if not in_memory(*lists):
         # Every worker maps one built index instead of loading the lists again.
-        match, matcher = match.share(run.path, matcher)
+        same_machine = getattr(engine, "name", None) == "local"  # not Ray: workers anywhere
+        match, matcher = match.share(run.path, matcher, same_machine=same_machine)
     staging = RunFolder(run.path / f".tmp-match-{os.getpid()}")
     shutil.rmtree(staging.path, ignore_errors=True)
     staging.matches_dir.mkdir(parents=True)

@@ -31,6 +31,7 @@ from clearset.errors import ClearsetError, InputError, RunFolderError
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
+from clearset.runlock import run_lock
 from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
 from clearset.sinks.atomic import atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.clean import (
@@ -103,10 +104,20 @@ class ScanResult:
 
 
 def run_scan(
+    source: Source, run_dir: str | Path, settings: ScanSettings, **options: Any
+) -> ScanResult:
+    """`_run_scan`, holding the run folder's lock until the scan ends (`clearset.runlock`):
+    a second scan into the same run is refused while this one runs."""
+    with contextlib.ExitStack() as held:
+        return _run_scan(source, run_dir, settings, held=held, **options)
+
+
+def _run_scan(
     source: Source,
     run_dir: str | Path,
     settings: ScanSettings,
     *,
+    held: contextlib.ExitStack,
     workers: int | None = None,
     engine: Engine | None = None,
     show_progress: bool = True,
@@ -136,6 +147,8 @@ def run_scan(
             "--clean-to with --rank: clean once every rank is done, with `clearset clean`"
         )
     matcher = match.matcher() if match is not None else None  # fail early on a bad list
+    if held.enter_context(run_lock(run.path, "scan", shared=split is not None)):
+        drop_shared_index(run.path)  # what a killed command left: none other uses the run
     recorded = settings.to_dict()
     if matcher is not None:
         recorded["matching"] = matching_record(matcher)
@@ -155,16 +168,17 @@ def run_scan(
             raise
     urls = [source.url] + [spec.path for spec in (match.lists if match else ())]
     owner = f"rank-{split.rank}-of-{split.world_size}" if split is not None else None
+    engine = choose_engine(engine, workers, *urls)
     if match is not None and not in_memory(*urls):
         # Every worker maps one built index instead of loading the lists again.
-        match, matcher = match.share(run.path, matcher, owner)
+        same_machine = getattr(engine, "name", None) == "local"  # not Ray: workers anywhere
+        match, matcher = match.share(run.path, matcher, owner, same_machine=same_machine)
     mine = split.take(shards) if split is not None else shards
     scanned = scanned_shards(run, mine)
     # A shard scanned before but not yet cleaned (--clean-to) is done, as `clearset
     # status` says, and is still a task: it is cleaned now.
     scanned_ids = {s.id for s in scanned}
     pending = [s for s in mine if s.id not in scanned_ids or not _cleaned(s, clean)]
-    engine = choose_engine(engine, workers, *urls)
     started = time.monotonic()
     result = ScanResult(
         run_dir=run.path,

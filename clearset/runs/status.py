@@ -15,10 +15,11 @@ from clearset.receipts.dsse import envelope_payload
 from clearset.receipts.issue import RECEIPT_FILE, read_receipt
 from clearset.receipts.statement import parse_json
 from clearset.runfolder import RunFolder
+from clearset.runlock import RunBusy, holder, run_lock
 from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
 from clearset.sinks.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.sources import source_from_spec
-from clearset.stages.match import SHARED_INDEX_DIR
+from clearset.stages.match import SHARED_INDEX_DIR, drop_shared_index
 
 #: Shards named one by one in the status; the rest are counted.
 NAMED = 20
@@ -40,8 +41,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         # samples, members and leaves in the words every command uses (see sinks/counts.py)
         "counts": _counts(run),
         "ranks": _ranks(run),
-        # The lists' index a scan or match maps while it runs: left by one that was killed.
-        "list_index": (run.path / SHARED_INDEX_DIR).exists(),
+        **_list_index(run),
     }
     try:
         shards = source_from_spec(info["source"]).shards()
@@ -94,6 +94,24 @@ def _counts(run: RunFolder) -> dict[str, Any]:
         found["receipt_covers_clean"] = bool(
             counts.clean and covered == counts.clean["manifest_digest"]
         )
+    return found
+
+
+def _list_index(run: RunFolder) -> dict[str, Any]:
+    """The lists' index a scan or match on Ray keeps in the run folder while it runs: in
+    use (by whom), or left by a killed one, which is removed now (it holds the lists'
+    entries, and no command is left to remove it)."""
+    folder = run.path / SHARED_INDEX_DIR
+    found: dict[str, Any] = {"list_index": folder.exists(), "list_index_removed": False}
+    if not found["list_index"]:
+        return found
+    try:
+        with run_lock(run.path, "status") as alone:
+            if alone:
+                drop_shared_index(run.path)
+                found.update(list_index=folder.exists(), list_index_removed=True)
+    except RunBusy:
+        found["list_index_in_use_by"] = holder(run.path)
     return found
 
 
@@ -173,10 +191,21 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             lines.append("to finish: re-run the same scan command (it resumes)")
     elif total is not None and not status["finished"]:
         lines.append("to finish: every shard is done; re-run the same scan command to finish")
-    if status["list_index"]:
+    folder = Path(status["run"]) / SHARED_INDEX_DIR
+    if status.get("list_index_removed"):
         lines.append(
-            f"list index: {Path(status['run']) / SHARED_INDEX_DIR} holds a copy of the lists' "
-            "entries; a scan or match of this run removes it when it ends. If none is running, "
-            "one was killed: delete the folder, or let the next scan or match do it"
+            f"list index: removed {folder}, a copy of the lists' entries that a killed scan "
+            "or match left"
+        )
+    elif status.get("list_index_in_use_by"):
+        lines.append(
+            f"list index: {folder} holds a copy of the lists' entries (owner-only) while "
+            f"{status['list_index_in_use_by']} runs; it is removed when that ends, or by the "
+            "next command on this run if it is killed"
+        )
+    elif status["list_index"]:
+        lines.append(
+            f"list index: {folder} holds a copy of the lists' entries, which a killed scan or "
+            f"match left; delete it (rm -r {folder}), or let the next scan or match do it"
         )
     return lines

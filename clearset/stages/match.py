@@ -13,8 +13,11 @@ import pyarrow.parquet as pq
 from clearset.matching.matcher import MATCH_SCHEMA, ListSpec, Matcher, MatchSettings
 from clearset.matching.shared import (
     SHARED_FOLDER_PREFIX,
+    MemoryIndex,
     matcher_key,
+    memory_index_possible,
     open_matcher,
+    save_matcher_in_memory,
     shared_matcher,
 )
 from clearset.runfolder import RunFolder
@@ -23,10 +26,15 @@ from clearset.sinks.atomic import atomic_path
 _worker_matcher: tuple[MatchJob, Matcher] | None = None
 
 
-#: In a run folder while a scan or match runs: the lists' built index, which every worker
-#: on every machine maps read-only (the page cache holds it once per machine). It holds
-#: the lists' entries, so it is removed when the command ends (see `drop_shared_index`).
+#: In a run folder while a scan or match runs on Ray (whose workers may be on other
+#: machines) or where memory files are missing (not Linux): the lists' built index, which
+#: every worker maps read-only (the page cache holds it once per machine). It holds the
+#: lists' entries, so it is owner-only and removed when the command ends (see
+#: `drop_shared_index`), or, after a kill, by the next command that opens the run.
 SHARED_INDEX_DIR = ".list-index"
+
+#: The index each command (run folder, rank) holds in memory files until it ends.
+_held: dict[tuple[str, str | None], MemoryIndex] = {}
 
 
 @dataclass(frozen=True)
@@ -38,21 +46,49 @@ class MatchJob:
 
     lists: tuple[ListSpec, ...]
     settings: MatchSettings
-    index: str | None = None
+    #: A folder, or (file name, /proc path) pairs of memory files (see `share`).
+    index: str | tuple[tuple[str, str], ...] | None = None
 
     def matcher(self) -> Matcher:
+        if isinstance(self.index, tuple):
+            return open_matcher(dict(self.index))
         if self.index is not None:
             return open_matcher(Path(self.index))
         return Matcher([hl for spec in self.lists for hl in spec.load()], self.settings)
 
     def share(
-        self, run_dir: Path, built: Matcher, owner: str | None = None
+        self,
+        run_dir: Path,
+        built: Matcher,
+        owner: str | None = None,
+        *,
+        same_machine: bool = False,
     ) -> tuple[MatchJob, Matcher]:
-        """Save the lists' index (`built` from this job) in the run folder, and return the
-        job that maps it, with the mapped matcher for the driver's own use (drop `built`).
-        An `owner` (a rank of an array job) keeps a copy of its own, which it removes when
-        it ends without pulling the index from under ranks still at work."""
+        """Build the lists' index (`built` from this job) once for every worker, and
+        return the job that maps it, with the mapped matcher for the driver's own use
+        (drop `built`). Release it with `drop_shared_index` when the command ends.
+
+        With `same_machine` (every worker is a process of this machine), the index is
+        built into memory files that no disk holds and the kernel frees when the last
+        process using them exits, kill -9 included. Otherwise it is saved in the run
+        folder for workers anywhere to map, owner-only. An `owner` (a rank of an array
+        job) keeps a copy of its own, which it removes when it ends without pulling the
+        index from under ranks still at work."""
+        if same_machine and memory_index_possible():
+            try:
+                index = save_matcher_in_memory(built)
+            except OSError:
+                pass  # too many open files, no memory files after all: a folder, then
+            else:
+                drop_shared_index(run_dir, owner)
+                _held[(str(run_dir), owner)] = index
+                job = replace(self, index=index.files)
+                return job, job.matcher()
         root = shared_index_root(run_dir, owner)
+        if not owner:
+            root.mkdir(mode=0o700, exist_ok=True)
+        else:
+            root.parent.mkdir(mode=0o700, exist_ok=True)
         mapped = shared_matcher(built, root)
         folder = root / f"{SHARED_FOLDER_PREFIX}{matcher_key(mapped)}"
         return replace(self, index=str(folder)), mapped
@@ -63,9 +99,12 @@ def shared_index_root(run_dir: Path, owner: str | None = None) -> Path:
 
 
 def drop_shared_index(run_dir: Path, owner: str | None = None) -> None:
-    """Remove the lists' index from the run folder (only `owner`'s copy, when given): no
-    copy of a list outlives the command (workers still mapping it keep their pages until
-    they exit)."""
+    """Release the lists' index of this run (only `owner`'s copy, when given): no copy of
+    a list outlives the command (workers still mapping it keep their pages until they
+    exit). Memory files are closed; a folder is removed from the run folder."""
+    held = _held.pop((str(run_dir), owner), None)
+    if held is not None:
+        held.close()
     shutil.rmtree(shared_index_root(run_dir, owner), ignore_errors=True)
     if owner:
         with contextlib.suppress(OSError):  # not empty: another rank's copy is in use
