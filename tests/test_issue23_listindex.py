@@ -262,3 +262,21 @@ def test_the_entries_searched_for_are_those_an_index_holds(tmp_path: Path) -> No
     _, built = _built(pdq_list, md5_list)
     held = {row.tobytes() for hash_list in built.lists for row in hash_list.hashes}
     assert set(entries) <= held
+
+
+def test_a_clean_of_a_run_another_command_is_writing_is_refused(tmp_path: Path) -> None:
+    source = _source(tmp_path)
+    run, dest = tmp_path / "run", tmp_path / "clean"
+    pdq_list, md5_list, _ = _lists(tmp_path)
+    args = ("--workers", "1", "--allow-missing", *_lists_args(pdq_list, md5_list))
+    cli("scan", str(source), "--out", str(run), *args, check=True)
+    with run_lock(run, "match"):
+        proc = cli("clean", str(run), "--to", str(dest))
+    assert proc.returncode != 0
+    said = proc.stderr.strip().splitlines()
+    assert len(said) == 1 and f"{run}: another clearset match (pid {os.getpid()}" in said[0]
+    assert "wait for it, then run the clean again" in said[0]
+    assert not dest.exists() and not (run / "cleaned").exists()
+    # Once the other command is done, the same clean runs.
+    cli("clean", str(run), "--to", str(dest), check=True)
+    assert dest.is_dir() and not (dest / ".clearset-clean").exists()

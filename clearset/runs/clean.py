@@ -11,6 +11,7 @@ from rich.console import Console
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, RunFolderError
 from clearset.runfolder import RunFolder
+from clearset.runlock import run_lock
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
 from clearset.sinks.atomic import sweep_tmp
 from clearset.sinks.clean import (
@@ -63,44 +64,47 @@ def clean_run(
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same scan before cleaning"
         )
-    source = source_from_spec(info["source"])
-    shards = source.shards()
-    job = CleanJob(
-        dest=str(Path(to).resolve()),
-        options=CleanOptions(
-            link=link,
-            drop_undecodable=drop_undecodable,
-            drop_empty_shards=drop_empty_shards,
-            keep_list=keep_list,
-            keep_unfetched=keep_unfetched,
-        ),
-    )
-    if prepare_clean(run, info, job, shards):
-        record_clean(run)  # the same clean, finished before: nothing to write
-        return (clean_info(run.path) or {}).get("counts") or {}
-    engine = choose_engine(engine, workers, source.url, keep_list)
-    tasks = [
-        Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
-        for shard in shards
-    ]
-    try:
-        run_shard_tasks(
-            engine, tasks, show_progress=show_progress, console=console, retries=retries
+    # One writer at a time: a second clean of this run (into any copy) would rewrite
+    # RUN/cleaned under the first, and a scan or match would change what it keeps.
+    with run_lock(run.path, "clean", advice="wait for it, then run the clean again"):
+        source = source_from_spec(info["source"])
+        shards = source.shards()
+        job = CleanJob(
+            dest=str(Path(to).resolve()),
+            options=CleanOptions(
+                link=link,
+                drop_undecodable=drop_undecodable,
+                drop_empty_shards=drop_empty_shards,
+                keep_list=keep_list,
+                keep_unfetched=keep_unfetched,
+            ),
         )
-    except BaseException:
-        # Workers remove their own temporary files when stopped, unless killed inside a
-        # long call: this clean is the only writer of both places, so it sweeps them now.
-        sweep_dest_tmp(Path(job.dest))
-        cleaned = RunFolder(run.path / "cleaned")
-        for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
-            sweep_tmp(folder)
-        raise
-    # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
-    cards = publish_cards(Path(job.dest), info["source"])
-    counts = finish_clean(run, cards)
-    record_clean(run)
-    drop_state(Path(job.dest))
-    return counts
+        if prepare_clean(run, info, job, shards):
+            record_clean(run)  # the same clean, finished before: nothing to write
+            return (clean_info(run.path) or {}).get("counts") or {}
+        engine = choose_engine(engine, workers, source.url, keep_list)
+        tasks = [
+            Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
+            for shard in shards
+        ]
+        try:
+            run_shard_tasks(
+                engine, tasks, show_progress=show_progress, console=console, retries=retries
+            )
+        except BaseException:
+            # Workers remove their own temporary files when stopped, unless killed inside a
+            # long call: this clean is the only writer of both places, so it sweeps them now.
+            sweep_dest_tmp(Path(job.dest))
+            cleaned = RunFolder(run.path / "cleaned")
+            for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
+                sweep_tmp(folder)
+            raise
+        # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
+        cards = publish_cards(Path(job.dest), info["source"])
+        counts = finish_clean(run, cards)
+        record_clean(run)
+        drop_state(Path(job.dest))
+        return counts
 
 
 def apply_removals(
