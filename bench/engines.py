@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 from clearset.demo import build_demo_data
 from clearset.engines import make_engine
+from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, run_scan
-from clearset.sources import open_source
 
 LAION_5B = 5.85e9
 

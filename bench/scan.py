@@ -20,8 +20,8 @@ from pathlib import Path
 
 from clearset.demo import demo_items, write_webdataset
 from clearset.engines.local import default_workers
+from clearset.formats import open_source
 from clearset.runs import ScanSettings, run_scan
-from clearset.sources import open_source
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ from PIL import Image
 
 from clearset.demo import demo_items, generate_image
 from clearset.errors import ClearsetError, InputError, OutputError
+from clearset.formats import detect, open_source
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, clean_run, run_scan
-from clearset.sources import detect, open_source
 from tests.conftest import cli, run_img2dataset, tree_state
 
 
@@ -356,7 +356,7 @@ def test_shards_with_similar_names_are_all_scanned_and_cleaned(
 
 
 def test_shard_ids_are_unique_by_construction() -> None:
-    from clearset.sources.base import shard_id_for
+    from clearset.formats.base import shard_id_for
 
     names = ["a/b.tar", "a__b.tar", "a%2Fb.tar", "x.tar", "x.tar.gz", ".tmp-x.tar", "é.tar"]
     names += ["long/" * 60 + "a.tar", "long/" * 60 + "b.tar"]
@@ -478,8 +478,8 @@ def test_whole_copy_refuses_changed_bytes(tmp_path: Path) -> None:
 
 
 def test_writer_refuses_a_member_without_a_manifest_row(tmp_path: Path) -> None:
-    from clearset.sinks.writers import ShardContents, write_webdataset_shard
-    from clearset.sources.base import ShardRef
+    from clearset.formats.base import ShardRef
+    from clearset.formats.rewriting import ShardContents, write_webdataset_shard
 
     _tar(tmp_path / "x.tar", [("a.jpg", b"1"), ("b.jpg", b"2")])
     contents = ShardContents(members={"a.jpg": [hashlib.sha256(b"1").digest()]})

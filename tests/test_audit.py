@@ -17,13 +17,13 @@ import pytest
 from clearset.demo import _edit, demo_items, encode_jpeg, watched_originals, write_webdataset
 from clearset.engines.local import LocalEngine
 from clearset.errors import InputError
+from clearset.formats import open_source
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.matching.embeddings import similar_pairs
 from clearset.matching.reference import brute_force_search, hamming_distance
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
 from clearset.runs.audit import LIMITS, AuditSettings, run_audit
-from clearset.sources import open_source
 from clearset.stages.audit import IndexSide, best_pairs, nearest, range_search, read_side
 from tests.conftest import cli, run_cli
 

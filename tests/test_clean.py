@@ -17,11 +17,11 @@ import pytest
 
 from clearset.demo import DemoData, demo_items, write_folder, write_webdataset
 from clearset.errors import OutputError, RunFolderError
+from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, clean_run, run_scan
 from clearset.sinks import writers
 from clearset.sinks.clean import CleanJob, read_cleaned_manifest
-from clearset.sources import open_source
 from tests.conftest import cli, run_cli
 
 

@@ -26,6 +26,7 @@ from clearset.demo import DemoData, build_demo_data
 from clearset.engines import Engine, Task, make_engine
 from clearset.engines.local import LocalEngine
 from clearset.errors import InputError
+from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair
 from clearset.receipts.issue import issue_receipt
@@ -40,7 +41,6 @@ from clearset.runs import (
     run_scan,
 )
 from clearset.runs.status import run_status, status_lines
-from clearset.sources import open_source
 from tests.conftest import cli, run_cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoData
+from clearset.formats import FetchSettings, open_source
+from clearset.formats.fetching.fetcher import disallows_ai, fetch_stream, retry_after_seconds
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
 from clearset.sinks.manifest import COLUMNS, read_manifest_files
-from clearset.sources import FetchSettings, open_source
-from clearset.sources.fetcher import disallows_ai, fetch_stream, retry_after_seconds
 from tests.conftest import cli
 from tests.fetch_server import BIG_BYTES, MARKER, SLOW_SECONDS, LoopbackServer, jpeg, png
 
@@ -312,8 +312,8 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
 def test_only_finished_parts_of_a_url_list_are_assembled(tmp_path: Path) -> None:
     # Another worker's part still being written (an atomic write's temporary name) must
     # neither crash the shard that looks nor count as written.
+    from clearset.formats.rewriting import finished_parts
     from clearset.sinks.atomic import TMP_PREFIX
-    from clearset.sinks.writers import finished_parts
 
     for lo, hi in ((0, 3), (3, 6)):
         (tmp_path / f"{lo:012d}-{hi:012d}.part").write_bytes(b"done")
@@ -538,7 +538,7 @@ def test_a_fetch_scan_on_ray_equals_the_local_one(url_list: Path, tmp_path: Path
 def test_a_shard_of_a_parquet_list_reads_its_own_row_groups_and_the_same_rows(
     tmp_path: Path,
 ) -> None:
-    from clearset.sources.fetch import read_rows
+    from clearset.formats.urls import read_rows
 
     path = tmp_path / "u.parquet"
     urls = [f"http://127.0.0.1:9/{i}.jpg" for i in range(1000)]
@@ -553,7 +553,7 @@ def test_a_shard_of_a_parquet_list_reads_its_own_row_groups_and_the_same_rows(
 
 
 def test_the_digest_of_a_list_file_is_read_again_when_the_file_changes(tmp_path: Path) -> None:
-    from clearset.sources.parquet import file_digest
+    from clearset.formats.parquet import file_digest
 
     path = tmp_path / "urls.txt"
     path.write_text("http://127.0.0.1:9/a.jpg\n")

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from clearset.demo import generate_image
-from clearset.sources import detect
+from clearset.formats import detect
 from tests.conftest import cli, run_img2dataset, tree_state
 
 

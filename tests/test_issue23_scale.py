@@ -149,8 +149,8 @@ def test_a_shard_of_a_text_url_list_reads_its_own_rows_and_the_same_rows(
 ) -> None:
     import fsspec
 
-    from clearset.sources import fetch
-    from clearset.sources.fetch import FetchSource, read_rows, shard_file_name
+    from clearset.formats import urls as fetch
+    from clearset.formats.urls import FetchSource, read_rows, shard_file_name
 
     path = tmp_path / name
     path.write_bytes(TEXT_LISTS[name])

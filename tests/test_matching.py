@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoData
+from clearset.formats import open_source
 from clearset.lists import load_list
 from clearset.matching.matcher import ListSpec, Matcher, MatchSettings
 from clearset.matching.reference import hamming_distance
 from clearset.runfolder import RunFolder
 from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
-from clearset.sources import open_source
 from tests.conftest import cli, run_cli
 
 

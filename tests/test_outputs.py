@@ -14,11 +14,11 @@ import pytest
 
 from clearset.demo import DemoItem, demo_items, write_folder
 from clearset.errors import RunFolderError
+from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runfolder import RunFolder
 from clearset.runs import MatchJob, ScanSettings, apply_removals, clean_run, run_match, run_scan
 from clearset.sinks.clean import CleanJob
-from clearset.sources import open_source
 
 
 def _images(count: int, seed: int = 11) -> list[DemoItem]:

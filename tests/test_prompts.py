@@ -17,10 +17,10 @@ from clearset.demo import (
     write_hf_parquet,
     write_webdataset,
 )
+from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.runs.prompts import most_duplicated
-from clearset.sources import open_source
 from tests.conftest import cli, run_cli
 
 SECRET = "the caption of a matched item"

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from clearset.demo import DemoData
+from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.sinks.clean import CleanJob, read_cleaned_manifest
-from clearset.sources import open_source
 from tests.conftest import run_cli
 
 

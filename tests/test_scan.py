@@ -16,9 +16,9 @@ import pytest
 from bench.faults import wait_session_empty
 from clearset.demo import DemoData, demo_items, write_webdataset
 from clearset.errors import RunFolderError
+from clearset.formats import open_source
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanIncomplete, ScanSettings, run_scan
-from clearset.sources import open_source
 from tests.conftest import cli, run_cli, tree_state
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from clearset.demo import DemoData, demo_items, write_webdataset
 from clearset.errors import InputError
+from clearset.formats import detect_kind, open_source
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
-from clearset.sources import detect_kind, open_source
 
 
 def _rows_by_key(run_dir: Path) -> dict[str, tuple]:
@@ -203,7 +203,7 @@ def test_folder_source_recurses_and_keeps_keys_whole(tmp_path: Path) -> None:
         (sub / f"{item.key}.{item.ext}").write_bytes(item.data)
         (sub / f"{item.key}.json").write_text(json.dumps({"url": f"https://x.example/{number}"}))
     (tmp_path / "data" / "README.txt").write_text("not an item")
-    from clearset.sources import FolderSource
+    from clearset.formats import FolderSource
 
     source = FolderSource(url=str(tmp_path / "data"), shard_size=2)
     shards = source.shards()
@@ -235,7 +235,7 @@ def test_reading_a_shard_streams(tmp_path: Path) -> None:
 
 
 def test_folder_key_is_never_split_across_shards(tmp_path: Path) -> None:
-    from clearset.sources import FolderSource
+    from clearset.formats import FolderSource
 
     jpeg = demo_items(count=1)[0].data
     root = tmp_path / "data"

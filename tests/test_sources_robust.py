@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from clearset.demo import demo_items
 from clearset.errors import InputError
+from clearset.formats import open_source
 from clearset.runfolder import RunFolder
-from clearset.sources import open_source
 from clearset.stages.scan import ScanSettings, manifest_row
 from tests.conftest import run_cli
 

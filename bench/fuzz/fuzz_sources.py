@@ -35,11 +35,11 @@ except ImportError:
 if atheris is not None and "--fallback" not in sys.argv:
     with atheris.instrument_imports(include=["clearset"]):
         from clearset.errors import InputError
-        from clearset.sources import open_source
+        from clearset.formats import open_source
         from clearset.stages.scan import ScanSettings, manifest_row
 else:
     from clearset.errors import InputError
-    from clearset.sources import open_source
+    from clearset.formats import open_source
     from clearset.stages.scan import ScanSettings, manifest_row
 
 from clearset.demo import demo_items  # noqa: E402

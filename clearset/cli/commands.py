@@ -34,6 +34,18 @@ from clearset.cli.app import (
     show_progress,
 )
 from clearset.errors import InputError
+from clearset.formats import SOURCE_KINDS, absolute_url, detect, is_folder, open_source
+from clearset.formats.fetching.fetcher import (
+    FETCH_BACKOFF,
+    FETCH_CONCURRENCY,
+    FETCH_CONNECT_TIMEOUT,
+    FETCH_MAX_BYTES,
+    FETCH_PER_HOST,
+    FETCH_READ_TIMEOUT,
+    FETCH_RETRIES,
+    FETCH_USER_AGENT,
+)
+from clearset.formats.urls import FETCH_SHARD_ROWS
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
 from clearset.runfolder import RunFolder, accounting_line
@@ -45,18 +57,6 @@ from clearset.sinks.atomic import atomic_path
 from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from clearset.sinks.counts import plural, run_counts, scanned_counts
 from clearset.sinks.report import write_report
-from clearset.sources import SOURCE_KINDS, absolute_url, detect, is_folder, open_source
-from clearset.sources.fetch import FETCH_SHARD_ROWS
-from clearset.sources.fetcher import (
-    FETCH_BACKOFF,
-    FETCH_CONCURRENCY,
-    FETCH_CONNECT_TIMEOUT,
-    FETCH_MAX_BYTES,
-    FETCH_PER_HOST,
-    FETCH_READ_TIMEOUT,
-    FETCH_RETRIES,
-    FETCH_USER_AGENT,
-)
 
 #: FetchSettings field -> the scan option that sets it.
 _FETCH_FLAGS = {
@@ -263,8 +263,8 @@ def scan(
 
     Re-running the same command resumes: shards already done are skipped.
     """
+    from clearset.formats import FetchSettings
     from clearset.sinks.clean import CleanJob, CleanOptions
-    from clearset.sources import FetchSettings
 
     fetch = fetch or kind == "fetch"
     fetch_settings = FetchSettings(
@@ -396,7 +396,7 @@ def _dry_run(
     """`scan --fetch --dry-run`: hosts, and the time a sample took, scaled up."""
     import os
 
-    from clearset.sources.fetch import dry_run
+    from clearset.formats.urls import dry_run
 
     src = open_source(
         source, kind="fetch", url_column=url_column, shard_rows=shard_rows, fetch=settings

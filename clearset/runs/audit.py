@@ -30,6 +30,8 @@ from rich.console import Console
 from clearset import __version__
 from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError, VerificationError
+from clearset.formats import open_source
+from clearset.formats.base import Source
 from clearset.hashing.item import STATUS_OK
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.matching.embeddings import (
@@ -45,8 +47,6 @@ from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.sinks.atomic import write_json_atomic
 from clearset.sinks.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
-from clearset.sources import open_source
-from clearset.sources.base import Source
 from clearset.stages.audit import (
     INDEX_HASHES,
     AuditJob,

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, RunFolderError
+from clearset.formats import open_source, source_from_spec
 from clearset.runfolder import RunFolder
 from clearset.runlock import run_lock
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
@@ -36,7 +37,6 @@ from clearset.sinks.removals import (
     apply_shard,
     read_removals,
 )
-from clearset.sources import open_source, source_from_spec
 
 
 def clean_run(

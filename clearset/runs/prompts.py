@@ -29,11 +29,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import RunFolderError
+from clearset.formats import source_from_spec
+from clearset.formats.base import ShardRef, Source
 from clearset.hashing.item import STATUS_OK
 from clearset.runfolder import RunFolder
 from clearset.settings import PDQ_MIN_QUALITY
-from clearset.sources import source_from_spec
-from clearset.sources.base import ShardRef, Source
 
 #: Parquet columns read as captions, in this order of preference (LAION writes TEXT).
 CAPTION_COLUMNS = ("caption", "text", "TEXT", "prompt")
@@ -207,7 +207,7 @@ def _url_list_captions(
 
 def _caption_cells(path: str, url_column: str | None) -> Iterator[tuple[int, Any]]:
     """(row number, caption cell) of every row of a URL list with a caption column."""
-    from clearset.sources.fetch import text_records, url_format
+    from clearset.formats.urls import text_records, url_format
 
     fmt = url_format(path)
     if fmt == "parquet":

@@ -28,6 +28,7 @@ from rich.console import Console
 
 from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError
+from clearset.formats.base import ShardRef, Source
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
@@ -43,7 +44,6 @@ from clearset.sinks.clean import (
     publish_cards,
     refuse_overlap,
 )
-from clearset.sources.base import ShardRef, Source
 from clearset.stages.match import MatchJob, drop_shared_index
 from clearset.stages.scan import ScanSettings, scan_task
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clearset.errors import ClearsetError
+from clearset.formats import source_from_spec
 from clearset.receipts.dsse import envelope_payload
 from clearset.receipts.issue import RECEIPT_FILE, read_receipt
 from clearset.receipts.statement import parse_json
@@ -18,7 +19,6 @@ from clearset.runfolder import RunFolder
 from clearset.runlock import RunBusy, holder, run_lock
 from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
 from clearset.sinks.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
-from clearset.sources import source_from_spec
 from clearset.stages.match import SHARED_INDEX_DIR, drop_shared_index
 
 #: Shards named one by one in the status; the rest are counted.

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
-from clearset.sources.base import find_files, normalise_hex
+from clearset.formats.base import find_files, normalise_hex
 
 REMOVALS_SCHEMA = pa.schema(
     [
@@ -199,8 +199,8 @@ def _url_sha256(url: str) -> str:
 
 def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, options: Any) -> Any:
     """Decide one shard's removals from its items' URLs and bytes, then clean it."""
+    from clearset.formats.rewriting import ShardContents
     from clearset.sinks.clean import clean_shard, dest_done_file, done_summary, keep_set
-    from clearset.sinks.writers import ShardContents
 
     if dest_done_file(Path(dest), shard.id).exists():
         return done_summary(Path(dest), shard)

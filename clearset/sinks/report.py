@@ -239,7 +239,7 @@ def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
 def _shard_count(info: dict[str, Any]) -> int | None:
     """How many shards the source has now, or None where it cannot be listed."""
     from clearset.errors import ClearsetError
-    from clearset.sources import source_from_spec
+    from clearset.formats import source_from_spec
 
     try:
         return len(source_from_spec(info["source"]).shards())

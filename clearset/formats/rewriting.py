@@ -30,11 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError, OutputError
+from clearset.formats.base import ShardRef, display_name
+from clearset.formats.parquet import KEY_COLUMN_NAMES, positional_key
+from clearset.formats.webdataset import TAR_SUFFIXES
 from clearset.runfolder import file_sha256
 from clearset.sinks.atomic import atomic_path
-from clearset.sources.base import ShardRef, display_name
-from clearset.sources.parquet import KEY_COLUMN_NAMES, positional_key
-from clearset.sources.webdataset import TAR_SUFFIXES
 
 #: Row-group size used for a parquet that has no row groups to copy the size from.
 DEFAULT_ROW_GROUP = 1_000
@@ -222,7 +222,7 @@ def _filter_tar(
     training reader sees exactly what it saw before, minus the removed samples. Every
     member must have a manifest row and its bytes the SHA-256 that row holds. Links are
     kept only when they point at a member already kept; FIFOs and devices never are."""
-    from clearset.sources.webdataset import GZIP_SUFFIXES, HashingReader, member_key
+    from clearset.formats.webdataset import GZIP_SUFFIXES, HashingReader, member_key
 
     src_url = shard.path
     gz = src_url.endswith(GZIP_SUFFIXES)
@@ -404,7 +404,7 @@ def write_parquet_shard(
         written.files.append(shard.name)
         written.copied_whole = True
         return written
-    from clearset.sources.parquet import file_digest
+    from clearset.formats.parquet import file_digest
 
     if file_digest(shard.path)["file_sha256"] != contents.file_sha256:
         raise changed_since_scan(shard.path)
@@ -462,7 +462,7 @@ def write_folder_shard(
     """Every file of the shard's kept keys, at the same relative path, copied or linked,
     each one checked to hold the bytes the scan hashed. Links, FIFOs and devices are
     never copied (the scan did not follow or open them)."""
-    from clearset.sources.folder import file_key, is_side_file
+    from clearset.formats.folder import file_key, is_side_file
 
     written = WrittenShard()
     kept_keys: set[str] = set()
@@ -514,8 +514,10 @@ def write_url_shard(
     kept rows as a part (parquet rows, or the records' own text) under the destination's
     state folder, and the shard that finds every part of its file present writes the
     file: the source's schema and codec, or its header and records byte for byte."""
-    from clearset.sources.base import shard_id_for
-    from clearset.sources.fetch import (
+    from clearset.formats.base import shard_id_for
+    from clearset.formats.folder import STATE_DIR_NAME
+    from clearset.formats.parquet import file_digest
+    from clearset.formats.urls import (
         TEXT_ENCODING,
         TEXT_ERRORS,
         json_columns,
@@ -524,8 +526,6 @@ def write_url_shard(
         text_records,
         url_format,
     )
-    from clearset.sources.folder import STATE_DIR_NAME
-    from clearset.sources.parquet import file_digest
 
     del link  # rows are rewritten, never linked
     if not contents.file_sha256 or shard.rows is None:

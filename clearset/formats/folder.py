@@ -25,8 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
-from clearset.settings import FOLDER_SHARD_SIZE
-from clearset.sources.base import (
+from clearset.formats.base import (
     Item,
     ShardRef,
     as_text,
@@ -41,6 +40,7 @@ from clearset.sources.base import (
     relative_name,
     split_ext,
 )
+from clearset.settings import FOLDER_SHARD_SIZE
 
 #: The folder `clearset clean` keeps its resume state in, inside a cleaned copy.
 STATE_DIR_NAME = ".clearset-clean"

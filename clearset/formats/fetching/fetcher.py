@@ -5,7 +5,7 @@ background thread (aiohttp), and yields each URL's `Fetched` as it completes: th
 bytes, held only until the caller has hashed them, and what the server answered. Bodies
 are never written anywhere. Politeness: at most `concurrency` requests in flight, at
 most `per_host` of them to any one host (over every worker process on this machine:
-`clearset.sources.host_slots`), retries with exponential backoff on 429, 5xx
+`clearset.formats.fetching.host_slots`), retries with exponential backoff on 429, 5xx
 and transport errors (honouring `Retry-After`, up to a cap), connect and read timeouts,
 a body-size cap (a larger body is refused as soon as its `Content-Length` or its bytes
 say so, never buffered whole), a configurable User-Agent, and `X-Robots-Tag: noai` /
@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clearset import __version__
-from clearset.sources.host_slots import host_slots
+from clearset.formats.fetching.host_slots import host_slots
 
 #: Requests in flight per worker process.
 FETCH_CONCURRENCY = 64

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
-from clearset.sources.base import (
+from clearset.formats.base import (
     Item,
     ShardRef,
     as_text,
@@ -30,7 +30,7 @@ from clearset.sources.base import (
     normalise_hex,
     original_size,
 )
-from clearset.sources.folder import is_local_fs, is_side_file, read_file
+from clearset.formats.folder import is_local_fs, is_side_file, read_file
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("key", "__key__", "id", "uid", "image_id")

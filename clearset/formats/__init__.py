@@ -16,12 +16,12 @@ from typing import Any
 import fsspec
 
 from clearset.errors import InputError
-from clearset.sources.base import Item, ShardRef, Source, display_name, expand_paths
-from clearset.sources.fetch import FetchSource
-from clearset.sources.fetcher import FetchSettings
-from clearset.sources.folder import FolderSource, list_files, side_names, side_stem
-from clearset.sources.parquet import ParquetSource
-from clearset.sources.webdataset import TAR_SUFFIXES, WebDatasetSource
+from clearset.formats.base import Item, ShardRef, Source, display_name, expand_paths
+from clearset.formats.fetching.fetcher import FetchSettings
+from clearset.formats.folder import FolderSource, list_files, side_names, side_stem
+from clearset.formats.parquet import ParquetSource
+from clearset.formats.urls import FetchSource
+from clearset.formats.webdataset import TAR_SUFFIXES, WebDatasetSource
 
 SOURCE_KINDS: dict[str, type] = {
     WebDatasetSource.kind: WebDatasetSource,

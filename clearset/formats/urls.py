@@ -2,12 +2,12 @@
 
 A `FetchSource` reads URL lists — parquet, CSV, TSV, JSON lines, or a plain list of one
 URL a line — and its shards are runs of `shard_rows` rows of one file. Reading a shard
-fetches its URLs (`clearset.sources.fetcher`) and yields each as an `Item` whose `data`
+fetches its URLs (`clearset.formats.fetching.fetcher`) and yields each as an `Item` whose `data`
 is the body the server sent, held in memory only until the scan has hashed it; no byte
 of it is ever written. What the server answered goes into the manifest's fetch columns.
 
 Row keys are the file's key column (`key`, `id`, ...) or the file's name and row number,
-so they do not depend on the shard size, and a clean (`clearset.sinks.writers`) finds
+so they do not depend on the shard size, and a clean (`clearset.formats.rewriting`) finds
 the same rows again.
 """
 
@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
-from clearset.sources.base import (
+from clearset.formats.base import (
     Item,
     ShardRef,
     as_text,
@@ -37,8 +37,8 @@ from clearset.sources.base import (
     relative_name,
     shard_id_for,
 )
-from clearset.sources.fetcher import FetchSettings, fetch_stream, url_host
-from clearset.sources.parquet import (
+from clearset.formats.fetching.fetcher import FetchSettings, fetch_stream, url_host
+from clearset.formats.parquet import (
     KEY_COLUMN_NAMES,
     MD5_COLUMN_NAMES,
     SHA256_COLUMN_NAMES,
@@ -46,7 +46,7 @@ from clearset.sources.parquet import (
     file_digest,
     positional_key,
 )
-from clearset.sources.webdataset import TAR_SUFFIXES
+from clearset.formats.webdataset import TAR_SUFFIXES
 
 #: Rows of a URL list in one shard: the unit of resume and of work across workers.
 FETCH_SHARD_ROWS = 10_000

@@ -32,8 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
-from clearset.settings import MAX_MEMBER_BYTES
-from clearset.sources.base import (
+from clearset.formats.base import (
     Item,
     ShardRef,
     StreamedHashes,
@@ -47,6 +46,7 @@ from clearset.sources.base import (
     read_bounded,
     split_ext,
 )
+from clearset.settings import MAX_MEMBER_BYTES
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 SIDE_COLUMNS = (
