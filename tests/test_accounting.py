@@ -139,7 +139,7 @@ def test_hugging_face_hub_layout_written_by_datasets(tmp_path: Path) -> None:
     (repo / "README.md").write_text("---\nlicense: cc0\n---\n")
     (repo / ".gitattributes").write_text("*.parquet filter=lfs\n")
     survey = detect(str(repo))
-    assert survey.kind == "parquet" and survey.parquets == 2 and survey.metadata_files == 2
+    assert survey.kind == "parquet" and survey.files == 2 and survey.metadata_files == 2
     run, out = _scan_clean(repo, tmp_path, _sha256_list(tmp_path / "l.txt", listed))
     assert sum(r["status"] == "ok" for r in _manifest(run)) == 2
     kept = datasets.load_dataset("parquet", data_dir=str(out / "data"), split="train")
@@ -479,7 +479,8 @@ def test_whole_copy_refuses_changed_bytes(tmp_path: Path) -> None:
 
 def test_writer_refuses_a_member_without_a_manifest_row(tmp_path: Path) -> None:
     from clearset.formats.base import ShardRef
-    from clearset.formats.rewriting import ShardContents, write_webdataset_shard
+    from clearset.formats.rewriting import ShardContents
+    from clearset.formats.webdataset import write_webdataset_shard
 
     _tar(tmp_path / "x.tar", [("a.jpg", b"1"), ("b.jpg", b"2")])
     contents = ShardContents(members={"a.jpg": [hashlib.sha256(b"1").digest()]})

@@ -17,10 +17,9 @@ import pytest
 
 from clearset.demo import DemoData, demo_items, write_folder, write_webdataset
 from clearset.errors import OutputError, RunFolderError
-from clearset.formats import open_source
+from clearset.formats import FORMATS, open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, clean_run, run_scan
-from clearset.sinks import writers
 from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from tests.conftest import cli, run_cli
 
@@ -126,7 +125,7 @@ def test_clean_later_equals_same_pass_and_resumes_identically(
 ) -> None:
     reference = tree_bytes(cleaned["same_pass"])
     dest = cleaned["root"] / "later"
-    real = writers.WRITERS["webdataset"]
+    real = FORMATS["webdataset"].rewriter
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -136,10 +135,10 @@ def test_clean_later_equals_same_pass_and_resumes_identically(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setitem(writers.WRITERS, "webdataset", interrupted)
+    monkeypatch.setattr(FORMATS["webdataset"], "rewriter", interrupted)
     with pytest.raises(KeyboardInterrupt):
         clean_run(cleaned["run"], dest, workers=1)
-    monkeypatch.setitem(writers.WRITERS, "webdataset", real)
+    monkeypatch.setattr(FORMATS["webdataset"], "rewriter", real)
     with pytest.raises(RunFolderError, match="not finished"):
         read_cleaned_manifest(cleaned["run"])
     counts = clean_run(cleaned["run"], dest, workers=2)
@@ -366,7 +365,7 @@ def test_apply_removals_counts_are_true_on_a_rerun(
     removed = set(pq.read_table(run / "matches.parquet").column("key").to_pylist())
     first = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "out")
     # A re-run that resumes a stopped apply counts the shards done before it too.
-    real, calls = writers.WRITERS["webdataset"], []
+    real, calls = FORMATS["webdataset"].rewriter, []
 
     def stopped(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
@@ -374,12 +373,12 @@ def test_apply_removals_counts_are_true_on_a_rerun(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setitem(writers.WRITERS, "webdataset", stopped)
+    monkeypatch.setattr(FORMATS["webdataset"], "rewriter", stopped)
     with pytest.raises(KeyboardInterrupt):
         apply_removals(
             str(demo_data.webdataset), str(_removals(run)), tmp_path / "again", workers=1
         )
-    monkeypatch.setitem(writers.WRITERS, "webdataset", real)
+    monkeypatch.setattr(FORMATS["webdataset"], "rewriter", real)
     again = apply_removals(str(demo_data.webdataset), str(_removals(run)), tmp_path / "again")
     assert first["keys_removed"] == len(removed) == again["keys_removed"]
     assert again["shards_skipped"] == 2 and first["shards_skipped"] == 0

@@ -29,6 +29,7 @@ from clearset.documents.facts import (
     removal_paragraph,
 )
 from clearset.errors import RunFolderError
+from clearset.formats import Format, format_of
 from clearset.runfolder import file_sha256
 from clearset.sinks.counts import plural
 
@@ -171,11 +172,8 @@ def _distribution(facts: RunFacts) -> tuple[list[dict[str, Any]], list[dict[str,
         schema = parquet_columns(facts.destination / parquet[0])
         fields = _parquet_fields(schema) if schema is not None else []
         if fields:
-            what = (
-                "img2dataset's side parquet beside each tar"
-                if facts.source_kind == "webdataset"
-                else "the cleaned parquet"
-            )
+            fmt = format_of(facts.source_kind)
+            what = fmt.croissant_parquet if fmt is not None else Format.croissant_parquet
             record_sets.append(
                 {
                     "@type": "cr:RecordSet",
@@ -190,7 +188,7 @@ def _distribution(facts: RunFacts) -> tuple[list[dict[str, Any]], list[dict[str,
             if keys:
                 record_sets[-1]["key"] = {"@id": f"items/{keys[0]}"}
     images = sorted(ext for ext in by_ext if ext in IMAGE_EXTENSIONS)
-    if images and facts.source_kind == "folder":
+    if images and (fmt := format_of(facts.source_kind)) is not None and fmt.croissant_images:
         for ext in images:
             distribution.append(_file_set(f"images{ext}", f"*{ext}", ext, by_ext[ext]))
         record_sets.append(

@@ -24,6 +24,7 @@ from clearset.documents.facts import (
     removal_paragraph,
     verify_paragraph,
 )
+from clearset.formats import format_of
 
 FORMAT = "datacard"
 DEFAULT_NAME = "README.md"
@@ -47,8 +48,9 @@ def size_category(items: int) -> str:
 
 def data_files(facts: RunFacts) -> list[str]:
     """The files a `datasets` config loads: the cleaned parquet, or the tar shards."""
-    wanted = ".tar" if facts.source_kind == "webdataset" else ".parquet"
-    if facts.source_kind not in ("webdataset", "parquet"):
+    fmt = format_of(facts.source_kind)
+    wanted = fmt.data_files_suffix if fmt is not None else None
+    if wanted is None:
         return []
     return [n for n in facts.files if PurePosixPath(n).suffix.lower() == wanted]
 

@@ -1,41 +1,63 @@
-"""Read items (key, shard, members, bytes, metadata) out of wherever a data set lies.
+"""The data-set formats clearset reads and rewrites, and the registry that names them.
 
-`open_source(url)` picks the reader: WebDataset tar shards, parquet files, or a plain
-folder, on local disk or any fsspec URL. A new kind of source is one class with `kind`,
-`spec`, `shards` and `read_shard`, plus one line in `SOURCE_KINDS`.
+Each format is one module here (`webdataset`, `parquet`, `folder`, `urls`) holding how
+it is detected, read and written again without removed keys: a `Format` subclass (see
+`clearset.formats.base`). `FORMATS` names them; a new format is one module and one
+`register(...)` line. `open_source(url)` opens a location with the format given or
+the one found there, on local disk or any fsspec URL.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import fsspec
-
-from clearset.errors import InputError
-from clearset.formats.base import Item, ShardRef, Source, display_name, expand_paths
+from clearset.errors import InputError, OutputError
+from clearset.formats.base import (
+    Format,
+    Item,
+    OpenOptions,
+    Rewriter,
+    ShardRef,
+    Source,
+    absolute_url,
+    display_name,
+    expand_paths,
+)
 from clearset.formats.fetching.fetcher import FetchSettings
-from clearset.formats.folder import FolderSource, list_files, side_names, side_stem
-from clearset.formats.parquet import ParquetSource
-from clearset.formats.urls import FetchSource
-from clearset.formats.webdataset import TAR_SUFFIXES, WebDatasetSource
+from clearset.formats.folder import Folder, FolderSource, list_files, side_names, side_stem
+from clearset.formats.parquet import Parquet, ParquetSource
+from clearset.formats.urls import FetchSource, UrlList
+from clearset.formats.webdataset import WebDataset, WebDatasetSource
 
-SOURCE_KINDS: dict[str, type] = {
-    WebDatasetSource.kind: WebDatasetSource,
-    ParquetSource.kind: ParquetSource,
-    FolderSource.kind: FolderSource,
-    FetchSource.kind: FetchSource,
-}
+#: Every format by name, in the order detection asks them.
+FORMATS: dict[str, Format] = {}
+
+
+def register(fmt: Format) -> Format:
+    """Name `fmt` in the registry (a later format of the same name replaces it)."""
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+register(WebDataset())
+register(Parquet())
+register(Folder())
+register(UrlList())
+
+#: The source kinds `--kind` takes: the registry itself, by its older name.
+SOURCE_KINDS = FORMATS
 
 __all__ = [
+    "FORMATS",
     "SOURCE_KINDS",
     "FetchSettings",
     "FetchSource",
     "FolderSource",
+    "Format",
     "Item",
+    "OpenOptions",
     "ParquetSource",
     "ShardRef",
     "Source",
@@ -44,10 +66,29 @@ __all__ = [
     "absolute_url",
     "detect",
     "detect_kind",
+    "format_of",
     "is_folder",
     "open_source",
+    "register",
+    "rewriter_for",
     "source_from_spec",
 ]
+
+
+def format_of(kind: str | None) -> Format | None:
+    """The registered format of this name, or None (a run of a format no longer known)."""
+    return FORMATS.get(kind) if kind is not None else None
+
+
+def rewriter_for(kind: str, where: str) -> Rewriter:
+    """How a `kind` source is written again; one line naming `where` when it cannot be."""
+    fmt = format_of(kind)
+    if fmt is None or fmt.rewriter is None:
+        raise OutputError(
+            f"{where}: cannot clean a {kind} source: the {kind} format has no rewriter "
+            "(scan and match work; clean and apply-removals need one)"
+        )
+    return fmt.rewriter
 
 
 #: Files that describe a data set rather than hold its items: never read as items.
@@ -59,8 +100,8 @@ class Survey:
     """What a folder holds, and which kind of source that makes it."""
 
     kind: str
-    tars: int = 0
-    parquets: int = 0
+    #: Files that are shards of `kind` (tar shards, parquet files...).
+    files: int = 0
     side_files: int = 0
     metadata_files: int = 0
     other_files: int = 0
@@ -68,17 +109,17 @@ class Survey:
 
     def describe(self) -> str:
         parts = []
-        if self.kind == WebDatasetSource.kind:
-            parts.append(counted(self.tars, "tar shard"))
-        elif self.kind == ParquetSource.kind:
-            parts.append(counted(self.parquets, "parquet file"))
+        fmt = format_of(self.kind)
+        detected = fmt is not None and bool(fmt.suffixes)
+        if detected:
+            parts.append(counted(self.files, fmt.noun))  # type: ignore[union-attr]
         else:
             parts.append(counted(self.other_files, "file"))
         if self.side_files:
             parts.append(counted(self.side_files, "img2dataset side file"))
         if self.metadata_files:
             parts.append(counted(self.metadata_files, "metadata file"))
-        if self.other_files and self.kind != FolderSource.kind:
+        if self.other_files and detected:
             shown = ", ".join(display_name(n) for n in self.other_examples)
             parts.append(f"{counted(self.other_files, 'other file')} NOT read (e.g. {shown})")
         return "; ".join(parts)
@@ -106,45 +147,58 @@ def survey_folder(names: list[str], is_dir: Callable[[str], bool] | None = None)
     if is_dir is not None:
         folders |= {stem for stem in stems - folders if is_dir(stem)}
     files_side = side_names(names, folders)
-    tars = [n for n in names if n.endswith(TAR_SUFFIXES)]
-    tar_stems = {n[: -len(s)] for n in tars for s in TAR_SUFFIXES if n.endswith(s)}
-    parquet_stems = {n[: -len(".parquet")] for n in names if n.endswith(".parquet")}
-    parquets, side, metadata, other = [], [], [], []
+    # Each format that is detected by its files claims them, in registry order; a file
+    # beside an earlier format's shard of the same stem is img2dataset's side file
+    # (`NNNNN.parquet` beside `NNNNN.tar`), as is one beside a shard folder.
+    claimed: dict[str, list[str]] = {}
+    shard_stems: set[str] = set()
+    side, metadata, other = [], [], []
+    taken: set[str] = set()
+    for fmt in FORMATS.values():
+        if not fmt.suffixes:
+            continue
+        found, stems = [], set()
+        for name in names:
+            if name in taken or not fmt.claims(name):
+                continue
+            taken.add(name)
+            stem = _stem(name, fmt.suffixes)
+            if name in files_side or stem in shard_stems:
+                side.append(name)
+            else:
+                found.append(name)
+                stems.add(stem)
+        if found:
+            claimed[fmt.name] = found
+        shard_stems |= stems
     for name in names:
         base = name.rsplit("/", 1)[-1]
-        if name.endswith(TAR_SUFFIXES):
+        if name in taken:
             continue
-        if name.endswith(".parquet"):
-            # img2dataset writes NNNNN.parquet beside NNNNN.tar, or beside folder NNNNN/.
-            is_side = name[: -len(".parquet")] in tar_stems or name in files_side
-            (side if is_side else parquets).append(name)
-        elif name.endswith("_stats.json") and (
-            name[: -len("_stats.json")] in tar_stems | parquet_stems or name in files_side
+        if name.endswith("_stats.json") and (
+            name[: -len("_stats.json")] in shard_stems or name in files_side
         ):
             side.append(name)
         elif base in METADATA_NAMES or base.startswith("."):
             metadata.append(name)
         else:
             other.append(name)
-    if tars and parquets:
+    if len(claimed) > 1:
+        (first, a), (second, b) = list(claimed.items())[:2]
         raise InputError(
-            f"holds both tar shards ({len(tars):,}) and parquet files ({len(parquets):,}); "
-            "scan each as its own source, or choose one with --kind"
+            f"holds both {FORMATS[first].noun}s ({len(a):,}) and {FORMATS[second].noun}s "
+            f"({len(b):,}); scan each as its own source, or choose one with --kind"
         )
-    if tars:
-        kind = WebDatasetSource.kind
-    elif parquets:
-        kind = ParquetSource.kind
-    else:
+    if not claimed:
         return Survey(
-            kind=FolderSource.kind,
+            kind=Folder.name,
             side_files=len(files_side),
             other_files=len(names) - len(files_side),
         )
+    [(kind, found)] = claimed.items()
     return Survey(
         kind=kind,
-        tars=len(tars),
-        parquets=len(parquets),
+        files=len(found),
         side_files=len(side),
         metadata_files=len(metadata),
         other_files=len(other),
@@ -152,15 +206,18 @@ def survey_folder(names: list[str], is_dir: Callable[[str], bool] | None = None)
     )
 
 
+def _stem(name: str, suffixes: tuple[str, ...]) -> str:
+    return next(name[: -len(s)] for s in suffixes if name.endswith(s))
+
+
 def detect(url: str) -> Survey:
     """The kind of source at `url`, with what was found there."""
     fs, paths = expand_paths(url)
     if not paths:
         raise InputError(f"{url}: matches no files")
-    if all(p.endswith(TAR_SUFFIXES) for p in paths):
-        return Survey(kind=WebDatasetSource.kind, tars=len(paths))
-    if all(p.endswith(".parquet") for p in paths):
-        return Survey(kind=ParquetSource.kind, parquets=len(paths))
+    for fmt in FORMATS.values():
+        if fmt.suffixes and all(fmt.claims(p) for p in paths):
+            return Survey(kind=fmt.name, files=len(paths))
     if len(paths) == 1 and fs.isdir(paths[0]):
         fs, root, names = list_files(url)
         if not names:
@@ -188,22 +245,6 @@ def detect_kind(url: str) -> str:
     return detect(url).kind
 
 
-def absolute_url(url: str) -> str:
-    """A local path as an absolute path (a run may be resumed or cleaned from another
-    folder); URLs with a protocol as they are."""
-    protocol, _ = fsspec.core.split_protocol(url)
-    if protocol not in (None, "file", "local"):
-        return url
-    _, path = fsspec.core.split_protocol(url)
-    if "{" in path or any(c in path for c in "*?["):
-        head = path.split("{")[0]
-        head = re.split(r"[*?\[]", head)[0]
-        folder = head.rsplit("/", 1)[0] if "/" in head else ""
-        rest = path[len(folder) :]
-        return os.path.abspath(folder or ".") + (rest if folder else "/" + rest)
-    return os.path.abspath(path)
-
-
 def open_source(
     url: str,
     *,
@@ -217,31 +258,20 @@ def open_source(
     """The source at `url`, of the given kind or of the kind found there. Kind `fetch`
     (`scan --fetch`) reads `url` as a list of URLs and fetches every image."""
     url = absolute_url(url)
-    if kind == FetchSource.kind:
-        if image_column is not None or base_dir is not None:
-            raise InputError(f"{url}: --image-column and --base-dir do not apply to --fetch")
-        return FetchSource(
-            url=url,
-            url_column=url_column,
-            shard_rows=shard_rows or FetchSource.shard_rows,
-            settings=(fetch or FetchSettings()).to_dict(),
-        )
+    options = OpenOptions(image_column, base_dir, url_column, shard_rows, fetch)
+    fmt = format_of(kind)
+    if fmt is not None and fmt.fetches:
+        return fmt.open(url, options)
     if url_column is not None or shard_rows is not None:
         raise InputError(f"{url}: --url-column and --shard-rows apply to --fetch only")
     kind = kind or detect_kind(url)
-    if kind not in SOURCE_KINDS:
-        raise InputError(f"{url}: unknown source kind {kind!r} (known: {', '.join(SOURCE_KINDS)})")
-    if kind == ParquetSource.kind:
-        if base_dir is not None:
-            base_dir = absolute_url(base_dir)
-        return ParquetSource(url=url, image_column=image_column, base_dir=base_dir)
-    if image_column is not None or base_dir is not None:
-        raise InputError(f"{url}: --image-column and --base-dir apply to parquet sources only")
-    return SOURCE_KINDS[kind](url=url)
+    if kind not in FORMATS:
+        raise InputError(f"{url}: unknown source kind {kind!r} (known: {', '.join(FORMATS)})")
+    return FORMATS[kind].open(url, options)
 
 
 def source_from_spec(spec: dict[str, Any]) -> Source:
     """Rebuild a source from what run.json recorded (for resume and later stages)."""
     spec = dict(spec)
     kind = spec.pop("kind")
-    return SOURCE_KINDS[kind](**spec)
+    return FORMATS[kind].reader(**spec)

@@ -1,4 +1,4 @@
-"""What every source yields, and the small registry that picks a reader for a location.
+"""What every format shares: the items a source yields, and the `Format` contract.
 
 A source is a data set where it lies: a folder, WebDataset tar shards, or parquet files,
 on local disk or behind any fsspec URL. It is split into shards, the unit of work that
@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import fsspec
@@ -382,3 +383,90 @@ def relative_name(path: str, root: str) -> str:
 def protocol_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A path back as a URL fsspec can reopen in another process."""
     return fs.unstrip_protocol(path)
+
+
+class Rewriter(Protocol):
+    """How a format writes one shard again without the removed keys (`clean`)."""
+
+    def __call__(
+        self,
+        shard: ShardRef,
+        dest_root: Path,
+        removed: Container[str],
+        *,
+        any_removed: bool,
+        contents: Any,
+        link: bool = False,
+        drop_empty: bool = False,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """The scan options that say how to read a source; each format takes its own."""
+
+    image_column: str | None = None
+    base_dir: str | None = None
+    url_column: str | None = None
+    shard_rows: int | None = None
+    fetch: Any = None  # FetchSettings, for the URL-list format
+
+
+class Format:
+    """One data-set format: how it is detected, read and rewritten, in one module.
+
+    A format module defines a subclass and the registry (`clearset.formats.FORMATS`)
+    names one instance of it. `name` is what run.json records as the source's kind and
+    what `--kind` takes. The hooks below have defaults that suit a format of plain
+    files; a format overrides only what it does differently."""
+
+    #: The source kind: recorded in run.json, given to `--kind`.
+    name: ClassVar[str]
+    #: The class that reads it (`Source`): built from run.json's spec with `reader(**spec)`.
+    reader: ClassVar[Callable[..., Source]]
+    #: File names that are this format's shards, for detection; () for a format that is
+    #: never detected (a folder is what is left; a URL list is asked for with --fetch).
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    #: What one shard file is called in a survey ("tar shard").
+    noun: ClassVar[str] = "file"
+    #: How a cleaned copy is written; None where it cannot be (clean then says so).
+    rewriter: ClassVar[Rewriter | None] = None
+    #: Whether items are fetched from URLs the source lists (`scan --fetch`).
+    fetches: ClassVar[bool] = False
+    #: Whether card and licence files at the top of the source folder go to the copy.
+    carries_cards: ClassVar[bool] = False
+    #: The suffix of the files a Hugging Face `datasets` config loads from the copy.
+    data_files_suffix: ClassVar[str | None] = None
+    #: How Croissant describes the parquet files of a cleaned copy.
+    croissant_parquet: ClassVar[str] = "the cleaned parquet"
+    #: Whether Croissant lists the copy's images as a record set (a folder of files).
+    croissant_images: ClassVar[bool] = False
+    #: Where `prompts` finds captions: "members" (a `.txt` member of each key, read
+    #: with the reader) or "column" (a caption column of the files, read row by row).
+    captions_in: ClassVar[str] = "members"
+
+    def claims(self, name: str) -> bool:
+        """Whether a file of this name is one of this format's shards."""
+        return bool(self.suffixes) and name.endswith(self.suffixes)
+
+    def open(self, url: str, options: OpenOptions) -> Source:
+        """The source at `url` (an absolute URL), refusing options it does not take."""
+        if options.image_column is not None or options.base_dir is not None:
+            raise InputError(f"{url}: --image-column and --base-dir apply to parquet sources only")
+        return self.reader(url=url)
+
+
+def absolute_url(url: str) -> str:
+    """A local path as an absolute path (a run may be resumed or cleaned from another
+    folder); URLs with a protocol as they are."""
+    protocol, _ = fsspec.core.split_protocol(url)
+    if protocol not in (None, "file", "local"):
+        return url
+    _, path = fsspec.core.split_protocol(url)
+    if "{" in path or any(c in path for c in "*?["):
+        head = path.split("{")[0]
+        head = re.split(r"[*?\[]", head)[0]
+        folder = head.rsplit("/", 1)[0] if "/" in head else ""
+        rest = path[len(folder) :]
+        return os.path.abspath(folder or ".") + (rest if folder else "/" + rest)
+    return os.path.abspath(path)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import fsspec
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 
 from clearset.errors import InputError
 from clearset.formats.base import (
+    Format,
     Item,
     ShardRef,
     as_text,
@@ -40,6 +42,7 @@ from clearset.formats.base import (
     relative_name,
     split_ext,
 )
+from clearset.formats.rewriting import ShardContents, WrittenShard, copy_file
 from clearset.settings import FOLDER_SHARD_SIZE
 
 #: The folder `clearset clean` keeps its resume state in, inside a cleaned copy.
@@ -329,3 +332,50 @@ def _read_json(
     except InputError:
         return {}, "bad_metadata: .json side file is unreadable"
     return metadata_json(data, ".json side file")
+
+
+# How a shard is written again without removed keys (`clean`).
+
+
+def write_folder_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    contents: ShardContents,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """Every file of the shard's kept keys, at the same relative path, copied or linked,
+    each one checked to hold the bytes the scan hashed. Links, FIFOs and devices are
+    never copied (the scan did not follow or open them)."""
+
+    written = WrittenShard()
+    kept_keys: set[str] = set()
+    root = shard.path.rstrip("/")
+    fs, root_path = fsspec.core.url_to_fs(root)
+    for name in shard.files:
+        scanned = contents.take(shard, name)
+        key = display_name(file_key(name))
+        if key in removed:
+            written.members_removed += 1
+            continue
+        if scanned is None or is_side_file(fs, root_path, name):
+            written.members_dropped += 1
+            continue
+        kept_keys.add(key)
+        copy_file(f"{root}/{name}", dest_root / name, link=link, sha256=scanned)
+        written.files.append(display_name(name))
+    written.keys_kept = len(kept_keys)
+    written.copied_whole = not any_removed and not written.members_dropped
+    return written
+
+
+class Folder(Format):
+    """A folder of files, searched recursively: what a folder is when it holds no shards."""
+
+    name = "folder"
+    reader = FolderSource
+    rewriter = staticmethod(write_folder_shard)
+    croissant_images = True

@@ -13,24 +13,37 @@ import functools
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clearset.errors import InputError
+from clearset.errors import InputError, OutputError
 from clearset.formats.base import (
+    Format,
     Item,
+    OpenOptions,
     ShardRef,
+    Source,
+    absolute_url,
     as_text,
     file_shards,
     normalise_hex,
     original_size,
 )
 from clearset.formats.folder import is_local_fs, is_side_file, read_file
+from clearset.formats.rewriting import (
+    DropShard,
+    ShardContents,
+    WrittenShard,
+    changed_since_scan,
+    copy_file,
+)
+from clearset.sinks.atomic import atomic_path
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("key", "__key__", "id", "uid", "image_id")
@@ -264,3 +277,128 @@ def find_image_column(schema: pa.Schema, given: str | None, where: str) -> str |
         if name in schema.names and _is_binary(schema.field(name).type):
             return name
     return None
+
+
+# How a shard is written again without removed keys (`clean`).
+
+
+#: Row-group size used for a parquet that has no row groups to copy the size from.
+DEFAULT_ROW_GROUP = 1_000
+
+#: Parquet codec names as metadata reports them -> as pyarrow's writer accepts them.
+_CODECS = {"UNCOMPRESSED": "none", "LZ4_RAW": "lz4"}
+
+
+def parquet_codec(metadata: pq.FileMetaData) -> str:
+    if metadata.num_row_groups == 0 or metadata.num_columns == 0:
+        return "zstd"
+    codec = str(metadata.row_group(0).column(0).compression).upper()
+    return _CODECS.get(codec, codec.lower())
+
+
+def parquet_row_group(metadata: pq.FileMetaData) -> int:
+    if metadata.num_row_groups == 0:
+        return DEFAULT_ROW_GROUP
+    return max(1, metadata.row_group(0).num_rows)
+
+
+def parquet_keys(
+    table: pa.Table, key_column: str | None, offset: int, shard_name: str
+) -> list[str]:
+    """Row keys exactly as `ParquetSource` names items: the key column, else the shard
+    and position."""
+    if key_column is None:
+        return [positional_key(shard_name, offset + i) for i in range(table.num_rows)]
+    values = table.column(key_column).to_pylist()
+    return [
+        str(v) if v is not None else positional_key(shard_name, offset + i)
+        for i, v in enumerate(values)
+    ]
+
+
+def write_parquet_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    contents: ShardContents,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """The parquet file without the removed rows, streamed one row group at a time.
+
+    The schema (with its `huggingface` metadata, so `datasets` still sees an Image
+    feature), the codec and the row-group size are the source's own. The file must
+    still be the one the scan hashed, byte for byte."""
+    target = dest_root / shard.name
+    written = WrittenShard()
+    if not contents.file_sha256:
+        raise OutputError(f"{shard.path}: the scan recorded no digest of this file; scan again")
+    if not any_removed and not drop_empty:
+        copy_file(shard.path, target, link=link, sha256=contents.file_sha256)
+        written.files.append(shard.name)
+        written.copied_whole = True
+        return written
+
+    if file_digest(shard.path)["file_sha256"] != contents.file_sha256:
+        raise changed_since_scan(shard.path)
+    try:
+        with fsspec.open(shard.path, "rb") as handle, atomic_path(target) as tmp:
+            parquet = pq.ParquetFile(handle)
+            schema = parquet.schema_arrow
+            key_column = next((c for c in KEY_COLUMN_NAMES if c in schema.names), None)
+            row_group = parquet_row_group(parquet.metadata)
+            writer = pq.ParquetWriter(tmp, schema, compression=parquet_codec(parquet.metadata))
+            pending: list[pa.Table] = []
+            buffered = offset = 0
+            try:
+                for index in range(parquet.num_row_groups):
+                    table = parquet.read_row_group(index)
+                    keys = parquet_keys(table, key_column, offset, shard.name)
+                    offset += table.num_rows
+                    keep = pa.array([k not in removed for k in keys], pa.bool_())
+                    kept = table.filter(keep)
+                    written.members_removed += table.num_rows - kept.num_rows
+                    written.keys_kept += kept.num_rows
+                    pending.append(kept)
+                    buffered += kept.num_rows
+                    # Re-cut into the source's row-group size after removals.
+                    while buffered >= row_group:
+                        merged = pa.concat_tables(pending)
+                        writer.write_table(merged.slice(0, row_group), row_group_size=row_group)
+                        rest = merged.slice(row_group)
+                        pending, buffered = [rest], rest.num_rows
+                if buffered:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=row_group)
+            finally:
+                writer.close()
+            if drop_empty and written.keys_kept == 0:
+                raise DropShard
+    except DropShard:
+        written.dropped_empty = True
+        return written
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{shard.path}: not a readable parquet file ({exc})") from None
+    written.files.append(shard.name)
+    return written
+
+
+class Parquet(Format):
+    """Parquet files: image bytes in a column, path-only Image cells, or URLs only."""
+
+    name = "parquet"
+    reader = ParquetSource
+    suffixes = (".parquet",)
+    noun = "parquet file"
+    rewriter = staticmethod(write_parquet_shard)
+    carries_cards = True
+    data_files_suffix = ".parquet"
+    croissant_parquet = "the cleaned parquet"
+    captions_in = "column"
+
+    def open(self, url: str, options: OpenOptions) -> Source:
+        base_dir = options.base_dir
+        if base_dir is not None:
+            base_dir = absolute_url(base_dir)
+        return ParquetSource(url=url, image_column=options.image_column, base_dir=base_dir)

@@ -16,19 +16,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clearset.errors import InputError
+from clearset.errors import InputError, OutputError
 from clearset.formats.base import (
+    Format,
     Item,
+    OpenOptions,
     ShardRef,
+    Source,
     as_text,
     check_unique,
     find_files,
@@ -38,15 +43,21 @@ from clearset.formats.base import (
     shard_id_for,
 )
 from clearset.formats.fetching.fetcher import FetchSettings, fetch_stream, url_host
+from clearset.formats.folder import STATE_DIR_NAME
 from clearset.formats.parquet import (
     KEY_COLUMN_NAMES,
     MD5_COLUMN_NAMES,
     SHA256_COLUMN_NAMES,
     URL_COLUMN_NAMES,
     file_digest,
+    parquet_codec,
+    parquet_keys,
+    parquet_row_group,
     positional_key,
 )
+from clearset.formats.rewriting import ShardContents, WrittenShard, changed_since_scan
 from clearset.formats.webdataset import TAR_SUFFIXES
+from clearset.sinks.atomic import atomic_path
 
 #: Rows of a URL list in one shard: the unit of resume and of work across workers.
 FETCH_SHARD_ROWS = 10_000
@@ -567,3 +578,156 @@ def dry_run(source: FetchSource, sample: int) -> DryRun:
         found.sample_seconds = time.monotonic() - started
         found.sampled = len(picked)
     return found
+
+
+# How a shard is written again without removed keys (`clean`).
+
+
+#: Where a URL list's shards leave their kept rows until every shard of the file is in.
+URL_PARTS_DIR = "parts"
+#: A finished part of a URL list's cleaned copy: its first and end row.
+_PART_NAME = re.compile(r"(\d{12})-(\d{12})\.part")
+
+
+def finished_parts(parts: Path) -> list[tuple[int, int, Path]]:
+    """(first row, end row, file) of each finished part in ``parts``, in order: not
+    another worker's part still being written under an atomic write's temporary name."""
+    found = ((_PART_NAME.fullmatch(p.name), p) for p in parts.iterdir())
+    return sorted((int(m[1]), int(m[2]), p) for m, p in found if m)
+
+
+def write_url_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    contents: ShardContents,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """A URL list's rows [start, end) without the removed keys, in the list's format.
+
+    A fetched URL list's shard is a run of rows of one file, so each shard writes its
+    kept rows as a part (parquet rows, or the records' own text) under the destination's
+    state folder, and the shard that finds every part of its file present writes the
+    file: the source's schema and codec, or its header and records byte for byte."""
+
+    del link  # rows are rewritten, never linked
+    if not contents.file_sha256 or shard.rows is None:
+        raise OutputError(f"{shard.path}: the scan recorded no digest of this file; scan again")
+    if file_digest(shard.path)["file_sha256"] != contents.file_sha256:
+        raise changed_since_scan(shard.path)
+    name = shard_file_name(shard)
+    fmt = url_format(shard.path)
+    start, end = shard.rows
+    # Kept rows (metadata, never image bytes) wait here for the file's other shards.
+    parts = dest_root / STATE_DIR_NAME / URL_PARTS_DIR / shard_id_for(name)
+    parts.mkdir(parents=True, exist_ok=True)
+    part = parts / f"{start:012d}-{end:012d}.part"
+    written = WrittenShard()
+    if fmt == "parquet":
+        with fsspec.open(shard.path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            schema = parquet.schema_arrow
+            key_column = next((c for c in KEY_COLUMN_NAMES if c in schema.names), None)
+            taken: list[pa.Table] = []
+            offset = 0
+            for batch in parquet.iter_batches(batch_size=4096):
+                lo, hi = max(start, offset), min(end, offset + batch.num_rows)
+                if lo < hi:
+                    table = pa.Table.from_batches([batch.slice(lo - offset, hi - lo)], schema)
+                    keys = parquet_keys(table, key_column, lo, name)
+                    kept = table.filter(pa.array([k not in removed for k in keys], pa.bool_()))
+                    written.keys_kept += kept.num_rows
+                    written.members_removed += table.num_rows - kept.num_rows
+                    taken.append(kept)
+                offset += batch.num_rows
+                if offset >= end:
+                    break
+        with atomic_path(part) as tmp:
+            pq.write_table(pa.concat_tables(taken) if taken else schema.empty_table(), tmp)
+    else:
+        # From the shard's own offset where the plan has one: not every row before it.
+        header, columns, records = text_records(
+            shard.path, fmt, None, need_url=False, offset=shard.offset
+        )
+        first = start if shard.offset is not None else 0
+        key_column = columns.key if columns else None
+        if fmt == "jsonl":
+            key_column = json_columns(shard.path, None, need_url=False).key
+        with (
+            atomic_path(part) as tmp,
+            open(tmp, "w", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as out,
+        ):
+            for position, (raw, fields) in enumerate(records, first):
+                if position >= end:
+                    records.close()  # type: ignore[attr-defined]
+                    break
+                if position < start:
+                    continue
+                if row_key(fields, key_column, name, position) in removed:
+                    written.members_removed += 1
+                    continue
+                written.keys_kept += 1
+                out.write(raw)
+    written.keys_removed = written.members_removed
+    if fmt == "parquet":
+        with fsspec.open(shard.path, "rb") as handle:
+            total = pq.ParquetFile(handle).metadata.num_rows
+    elif shard.file_rows is not None:
+        total = shard.file_rows
+    else:
+        total = sum(1 for _ in text_records(shard.path, fmt, None, need_url=False)[2])
+    found = finished_parts(parts)
+    covered = 0
+    for lo, hi, _ in found:
+        if lo != covered:
+            return written  # another shard of this file is not written yet
+        covered = hi
+    if covered != total:
+        return written
+    target = dest_root / name
+    if fmt == "parquet":
+        with fsspec.open(shard.path, "rb") as handle:
+            meta = pq.ParquetFile(handle).metadata
+        with atomic_path(target) as tmp:
+            writer = pq.ParquetWriter(tmp, schema, compression=parquet_codec(meta))
+            try:
+                for _, _, path in found:
+                    writer.write_table(pq.read_table(path).cast(schema), parquet_row_group(meta))
+            finally:
+                writer.close()
+    else:
+        with (
+            atomic_path(target) as tmp,
+            open(tmp, "w", encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as out,
+        ):
+            out.write(header)
+            for _, _, path in found:
+                with open(path, encoding=TEXT_ENCODING, errors=TEXT_ERRORS, newline="") as src:
+                    while block := src.read(1 << 20):
+                        out.write(block)
+    written.files.append(name)
+    return written
+
+
+class UrlList(Format):
+    """A URL list (parquet, CSV, TSV, JSON lines, one URL a line), read by fetching
+    every URL (`scan --fetch`); recorded as kind `fetch`."""
+
+    name = "fetch"
+    reader = FetchSource
+    rewriter = staticmethod(write_url_shard)
+    fetches = True
+    captions_in = "column"
+
+    def open(self, url: str, options: OpenOptions) -> Source:
+        if options.image_column is not None or options.base_dir is not None:
+            raise InputError(f"{url}: --image-column and --base-dir do not apply to --fetch")
+        return FetchSource(
+            url=url,
+            url_column=options.url_column,
+            shard_rows=options.shard_rows or FetchSource.shard_rows,
+            settings=(options.fetch or FetchSettings()).to_dict(),
+        )

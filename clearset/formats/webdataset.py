@@ -21,18 +21,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
+import posixpath
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError
 from clearset.formats.base import (
+    Format,
     Item,
     ShardRef,
     StreamedHashes,
@@ -46,7 +51,16 @@ from clearset.formats.base import (
     read_bounded,
     split_ext,
 )
+from clearset.formats.parquet import parquet_codec, parquet_row_group
+from clearset.formats.rewriting import (
+    DropShard,
+    ShardContents,
+    WrittenShard,
+    changed_since_scan,
+    copy_file,
+)
 from clearset.settings import MAX_MEMBER_BYTES
+from clearset.sinks.atomic import atomic_path
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 SIDE_COLUMNS = (
@@ -304,3 +318,228 @@ def _read_side_parquet(tar_url: str) -> dict[str, dict[str, Any]]:
         if key is not None:
             found[key] = row
     return found
+
+
+# How a shard is written again without removed keys (`clean`).
+
+
+def side_urls(tar_url: str) -> tuple[str, str] | None:
+    """img2dataset's side files for a tar: (`NNNNN.parquet`, `NNNNN_stats.json`)."""
+    for suffix in TAR_SUFFIXES:
+        if tar_url.endswith(suffix):
+            stem = tar_url[: -len(suffix)]
+            return f"{stem}.parquet", f"{stem}_stats.json"
+    return None
+
+
+def _exists(url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    return bool(fs.exists(path))
+
+
+def _sibling(target: Path, url: str) -> Path:
+    return target.with_name(url.rsplit("/", 1)[-1])
+
+
+def write_webdataset_shard(
+    shard: ShardRef,
+    dest_root: Path,
+    removed: Container[str],
+    *,
+    any_removed: bool,
+    contents: ShardContents,
+    link: bool = False,
+    drop_empty: bool = False,
+) -> WrittenShard:
+    """The tar without the removed keys' members, and its side files to match.
+
+    A tar is copied whole only when nothing goes and it holds nothing but files and
+    folders, and only when its bytes are those the scan hashed; otherwise it is
+    rewritten member by member, each member checked against the manifest."""
+    target = dest_root / shard.name
+    written = WrittenShard()
+    sides = side_urls(shard.path)
+    side_parquet, side_stats = sides if sides else (None, None)
+    present = [u for u in (side_parquet, side_stats) if u and _exists(u)]
+    plain = all(None not in hashes for hashes in contents.members.values())
+    if not any_removed and not drop_empty and plain and contents.file_sha256:
+        copy_file(shard.path, target, link=link, sha256=contents.file_sha256)
+        written.files.append(shard.name)
+        for url in present:
+            copy_file(url, _sibling(target, url), link=link)
+            written.files.append(str(_sibling(target, url).relative_to(dest_root)))
+        written.copied_whole = True
+        return written
+    try:
+        with atomic_path(target) as tmp:
+            _filter_tar(shard, tmp, removed, written, contents)
+            if drop_empty and written.keys_kept == 0:
+                raise DropShard
+    except DropShard:
+        written.dropped_empty = True
+        return written
+    written.files.append(shard.name)
+    removed_rows: list[dict[str, Any]] = []
+    if side_parquet in present:
+        removed_rows = _filter_side_parquet(side_parquet, _sibling(target, side_parquet), removed)
+        written.files.append(str(_sibling(target, side_parquet).relative_to(dest_root)))
+    if side_stats in present:
+        _rewrite_stats(side_stats, _sibling(target, side_stats), removed_rows, written)
+        written.files.append(str(_sibling(target, side_stats).relative_to(dest_root)))
+    return written
+
+
+def _filter_tar(
+    shard: ShardRef,
+    tmp: Path,
+    removed: Container[str],
+    written: WrittenShard,
+    contents: ShardContents,
+) -> None:
+    """Stream members from source to output, skipping whole removed keys.
+
+    Each kept member keeps its tar header (name, mode, mtime, owner) and its bytes, so a
+    training reader sees exactly what it saw before, minus the removed samples. Every
+    member must have a manifest row and its bytes the SHA-256 that row holds. Links are
+    kept only when they point at a member already kept; FIFOs and devices never are."""
+
+    src_url = shard.path
+    gz = src_url.endswith(GZIP_SUFFIXES)
+    kept_keys: set[str] = set()
+    removed_keys: set[str] = set()
+    kept_files: set[str] = set()
+    try:
+        with (
+            fsspec.open(src_url, "rb") as raw,
+            open(tmp, "wb") as out_raw,
+            # mtime=0: the same input always gives the same bytes, so a resume is identical
+            gzip.GzipFile(filename="", mode="wb", fileobj=out_raw, mtime=0)
+            if gz
+            else out_raw as out,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            hashing = HashingReader(raw)
+            stream: Any = gzip.GzipFile(fileobj=hashing, mode="rb") if gz else hashing
+            with tarfile.open(fileobj=stream, mode="r|") as source:
+                for member in source:
+                    scanned = contents.take(shard, member.name)
+                    key = display_name(member_key(member.name))
+                    if key in removed:
+                        written.members_removed += 1
+                        removed_keys.add(key)
+                        continue
+                    if not _keep_member(member, kept_files):
+                        written.members_dropped += 1
+                        continue
+                    kept_keys.add(key)
+                    if member.isreg():
+                        reader = HashingReader(source.extractfile(member))
+                        tar.addfile(member, reader)
+                        if reader.digest.digest() != scanned:
+                            raise changed_since_scan(
+                                f"{src_url} (member {display_name(member.name)})"
+                            )
+                        kept_files.add(member.name)
+                    else:
+                        tar.addfile(member)
+            hashing.drain()
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise InputError(f"{src_url}: not a readable tar shard ({exc})") from None
+    if contents.file_sha256 and hashing.digest.hexdigest() != contents.file_sha256:
+        raise changed_since_scan(src_url)
+    written.keys_kept = len(kept_keys)
+    written.keys_removed = len(removed_keys)
+
+
+def _gzip_writer(raw: Any) -> gzip.GzipFile:
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+
+
+def _keep_member(member: tarfile.TarInfo, kept_files: set[str]) -> bool:
+    """Folders and files are kept; a link only when it points at a file already kept
+    in this tar (so it can never reach a removed member or anything outside)."""
+    if member.isreg() or member.isdir():
+        return True
+    if member.islnk():
+        return member.linkname in kept_files
+    if member.issym():
+        if member.linkname.startswith("/"):
+            return False
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+        return target in kept_files
+    return False  # FIFOs, devices and anything else: no bytes of ours to hand out
+
+
+def _filter_side_parquet(
+    src_url: str, target: Path, removed: Container[str]
+) -> list[dict[str, Any]]:
+    """img2dataset's per-shard parquet without the removed keys' rows (one row per key,
+    small): returns the removed rows' status columns so the stats can be corrected."""
+    try:
+        with fsspec.open(src_url, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            table = parquet.read()
+            codec, row_group = parquet_codec(parquet.metadata), parquet_row_group(parquet.metadata)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{src_url}: unreadable side parquet ({exc})") from None
+    if "key" not in table.column_names:
+        with atomic_path(target) as tmp:
+            pq.write_table(table, tmp, row_group_size=row_group, compression=codec)
+        return []
+    keys = table.column("key").to_pylist()
+    drop = [k is not None and str(k) in removed for k in keys]
+    columns = [c for c in ("status", "error_message") if c in table.column_names]
+    removed_rows = table.filter(pa.array(drop)).select(columns).to_pylist()
+    with atomic_path(target) as tmp:
+        kept = table.filter(pc.invert(pa.array(drop)))
+        pq.write_table(kept, tmp, row_group_size=row_group, compression=codec)
+    return removed_rows
+
+
+def _rewrite_stats(
+    src_url: str, target: Path, removed_rows: list[dict[str, Any]], written: WrittenShard
+) -> None:
+    """img2dataset's `_stats.json` with its counts corrected for the removed keys.
+
+    Without a side parquet we know only that removed tar keys were successes."""
+    try:
+        with fsspec.open(src_url, "rb") as handle:
+            stats = json.loads(handle.read())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{src_url}: unreadable stats file ({exc})") from None
+    if not isinstance(stats, dict):
+        raise InputError(f"{src_url}: stats file is not a JSON object")
+    rows = removed_rows or [{"status": "success"}] * written.keys_removed
+    status_dict = stats.get("status_dict")
+    for row in rows:
+        status = row.get("status") or "success"
+        _decrement(stats, "count")
+        if status == "success":
+            _decrement(stats, "successes")
+        elif status in ("failed_to_download", "failed_to_resize"):
+            _decrement(stats, status)
+        if isinstance(status_dict, dict):
+            label = "success" if status == "success" else row.get("error_message") or status
+            _decrement(status_dict, label)
+            if status_dict.get(label) == 0:
+                del status_dict[label]
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(stats, indent=4))
+
+
+def _decrement(counts: dict[str, Any], name: str) -> None:
+    if isinstance(counts.get(name), int) and counts[name] > 0:
+        counts[name] -= 1
+
+
+class WebDataset(Format):
+    """WebDataset tar shards (img2dataset's output, side files and all)."""
+
+    name = "webdataset"
+    reader = WebDatasetSource
+    suffixes = TAR_SUFFIXES
+    noun = "tar shard"
+    rewriter = staticmethod(write_webdataset_shard)
+    carries_cards = True
+    data_files_suffix = ".tar"
+    croissant_parquet = "img2dataset's side parquet beside each tar"

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, RunFolderError
-from clearset.formats import open_source, source_from_spec
+from clearset.formats import open_source, rewriter_for, source_from_spec
 from clearset.runfolder import RunFolder
 from clearset.runlock import run_lock
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
@@ -68,6 +68,7 @@ def clean_run(
     # RUN/cleaned under the first, and a scan or match would change what it keeps.
     with run_lock(run.path, "clean", advice="wait for it, then run the clean again"):
         source = source_from_spec(info["source"])
+        rewriter_for(source.kind, source.url)  # a format that cannot be written: say so now
         shards = source.shards()
         job = CleanJob(
             dest=str(Path(to).resolve()),
@@ -132,6 +133,7 @@ def apply_removals(
     if removals_path is None and keep_list is None:
         raise InputError("apply-removals: give a removal list, --keep-list, or both")
     source = open_source(source_url, kind=kind, image_column=image_column)
+    rewriter_for(source.kind, source.url)
     shards = source.shards()
     options = CleanOptions(link=link, drop_empty_shards=drop_empty_shards, keep_list=keep_list)
     removal_digest = None

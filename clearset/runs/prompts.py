@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import RunFolderError
-from clearset.formats import source_from_spec
+from clearset.formats import FORMATS, source_from_spec
 from clearset.formats.base import ShardRef, Source
 from clearset.hashing.item import STATUS_OK
 from clearset.runfolder import RunFolder
@@ -86,7 +86,7 @@ def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
     if not captions:
         looked = (
             f"a {'/'.join(CAPTION_COLUMNS)} column"
-            if source.kind in ("parquet", "fetch")
+            if FORMATS[source.kind].captions_in == "column"
             else f"{CAPTION_SUFFIX} members"
         )
         raise RunFolderError(
@@ -154,11 +154,11 @@ def _captions(
     they were read from."""
     captions: dict[tuple[str, str], str] = {}
     shards = [shard for shard in source.shards() if shard.name in done]
-    if source.kind == "fetch":
+    if FORMATS[source.kind].fetches:
         # A URL list's captions are in the list itself; reading its shards would fetch
         # every image again (and find no caption member in what came back).
         return _url_list_captions(source, shards, matched, keys)
-    if source.kind == "parquet":
+    if FORMATS[source.kind].captions_in == "column":
         for shard in shards:
             with fsspec.open(shard.path, "rb") as handle:
                 names = pq.read_schema(handle).names

@@ -49,9 +49,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError, OutputError, RunFolderError
+from clearset.formats import rewriter_for
 from clearset.formats.base import ShardRef, Source, shard_fingerprint
 from clearset.formats.folder import STATE_DIR_NAME
-from clearset.formats.rewriting import WRITERS, ShardContents
+from clearset.formats.rewriting import ShardContents
 from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.counts import marker_samples
@@ -454,7 +455,7 @@ def clean_shard(
     marker = dest_done_file(dest, shard.id)
     if marker.exists() and (cleaned is None or cleaned.is_done(shard.id)):
         return done_summary(dest, shard)
-    writer = WRITERS[source_kind]
+    writer = rewriter_for(source_kind, shard.path)
     written = writer(
         shard,
         dest,
