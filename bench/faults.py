@@ -342,4 +342,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from docs_block import write_docs_block  # bench/ is on sys.path when run as a script
+
+    with write_docs_block("faults"):
+        main()

@@ -223,4 +223,7 @@ def memory(root: Path, lst: str, in_flight: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from docs_block import write_docs_block  # bench/ is on sys.path when run as a script
+
+    with write_docs_block("fetch"):
+        main()

@@ -1,8 +1,9 @@
 """clearset: scan training data sets against hash lists, clean them, and issue receipts.
 
-The library is the product; the `clearset` command is one caller of it. Each stage of the
-data's path is a subpackage: sources, hashing, lists, matching, sinks, receipts, audit and
-engines.
+The library is the product; the `clearset` command is one caller of it. The package is in
+layers (cli, runs, stages, engines, documents, receipts, formats, matching, hashing, lists,
+and the run folder's modules), each importing only those below it: docs/architecture.md
+draws them and says what each holds.
 """
 
 from importlib.metadata import PackageNotFoundError, version
