@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter
 
-from clearset.sinks.atomic import atomic_path
+from clearset.atomic import atomic_path
 
 DEMO_SEED = 0
 DEMO_IMAGES = 96

@@ -30,10 +30,10 @@ from typing import Any
 import pyarrow as pa
 
 from clearset import TOOL_NAME, __version__
+from clearset.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.errors import RunFolderError
 from clearset.runlock import RUN_LOCK
 from clearset.settings import MAX_UNREAD_SHARE
-from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import (
     HASHED,
     MANIFEST_VERSION,
@@ -282,7 +282,7 @@ class RunFolder:
             accounting=(info.get("accounting") or {}).get("verdict"),
         )
         if "clean" in counts:
-            from clearset.sinks.clean import record_clean
+            from clearset.stages.clean import record_clean
 
             record_clean(self)
 

@@ -20,8 +20,8 @@ from clearset.errors import OutputError, RunFolderError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, clean_run, run_scan
 from clearset.sinks import writers
-from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from clearset.sources import open_source
+from clearset.stages.clean import CleanJob, read_cleaned_manifest
 from tests.conftest import cli, run_cli
 
 
@@ -285,7 +285,7 @@ def test_scan_clean_to_reads_a_remote_shard_once(demo_data: DemoData, tmp_path: 
 
     from clearset.matching.matcher import ListSpec, MatchSettings
     from clearset.runs import MatchJob, ScanSettings, run_scan
-    from clearset.sinks.clean import CleanJob
+    from clearset.stages.clean import CleanJob
 
     opened: list[str] = []
 

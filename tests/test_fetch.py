@@ -312,7 +312,7 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
 def test_only_finished_parts_of_a_url_list_are_assembled(tmp_path: Path) -> None:
     # Another worker's part still being written (an atomic write's temporary name) must
     # neither crash the shard that looks nor count as written.
-    from clearset.sinks.atomic import TMP_PREFIX
+    from clearset.atomic import TMP_PREFIX
     from clearset.sinks.writers import finished_parts
 
     for lo, hi in ((0, 3), (3, 6)):

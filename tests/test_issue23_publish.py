@@ -21,7 +21,7 @@ import pytest
 from clearset.demo import demo_items, write_hf_parquet
 from clearset.errors import OutputError
 from clearset.runs import clean_run
-from clearset.sinks import clean as clean_module
+from clearset.stages import clean as clean_module
 from tests.conftest import cli
 from tests.fetch_server import LoopbackServer, jpeg
 

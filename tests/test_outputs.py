@@ -17,8 +17,8 @@ from clearset.errors import RunFolderError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runfolder import RunFolder
 from clearset.runs import MatchJob, ScanSettings, apply_removals, clean_run, run_match, run_scan
-from clearset.sinks.clean import CleanJob
 from clearset.sources import open_source
+from clearset.stages.clean import CleanJob
 
 
 def _images(count: int, seed: int = 11) -> list[DemoItem]:

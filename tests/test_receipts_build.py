@@ -340,8 +340,8 @@ def test_a_manifest_changed_after_the_clean_is_named(tmp_path, cleaned_run):
 def cleaned_run(demo_data, tmp_path_factory) -> Path:
     from clearset.matching.matcher import ListSpec, MatchSettings
     from clearset.runs import MatchJob, ScanSettings, run_scan
-    from clearset.sinks.clean import CleanJob
     from clearset.sources import open_source
+    from clearset.stages.clean import CleanJob
 
     root = tmp_path_factory.mktemp("cleaned-run")
     run_scan(

@@ -15,8 +15,8 @@ import pytest
 from clearset.demo import DemoData
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, run_scan
-from clearset.sinks.clean import CleanJob, read_cleaned_manifest
 from clearset.sources import open_source
+from clearset.stages.clean import CleanJob, read_cleaned_manifest
 from tests.conftest import run_cli
 
 
@@ -549,7 +549,7 @@ def test_receipt_names_places_without_local_paths_and_warns_on_an_open_key(
     import shutil
 
     from clearset.receipts import canonical_json
-    from clearset.sinks.clean import clean_info
+    from clearset.stages.clean import clean_info
 
     # The default: the source's last path part, and no path of this machine anywhere.
     payload = json.dumps(_statement(signed["new"]))

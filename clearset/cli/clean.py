@@ -20,8 +20,8 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.documents.counts import plural, run_counts
 from clearset.runs.tasks import DEFAULT_RETRIES
-from clearset.sinks.counts import plural, run_counts
 
 ToOpt = Annotated[
     Path,
@@ -72,7 +72,7 @@ def clean(
     another --to keeps the run's record of the earlier one in RUN/history/clean-N/.
     """
     from clearset.runs import clean_run
-    from clearset.sinks.clean import clean_info
+    from clearset.stages.clean import clean_info
 
     with engine_for(engine, address, workers) as runner:
         counts = clean_run(
@@ -103,7 +103,7 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
         out.print(f"  {reason}: {plural(number, 'sample')}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
-    from clearset.sinks.clean import card_lines, clean_info
+    from clearset.stages.clean import card_lines, clean_info
 
     for line in card_lines((clean_info(run_dir) or {}).get("card_files")):
         out.print(line)
@@ -128,7 +128,7 @@ def report(
     """
     import json
 
-    from clearset.sinks.report import write_report
+    from clearset.documents.report import write_report
 
     json_path, html_path = write_report(run_dir, show_urls=show_urls)
     out.print(f"report: {html_path} (data: {json_path})")
@@ -187,7 +187,7 @@ def apply_removals_command(
         f"{counts['shards_copied_whole']:,} shards had nothing to remove and were copied "
         f"whole; cleaned copy: {to}"
     )
-    from clearset.sinks.clean import card_lines
+    from clearset.stages.clean import card_lines
 
     for line in card_lines(counts.get("card_files")):
         out.print(line)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
+from clearset.atomic import atomic_path
 from clearset.cli.app import (
     AddressOpt,
     EngineOpt,
@@ -33,6 +34,8 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.documents.counts import plural, run_counts, scanned_counts
+from clearset.documents.report import write_report
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
@@ -41,10 +44,6 @@ from clearset.runs import MatchJob, ScanSettings, Split, run_match, run_scan
 from clearset.runs.scan import status_reasons
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
-from clearset.sinks.atomic import atomic_path
-from clearset.sinks.clean import CleanJob, read_cleaned_manifest
-from clearset.sinks.counts import plural, run_counts, scanned_counts
-from clearset.sinks.report import write_report
 from clearset.sources import SOURCE_KINDS, absolute_url, detect, is_folder, open_source
 from clearset.sources.fetch import FETCH_SHARD_ROWS
 from clearset.sources.fetcher import (
@@ -57,6 +56,7 @@ from clearset.sources.fetcher import (
     FETCH_RETRIES,
     FETCH_USER_AGENT,
 )
+from clearset.stages.clean import CleanJob, read_cleaned_manifest
 
 #: FetchSettings field -> the scan option that sets it.
 _FETCH_FLAGS = {
@@ -263,8 +263,8 @@ def scan(
 
     Re-running the same command resumes: shards already done are skipped.
     """
-    from clearset.sinks.clean import CleanJob, CleanOptions
     from clearset.sources import FetchSettings
+    from clearset.stages.clean import CleanJob, CleanOptions
 
     fetch = fetch or kind == "fetch"
     fetch_settings = FetchSettings(

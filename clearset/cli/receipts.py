@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from clearset.atomic import atomic_path
 from clearset.cli.app import (
     AddressOpt,
     EngineOpt,
@@ -22,6 +23,7 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.documents.counts import plural, statement_counts
 from clearset.errors import InputError, VerificationError
 from clearset.receipts import (
     PROOF_VERSION,
@@ -47,8 +49,6 @@ from clearset.receipts.issue import (
     read_receipt,
 )
 from clearset.runs.tasks import DEFAULT_RETRIES
-from clearset.sinks.atomic import atomic_path
-from clearset.sinks.counts import plural, statement_counts
 
 Sha256Opt = Annotated[
     str | None, typer.Option("--sha256", help="The item's SHA-256 (hex) to prove.")

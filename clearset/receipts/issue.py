@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 
+from clearset.atomic import atomic_path
 from clearset.engines import Engine
 from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.lists.model import sort_unique
@@ -49,7 +50,6 @@ from clearset.receipts.merkle import MerkleTree
 from clearset.receipts.proofs import PROOF_VERSION, prove, prove_removed
 from clearset.receipts.statement import build_statement, canonical_json, commit_removed
 from clearset.runfolder import RunFolder
-from clearset.sinks.atomic import atomic_path
 
 RECEIPT_FILE = "receipt.dsse.json"
 TREE_FILE = "tree.bin"
@@ -97,7 +97,7 @@ def kept_hashes(run_dir: Path) -> np.ndarray:
     Read shard by shard into an array sized from the parquet footers, so the peak is the
     32 bytes a leaf the tree needs anyway plus one shard, not a second copy of the set.
     """
-    from clearset.sinks.clean import cleaned_manifest_files
+    from clearset.stages.clean import cleaned_manifest_files
     from clearset.stages.receipts import packed_sha256
 
     files = cleaned_manifest_files(run_dir)
@@ -186,7 +186,7 @@ def _previous_record(previous: Path, public_key: Ed25519PublicKey) -> dict[str, 
 
 def clean_identity(run_dir: Path) -> dict[str, str]:
     """Which cleaned copy a receipt covers: its name, finish time and manifest digest."""
-    from clearset.sinks.clean import clean_info, cleaned_manifest_files
+    from clearset.stages.clean import clean_info, cleaned_manifest_files
 
     cleaned_manifest_files(run_dir)  # refuses a run never cleaned, or a clean unfinished
     record = clean_info(run_dir) or {}
@@ -225,7 +225,7 @@ def issue_receipt(
     info = run.read_info()
     if not info.get("finished"):
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
-    from clearset.sinks.clean import refuse_unaccounted
+    from clearset.stages.clean import refuse_unaccounted
 
     refuse_unaccounted(run, info)  # before "no cleaned copy": cleaning it is refused too
     _check_clean_is_current(run, info)
@@ -239,9 +239,9 @@ def issue_receipt(
     previous_record = None
     if previous is not None:
         previous_record = _previous_record(previous, previous_public_key or key.public_key())
+    from clearset.documents.counts import kept_counts
     from clearset.runs.receipts import build_kept_tree
     from clearset.runs.tasks import DEFAULT_RETRIES
-    from clearset.sinks.counts import kept_counts
 
     kept = kept_counts(run)
     tree, image_leaves = build_kept_tree(
@@ -285,7 +285,7 @@ def issue_receipt(
 def _check_clean_is_current(run: RunFolder, info: dict[str, Any]) -> None:
     """Refuse to sign a cleaned copy made against other lists than run.json now names
     (after a `clearset match`): the receipt would claim lists the copy was not cleaned by."""
-    from clearset.sinks.clean import clean_info
+    from clearset.stages.clean import clean_info
 
     record = clean_info(run.path)
     if record is None:

@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from clearset import __version__
+from clearset.atomic import write_json_atomic
+from clearset.documents.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
 from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError, VerificationError
 from clearset.hashing.item import STATUS_OK
@@ -43,8 +45,6 @@ from clearset.runfolder import RunFolder, utc_now
 from clearset.runs.scan import run_scan
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
-from clearset.sinks.atomic import write_json_atomic
-from clearset.sinks.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
 from clearset.sources import open_source
 from clearset.sources.base import Source
 from clearset.stages.audit import (

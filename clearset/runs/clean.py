@@ -8,13 +8,14 @@ from typing import Any
 
 from rich.console import Console
 
+from clearset.atomic import sweep_tmp
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, RunFolderError
 from clearset.runfolder import RunFolder
 from clearset.runlock import run_lock
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
-from clearset.sinks.atomic import sweep_tmp
-from clearset.sinks.clean import (
+from clearset.sources import open_source, source_from_spec
+from clearset.stages.clean import (
     CleanJob,
     CleanOptions,
     CleanShardSummary,
@@ -30,13 +31,12 @@ from clearset.sinks.clean import (
     refuse_overlap,
     sweep_dest_tmp,
 )
-from clearset.sinks.removals import (
+from clearset.stages.removals import (
     REASON_REMOVAL_LIST,
     _url_sha256,
     apply_shard,
     read_removals,
 )
-from clearset.sources import open_source, source_from_spec
 
 
 def clean_run(

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path
 from clearset.errors import InputError, OutputError
 from clearset.runfolder import file_sha256
-from clearset.sinks.atomic import atomic_path
 from clearset.sources.base import ShardRef, display_name
 from clearset.sources.parquet import KEY_COLUMN_NAMES, positional_key
 from clearset.sources.webdataset import TAR_SUFFIXES

@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path, write_json_atomic
 from clearset.errors import InputError
 from clearset.lists.model import sort_unique
 from clearset.receipts.merkle import (
@@ -58,7 +59,6 @@ from clearset.receipts.merkle import (
     tree_file_size,
     tree_level_offsets,
 )
-from clearset.sinks.atomic import atomic_path, write_json_atomic
 from clearset.sinks.manifest import STATUS_OK
 
 #: Version of the build folder's layout (build.json says it; another one is started over).

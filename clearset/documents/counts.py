@@ -198,7 +198,7 @@ class RunCounts:
 def run_counts(run_dir: str | Path) -> RunCounts:
     """`RunCounts` from RUN's markers and clean record (the clean only once finished)."""
     from clearset.receipts.issue import clean_identity
-    from clearset.sinks.clean import clean_info
+    from clearset.stages.clean import clean_info
 
     run = RunFolder(Path(run_dir))
     scanned = scanned_counts(run)

@@ -24,12 +24,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path, write_json_atomic
+from clearset.documents.counts import SetCounts, plural, run_counts
 from clearset.errors import RunFolderError
 from clearset.runfolder import RunFolder, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
-from clearset.sinks.atomic import atomic_path, write_json_atomic
-from clearset.sinks.clean import clean_info
-from clearset.sinks.counts import SetCounts, plural, run_counts
+from clearset.stages.clean import clean_info
 
 REPORT_FORMAT = 1
 

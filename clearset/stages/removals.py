@@ -167,7 +167,7 @@ def item_hashes(item: Any) -> list[str | None]:
 
 
 def write_removals(table: pa.Table, path: Path) -> None:
-    from clearset.sinks.atomic import atomic_path
+    from clearset.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         pq.write_table(table.cast(REMOVALS_SCHEMA), tmp, compression="zstd")
@@ -199,8 +199,8 @@ def _url_sha256(url: str) -> str:
 
 def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, options: Any) -> Any:
     """Decide one shard's removals from its items' URLs and bytes, then clean it."""
-    from clearset.sinks.clean import clean_shard, dest_done_file, done_summary, keep_set
     from clearset.sinks.writers import ShardContents
+    from clearset.stages.clean import clean_shard, dest_done_file, done_summary, keep_set
 
     if dest_done_file(Path(dest), shard.id).exists():
         return done_summary(Path(dest), shard)

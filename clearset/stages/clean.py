@@ -48,12 +48,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
+from clearset.documents.counts import marker_samples
 from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
-from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
-from clearset.sinks.counts import marker_samples
 from clearset.sinks.manifest import STATUS_OTHER, conform
-from clearset.sinks.removals import (
+from clearset.sinks.writers import WRITERS, ShardContents
+from clearset.sources.base import ShardRef, Source, shard_fingerprint
+from clearset.sources.folder import STATE_DIR_NAME
+from clearset.stages.removals import (
     REASON_NOT_FETCHED,
     REASON_NOT_IN_KEEP_LIST,
     REASON_UNDECODABLE,
@@ -63,9 +66,6 @@ from clearset.sinks.removals import (
     row_hashes,
     write_removals,
 )
-from clearset.sinks.writers import WRITERS, ShardContents
-from clearset.sources.base import ShardRef, Source, shard_fingerprint
-from clearset.sources.folder import STATE_DIR_NAME
 
 STATE_DIR = STATE_DIR_NAME
 STATE_FILE = "clean.state"
