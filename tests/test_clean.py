@@ -18,10 +18,11 @@ import pytest
 from clearset.demo import DemoData, demo_items, write_folder, write_webdataset
 from clearset.errors import OutputError, RunFolderError
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.runfolder import read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, clean_run, run_scan
 from clearset.sinks import writers
 from clearset.sources import open_source
-from clearset.stages.clean import CleanJob, read_cleaned_manifest
+from clearset.stages.clean import CleanJob
 from tests.conftest import cli, run_cli
 
 

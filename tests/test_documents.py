@@ -29,10 +29,11 @@ from clearset.errors import ClearsetError, InputError, OutputError, RunFolderErr
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair
 from clearset.receipts.dsse import receipt_digest
-from clearset.receipts.issue import issue_receipt
+from clearset.runfolder import read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_scan
+from clearset.runs.issue import issue_receipt
 from clearset.sources import open_source
-from clearset.stages.clean import CleanJob, read_cleaned_manifest
+from clearset.stages.clean import CleanJob
 from tests.conftest import cli, run_cli
 
 MARKDOWN = ("eu-ai-act", "ab2013", "datacard")

@@ -28,7 +28,6 @@ from clearset.engines.local import LocalEngine
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair
-from clearset.receipts.issue import issue_receipt
 from clearset.runs import (
     MatchJob,
     ScanIncomplete,
@@ -39,6 +38,7 @@ from clearset.runs import (
     run_match,
     run_scan,
 )
+from clearset.runs.issue import issue_receipt
 from clearset.runs.status import run_status, status_lines
 from clearset.sources import open_source
 from tests.conftest import cli, run_cli

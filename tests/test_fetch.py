@@ -296,7 +296,7 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
     kept = pq.read_table(run / "cleaned" / "manifest")
     assert sorted(kept.column("key").to_pylist()) == sorted(out.column("uid").to_pylist())
     # a receipt's leaves: the SHA-256 of the bytes the kept URLs served to this scan
-    from clearset.receipts.issue import kept_hashes
+    from clearset.runs.issue import kept_hashes
 
     leaves = {bytes(row).hex() for row in kept_hashes(run)}
     assert leaves == {_sha(jpeg(200 + i)) for i in range(n - 1) if i not in (2, 7)}

@@ -20,8 +20,8 @@ import pytest
 
 from clearset.demo import demo_items, write_hf_parquet
 from clearset.errors import OutputError
+from clearset.runs import clean as clean_module
 from clearset.runs import clean_run
-from clearset.stages import clean as clean_module
 from tests.conftest import cli
 from tests.fetch_server import LoopbackServer, jpeg
 

@@ -89,7 +89,9 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool, k
         else:
             prefix = node.module or ""
         # `from clearset.x import y` names module clearset.x.y when there is one
-        wanted = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in known else prefix for a in node.names]
+        wanted = [
+            f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in known else prefix for a in node.names
+        ]
     found = []
     for name in wanted:
         while name and name not in known:
@@ -112,7 +114,9 @@ def import_graph() -> list[Edge]:
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
                     for target in _targets(module, child, path.name == "__init__.py", known):
                         edges.append(Edge(module, target, child.lineno, in_function))
-                walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+                walk(
+                    child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+                )
 
         walk(tree, False)
     return edges
@@ -196,7 +200,11 @@ def test_no_import_points_up() -> None:
 
 def test_function_level_imports_are_kept_for_start_up_time() -> None:
     unlisted = sorted(
-        {_show(e) for e in function_imports(import_graph()) if (e.source, e.target) not in FUNCTION_IMPORTS}
+        {
+            _show(e)
+            for e in function_imports(import_graph())
+            if (e.source, e.target) not in FUNCTION_IMPORTS
+        }
     )
     assert unlisted == []
 
@@ -209,13 +217,23 @@ def test_allow_list_names_only_imports_that_exist() -> None:
 
 if __name__ == "__main__":
     graph = import_graph()
-    print(f"{len(module_names())} modules, {len({(e.source, e.target) for e in graph})} import edges")
+    print(
+        f"{len(module_names())} modules, {len({(e.source, e.target) for e in graph})} import edges"
+    )
     for component in cycles(graph):
         print("cycle:", " <-> ".join(component))
     for edge in upward(graph):
-        print("up:", _show(edge), f"({LAYERS[layer_of(edge.source)][0]} -> {LAYERS[layer_of(edge.target)][0]})")
+        print(
+            "up:",
+            _show(edge),
+            f"({LAYERS[layer_of(edge.source)][0]} -> {LAYERS[layer_of(edge.target)][0]})",
+        )
     inside = function_imports(graph)
     print(f"{len({(e.source, e.line) for e in inside})} import statements inside functions")
     for edge in inside:
-        print("in function:", _show(edge), "" if (edge.source, edge.target) in FUNCTION_IMPORTS else "(not allowed)")
+        print(
+            "in function:",
+            _show(edge),
+            "" if (edge.source, edge.target) in FUNCTION_IMPORTS else "(not allowed)",
+        )
     sys.exit(1 if cycles(graph) or upward(graph) else 0)

@@ -71,8 +71,8 @@ def clean(
     The copy has the source's format and shard names; re-running resumes. A clean to
     another --to keeps the run's record of the earlier one in RUN/history/clean-N/.
     """
+    from clearset.runfolder import clean_info
     from clearset.runs import clean_run
-    from clearset.stages.clean import clean_info
 
     with engine_for(engine, address, workers) as runner:
         counts = clean_run(
@@ -103,7 +103,8 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
         out.print(f"  {reason}: {plural(number, 'sample')}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
-    from clearset.stages.clean import card_lines, clean_info
+    from clearset.runfolder import clean_info
+    from clearset.runs.clean import card_lines
 
     for line in card_lines((clean_info(run_dir) or {}).get("card_files")):
         out.print(line)
@@ -187,7 +188,7 @@ def apply_removals_command(
         f"{counts['shards_copied_whole']:,} shards had nothing to remove and were copied "
         f"whole; cleaned copy: {to}"
     )
-    from clearset.stages.clean import card_lines
+    from clearset.runs.clean import card_lines
 
     for line in card_lines(counts.get("card_files")):
         out.print(line)

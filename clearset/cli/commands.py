@@ -39,7 +39,7 @@ from clearset.documents.report import write_report
 from clearset.errors import InputError
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, proof_to_json
-from clearset.runfolder import RunFolder, accounting_line
+from clearset.runfolder import RunFolder, accounting_line, read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, Split, run_match, run_scan
 from clearset.runs.scan import status_reasons
 from clearset.runs.tasks import DEFAULT_RETRIES
@@ -56,7 +56,7 @@ from clearset.sources.fetcher import (
     FETCH_RETRIES,
     FETCH_USER_AGENT,
 )
-from clearset.stages.clean import CleanJob, read_cleaned_manifest
+from clearset.stages.clean import CleanJob
 
 #: FetchSettings field -> the scan option that sets it.
 _FETCH_FLAGS = {
@@ -724,7 +724,7 @@ def _say(*argv: object) -> None:
 def _demo_receipt(out_dir: Path, run_dir: Path) -> None:
     """Sign a receipt, then prove and verify one kept and one removed item."""
     from clearset.receipts import load_public_key, verify
-    from clearset.receipts.issue import issue_receipt, prove_item, removed_hashes
+    from clearset.runs.issue import issue_receipt, prove_item, removed_hashes
 
     keys = out_dir / "keys"
     if not (keys / "clearset.key").exists():

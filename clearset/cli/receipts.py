@@ -41,13 +41,9 @@ from clearset.receipts import (
     verify_proof,
     verify_removed,
 )
-from clearset.receipts.issue import (
-    RECEIPT_FILE,
-    issue_receipt,
-    prove_item,
-    prove_item_removed,
-    read_receipt,
-)
+from clearset.receipts.issue import read_receipt
+from clearset.runfolder import RECEIPT_FILE
+from clearset.runs.issue import issue_receipt, prove_item, prove_item_removed
 from clearset.runs.tasks import DEFAULT_RETRIES
 
 Sha256Opt = Annotated[

@@ -27,9 +27,8 @@ import pyarrow.parquet as pq
 from clearset.atomic import atomic_path, write_json_atomic
 from clearset.documents.counts import SetCounts, plural, run_counts
 from clearset.errors import RunFolderError
-from clearset.runfolder import RunFolder, utc_now
+from clearset.runfolder import RunFolder, clean_info, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
-from clearset.stages.clean import clean_info
 
 REPORT_FORMAT = 1
 

@@ -33,17 +33,16 @@ from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
 from clearset.runlock import run_lock
-from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
-from clearset.sources.base import ShardRef, Source
-from clearset.stages.clean import (
-    CleanJob,
-    dest_done_file,
+from clearset.runs.clean import (
     drop_state,
     finish_clean,
     prepare_clean,
     publish_cards,
     refuse_overlap,
 )
+from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
+from clearset.sources.base import ShardRef, Source
+from clearset.stages.clean import CleanJob, dest_done_file
 from clearset.stages.match import MatchJob, drop_shared_index
 from clearset.stages.scan import ScanSettings, scan_task
 

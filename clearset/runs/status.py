@@ -13,9 +13,9 @@ from typing import Any
 from clearset.documents.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.errors import ClearsetError
 from clearset.receipts.dsse import envelope_payload
-from clearset.receipts.issue import RECEIPT_FILE, read_receipt
+from clearset.receipts.issue import read_receipt
 from clearset.receipts.statement import parse_json
-from clearset.runfolder import RunFolder
+from clearset.runfolder import RECEIPT_FILE, RunFolder
 from clearset.runlock import RunBusy, holder, run_lock
 from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
 from clearset.sources import source_from_spec

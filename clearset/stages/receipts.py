@@ -107,7 +107,7 @@ def packed_sha256(table_column: Any) -> np.ndarray:
 class ManifestLeaves:
     """One cleaned manifest shard: every row with a SHA-256 is a kept item.
 
-    This is the rule `clearset.receipts.issue.kept_hashes` applies to the whole manifest,
+    This is the rule `clearset.runs.issue.kept_hashes` applies to the whole manifest,
     applied to one shard file. ``count`` and ``digest`` are the file's row count and
     SHA-256 from its completion marker, when known: then planning reads neither the
     footer nor the file's stat, and reading checks the count."""
