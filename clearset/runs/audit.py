@@ -42,6 +42,7 @@ from clearset.matching.embeddings import (
     similar_pairs,
 )
 from clearset.matching.reference import check_threshold
+from clearset.receipts.dsse import parse_envelope, receipt_digest
 from clearset.runfolder import RECEIPT_FILE, RunFolder, utc_now
 from clearset.runs.scan import run_scan
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
@@ -211,8 +212,6 @@ def _manifest_digest(run: RunFolder) -> str:
 
 def _receipt_digest(run: RunFolder) -> str | None:
     """The digest of RUN's receipt, if it has one (not verified: `clearset verify` does)."""
-    from clearset.receipts.dsse import parse_envelope, receipt_digest
-
     path = run.path / RECEIPT_FILE
     if not path.exists():
         return None

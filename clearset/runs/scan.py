@@ -41,6 +41,7 @@ from clearset.runs.clean import (
     refuse_overlap,
 )
 from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
+from clearset.sinks.manifest import read_manifest_files
 from clearset.sources.base import ShardRef, Source
 from clearset.stages.clean import CleanJob, dest_done_file
 from clearset.stages.match import MatchJob, drop_shared_index
@@ -412,8 +413,6 @@ def status_reasons(run: RunFolder) -> Counter[tuple[str, str]]:
     """Rows of the completed shards by (status, first word of the reason), from their
     completion markers: at 10^5 shards, opening every parquet would take minutes. Only a
     marker written before markers held this (no "by_status") has its parquet read."""
-    from clearset.sinks.manifest import read_manifest_files
-
     counts: Counter[tuple[str, str]] = Counter()
     for marker in run.done_markers():
         by_status = marker.get("by_status")
