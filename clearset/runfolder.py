@@ -54,6 +54,20 @@ RECEIPT_FILE = "receipt.dsse.json"
 TREE_FILE = "tree.bin"
 SALT_FILE = "receipt.salt"
 REMOVALS_FILE = "removals.parquet"
+#: RUN/cleaned/: what the last clean kept (see `RunFolder.cleaned`).
+CLEANED_DIR = "cleaned"
+#: What belongs to one clean of a run, and moves to RUN/history/clean-<n>/ when a clean
+#: to another destination (or with other options or lists) replaces it.
+CLEAN_OUTPUTS = (
+    CLEANED_DIR,
+    REMOVALS_FILE,
+    RECEIPT_FILE,
+    SALT_FILE,
+    TREE_FILE,
+    "report.json",
+    "report.html",
+    "documents",  # `clearset document` drafts describe one clean and cite its receipt
+)
 
 
 def utc_now() -> str:
@@ -97,6 +111,19 @@ class RunFolder:
 
     def done_file(self, shard_id: str) -> Path:
         return self.markers_dir / f"{shard_id}{DONE_SUFFIX}"
+
+    @property
+    def cleaned(self) -> RunFolder:
+        """RUN/cleaned/: the last clean's kept manifest rows and markers, laid out as a run."""
+        return RunFolder(self.path / CLEANED_DIR)
+
+    @property
+    def removals_dir(self) -> Path:
+        # Used on RUN/cleaned/: the rows each shard's clean removed.
+        return self.path / "removals"
+
+    def removals_file(self, shard_id: str) -> Path:
+        return self.removals_dir / f"{shard_id}.parquet"
 
     def is_done(self, shard_id: str) -> bool:
         return self.done_file(shard_id).exists() and self.manifest_file(shard_id).exists()
@@ -446,7 +473,7 @@ def read_clean_json(cleaned: RunFolder) -> dict[str, Any] | None:
 
 def record_clean(run: RunFolder) -> None:
     """RUN/history.jsonl's line for the clean that just finished."""
-    record = read_clean_json(RunFolder(run.path / "cleaned")) or {}
+    record = read_clean_json(run.cleaned) or {}
     counts = record.get("counts") or {}
     run.record(
         "clean",
@@ -471,7 +498,7 @@ def cleaned_manifest_shards(run_dir: str | Path) -> list[tuple[Path, dict[str, A
     """The cleaned copy's manifest files with their completion markers (``rows``, the
     file's row count, and ``manifest_sha256``), once the last clean has finished."""
     run = RunFolder(Path(run_dir))
-    cleaned = RunFolder(run.path / "cleaned")
+    cleaned = run.cleaned
     record = read_clean_json(cleaned)
     if record is None:
         raise RunFolderError(f"{run.path}: has no cleaned copy; run `clearset clean` first")
@@ -491,4 +518,4 @@ def read_cleaned_manifest(run_dir: str | Path, columns: list[str] | None = None)
 
 def clean_info(run_dir: str | Path) -> dict[str, Any] | None:
     """RUN/cleaned/clean.json, or None when the run was never cleaned."""
-    return read_clean_json(RunFolder(Path(run_dir) / "cleaned"))
+    return read_clean_json(RunFolder(Path(run_dir)).cleaned)

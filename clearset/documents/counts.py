@@ -143,7 +143,7 @@ def scanned_counts(run: RunFolder, markers: Iterable[Mapping[str, Any]] | None =
 
 def kept_counts(run: RunFolder) -> SetCounts:
     """The cleaned copy: the members and samples the last clean kept (see its markers)."""
-    cleaned = RunFolder(run.path / "cleaned")
+    cleaned = run.cleaned
     samples = members = image_rows = unreadable = without_bytes = 0
     for marker in cleaned.done_markers():
         samples += marker_samples(marker, cleaned.manifest_file(marker["shard_id"]), "samples_kept")
@@ -226,7 +226,7 @@ def clean_identity(run_dir: Path) -> dict[str, str]:
     return {
         "destination": source_label(str(record.get("destination") or "cleaned")),
         "finished": str(record["finished"])[:19] + "Z",
-        "manifest_digest": manifest_digest(RunFolder(Path(run_dir) / "cleaned")),
+        "manifest_digest": manifest_digest(RunFolder(Path(run_dir)).cleaned),
     }
 
 

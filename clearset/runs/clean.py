@@ -20,6 +20,8 @@ from clearset.documents.counts import marker_samples
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.runfolder import (
+    CLEAN_OUTPUTS,
+    REMOVALS_FILE,
     RunFolder,
     clean_info,
     read_clean_json,
@@ -39,7 +41,6 @@ from clearset.stages.clean import (
     apply_shard,
     clean_run_shard,
     keep_set,
-    removals_file,
     state_dir,
 )
 from clearset.stages.removals import (
@@ -107,8 +108,8 @@ def clean_run(
             # Workers remove their own temporary files when stopped, unless killed inside a
             # long call: this clean is the only writer of both places, so it sweeps them now.
             sweep_dest_tmp(Path(job.dest))
-            cleaned = RunFolder(run.path / "cleaned")
-            for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
+            cleaned = run.cleaned
+            for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.removals_dir):
                 sweep_tmp(folder)
             raise
         # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
@@ -224,20 +225,6 @@ def run_shard_tasks(
 
 #: 2: RUN/cleaned/ keeps its markers in markers/, as the run does.
 CLEAN_FORMAT = 2
-
-
-#: What belongs to one clean of a run, and moves to RUN/history/clean-<n>/ when a clean
-#: to another destination (or with other options or lists) replaces it.
-CLEAN_OUTPUTS = (
-    "cleaned",
-    "removals.parquet",
-    "receipt.dsse.json",
-    "receipt.salt",
-    "tree.bin",
-    "report.json",
-    "report.html",
-    "documents",  # `clearset document` drafts describe one clean and cite its receipt
-)
 
 
 def prepare_destination(dest: Path, identity: dict[str, Any]) -> None:
@@ -467,7 +454,7 @@ def prepare_clean(
     dest = Path(job.dest)
     refuse_overlap(info["source"]["url"], shards, dest)
     identity = _identity(run, info, options)
-    cleaned = RunFolder(run.path / "cleaned")
+    cleaned = run.cleaned
     record = read_clean_json(cleaned)
     if finished_here(record, dest) and record.get("identity") == identity:  # type: ignore[union-attr]
         return True
@@ -485,7 +472,7 @@ def prepare_clean(
         # with the receipt and report made from it, is kept in RUN/history/clean-<n>/.
         replaced = run.archive("clean", [run.path / name for name in CLEAN_OUTPUTS])
         record = None
-    for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.path / "removals"):
+    for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.removals_dir):
         folder.mkdir(parents=True, exist_ok=True)
         sweep_tmp(folder)
     record = record or {
@@ -530,11 +517,11 @@ def finish_clean(
 ) -> dict[str, Any]:
     """Gather per-shard removals into RUN/removals.parquet and finish clean.json (with
     the card files `publish_cards` carried, when given)."""
-    cleaned = RunFolder(run.path / "cleaned")
+    cleaned = run.cleaned
     markers = cleaned.done_markers()
-    tables = [pq.read_table(removals_file(cleaned, m["shard_id"])) for m in markers]
+    tables = [pq.read_table(cleaned.removals_file(m["shard_id"])) for m in markers]
     removals = pa.concat_tables(tables) if tables else REMOVALS_SCHEMA.empty_table()
-    write_removals(removals, run.path / "removals.parquet")
+    write_removals(removals, run.path / REMOVALS_FILE)
     counts: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
     for marker in markers:

@@ -269,7 +269,7 @@ def clean_shard(
         _count_kept(summary, manifest, kept, removed)
         with atomic_path(cleaned.manifest_file(shard.id)) as tmp:
             pq.write_table(conform(kept), tmp, compression="zstd")
-        write_removals(_removal_rows(manifest, removed), removals_file(cleaned, shard.id))
+        write_removals(_removal_rows(manifest, removed), cleaned.removals_file(shard.id))
         done = summary.to_dict()
         done["manifest_sha256"] = file_sha256(cleaned.manifest_file(shard.id))
         write_json_atomic(cleaned.done_file(shard.id), done)
@@ -302,10 +302,6 @@ def _count_kept(
             summary.undecodable_dropped += 1
 
 
-def removals_file(cleaned: RunFolder, shard_id: str) -> Path:
-    return cleaned.path / "removals" / f"{shard_id}.parquet"
-
-
 def _check_unchanged(run: RunFolder, shard: ShardRef) -> None:
     marker = json.loads(run.done_file(shard.id).read_text())
     recorded = marker.get("source_fingerprint")
@@ -329,7 +325,7 @@ def clean_run_shard(
     With `check_source`, a shard whose files changed since the scan is refused: copying
     it would put bytes nobody scanned into the cleaned copy and under its receipt."""
     run = RunFolder(Path(run_dir))
-    cleaned = RunFolder(run.path / "cleaned")
+    cleaned = run.cleaned
     dest = Path(job.dest)
     if dest_done_file(dest, shard.id).exists() and cleaned.is_done(shard.id):
         return CleanShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
