@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter
 
-from clearset.sinks.atomic import atomic_path
+from clearset.atomic import atomic_path
+from clearset.hashing.pdq import pdq_from_rgb
 
 DEMO_SEED = 0
 DEMO_IMAGES = 96
@@ -423,8 +424,6 @@ class WatchList:
 
 def watched_originals(seed: int, count: int) -> list[Image.Image]:
     """Detailed pictures (photos or busy scenes) whose PDQ quality is high."""
-    from clearset.hashing.pdq import pdq_from_rgb
-
     rng = np.random.default_rng(seed + 101)
     chosen: list[Image.Image] = []
     while len(chosen) < count:
@@ -440,8 +439,6 @@ def watched_originals(seed: int, count: int) -> list[Image.Image]:
 
 def plant_watched(items: list[DemoItem], seed: int) -> WatchList:
     """Insert one edited copy of a watched original per edit; return the list to use."""
-    from clearset.hashing.pdq import pdq_from_rgb
-
     rng = np.random.default_rng(seed + 202)
     originals = watched_originals(seed, len(PLANTED_EDITS))
     planted: dict[str, str] = {}

@@ -30,10 +30,10 @@ from typing import Any
 import pyarrow as pa
 
 from clearset import TOOL_NAME, __version__
+from clearset.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.errors import RunFolderError
 from clearset.runlock import RUN_LOCK
 from clearset.settings import MAX_UNREAD_SHARE
-from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.manifest import (
     HASHED,
     MANIFEST_VERSION,
@@ -48,6 +48,26 @@ RUN_FORMAT = 2
 DONE_SUFFIX = ".done.json"
 HISTORY_FILE = "history.jsonl"
 HISTORY_DIR = "history"
+#: What `clearset receipt` writes in a run (see `clearset.runs.issue`), and the removals
+#: a finished clean gathers there.
+RECEIPT_FILE = "receipt.dsse.json"
+TREE_FILE = "tree.bin"
+SALT_FILE = "receipt.salt"
+REMOVALS_FILE = "removals.parquet"
+#: RUN/cleaned/: what the last clean kept (see `RunFolder.cleaned`).
+CLEANED_DIR = "cleaned"
+#: What belongs to one clean of a run, and moves to RUN/history/clean-<n>/ when a clean
+#: to another destination (or with other options or lists) replaces it.
+CLEAN_OUTPUTS = (
+    CLEANED_DIR,
+    REMOVALS_FILE,
+    RECEIPT_FILE,
+    SALT_FILE,
+    TREE_FILE,
+    "report.json",
+    "report.html",
+    "documents",  # `clearset document` drafts describe one clean and cite its receipt
+)
 
 
 def utc_now() -> str:
@@ -91,6 +111,19 @@ class RunFolder:
 
     def done_file(self, shard_id: str) -> Path:
         return self.markers_dir / f"{shard_id}{DONE_SUFFIX}"
+
+    @property
+    def cleaned(self) -> RunFolder:
+        """RUN/cleaned/: the last clean's kept manifest rows and markers, laid out as a run."""
+        return RunFolder(self.path / CLEANED_DIR)
+
+    @property
+    def removals_dir(self) -> Path:
+        # Used on RUN/cleaned/: the rows each shard's clean removed.
+        return self.path / "removals"
+
+    def removals_file(self, shard_id: str) -> Path:
+        return self.removals_dir / f"{shard_id}.parquet"
 
     def is_done(self, shard_id: str) -> bool:
         return self.done_file(shard_id).exists() and self.manifest_file(shard_id).exists()
@@ -282,8 +315,6 @@ class RunFolder:
             accounting=(info.get("accounting") or {}).get("verdict"),
         )
         if "clean" in counts:
-            from clearset.sinks.clean import record_clean
-
             record_clean(self)
 
     def archive(self, op: str, paths: list[Path]) -> str | None:
@@ -414,3 +445,77 @@ def accounting_line(accounting: dict[str, Any]) -> str:
     if totals.get(UPSTREAM_FAILED):
         parts.append(f"{totals[UPSTREAM_FAILED]:,} failed downloads the source records")
     return f"accounting: {found:,} members: " + "; ".join(parts)
+
+
+# ---------------------------------------------------------------- RUN/cleaned/: the last clean
+
+
+def refuse_unaccounted(run: RunFolder, info: dict[str, Any]) -> None:
+    """A run whose scan hashed nothing, or left too much unread, backs no cleaned copy
+    and no receipt (unless it was scanned with --allow-missing)."""
+    accounting = info.get("accounting") or {}
+    if accounting.get("verdict") == "failed":
+        raise RunFolderError(
+            f"{run.path}: {accounting.get('problem')}; not cleaning or signing it (re-run its "
+            "scan with --allow-missing to accept it)"
+        )
+
+
+def read_clean_json(cleaned: RunFolder) -> dict[str, Any] | None:
+    path = cleaned.path / "clean.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise RunFolderError(f"{path}: corrupt clean record") from None
+
+
+def record_clean(run: RunFolder) -> None:
+    """RUN/history.jsonl's line for the clean that just finished."""
+    record = read_clean_json(run.cleaned) or {}
+    counts = record.get("counts") or {}
+    run.record(
+        "clean",
+        destination=record.get("destination"),
+        started=record.get("started"),
+        finished=record.get("finished"),
+        options=record.get("options"),
+        lists=lists_identity(record.get("matching")),
+        items_kept=counts.get("items_kept"),
+        items_removed=counts.get("items_removed"),
+        keys_removed=counts.get("keys_removed"),
+        replaced=record.get("replaced"),
+    )
+
+
+def cleaned_manifest_files(run_dir: str | Path) -> list[Path]:
+    """The cleaned copy's manifest files, once the last clean has finished."""
+    return [path for path, _ in cleaned_manifest_shards(run_dir)]
+
+
+def cleaned_manifest_shards(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The cleaned copy's manifest files with their completion markers (``rows``, the
+    file's row count, and ``manifest_sha256``), once the last clean has finished."""
+    run = RunFolder(Path(run_dir))
+    cleaned = run.cleaned
+    record = read_clean_json(cleaned)
+    if record is None:
+        raise RunFolderError(f"{run.path}: has no cleaned copy; run `clearset clean` first")
+    refuse_unaccounted(run, run.read_info())
+    if not record.get("finished"):
+        raise RunFolderError(
+            f"{run.path}: the clean to {record.get('destination')} is not finished; "
+            "re-run the same `clearset clean` to complete it"
+        )
+    return [(cleaned.manifest_file(m["shard_id"]), m) for m in cleaned.done_markers()]
+
+
+def read_cleaned_manifest(run_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The cleaned copy's manifest: the run's manifest rows that the last clean kept."""
+    return read_manifest_files(cleaned_manifest_files(run_dir), columns)
+
+
+def clean_info(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/cleaned/clean.json, or None when the run was never cleaned."""
+    return read_clean_json(RunFolder(Path(run_dir)).cleaned)

@@ -64,7 +64,7 @@ def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
     from clearset.cli import main
     from clearset.cli.app import console, out
-    from clearset.sinks import clean
+    from clearset.stages import clean
 
     stdout, stderr = io.StringIO(), io.StringIO()
     saved = sys.argv, signal.getsignal(signal.SIGINT), sys.excepthook

@@ -19,8 +19,9 @@ from clearset.demo import DemoData, demo_items, write_folder, write_webdataset
 from clearset.errors import OutputError, RunFolderError
 from clearset.formats import FORMATS, open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.runfolder import read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, clean_run, run_scan
-from clearset.sinks.clean import CleanJob, read_cleaned_manifest
+from clearset.stages.clean import CleanJob
 from tests.conftest import cli, run_cli
 
 
@@ -284,7 +285,7 @@ def test_scan_clean_to_reads_a_remote_shard_once(demo_data: DemoData, tmp_path: 
 
     from clearset.matching.matcher import ListSpec, MatchSettings
     from clearset.runs import MatchJob, ScanSettings, run_scan
-    from clearset.sinks.clean import CleanJob
+    from clearset.stages.clean import CleanJob
 
     opened: list[str] = []
 

@@ -24,15 +24,16 @@ import yaml
 from clearset.demo import DemoData, demo_items, write_webdataset
 from clearset.documents import FORMATS, QUESTIONS, check_document, write_documents
 from clearset.documents.facts import GAP_PATTERN, load_answers
+from clearset.documents.report import build_report
 from clearset.errors import ClearsetError, InputError, OutputError, RunFolderError
 from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair
 from clearset.receipts.dsse import receipt_digest
-from clearset.receipts.issue import issue_receipt
+from clearset.runfolder import read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_scan
-from clearset.sinks.clean import CleanJob, read_cleaned_manifest
-from clearset.sinks.report import build_report
+from clearset.runs.issue import issue_receipt
+from clearset.stages.clean import CleanJob
 from tests.conftest import cli, run_cli
 
 MARKDOWN = ("eu-ai-act", "ab2013", "datacard")

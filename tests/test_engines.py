@@ -29,7 +29,6 @@ from clearset.errors import InputError
 from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair
-from clearset.receipts.issue import issue_receipt
 from clearset.runs import (
     MatchJob,
     ScanIncomplete,
@@ -40,6 +39,7 @@ from clearset.runs import (
     run_match,
     run_scan,
 )
+from clearset.runs.issue import issue_receipt
 from clearset.runs.status import run_status, status_lines
 from tests.conftest import cli, run_cli
 

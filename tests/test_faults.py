@@ -117,7 +117,7 @@ def test_a_stop_landing_where_python_swallows_exceptions_ends_the_worker_quietly
         "import sys, weakref\n"
         "from clearset.engines import local\n"
         "from pathlib import Path\n"
-        "from clearset.sinks import atomic\n"
+        "from clearset import atomic\n"
         "sys.unraisablehook = local._on_unraisable\n"
         f"open({str(pending)!r}, 'w').close()\n"
         f"atomic._pending.add(Path({str(pending)!r}))  # as atomic_path does\n"
@@ -216,8 +216,8 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path,
 
 
 def test_atomic_write_to_a_full_device_is_an_output_error(tmp_path: Path) -> None:
+    from clearset.atomic import tmp_path_for, write_json_atomic
     from clearset.errors import OutputError
-    from clearset.sinks.atomic import tmp_path_for, write_json_atomic
 
     target = tmp_path / "run.json"
     # The temporary file is /dev/full, which refuses every write with ENOSPC.
@@ -232,7 +232,7 @@ def test_atomic_write_to_a_full_device_is_an_output_error(tmp_path: Path) -> Non
 def test_a_stop_anywhere_in_a_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     """A stopped worker (or a Ctrl-C) removes the files of writes still under way, even
     when the stop lands where atomic_path's own clean-up cannot run."""
-    from clearset.sinks.atomic import atomic_path, remove_pending_tmp
+    from clearset.atomic import atomic_path, remove_pending_tmp
 
     write = atomic_path(tmp_path / "00001.parquet")
     tmp = write.__enter__()  # a write under way, never finished nor unwound

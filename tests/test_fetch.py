@@ -296,7 +296,7 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
     kept = pq.read_table(run / "cleaned" / "manifest")
     assert sorted(kept.column("key").to_pylist()) == sorted(out.column("uid").to_pylist())
     # a receipt's leaves: the SHA-256 of the bytes the kept URLs served to this scan
-    from clearset.receipts.issue import kept_hashes
+    from clearset.runs.issue import kept_hashes
 
     leaves = {bytes(row).hex() for row in kept_hashes(run)}
     assert leaves == {_sha(jpeg(200 + i)) for i in range(n - 1) if i not in (2, 7)}
@@ -312,8 +312,8 @@ def test_clean_of_a_url_parquet_keeps_its_schema_and_drops_matched_rows(
 def test_only_finished_parts_of_a_url_list_are_assembled(tmp_path: Path) -> None:
     # Another worker's part still being written (an atomic write's temporary name) must
     # neither crash the shard that looks nor count as written.
+    from clearset.atomic import TMP_PREFIX
     from clearset.formats.urls import finished_parts
-    from clearset.sinks.atomic import TMP_PREFIX
 
     for lo, hi in ((0, 3), (3, 6)):
         (tmp_path / f"{lo:012d}-{hi:012d}.part").write_bytes(b"done")

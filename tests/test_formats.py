@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import multiprocessing
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,11 @@ from typing import Any, ClassVar
 import pyarrow.parquet as pq
 import pytest
 
+from clearset.atomic import atomic_path
 from clearset.demo import demo_items, write_folder, write_hf_parquet, write_webdataset
 from clearset.formats import FORMATS, detect, open_source, register
 from clearset.formats.base import Format, Item, ShardRef, file_shards
 from clearset.formats.rewriting import ShardContents, WrittenShard, changed_since_scan
-from clearset.sinks.atomic import atomic_path
 from tests.conftest import cli
 
 ITEMS = [i for i in demo_items(count=6) if i.broken is None]
@@ -113,8 +114,25 @@ class ToyNoRewrite(Format):
     suffixes = (".ro64l",)
 
 
-register(ToyLines())  # the one registry line a new format takes
-register(ToyNoRewrite())
+def _register_toys() -> None:
+    register(ToyLines())  # the one registry line a new format takes
+    register(ToyNoRewrite())
+
+
+# A spawned worker imports this module to unpickle a toy source, and needs the toys named.
+# In the test process they are named only while this module's tests run, so that no other
+# test (the CLI reference's --kind choices) sees them.
+if multiprocessing.parent_process() is not None:
+    _register_toys()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _toys() -> Iterator[None]:
+    before = dict(FORMATS)
+    _register_toys()
+    yield
+    FORMATS.clear()
+    FORMATS.update(before)
 
 
 def make_toy(root: Path, suffix: str = ".b64l") -> Path:

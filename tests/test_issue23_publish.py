@@ -21,7 +21,7 @@ import pytest
 from clearset.demo import demo_items, write_hf_parquet
 from clearset.errors import OutputError
 from clearset.runs import clean_run
-from clearset.sinks import clean as clean_module
+from clearset.runs.clean import drop_state as real_drop_state
 from tests.conftest import cli
 from tests.fetch_server import LoopbackServer, jpeg
 
@@ -187,7 +187,7 @@ def test_a_stopped_clean_looks_unfinished_and_resumes_to_a_publishable_copy(
     assert (dest / ".clearset-clean" / "clean.state").exists()  # it says it is unfinished
     with pytest.raises(OutputError, match="other options"):  # and it is still ours
         clean_run(run, dest, workers=1, drop_undecodable=True)
-    monkeypatch.setattr("clearset.runs.clean.drop_state", clean_module.drop_state)
+    monkeypatch.setattr("clearset.runs.clean.drop_state", real_drop_state)
     clean_run(run, dest, workers=1)
     assert_publishable(dest, hf_repo["repo"], run, hf_repo["list"])
     assert (dest / "README.md").read_bytes() == CARD.encode()

@@ -16,13 +16,13 @@ import pytest
 
 from clearset.demo import DemoData, demo_items, write_webdataset
 from clearset.documents import FORMATS
+from clearset.documents.report import SHARD_BARS_MAX, build_report, render_html, write_report
 from clearset.engines import Outcome, Task
 from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.progress import ProgressFn
 from clearset.runs import MatchJob, ScanSettings, run_scan
-from clearset.sinks.clean import CleanJob
-from clearset.sinks.report import SHARD_BARS_MAX, build_report, render_html, write_report
+from clearset.stages.clean import CleanJob
 from tests.conftest import cli
 
 

@@ -18,7 +18,7 @@ from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runfolder import RunFolder
 from clearset.runs import MatchJob, ScanSettings, apply_removals, clean_run, run_match, run_scan
-from clearset.sinks.clean import CleanJob
+from clearset.stages.clean import CleanJob
 
 
 def _images(count: int, seed: int = 11) -> list[DemoItem]:
@@ -209,7 +209,7 @@ def test_match_and_clean_keep_what_they_replace_and_say_so(tmp_path: Path) -> No
 
 def test_a_receipt_covers_the_latest_clean_after_a_second_one(tmp_path: Path) -> None:
     from clearset.receipts import generate_keypair
-    from clearset.receipts.issue import issue_receipt
+    from clearset.runs.issue import issue_receipt
 
     images = _images(6)
     write_folder(tmp_path / "src", images)

@@ -309,7 +309,8 @@ def test_proofs_from_the_built_file_verify_at_bucket_bounds_and_both_ends(tmp_pa
 
 
 def test_a_cleaned_run_gives_the_tree_of_its_kept_items(tmp_path, cleaned_run):
-    from clearset.receipts.issue import kept_hashes, sorted_leaf_chunks
+    from clearset.receipts.issue import sorted_leaf_chunks
+    from clearset.runs.issue import kept_hashes
 
     tree = build_run_tree(cleaned_run, tmp_path / "tree.bin", workers=1)
     twin = MerkleTree.build(sorted_leaf_chunks(kept_hashes(cleaned_run)))
@@ -341,7 +342,7 @@ def cleaned_run(demo_data, tmp_path_factory) -> Path:
     from clearset.formats import open_source
     from clearset.matching.matcher import ListSpec, MatchSettings
     from clearset.runs import MatchJob, ScanSettings, run_scan
-    from clearset.sinks.clean import CleanJob
+    from clearset.stages.clean import CleanJob
 
     root = tmp_path_factory.mktemp("cleaned-run")
     run_scan(
@@ -364,7 +365,8 @@ def test_the_plan_is_in_the_build_folder(tmp_path, monkeypatch):
 
 
 def test_receipt_command_takes_the_engine_options(tmp_path, cleaned_run):
-    from clearset.receipts.issue import kept_hashes, sorted_leaf_chunks
+    from clearset.receipts.issue import sorted_leaf_chunks
+    from clearset.runs.issue import kept_hashes
     from tests.conftest import run_cli
 
     run_cli("keygen", str(tmp_path / "keys"), check=True)

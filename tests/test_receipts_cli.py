@@ -15,8 +15,9 @@ import pytest
 from clearset.demo import DemoData
 from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.runfolder import read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_scan
-from clearset.sinks.clean import CleanJob, read_cleaned_manifest
+from clearset.stages.clean import CleanJob
 from tests.conftest import run_cli
 
 
@@ -446,7 +447,7 @@ def test_verify_calls_a_broken_proof_invalid(
     capsys: pytest.CaptureFixture[str],
     variant: str,
 ) -> None:
-    from clearset.receipts.issue import prove_item
+    from clearset.runs.issue import prove_item
 
     sha256 = hashlib.sha256((demo_data.folder / "000000002.jpg").read_bytes()).digest()
     proof = prove_item(signed["new"], sha256)
@@ -549,7 +550,7 @@ def test_receipt_names_places_without_local_paths_and_warns_on_an_open_key(
     import shutil
 
     from clearset.receipts import canonical_json
-    from clearset.sinks.clean import clean_info
+    from clearset.runfolder import clean_info
 
     # The default: the source's last path part, and no path of this machine anywhere.
     payload = json.dumps(_statement(signed["new"]))

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from clearset.demo import DemoData
+from clearset.documents.report import bar_chart, write_report
 from clearset.formats import open_source
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runs import MatchJob, ScanSettings, run_scan
-from clearset.sinks.clean import CleanJob
-from clearset.sinks.report import bar_chart, write_report
+from clearset.stages.clean import CleanJob
 from tests.conftest import run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from clearset.atomic import write_json_atomic
 from clearset.cli.app import (
     AddressOpt,
     EngineOpt,
@@ -27,7 +28,6 @@ from clearset.runs.audit import AuditSettings, run_audit
 from clearset.runs.prompts import most_duplicated
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD
-from clearset.sinks.atomic import write_json_atomic
 
 
 @app.command()

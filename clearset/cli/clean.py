@@ -20,8 +20,12 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.documents.counts import plural, run_counts
+from clearset.documents.report import write_report
+from clearset.runfolder import clean_info
+from clearset.runs import apply_removals, clean_run
+from clearset.runs.clean import card_lines
 from clearset.runs.tasks import DEFAULT_RETRIES
-from clearset.sinks.counts import plural, run_counts
 
 ToOpt = Annotated[
     Path,
@@ -71,9 +75,6 @@ def clean(
     The copy has the source's format and shard names; re-running resumes. A clean to
     another --to keeps the run's record of the earlier one in RUN/history/clean-N/.
     """
-    from clearset.runs import clean_run
-    from clearset.sinks.clean import clean_info
-
     with engine_for(engine, address, workers) as runner:
         counts = clean_run(
             run_dir,
@@ -103,7 +104,6 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
         out.print(f"  {reason}: {plural(number, 'sample')}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
-    from clearset.sinks.clean import card_lines, clean_info
 
     for line in card_lines((clean_info(run_dir) or {}).get("card_files")):
         out.print(line)
@@ -127,8 +127,6 @@ def report(
     report marked partial throughout, saying how to finish.
     """
     import json
-
-    from clearset.sinks.report import write_report
 
     json_path, html_path = write_report(run_dir, show_urls=show_urls)
     out.print(f"report: {html_path} (data: {json_path})")
@@ -163,8 +161,6 @@ def apply_removals_command(
     With --keep-list, keep only the items newer metadata holds. What is kept is written
     to --to in the source's format.
     """
-    from clearset.runs import apply_removals
-
     with engine_for(engine, address, workers) as runner:
         counts = apply_removals(
             source,
@@ -187,7 +183,6 @@ def apply_removals_command(
         f"{counts['shards_copied_whole']:,} shards had nothing to remove and were copied "
         f"whole; cleaned copy: {to}"
     )
-    from clearset.sinks.clean import card_lines
 
     for line in card_lines(counts.get("card_files")):
         out.print(line)

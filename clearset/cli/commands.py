@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
+from clearset.atomic import atomic_path
 from clearset.cli.app import (
     AddressOpt,
     EngineOpt,
@@ -33,8 +34,20 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.cli.clean import print_clean
+from clearset.cli.documents import demo_documents
+from clearset.demo import DemoData, _edit, build_demo_data, encode_jpeg, watched_originals
+from clearset.documents.counts import plural, run_counts, scanned_counts
+from clearset.documents.report import write_report
 from clearset.errors import InputError
-from clearset.formats import SOURCE_KINDS, absolute_url, detect, is_folder, open_source
+from clearset.formats import (
+    SOURCE_KINDS,
+    FetchSettings,
+    absolute_url,
+    detect,
+    is_folder,
+    open_source,
+)
 from clearset.formats.fetching.fetcher import (
     FETCH_BACKOFF,
     FETCH_CONCURRENCY,
@@ -45,18 +58,20 @@ from clearset.formats.fetching.fetcher import (
     FETCH_RETRIES,
     FETCH_USER_AGENT,
 )
-from clearset.formats.urls import FETCH_SHARD_ROWS
+from clearset.formats.urls import FETCH_SHARD_ROWS, dry_run
+from clearset.hashing.files import check_regular_file, hash_file
+from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
 from clearset.matching.matcher import ListSpec, MatchSettings
-from clearset.receipts import generate_keypair, proof_to_json
-from clearset.runfolder import RunFolder, accounting_line
+from clearset.receipts import generate_keypair, load_public_key, proof_to_json, verify
+from clearset.runfolder import RunFolder, accounting_line, read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, Split, run_match, run_scan
+from clearset.runs.audit import AuditSettings, run_audit
+from clearset.runs.issue import issue_receipt, prove_item, removed_hashes
 from clearset.runs.scan import status_reasons
+from clearset.runs.status import run_status, status_lines
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
-from clearset.sinks.atomic import atomic_path
-from clearset.sinks.clean import CleanJob, read_cleaned_manifest
-from clearset.sinks.counts import plural, run_counts, scanned_counts
-from clearset.sinks.report import write_report
+from clearset.stages.clean import CleanJob, CleanOptions
 
 #: FetchSettings field -> the scan option that sets it.
 _FETCH_FLAGS = {
@@ -263,9 +278,6 @@ def scan(
 
     Re-running the same command resumes: shards already done are skipped.
     """
-    from clearset.formats import FetchSettings
-    from clearset.sinks.clean import CleanJob, CleanOptions
-
     fetch = fetch or kind == "fetch"
     fetch_settings = FetchSettings(
         concurrency=concurrency,
@@ -380,8 +392,6 @@ def scan(
             soft_wrap=True,
         )
     if clean_to is not None:
-        from clearset.cli.clean import print_clean
-
         print_clean(result.counts["clean"], out_dir, clean_to)
 
 
@@ -395,8 +405,6 @@ def _dry_run(
 ) -> None:
     """`scan --fetch --dry-run`: hosts, and the time a sample took, scaled up."""
     import os
-
-    from clearset.formats.urls import dry_run
 
     src = open_source(
         source, kind="fetch", url_column=url_column, shard_rows=shard_rows, fetch=settings
@@ -557,9 +565,6 @@ def hash_files(
     Only regular files are read (a FIFO, device, folder or socket is refused before any
     file is hashed); a file over the scan's size cap is hashed while streaming, not decoded.
     """
-    from clearset.hashing.files import check_regular_file, hash_file
-    from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
-
     if as_list is None and (types or list_out is not None):
         raise InputError("hash: --type and --out go with --as-list FORMAT")
     wanted = tuple(types or DEFAULT_LIST_TYPES)
@@ -616,8 +621,6 @@ def demo(
 
     Each step is printed as the `clearset` command that does the same by hand.
     """
-    from clearset.demo import DemoData, build_demo_data
-
     data = DemoData(out_dir / "data")
     if not (data.root / ".complete").exists():
         console.print(f"building the benign demo data set in {data.root}")
@@ -660,7 +663,6 @@ def demo(
     _, html = write_report(run_dir)
     out.print(f"report: {html}")
     _demo_receipt(out_dir, run_dir)
-    from clearset.cli.documents import demo_documents
 
     demo_documents(run_dir)
     _demo_audit(out_dir, run_dir, data, workers)
@@ -679,9 +681,6 @@ def _demo_audit(out_dir: Path, run_dir: Path, data: Any, workers: int | None) ->
 
     import numpy as np
     from PIL import Image
-
-    from clearset.demo import _edit, encode_jpeg, watched_originals
-    from clearset.runs.audit import AuditSettings, run_audit
 
     generated, audit_dir = out_dir / "generated", out_dir / "audit"
     shutil.rmtree(generated, ignore_errors=True)
@@ -723,9 +722,6 @@ def _say(*argv: object) -> None:
 
 def _demo_receipt(out_dir: Path, run_dir: Path) -> None:
     """Sign a receipt, then prove and verify one kept and one removed item."""
-    from clearset.receipts import load_public_key, verify
-    from clearset.receipts.issue import issue_receipt, prove_item, removed_hashes
-
     keys = out_dir / "keys"
     if not (keys / "clearset.key").exists():
         _say("keygen", keys)
@@ -758,8 +754,6 @@ def status(
 
     Exits 0 when the run is finished, 1 when it is not.
     """
-    from clearset.runs.status import run_status, status_lines
-
     found = run_status(run_dir)
     if as_json:
         print(json.dumps(found, indent=2, sort_keys=True))

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from clearset.atomic import atomic_path
 from clearset.cli.app import (
     AddressOpt,
     EngineOpt,
@@ -22,6 +23,7 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.documents.counts import plural, statement_counts
 from clearset.errors import InputError, VerificationError
 from clearset.receipts import (
     PROOF_VERSION,
@@ -39,16 +41,10 @@ from clearset.receipts import (
     verify_proof,
     verify_removed,
 )
-from clearset.receipts.issue import (
-    RECEIPT_FILE,
-    issue_receipt,
-    prove_item,
-    prove_item_removed,
-    read_receipt,
-)
+from clearset.receipts.issue import read_receipt
+from clearset.runfolder import RECEIPT_FILE
+from clearset.runs.issue import issue_receipt, prove_item, prove_item_removed
 from clearset.runs.tasks import DEFAULT_RETRIES
-from clearset.sinks.atomic import atomic_path
-from clearset.sinks.counts import plural, statement_counts
 
 Sha256Opt = Annotated[
     str | None, typer.Option("--sha256", help="The item's SHA-256 (hex) to prove.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from clearset.atomic import atomic_path
 from clearset.documents import ab2013, croissant, datacard, eu_ai_act
 from clearset.documents.facts import (
     QUESTIONS,
@@ -27,7 +28,6 @@ from clearset.documents.facts import (
     load_answers,
 )
 from clearset.errors import InputError, OutputError
-from clearset.sinks.atomic import atomic_path
 
 #: Format name -> (render, default file name).
 FORMATS: dict[str, tuple[Callable[[RunFacts], str], str]] = {

@@ -12,6 +12,7 @@ developer's to state.
 
 from __future__ import annotations
 
+from clearset.documents.counts import plural
 from clearset.documents.facts import (
     RunFacts,
     figures_section,
@@ -21,7 +22,6 @@ from clearset.documents.facts import (
     removal_paragraph,
     verify_paragraph,
 )
-from clearset.sinks.counts import plural
 
 FORMAT = "ab2013"
 DEFAULT_NAME = "ab2013.md"

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from clearset import TOOL_NAME, __version__
+from clearset.documents.counts import plural
 from clearset.documents.facts import (
     RunFacts,
     list_identity_text,
@@ -31,7 +32,6 @@ from clearset.documents.facts import (
 from clearset.errors import RunFolderError
 from clearset.formats import Format, format_of
 from clearset.runfolder import file_sha256
-from clearset.sinks.counts import plural
 
 FORMAT = "croissant"
 DEFAULT_NAME = "croissant.json"

@@ -11,6 +11,7 @@ data set clearset cleaned, and says so.
 
 from __future__ import annotations
 
+from clearset.documents.counts import plural
 from clearset.documents.facts import (
     TOP_DOMAIN_SHARE,
     RunFacts,
@@ -22,7 +23,6 @@ from clearset.documents.facts import (
     removal_paragraph,
     verify_paragraph,
 )
-from clearset.sinks.counts import plural
 
 FORMAT = "eu-ai-act"
 DEFAULT_NAME = "eu-ai-act-summary.md"

@@ -30,15 +30,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset import TOOL_NAME, __version__
+from clearset.documents.counts import (
+    LeafCounts,
+    SetCounts,
+    clean_identity,
+    plural,
+    statement_counts,
+)
+from clearset.documents.report import build_report, run_state
 from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.receipts.dsse import envelope_payload, parse_envelope, receipt_digest
-from clearset.receipts.issue import RECEIPT_FILE, clean_identity, source_label
+from clearset.receipts.issue import source_label
 from clearset.receipts.statement import parse_json
-from clearset.runfolder import RunFolder
-from clearset.sinks.clean import clean_info
-from clearset.sinks.counts import LeafCounts, SetCounts, plural, statement_counts
+from clearset.runfolder import RECEIPT_FILE, RunFolder, clean_info
 from clearset.sinks.manifest import read_manifest_files
-from clearset.sinks.report import build_report, run_state
 
 #: The marker every Markdown document opens with (after a data card's YAML header);
 #: `clearset document --check` refuses a file without it.

@@ -2,7 +2,7 @@
 
 A task is one shard's work for one stage: a plain function of picklable arguments
 (`Task.fn(*Task.args)`) that lives with its stage (`clearset.stages.scan.scan_task`,
-`clearset.sinks.clean.clean_run_shard`, `clearset.sinks.removals.apply_shard`, ...). The
+`clearset.stages.clean.clean_run_shard`, `clearset.stages.clean.apply_shard`, ...). The
 orchestrator of a command (`clearset.runs`) plans the tasks, skips what is done, hands
 the rest to an engine, retries what failed and gathers the results: the same code
 whatever the engine. An engine decides nothing: it yields each task's `Outcome` as the

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from clearset.atomic import remove_pending_tmp
 from clearset.engines.base import Outcome, Task
 from clearset.progress import ProgressFn, set_reporter
 from clearset.settings import PARENT_POLL_SECONDS, STOP_GRACE_SECONDS
-from clearset.sinks.atomic import remove_pending_tmp
 
 _progress_queue: Any = None
 _started: Any = None  # shared flags: which tasks of this pool a worker began

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from clearset.engines.base import Outcome, Task
+from clearset.engines.local import default_workers
 from clearset.errors import InputError
 from clearset.progress import ProgressFn, set_reporter
 
@@ -96,8 +97,6 @@ class RayEngine:
             }
             try:
                 if address is None:
-                    from clearset.engines.local import default_workers
-
                     ray.init(num_cpus=workers or default_workers(), **options)
                 else:
                     check_reachable(address)

@@ -22,6 +22,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path
 from clearset.errors import InputError, OutputError
 from clearset.formats.base import (
     Format,
@@ -43,7 +44,6 @@ from clearset.formats.rewriting import (
     changed_since_scan,
     copy_file,
 )
-from clearset.sinks.atomic import atomic_path
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
 KEY_COLUMN_NAMES = ("key", "__key__", "id", "uid", "image_id")

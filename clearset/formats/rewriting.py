@@ -19,10 +19,10 @@ from pathlib import Path
 import fsspec
 import pyarrow as pa
 
+from clearset.atomic import atomic_path
 from clearset.errors import InputError, OutputError
 from clearset.formats.base import ShardRef, display_name
 from clearset.runfolder import file_sha256
-from clearset.sinks.atomic import atomic_path
 
 
 @dataclass

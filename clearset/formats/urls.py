@@ -27,6 +27,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path
 from clearset.errors import InputError, OutputError
 from clearset.formats.base import (
     Format,
@@ -57,7 +58,7 @@ from clearset.formats.parquet import (
 )
 from clearset.formats.rewriting import ShardContents, WrittenShard, changed_since_scan
 from clearset.formats.webdataset import TAR_SUFFIXES
-from clearset.sinks.atomic import atomic_path
+from clearset.hashing import hash_bytes
 
 #: Rows of a URL list in one shard: the unit of resume and of work across workers.
 FETCH_SHARD_ROWS = 10_000
@@ -549,8 +550,6 @@ def dry_run(source: FetchSource, sample: int) -> DryRun:
     """Count the URLs and hosts, and time fetching and hashing `sample` of them (spread
     over the list), writing nothing. The bytes are hashed and dropped as in a scan."""
     import time
-
-    from clearset.hashing import hash_bytes
 
     found = DryRun()
     every: list[str] = []

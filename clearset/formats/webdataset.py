@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path
 from clearset.errors import InputError
 from clearset.formats.base import (
     Format,
@@ -60,7 +61,6 @@ from clearset.formats.rewriting import (
     copy_file,
 )
 from clearset.settings import MAX_MEMBER_BYTES
-from clearset.sinks.atomic import atomic_path
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 SIDE_COLUMNS = (

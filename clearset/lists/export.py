@@ -15,10 +15,13 @@ Identical entries (the same picture given twice) are written once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from clearset.errors import InputError
-from clearset.hashing.item import ItemHashes
 from clearset.lists.model import HASH_BYTES
+
+if TYPE_CHECKING:  # annotations only: lists/ sits below hashing/ in the layer order
+    from clearset.hashing.item import ItemHashes
 
 #: The list shapes `clearset hash --as-list` writes.
 LIST_OUTPUT_FORMATS = ("threatexchange", "csv", "text")

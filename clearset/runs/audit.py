@@ -28,6 +28,9 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from clearset import __version__
+from clearset.atomic import write_json_atomic
+from clearset.documents.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
+from clearset.documents.counts import manifest_digest
 from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError, VerificationError
 from clearset.formats import open_source
@@ -41,12 +44,11 @@ from clearset.matching.embeddings import (
     similar_pairs,
 )
 from clearset.matching.reference import check_threshold
-from clearset.runfolder import RunFolder, utc_now
+from clearset.receipts.dsse import parse_envelope, receipt_digest
+from clearset.runfolder import RECEIPT_FILE, RunFolder, utc_now
 from clearset.runs.scan import run_scan
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
-from clearset.sinks.atomic import write_json_atomic
-from clearset.sinks.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
 from clearset.stages.audit import (
     INDEX_HASHES,
     AuditJob,
@@ -205,16 +207,11 @@ def run_audit(
 
 
 def _manifest_digest(run: RunFolder) -> str:
-    from clearset.receipts.issue import manifest_digest
-
     return manifest_digest(run)
 
 
 def _receipt_digest(run: RunFolder) -> str | None:
     """The digest of RUN's receipt, if it has one (not verified: `clearset verify` does)."""
-    from clearset.receipts.dsse import parse_envelope, receipt_digest
-    from clearset.receipts.issue import RECEIPT_FILE
-
     path = run.path / RECEIPT_FILE
     if not path.exists():
         return None

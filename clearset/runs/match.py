@@ -9,13 +9,13 @@ from typing import Any
 
 from rich.console import Console
 
+from clearset.atomic import write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import RunFolderError
 from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runlock import run_lock
 from clearset.runs.scan import gather_matches, matching_record
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, in_memory, run_or_fail
-from clearset.sinks.atomic import write_json_atomic
 from clearset.stages.match import MatchJob, drop_shared_index, match_task
 
 

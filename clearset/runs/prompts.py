@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from clearset.errors import RunFolderError
 from clearset.formats import FORMATS, source_from_spec
 from clearset.formats.base import ShardRef, Source
+from clearset.formats.urls import text_records, url_format
 from clearset.hashing.item import STATUS_OK
 from clearset.runfolder import RunFolder
 from clearset.settings import PDQ_MIN_QUALITY
@@ -207,7 +208,6 @@ def _url_list_captions(
 
 def _caption_cells(path: str, url_column: str | None) -> Iterator[tuple[int, Any]]:
     """(row number, caption cell) of every row of a URL list with a caption column."""
-    from clearset.formats.urls import text_records, url_format
 
     fmt = url_format(path)
     if fmt == "parquet":

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from clearset.atomic import is_output_error, output_error, write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, OutputError
 from clearset.receipts.merkle import (
@@ -36,8 +37,8 @@ from clearset.receipts.merkle import (
     tree_header,
     tree_level_offsets,
 )
+from clearset.runfolder import cleaned_manifest_shards
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
-from clearset.sinks.atomic import is_output_error, output_error, write_json_atomic
 from clearset.stages import receipts as stage
 from clearset.stages.receipts import (
     BUILD_FORMAT,
@@ -78,8 +79,6 @@ def run_sources(run_dir: Path) -> list[ManifestLeaves]:
 
     Row counts and identities come from the shards' completion markers, so planning a
     build over hundreds of thousands of shards reads no parquet footer and stats no file."""
-    from clearset.sinks.clean import cleaned_manifest_shards
-
     return [
         ManifestLeaves(str(path), marker.get("rows"), marker.get("manifest_sha256"))
         for path, marker in cleaned_manifest_shards(run_dir)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from clearset.atomic import atomic_path, sweep_tmp, write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError
 from clearset.formats.base import ShardRef, Source
@@ -33,17 +34,16 @@ from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
 from clearset.runlock import run_lock
-from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
-from clearset.sinks.atomic import atomic_path, sweep_tmp, write_json_atomic
-from clearset.sinks.clean import (
-    CleanJob,
-    dest_done_file,
+from clearset.runs.clean import (
     drop_state,
     finish_clean,
     prepare_clean,
     publish_cards,
     refuse_overlap,
 )
+from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
+from clearset.sinks.manifest import read_manifest_files
+from clearset.stages.clean import CleanJob, dest_done_file
 from clearset.stages.match import MatchJob, drop_shared_index
 from clearset.stages.scan import ScanSettings, scan_task
 
@@ -137,7 +137,7 @@ def _run_scan(
     With `match`, each shard is also matched against the lists as it is hashed, and
     RUN/matches.parquet gathers the match rows at the end. With `clean` too, each shard
     is written to the clean destination without its matched keys as soon as it is
-    matched (see `clearset.sinks.clean`), and RUN/removals.parquet is gathered at the end.
+    matched (see `clearset.stages.clean`), and RUN/removals.parquet is gathered at the end.
     """
     run = RunFolder(Path(run_dir))
     shards = source.shards()
@@ -413,8 +413,6 @@ def status_reasons(run: RunFolder) -> Counter[tuple[str, str]]:
     """Rows of the completed shards by (status, first word of the reason), from their
     completion markers: at 10^5 shards, opening every parquet would take minutes. Only a
     marker written before markers held this (no "by_status") has its parquet read."""
-    from clearset.sinks.manifest import read_manifest_files
-
     counts: Counter[tuple[str, str]] = Counter()
     for marker in run.done_markers():
         by_status = marker.get("by_status")

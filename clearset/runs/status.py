@@ -10,15 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clearset.documents.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.errors import ClearsetError
 from clearset.formats import source_from_spec
 from clearset.receipts.dsse import envelope_payload
-from clearset.receipts.issue import RECEIPT_FILE, read_receipt
+from clearset.receipts.issue import read_receipt
 from clearset.receipts.statement import parse_json
-from clearset.runfolder import RunFolder
+from clearset.runfolder import RECEIPT_FILE, RunFolder
 from clearset.runlock import RunBusy, holder, run_lock
 from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
-from clearset.sinks.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.stages.match import SHARED_INDEX_DIR, drop_shared_index
 
 #: Shards named one by one in the status; the rest are counted.
@@ -38,7 +38,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "items": counts["items"],
         "bytes": counts["bytes"],
         "item_status": counts["status"],
-        # samples, members and leaves in the words every command uses (see sinks/counts.py)
+        # samples, members and leaves in the words every command uses (see documents/counts.py)
         "counts": _counts(run),
         "ranks": _ranks(run),
         **_list_index(run),

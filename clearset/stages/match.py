@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path
 from clearset.matching.matcher import MATCH_SCHEMA, ListSpec, Matcher, MatchSettings
 from clearset.matching.shared import (
     SHARED_FOLDER_PREFIX,
@@ -21,7 +22,6 @@ from clearset.matching.shared import (
     shared_matcher,
 )
 from clearset.runfolder import RunFolder
-from clearset.sinks.atomic import atomic_path
 
 _worker_matcher: tuple[MatchJob, Matcher] | None = None
 

@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path, write_json_atomic
 from clearset.errors import InputError
 from clearset.lists.model import sort_unique
 from clearset.receipts.merkle import (
@@ -58,7 +59,6 @@ from clearset.receipts.merkle import (
     tree_file_size,
     tree_level_offsets,
 )
-from clearset.sinks.atomic import atomic_path, write_json_atomic
 from clearset.sinks.manifest import STATUS_OK
 
 #: Version of the build folder's layout (build.json says it; another one is started over).
@@ -107,7 +107,7 @@ def packed_sha256(table_column: Any) -> np.ndarray:
 class ManifestLeaves:
     """One cleaned manifest shard: every row with a SHA-256 is a kept item.
 
-    This is the rule `clearset.receipts.issue.kept_hashes` applies to the whole manifest,
+    This is the rule `clearset.runs.issue.kept_hashes` applies to the whole manifest,
     applied to one shard file. ``count`` and ``digest`` are the file's row count and
     SHA-256 from its completion marker, when known: then planning reads neither the
     footer nor the file's stat, and reading checks the count."""

@@ -17,8 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
-from clearset.sinks.report import (
+from clearset.documents.report import (
     _SCRIPT,
     _STYLE,
     _e,
@@ -29,6 +28,7 @@ from clearset.sinks.report import (
     bar_chart,
     csp_hash,
 )
+from clearset.hashing.decode import DecodeFailure, open_image, to_display_rgb
 
 #: Generated images listed (with a thumbnail) on the page; all of them are in audit.parquet.
 HTML_IMAGE_ROWS = 200

@@ -25,6 +25,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clearset.atomic import atomic_path
 from clearset.errors import InputError
 from clearset.formats.base import find_files, normalise_hex
 
@@ -167,8 +168,6 @@ def item_hashes(item: Any) -> list[str | None]:
 
 
 def write_removals(table: pa.Table, path: Path) -> None:
-    from clearset.sinks.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         pq.write_table(table.cast(REMOVALS_SCHEMA), tmp, compression="zstd")
 
@@ -195,35 +194,3 @@ def _url_sha256(url: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, options: Any) -> Any:
-    """Decide one shard's removals from its items' URLs and bytes, then clean it."""
-    from clearset.formats.rewriting import ShardContents
-    from clearset.sinks.clean import clean_shard, dest_done_file, done_summary, keep_set
-
-    if dest_done_file(Path(dest), shard.id).exists():
-        return done_summary(Path(dest), shard)
-    remove = keep_set(removals_path) if removals_path else None
-    keep = keep_set(options.keep_list) if options.keep_list else None
-    reasons: dict[str, set[str]] = {}
-    held: dict[str, bool] = {}
-    read: dict[str, Any] = {}
-    contents = ShardContents()
-    for item in source.read_shard(shard, read):
-        own = item_hashes(item)
-        hashes = own + [item.upstream_sha256, item.upstream_md5]
-        if item.member is not None and (own or item.status):
-            # What the writer may copy: exactly the members read here, with these bytes.
-            sha256 = bytes.fromhex(own[0]) if own else None
-            contents.members.setdefault(item.member, []).append(sha256)
-        if remove is not None and remove.holds(item.url, hashes):
-            reasons.setdefault(item.key, set()).add(REASON_REMOVAL_LIST)
-        if keep is not None:
-            held[item.key] = held.get(item.key, False) or keep.holds(item.url, hashes)
-    for key, present in held.items():
-        if not present:
-            reasons.setdefault(key, set()).add(REASON_NOT_IN_KEEP_LIST)
-    removed = {key: ", ".join(sorted(names)) for key, names in reasons.items()}
-    contents.file_sha256 = read.get("file_sha256")
-    return clean_shard(source.kind, shard, Path(dest), removed, options, contents=contents)

@@ -24,12 +24,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from clearset.errors import RunFolderError
-from clearset.runfolder import RunFolder, utc_now
+from clearset.atomic import atomic_path, write_json_atomic
+from clearset.documents.counts import SetCounts, plural, run_counts
+from clearset.errors import ClearsetError, RunFolderError
+from clearset.formats import source_from_spec
+from clearset.runfolder import RunFolder, clean_info, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
-from clearset.sinks.atomic import atomic_path, write_json_atomic
-from clearset.sinks.clean import clean_info
-from clearset.sinks.counts import SetCounts, plural, run_counts
 
 REPORT_FORMAT = 1
 
@@ -238,9 +238,6 @@ def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
 
 def _shard_count(info: dict[str, Any]) -> int | None:
     """How many shards the source has now, or None where it cannot be listed."""
-    from clearset.errors import ClearsetError
-    from clearset.formats import source_from_spec
-
     try:
         return len(source_from_spec(info["source"]).shards())
     except (ClearsetError, OSError, KeyError, TypeError):

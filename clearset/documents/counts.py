@@ -19,6 +19,7 @@ were recorded are completed from their manifest shard's key column.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import ClearsetError
-from clearset.runfolder import RunFolder
+from clearset.receipts.issue import source_label
+from clearset.receipts.statement import canonical_json
+from clearset.runfolder import RunFolder, clean_info, cleaned_manifest_files
 from clearset.sinks.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
 
 
@@ -140,7 +143,7 @@ def scanned_counts(run: RunFolder, markers: Iterable[Mapping[str, Any]] | None =
 
 def kept_counts(run: RunFolder) -> SetCounts:
     """The cleaned copy: the members and samples the last clean kept (see its markers)."""
-    cleaned = RunFolder(run.path / "cleaned")
+    cleaned = run.cleaned
     samples = members = image_rows = unreadable = without_bytes = 0
     for marker in cleaned.done_markers():
         samples += marker_samples(marker, cleaned.manifest_file(marker["shard_id"]), "samples_kept")
@@ -197,9 +200,6 @@ class RunCounts:
 
 def run_counts(run_dir: str | Path) -> RunCounts:
     """`RunCounts` from RUN's markers and clean record (the clean only once finished)."""
-    from clearset.receipts.issue import clean_identity
-    from clearset.sinks.clean import clean_info
-
     run = RunFolder(Path(run_dir))
     scanned = scanned_counts(run)
     record = clean_info(run.path)
@@ -212,7 +212,27 @@ def run_counts(run_dir: str | Path) -> RunCounts:
     return RunCounts(scanned, kept_counts(run), clean)
 
 
+def manifest_digest(run: RunFolder) -> str:
+    """SHA-256 over the run's shards and their manifest files' SHA-256: the digest a receipt
+    names (see `clearset.runs.issue`)."""
+    pairs = [[m["shard_id"], m["manifest_sha256"]] for m in run.done_markers()]
+    return hashlib.sha256(canonical_json(pairs)).hexdigest()
+
+
+def clean_identity(run_dir: Path) -> dict[str, str]:
+    """Which cleaned copy a receipt covers: its name, finish time and manifest digest."""
+    cleaned_manifest_files(run_dir)  # refuses a run never cleaned, or a clean unfinished
+    record = clean_info(run_dir) or {}
+    return {
+        "destination": source_label(str(record.get("destination") or "cleaned")),
+        "finished": str(record["finished"])[:19] + "Z",
+        "manifest_digest": manifest_digest(RunFolder(Path(run_dir)).cleaned),
+    }
+
+
 __all__ = [
+    "clean_identity",
+    "manifest_digest",
     "RunCounts",
     "LeafCounts",
     "SetCounts",
