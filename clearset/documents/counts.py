@@ -1,6 +1,6 @@
 """How many samples, members, images and leaves: the one set of counts every command gives.
 
-The words (the README's "Counting" section):
+The words (docs/concepts.md, "Samples, members and leaves"):
 
 - a **sample** (or **key**) is one training example: a webdataset key, a parquet row, a
   folder's files sharing a stem, a URL-list row. A clean keeps or removes whole samples.

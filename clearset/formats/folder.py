@@ -68,7 +68,7 @@ def walk_local(root: str) -> list[str]:
         for entry in entries:
             name = f"{prefix}/{entry.name}" if prefix else entry.name
             if name == STATE_DIR_NAME:
-                continue  # a cleaned copy's own resume state (see sinks.clean), not data
+                continue  # a cleaned copy's own resume state (see stages.clean), not data
             if entry.is_dir(follow_symlinks=False):
                 stack.append(name)
             else:

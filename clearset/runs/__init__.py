@@ -1,6 +1,6 @@
 """Orchestrators: one per command. Each plans its shards' tasks, skips what is done,
 hands the rest to an engine (`clearset.engines`), retries what failed, and gathers the
-results. Per-shard work lives with its stage (`clearset.stages`, `clearset.sinks`)."""
+results. Per-shard work lives with its stage (`clearset.stages`)."""
 
 from clearset.runs.clean import apply_removals, clean_run
 from clearset.runs.match import run_match

@@ -58,7 +58,7 @@ from clearset.stages.audit import (
 )
 from clearset.stages.scan import ScanSettings
 
-#: What a PDQ audit can and cannot show; in audit.json, on the page and in the README.
+#: What a PDQ audit can and cannot show; in audit.json, on the page and in docs/guides/audit.md.
 LIMITS = (
     "A PDQ match finds near-verbatim copies: re-encoded, resized or slightly cropped "
     "versions of a training image. It misses copies that are re-composed, strongly "
