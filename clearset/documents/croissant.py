@@ -29,6 +29,7 @@ from clearset.documents.facts import (
     removal_paragraph,
 )
 from clearset.errors import RunFolderError
+from clearset.hashing import types as hash_types
 from clearset.runfolder import file_sha256
 from clearset.sinks.counts import plural
 
@@ -326,7 +327,7 @@ def _preprocessing(facts: RunFacts) -> str:
     settings = facts.report["run"].get("scan_settings") or {}
     return (
         f"Every item was hashed by {TOOL_NAME} {__version__} without keeping or showing it: "
-        "SHA-256, MD5 and SHA-1 of its bytes and PDQ of its pixels"
+        f"{hash_types.labels('bytes')} of its bytes and {hash_types.labels('pixels')} of its pixels"
         + (", also with letterbox borders trimmed" if settings.get("trim_borders") else "")
         + (", and in its 7 other rotations and flips" if settings.get("dihedral") else "")
         + "."

@@ -214,6 +214,11 @@ def spoken(words: Iterable[str], last: str = "or") -> str:
     return f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
+def labels(computed_from: Computed) -> str:
+    """'SHA-256, MD5 and SHA-1': the labels of the types computed from bytes (or pixels)."""
+    return spoken((t.label for t in _REGISTRY.values() if t.computed_from == computed_from), "and")
+
+
 def manifest_fields() -> tuple[pa.Field, ...]:
     """The manifest columns every registered type adds, in registry order."""
     return tuple(column for t in _REGISTRY.values() for column in t.manifest_columns)
