@@ -436,9 +436,9 @@ def test_checksum_output_detected_by_content(tmp_path):
 
 
 def test_checksum_output_errors(tmp_path):
-    sha512 = "ab" * 64
-    path = write(tmp_path, "sums", f"{MD5[0]}  a.jpg\n{sha512}  b.jpg\n")
-    with pytest.raises(InputError, match=r"sums:2: a 128-hex checksum is not MD5, SHA-1"):
+    sha384 = "ab" * 48  # sha384sum output: a length of no registered hash type
+    path = write(tmp_path, "sums", f"{MD5[0]}  a.jpg\n{sha384}  b.jpg\n")
+    with pytest.raises(InputError, match=r"sums:2: a 96-hex checksum is not MD5, SHA-1"):
         load_list(path)
     [md5_list] = load_list(path, skip_invalid=True)
     assert md5_list.skipped == {"invalid: wrong length": 1}
