@@ -5,7 +5,8 @@ hold it, how it is computed (from the stored bytes, from the pixels, or from the
 URL), the names other tools give it in their lists, how reports label it, and whether
 it matches exactly or by Hamming distance. The manifest schema, list parsing, the
 matcher's exact-or-distance dispatch, report labels and the CLI's help read this
-registry; none of them spells a hash name out.
+registry; none of them lists the types. Only PDQ's own code names PDQ's columns (its
+quality, border-trimmed and rotated hashes), as the one distance type.
 
 Adding an exact hash of the stored bytes is one `register` call with a `hashlib`
 constructor: the scan computes it in the same streaming pass as the others (one hashlib
