@@ -163,13 +163,13 @@ def build_corpus(count: int, twins: int, seed: int, processes: int) -> Path:
 
 
 def reference_path(data: bytes, trim: bool = False) -> ItemHashes:
-    result = ItemHashes(sha256=None, md5=None, sha1=None, size=len(data))
+    result = ItemHashes(digests={}, size=len(data))
     _reference_pdq(open_image(data).image, result, trim)
     return result
 
 
 def fast_path(data: bytes, trim: bool = False) -> ItemHashes:
-    result = ItemHashes(sha256=None, md5=None, sha1=None, size=len(data))
+    result = ItemHashes(digests={}, size=len(data))
     _fast_pdq(open_image(data).image, result, trim)
     return result
 

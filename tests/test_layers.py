@@ -51,6 +51,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "clearset.atomic",
             "clearset.progress",
             "clearset.records",
+            # the hash-type registry the manifest schema, lists and matcher derive from
+            "clearset.hashing.types",
+            "clearset.hashing.urls",
         ),
     ),
 ]

@@ -23,8 +23,10 @@ from hypothesis import strategies as st
 
 from clearset.demo import DemoData
 from clearset.errors import InputError
+from clearset.hashing import types as hash_types
 from clearset.lists import HASH_BYTES, load_list
 from clearset.lists.collect import EntryCollector
+from clearset.lists.formats import HASH_COLUMNS, JSON_ARRAY_KEYS, TYPE_COLUMNS
 from clearset.lists.model import url_md5_forms
 from clearset.matching.matcher import Matcher, MatchSettings, list_record
 from tests.conftest import cli, run_cli
@@ -47,12 +49,22 @@ def write(tmp_path: Path, name: str, text: str) -> str:
     return str(path)
 
 
+#: The names a message may list as what clearset accepts (column, key and type names): a
+#: token that happens to spell one (a URL path ".../hash_type") is not echoed by naming it.
+VOCABULARY = " ".join(
+    [*HASH_COLUMNS, *TYPE_COLUMNS, *JSON_ARRAY_KEYS, *(t.name for t in hash_types.list_types())]
+)
+
+
 def assert_no_echo(message: str, tokens: list[str], source: str = "") -> None:
-    """No 8-character piece of any token appears in the message (path aside)."""
+    """No 8-character piece of any token appears in the message (path aside), other than
+    a piece of the names clearset itself lists."""
     text = message.replace(source, "<path>") if source else message
     for token in tokens:
         for start in range(len(token) - 7):
             piece = token[start : start + 8]
+            if piece in VOCABULARY:
+                continue
             assert piece not in text, f"message echoes {piece!r} of an entry: {text}"
 
 
@@ -436,12 +448,20 @@ def test_checksum_output_detected_by_content(tmp_path):
 
 
 def test_checksum_output_errors(tmp_path):
-    sha512 = "ab" * 64
-    path = write(tmp_path, "sums", f"{MD5[0]}  a.jpg\n{sha512}  b.jpg\n")
-    with pytest.raises(InputError, match=r"sums:2: a 128-hex checksum is not MD5, SHA-1"):
+    sha384 = "ab" * 48  # sha384sum output: a length of no registered hash type
+    path = write(tmp_path, "sums", f"{MD5[0]}  a.jpg\n{sha384}  b.jpg\n")
+    with pytest.raises(InputError, match=r"sums:2: a 96-hex checksum is not MD5, SHA-1"):
         load_list(path)
     [md5_list] = load_list(path, skip_invalid=True)
     assert md5_list.skipped == {"invalid: wrong length": 1}
     # A plain list named .md5 is still a plain list.
     plain = write(tmp_path, "list.md5", "\n".join(MD5) + "\n")
     assert len(load_list(plain)[0]) == len(MD5)
+
+
+def test_a_header_cell_holding_a_run_of_digits_is_not_shown(tmp_path: Path) -> None:
+    # Found by the fuzz test above: junk spliced into a header put a piece of a URL's
+    # path ("000000_0") into a header cell, which the error then showed.
+    path = write(tmp_path, "r.dat", "type,ha000000_0sh\npdq,abc\n")
+    with pytest.raises(InputError, match=r"no hash column in header \(type, 1 more not shown\)"):
+        load_list(path)

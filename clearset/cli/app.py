@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 from clearset import __version__
 from clearset.engines import Engine, make_engine
 from clearset.errors import InputError
+from clearset.hashing import types as hash_types
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.progress import LITERAL, progress_interval
 from clearset.stages.match import MatchJob
@@ -163,8 +164,9 @@ TrimOpt = Annotated[
 # The --list syntax is written as short words, never one long token: rich gives the help
 # column about 17 characters at COLUMNS=80 and cuts a longer word with "…".
 LIST_SYNTAX_HELP = (
-    "Hash list to match: PATH, or PATH,K=V[,K=V] with each K=V one of type=T (pdq, md5, "
-    "sha1, sha256, url, url_md5), name=N, version=V, threshold=T (PDQ bits), column=C "
+    "Hash list to match: PATH, or PATH,K=V[,K=V] with each K=V one of type=T "
+    f"({', '.join(hash_types.list_type_names())}), name=N, version=V, threshold=T (PDQ "
+    "bits), column=C "
     "(CSV column or JSON field), format=F (text, threatexchange, checksums, csv, tsv, "
     "json, jsonl). E.g. l.txt,type=pdq. Repeat for several lists."
 )

@@ -59,6 +59,7 @@ from clearset.formats.fetching.fetcher import (
     FETCH_USER_AGENT,
 )
 from clearset.formats.urls import FETCH_SHARD_ROWS, dry_run
+from clearset.hashing import types as hash_types
 from clearset.hashing.files import check_regular_file, hash_file
 from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
 from clearset.matching.matcher import ListSpec, MatchSettings
@@ -542,7 +543,8 @@ def hash_files(
         list[str] | None,
         typer.Option(
             "--type",
-            help="With --as-list: a hash type to write (pdq, md5, sha1, sha256); repeat "
+            help="With --as-list: a hash type to write "
+            f"({', '.join(t.name for t in hash_types.file_types())}); repeat "
             "for several (default: pdq and md5).",
         ),
     ] = None,
@@ -587,8 +589,9 @@ def hash_files(
         pdq = hashes.pdq.hex() if hashes.pdq else "-"
         quality = hashes.pdq_quality if hashes.pdq_quality is not None else "-"
         line = (
-            f"pdq={pdq} quality={quality} sha256={hashes.sha256.hex()} "
-            f"md5={hashes.md5.hex()} sha1={hashes.sha1.hex()} status={hashes.status}"
+            f"pdq={pdq} quality={quality} "
+            + "".join(f"{name}={digest.hex()} " for name, digest in hashes.digests.items())
+            + f"status={hashes.status}"
         )
         if hashes.reason:
             line += f" reason={hashes.reason.split(':', 1)[0]}"

@@ -31,6 +31,7 @@ from clearset.documents.facts import (
 )
 from clearset.errors import RunFolderError
 from clearset.formats import Format, format_of
+from clearset.hashing import types as hash_types
 from clearset.runfolder import file_sha256
 
 FORMAT = "croissant"
@@ -324,7 +325,7 @@ def _preprocessing(facts: RunFacts) -> str:
     settings = facts.report["run"].get("scan_settings") or {}
     return (
         f"Every item was hashed by {TOOL_NAME} {__version__} without keeping or showing it: "
-        "SHA-256, MD5 and SHA-1 of its bytes and PDQ of its pixels"
+        f"{hash_types.labels('bytes')} of its bytes and {hash_types.labels('pixels')} of its pixels"
         + (", also with letterbox borders trimmed" if settings.get("trim_borders") else "")
         + (", and in its 7 other rotations and flips" if settings.get("dihedral") else "")
         + "."

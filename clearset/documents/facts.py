@@ -39,6 +39,7 @@ from clearset.documents.counts import (
 )
 from clearset.documents.report import build_report, run_state
 from clearset.errors import InputError, RunFolderError, VerificationError
+from clearset.hashing import types as hash_types
 from clearset.receipts.dsse import envelope_payload, parse_envelope, receipt_digest
 from clearset.receipts.issue import source_label
 from clearset.receipts.statement import parse_json
@@ -448,8 +449,8 @@ class RunFacts:
 
 def list_identity_text(entry: dict[str, Any]) -> str:
     how = (
-        f"PDQ within {entry.get('threshold')} bits"
-        if entry.get("hash_type") == "pdq"
+        f"{hash_types.label(entry.get('hash_type'))} within {entry.get('threshold')} bits"
+        if not hash_types.is_exact(entry.get("hash_type"))
         else f"exact {str(entry.get('hash_type')).upper()}"
     )
     version = entry.get("version") or "no version given"
@@ -759,7 +760,7 @@ def lists_table(facts: RunFacts) -> str:
         return "The run was matched against no hash list."
     rows = [
         [entry["name"], entry.get("version") or "not given", entry.get("hash_type"),
-         entry.get("threshold") if entry.get("hash_type") == "pdq" else "exact",
+         "exact" if hash_types.is_exact(entry.get("hash_type")) else entry.get("threshold"),
          f"`{entry['digest']}`", number(entry["matched_items"])]
         for entry in facts.lists
     ]  # fmt: skip
@@ -778,8 +779,9 @@ def removal_paragraph(facts: RunFacts) -> str:
             f"{facts.accounting.get('problem')}."
         )
     return (
-        f"Every item of the source was hashed by {TOOL_NAME} {__version__} (SHA-256, MD5 and "
-        "SHA-1 of its bytes, PDQ of its pixels) and matched against the hash lists below, "
+        f"Every item of the source was hashed by {TOOL_NAME} {__version__} "
+        f"({hash_types.labels('bytes')} of its bytes, {hash_types.labels('pixels')} of its "
+        "pixels) and matched against the hash lists below, "
         "which are named by identity only: their entries appear nowhere in this document. "
         f"Of {facts.scanned.text()} scanned, {plural(facts.matched, 'sample')} matched "
         f"a list; the cleaned copy removed {plural(facts.removed['samples'], 'sample')} "

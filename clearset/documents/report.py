@@ -28,6 +28,8 @@ from clearset.atomic import atomic_path, write_json_atomic
 from clearset.documents.counts import SetCounts, plural, run_counts
 from clearset.errors import ClearsetError, RunFolderError
 from clearset.formats import source_from_spec
+from clearset.hashing.types import is_exact
+from clearset.hashing.types import label as hash_label
 from clearset.runfolder import RunFolder, clean_info, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
 
@@ -122,7 +124,8 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
             per_shard[shard]["matched_items"] = len(set().union(*lists.values()))
 
     threshold = matching.get("pdq_threshold", PDQ_MATCH_THRESHOLD)
-    thresholds = [r.get("threshold", 0) for r in by_list.values() if r.get("hash_type") == "pdq"]
+    distance_lists = [r for r in by_list.values() if not is_exact(r.get("hash_type"))]
+    thresholds = [r.get("threshold", 0) for r in distance_lists]
     top = max([threshold, *thresholds, *distances]) if (distances or thresholds) else threshold
     cleaned = clean_info(run.path)
     report: dict[str, Any] = {
@@ -510,17 +513,14 @@ def _clean_options_text(options: dict[str, Any] | None) -> str:
 
 
 def _hash_label(kind: str | None) -> str:
-    return {"pdq": "PDQ", "md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256", "url": "URL"}.get(
-        kind or "", kind or "?"
-    )
+    return hash_label(kind)
 
 
 def _match_text(match: dict[str, Any]) -> _Html:
     """`watch-pdq (PDQ, distance 2, borders trimmed)`: which list, and how it matched."""
     kind = match["hash_type"]
-    how = (
-        [f"{_hash_label(kind)}, exact"] if kind != "pdq" else [f"PDQ, distance {match['distance']}"]
-    )
+    how = [f"{_hash_label(kind)}, exact" if is_exact(kind) else f"{_hash_label(kind)}, "
+           f"distance {match['distance']}"]  # fmt: skip
     if kind == "pdq" and (match.get("field") or "").endswith("_trimmed"):
         how.append("borders trimmed")
     if kind == "pdq" and match.get("rotation") not in (None, "original"):
@@ -571,7 +571,7 @@ def render_html(report: dict[str, Any]) -> str:
     tool = run["tool"] or {}
     list_rows = [
         [r["name"], r.get("version"), _hash_label(r.get("hash_type")), r.get("digest"),
-         r.get("threshold") if r.get("hash_type") == "pdq" else "exact", r["matched_items"],
+         "exact" if is_exact(r.get("hash_type")) else r.get("threshold"), r["matched_items"],
          _skipped_cell(r)]
         for r in lists
     ]  # fmt: skip

@@ -21,6 +21,7 @@ import fsspec
 from braceexpand import braceexpand
 
 from clearset.errors import InputError
+from clearset.hashing.types import ByteDigests
 from clearset.settings import IMAGE_EXTENSIONS, MAX_MEMBER_BYTES
 
 
@@ -84,28 +85,15 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class StreamedHashes:
     size: int
-    sha256: bytes
-    md5: bytes
-    sha1: bytes
+    digests: dict[str, bytes]  # every registered byte digest, by type name
 
+    @property
+    def sha256(self) -> bytes:
+        return self.digests["sha256"]
 
-class _Digests:
-    def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.sha1 = hashlib.sha1(usedforsecurity=False)
-        self.size = 0
-
-    def update(self, block: bytes) -> None:
-        self.sha256.update(block)
-        self.md5.update(block)
-        self.sha1.update(block)
-        self.size += len(block)
-
-    def result(self) -> StreamedHashes:
-        return StreamedHashes(
-            self.size, self.sha256.digest(), self.md5.digest(), self.sha1.digest()
-        )
+    @property
+    def md5(self) -> bytes:
+        return self.digests["md5"]
 
 
 def read_bounded(
@@ -123,13 +111,13 @@ def read_bounded(
         held += len(block)
     if held <= limit:
         return b"".join(blocks), None
-    digests = _Digests()
+    digests = ByteDigests()
     for block in blocks:
         digests.update(block)
     blocks.clear()
     while block := handle.read(1 << 20):
         digests.update(block)
-    return None, digests.result()
+    return None, StreamedHashes(digests.size, digests.result())
 
 
 def metadata_json(raw: bytes | None, what: str) -> tuple[dict[str, Any], str | None]:

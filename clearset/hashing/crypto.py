@@ -1,27 +1,19 @@
-"""Cryptographic hashes of an item's stored bytes: SHA-256, MD5 and SHA-1.
+"""Cryptographic hashes of an item's stored bytes: every byte digest the registry holds.
 
 Hotline lists (IWF, NCMEC, C3P) carry MD5 and SHA-1; receipts and our own identities use
-SHA-256. All three are computed in one pass over the bytes and returned as raw digests
-(the manifest stores them as fixed-size binary columns).
+SHA-256. The types are those `clearset.hashing.types` registers; all are computed in one
+pass over the bytes and returned as raw digests (the manifest stores them as fixed-size
+binary columns).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from clearset.hashing.types import digests_of
 
-
-@dataclass(frozen=True, slots=True)
-class CryptoDigests:
-    sha256: bytes
-    md5: bytes
-    sha1: bytes
+#: Type name -> raw digest, in registry order (`{"sha256": ..., "md5": ..., "sha1": ...}`).
+CryptoDigests = dict[str, bytes]
 
 
 def crypto_digests(data: bytes) -> CryptoDigests:
-    """SHA-256, MD5 and SHA-1 of `data` (raw 32, 16 and 20 byte digests)."""
-    return CryptoDigests(
-        sha256=hashlib.sha256(data).digest(),
-        md5=hashlib.md5(data, usedforsecurity=False).digest(),
-        sha1=hashlib.sha1(data, usedforsecurity=False).digest(),
-    )
+    """Every registered byte digest of `data` (SHA-256, MD5 and SHA-1: 32, 16, 20 bytes)."""
+    return digests_of(data)

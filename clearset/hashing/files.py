@@ -10,7 +10,6 @@ scan treats such a member: its row says `too_large`, and it has no PDQ.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import BinaryIO
 
 from clearset.errors import InputError
 from clearset.hashing.item import STATUS_ERROR, ItemHashes, hash_bytes
+from clearset.hashing.types import ByteDigests
 from clearset.settings import MAX_MEMBER_BYTES
 
 _BLOCK = 1 << 20
@@ -83,20 +83,14 @@ def hash_file(
                 held += len(block)
             if held <= max_bytes:
                 return hash_bytes(b"".join(blocks), exact_pdq=exact_pdq)
-            digests = [hashlib.sha256(), hashlib.md5(usedforsecurity=False),
-                       hashlib.sha1(usedforsecurity=False)]  # fmt: skip
-            size = 0
+            digests = ByteDigests()
             for block in _chain(blocks, handle):
-                for digest in digests:
-                    digest.update(block)
-                size += len(block)
+                digests.update(block)
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    sha256, md5, sha1 = (digest.digest() for digest in digests)
+    size = digests.size
     return ItemHashes(
-        sha256=sha256,
-        md5=md5,
-        sha1=sha1,
+        digests=digests.result(),
         size=size,
         status=STATUS_ERROR,
         reason=f"too_large: {size} bytes, over the {max_bytes}-byte cap",

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from clearset import settings
+from clearset.hashing import types
 from clearset.hashing.borders import (
     Borders,
     find_borders,
@@ -47,9 +48,9 @@ FAST_PDQ_FORMATS = frozenset({"JPEG"})
 
 @dataclass(slots=True)
 class ItemHashes:
-    sha256: bytes | None
-    md5: bytes | None
-    sha1: bytes | None
+    #: Every registered digest of the stored bytes (`types.byte_types`), by type name;
+    #: empty when there were no bytes to hash.
+    digests: dict[str, bytes]
     size: int | None
     pdq: bytes | None = None
     pdq_quality: int | None = None
@@ -66,6 +67,24 @@ class ItemHashes:
     # Set only when asked for (`dihedral`): the other 7 rotations/flips of the stored
     # picture, 32 bytes each, in DIHEDRAL_NAMES order after "original".
     pdq_dihedral: bytes | None = None
+
+    def value(self, hash_type: str) -> bytes | None:
+        """This item's hash of type `hash_type` (a byte digest, or `pdq`), or None."""
+        if types.get(hash_type).computed_from == "bytes":
+            return self.digests.get(hash_type)
+        return getattr(self, hash_type, None)
+
+    @property
+    def sha256(self) -> bytes | None:
+        return self.digests.get("sha256")
+
+    @property
+    def md5(self) -> bytes | None:
+        return self.digests.get("md5")
+
+    @property
+    def sha1(self) -> bytes | None:
+        return self.digests.get("sha1")
 
 
 def _set_dihedral(result: ItemHashes, hashes: list[bytes], quality: int) -> None:
@@ -165,8 +184,7 @@ def hash_bytes(
     (img2dataset), gives the padding its border mode added exactly.
     """
     cap = settings.MAX_PIXELS if max_pixels is None else max_pixels
-    digests = crypto_digests(data)
-    result = ItemHashes(sha256=digests.sha256, md5=digests.md5, sha1=digests.sha1, size=len(data))
+    result = ItemHashes(digests=crypto_digests(data), size=len(data))
     try:
         opened = open_image(data)
         result.format = opened.format

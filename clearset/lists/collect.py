@@ -28,9 +28,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from clearset.errors import InputError
+from clearset.hashing import types
 from clearset.lists.model import (
-    HASH_BYTES,
-    HASH_TYPES,
     UNSUPPORTED_SIGNALS,
     HashList,
     ListIdentity,
@@ -43,10 +42,16 @@ from clearset.lists.model import (
 MAX_WARNINGS = 100
 """Warning messages kept per load; further skips are only counted."""
 
-AMBIGUOUS_64_HEX = (
-    "64-hex entries could be PDQ or SHA-256: declare which (--list PATH,type=pdq or "
-    "--list PATH,type=sha256)"
-)
+
+def ambiguous_hex(length: int, candidates: list[types.HashType]) -> str:
+    """'64-hex entries could be PDQ or SHA-256: declare which (--list PATH,type=pdq or
+    --list PATH,type=sha256)'."""
+    labels = types.spoken(t.label for t in candidates)
+    options = types.spoken(f"--list PATH,type={t.name}" for t in candidates)
+    return f"{length}-hex entries could be {labels}: declare which ({options})"
+
+
+AMBIGUOUS_64_HEX = ambiguous_hex(64, [types.PDQ, types.SHA256])
 
 # A URL is scheme://something with no whitespace. Kept strict so that a mistyped hash is
 # never silently taken for a URL and hashed.
@@ -65,13 +70,23 @@ _HEX_BLOCK_ROWS = 4096
 
 _ALL_TRUE = np.uint64(0x0101010101010101)  # eight numpy True bytes read as one uint64
 
-_INFERRED_BY_LENGTH = {32: "md5", 40: "sha1"}
+
+def _hex_lengths_text() -> str:
+    """'32 (MD5), 40 (SHA-1) or 64 (PDQ/SHA-256)': the lengths an untyped entry may have."""
+    by_length = types.by_hex_length(types.inferable_types())
+    return types.spoken(
+        f"{length} ({'/'.join(t.label for t in found)})" for length, found in by_length.items()
+    )
+
 
 # What a type token or column name looks like when it is safe to show: a short word.
 # Anything with a run of 8 hex digits (a hash, or a type column holding hashes) or URL
 # punctuation is described, not shown.
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,31}\Z")
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{8}")
+# Column names hold few digits (sha256, md5); a run of them is more likely a piece of an
+# entry (a URL's path, a hash broken by a stray character) than a name.
+_DIGIT_RUN = re.compile(r"[0-9]{4}")
 
 # Distinct unknown type names counted by name; further ones share one count.
 _MAX_NAMED_KINDS = 10
@@ -85,7 +100,7 @@ def shorten(text: str, limit: int = 24) -> str:
 def shown_name(text: str) -> str | None:
     """``text`` if it is a plain word that cannot be a list entry, else None."""
     text = text.strip()
-    if _NAME.match(text) and not _HEX_RUN.search(text):
+    if _NAME.match(text) and not _HEX_RUN.search(text) and not _DIGIT_RUN.search(text):
         return text
     return None
 
@@ -93,7 +108,8 @@ def shown_name(text: str) -> str | None:
 def _looks_like_entry(text: str) -> bool:
     """A hash or URL where a type name belongs (type and value swapped, say)."""
     text = text.strip()
-    return bool(_URL.match(text)) or (len(text) in (32, 40, 64) and _first_non_hex(text) is None)
+    lengths = {2 * t.width for t in types.list_types()}
+    return bool(_URL.match(text)) or (len(text) in lengths and _first_non_hex(text) is None)
 
 
 def _first_non_hex(value: str) -> int | None:
@@ -111,10 +127,11 @@ class EntryCollector:
     """Gathers the valid entries of one list file, by hash type, and builds HashLists."""
 
     def __init__(self, source: str, *, hash_type: str | None, skip_invalid: bool) -> None:
-        if hash_type is not None and hash_type not in HASH_TYPES:
+        known = types.list_type_names()
+        if hash_type is not None and hash_type not in known:
             raise InputError(
                 f"{source}: unknown hash type {shorten(hash_type)!r} "
-                f"(expected one of {', '.join(HASH_TYPES)})"
+                f"(expected one of {', '.join(known)})"
             )
         self.source = source
         self.hash_type = hash_type
@@ -125,8 +142,8 @@ class EntryCollector:
         self.other_type = Counter[str]()  # declared type differs from hash_type=
         self.unsupported = Counter[str]()  # signal types clearset cannot match
         self.notice: str | None = None  # set by finish(): what was skipped, in one line
-        self._packed: dict[str, list[np.ndarray]] = {t: [] for t in HASH_TYPES}
-        self._single: dict[str, bytearray] = {t: bytearray() for t in HASH_TYPES}
+        self._packed: dict[str, list[np.ndarray]] = {t: [] for t in known}
+        self._single: dict[str, bytearray] = {t: bytearray() for t in known}
 
     # -- problems -------------------------------------------------------------------
 
@@ -162,7 +179,8 @@ class EntryCollector:
         else:
             shown = f"unknown signal type ({len(declared.strip())} characters, not shown)"
             kind = "unknown type (not shown)"
-        self.invalid_entry(where, f"{shown} (expected one of {', '.join(HASH_TYPES)})", kind=kind)
+        known = ", ".join(types.list_type_names())
+        self.invalid_entry(where, f"{shown} (expected one of {known})", kind=kind)
 
     # -- the per-entry path -----------------------------------------------------------
 
@@ -215,19 +233,20 @@ class EntryCollector:
             )
             return
         if hash_type is None:
-            if len(value) == 64:
+            candidates = types.by_hex_length(types.inferable_types()).get(len(value), [])
+            if len(candidates) > 1:
                 # Not skippable: the whole list is undeclared, not this one line.
-                raise InputError(f"{self.source}:{where}: {AMBIGUOUS_64_HEX}")
-            hash_type = _INFERRED_BY_LENGTH.get(len(value))
-            if hash_type is None:
+                message = ambiguous_hex(len(value), candidates)
+                raise InputError(f"{self.source}:{where}: {message}")
+            if not candidates:
                 self.invalid_entry(
                     where,
-                    "expected 32 (MD5), 40 (SHA-1) or 64 (PDQ/SHA-256) hex characters, "
-                    f"got {len(value)}",
+                    f"expected {_hex_lengths_text()} hex characters, got {len(value)}",
                     kind="wrong length",
                 )
                 return
-        width = 2 * HASH_BYTES[hash_type]
+            hash_type = candidates[0].name
+        width = 2 * types.width(hash_type)
         if len(value) != width:
             self.invalid_entry(
                 where,
@@ -294,9 +313,11 @@ class EntryCollector:
             else:
                 lengths = ends[candidates] - starts[candidates]
                 slow[candidates] = True
-                for length, hash_type in _INFERRED_BY_LENGTH.items():
+                for length, found in types.by_hex_length(types.inferable_types()).items():
+                    if len(found) != 1:
+                        continue  # 64 hex: PDQ or SHA-256, the per-line path refuses it
                     group = candidates[lengths == length]
-                    slow[group] = self._fast_hex(buf, starts[group], ends[group], hash_type)
+                    slow[group] = self._fast_hex(buf, starts[group], ends[group], found[0].name)
 
         for index in np.flatnonzero(slow):
             line = chunk[starts[index] : newlines[index]]
@@ -361,7 +382,7 @@ class EntryCollector:
         Returns a bool mask over the given lines of those left for the per-line path:
         wrong length, a non-hex character, or a placeholder value.
         """
-        width = 2 * HASH_BYTES[hash_type]
+        width = 2 * types.width(hash_type)
         left = (ends - starts) != width
         fits = np.flatnonzero(~left)
         if fits.shape[0] == 0:
@@ -383,7 +404,7 @@ class EntryCollector:
     # -- the result -------------------------------------------------------------------
 
     def finish(self, *, name: str, version: str | None, threshold: int | None) -> list[HashList]:
-        """One HashList per hash type found, in HASH_TYPES order.
+        """One HashList per hash type found, in list order (`types.list_types`).
 
         Sets :attr:`notice` to the one line that tells the operator what was skipped, or
         None when every entry was kept.
@@ -394,12 +415,12 @@ class EntryCollector:
             self._note(f"{count} {signal} entries skipped: clearset cannot match that type")
         file_skips = self._file_skips()
         lists: list[HashList] = []
-        for hash_type in HASH_TYPES:
+        for hash_type in types.list_type_names():
             parts = self._packed[hash_type]
             single = self._single[hash_type]
             if single:
                 parts.append(
-                    np.frombuffer(bytes(single), dtype=np.uint8).reshape(-1, HASH_BYTES[hash_type])
+                    np.frombuffer(bytes(single), dtype=np.uint8).reshape(-1, types.width(hash_type))
                 )
             if not parts:
                 continue
@@ -424,7 +445,7 @@ class EntryCollector:
                     hashes=hashes,
                     duplicates_folded=repeats,
                     invalid_skipped=self.invalid.pop(hash_type, 0),
-                    threshold=threshold if hash_type == "pdq" else None,
+                    threshold=None if types.get(hash_type).exact else threshold,
                     skipped=self._skipped_kinds(hash_type),
                 )
             )

@@ -37,8 +37,9 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any, ClassVar
 
 from clearset.errors import InputError
+from clearset.hashing import types
 from clearset.lists.collect import EntryCollector, shorten, shown_name
-from clearset.lists.model import HASH_TYPES, UNSUPPORTED_SIGNALS, normalise_signal
+from clearset.lists.model import UNSUPPORTED_SIGNALS, normalise_signal
 
 # Bytes read per step from a text list. Large enough that numpy's per-call overhead
 # vanishes, small enough that the per-chunk scratch arrays stay in tens of megabytes.
@@ -155,12 +156,15 @@ def _text_stream(stream: IO[bytes]) -> io.TextIOWrapper:
 def _show_names(names: Iterable[Any], limit: int = 12) -> str:
     """Header cells or JSON keys for a message: plain words only, the rest counted.
 
-    An object keyed by hashes or a header-less CSV of URLs is a common wrong shape, so
-    anything :func:`shown_name` refuses is never shown."""
+    An object keyed by hashes or a header-less CSV of URLs is a common wrong shape, and any
+    cell clearset does not know may hold a piece of an entry (a URL's path, a hash cut by
+    a stray character), so only known column, key and hash-type names are shown."""
     shown: list[str] = []
     hidden = 0
     for name in names:
         word = shown_name(str(name))
+        if word is not None and not _known_name(word):
+            word = None
         if word is not None and len(shown) < limit:
             shown.append(word)
         else:
@@ -168,6 +172,16 @@ def _show_names(names: Iterable[Any], limit: int = 12) -> str:
     if hidden:
         shown.append(f"{hidden} more not shown")
     return ", ".join(shown) or "none"
+
+
+def _known_name(word: str) -> bool:
+    lower = word.lower()
+    return (
+        lower in HASH_COLUMNS
+        or lower in TYPE_COLUMNS
+        or lower in JSON_ARRAY_KEYS
+        or normalise_signal(lower) is not None
+    )
 
 
 def _looks_like_hash(cell: str) -> bool:
@@ -244,8 +258,8 @@ class Csv(ListFormat):
                 f"{source}:1: first line looks like a hash or URL, not a header: {self.name} "
                 f"lists need a header row naming the hash column ({', '.join(HASH_COLUMNS)}) "
                 f"and optionally the type column ({', '.join(TYPE_COLUMNS)}), or one column "
-                f"per type ({', '.join(HASH_TYPES)}); or read the file as plain text: "
-                "--list PATH,format=text"
+                f"per type ({', '.join(types.list_type_names())}); or read the file as plain "
+                "text: --list PATH,format=text"
             )
         hash_index = next((names.index(n) for n in HASH_COLUMNS if n in names), None)
         if hash_index is not None:
@@ -371,7 +385,12 @@ class JsonLines(ListFormat):
 
 # "HASH  NAME" or "HASH *NAME"; a leading backslash marks an escaped file name.
 _CHECKSUM_LINE = re.compile(rb"\\?([0-9A-Fa-f]{32,128}) [ *]\S")
-_CHECKSUM_TYPES = {32: "md5", 40: "sha1", 64: "sha256"}
+
+
+def _checksum_type(length: int) -> str | None:
+    """The byte digest a checksum tool writes `length` hex characters of (md5sum...)."""
+    found = types.by_hex_length(types.digest_types()).get(length, [])
+    return found[0].name if len(found) == 1 else None
 
 
 class Checksums(ListFormat):
@@ -408,11 +427,12 @@ class Checksums(ListFormat):
                 continue
             value = found.group(1).decode("ascii")
             # A type the operator declared wins; otherwise the length says which tool.
-            declared = None if collector.hash_type else _CHECKSUM_TYPES.get(len(value))
+            declared = None if collector.hash_type else _checksum_type(len(value))
             if declared is None and collector.hash_type is None:
                 collector.invalid_entry(
                     where,
-                    f"a {len(value)}-hex checksum is not MD5, SHA-1 or SHA-256",
+                    f"a {len(value)}-hex checksum is not "
+                    f"{types.spoken(t.label for t in types.digest_types())}",
                     kind="wrong length",
                 )
                 continue

@@ -23,9 +23,10 @@ from typing import IO
 import fsspec
 
 from clearset.errors import InputError, MissingExtraError
+from clearset.hashing import types
 from clearset.lists.collect import EntryCollector, shorten
 from clearset.lists.formats import FORMAT_BY_NAME, ListFormat, detect_format
-from clearset.lists.model import HASH_TYPES, HashList, normalise_signal
+from clearset.lists.model import HashList, normalise_signal
 
 # Bytes read to sniff a file's format when its extension does not name one.
 SNIFF_BYTES = 64 << 10
@@ -84,7 +85,7 @@ def _resolve_hash_type(source: str, hash_type: str | None) -> str | None:
     if ours is None:
         raise InputError(
             f"{source}: unknown hash type {shorten(hash_type)!r} "
-            f"(expected one of {', '.join(HASH_TYPES)})"
+            f"(expected one of {', '.join(types.list_type_names())})"
         )
     return ours
 
@@ -114,7 +115,7 @@ def load_list(
     threshold: int | None = None,
     column: str | None = None,
 ) -> list[HashList]:
-    """Load a hash list file; one HashList per hash type found, in ``HASH_TYPES`` order.
+    """Load a hash list file; one HashList per hash type found, in list order.
 
     ``name`` defaults to the file's stem and is shared by the per-type lists.
     ``hash_type`` declares the type of entries the file does not type itself (required
@@ -130,7 +131,7 @@ def load_list(
     if threshold is not None and not 0 <= threshold <= _PDQ_BITS:
         raise InputError(f"{source}: PDQ threshold must be 0..{_PDQ_BITS}, got {threshold}")
     ours = _resolve_hash_type(source, hash_type)
-    if threshold is not None and ours not in (None, "pdq"):
+    if threshold is not None and ours is not None and types.get(ours).exact:
         raise InputError(f"{source}: a threshold applies only to PDQ lists, not {ours}")
     list_format = _resolve_format(source, fmt)
     if column is not None and not list_format.accepts_column:
@@ -151,7 +152,7 @@ def load_list(
         version=version,
         threshold=threshold,
     )
-    if threshold is not None and not any(hash_list.hash_type == "pdq" for hash_list in lists):
+    if threshold is not None and all(types.get(hash_list.hash_type).exact for hash_list in lists):
         raise InputError(f"{source}: a threshold applies only to PDQ lists; this file has none")
     if collector.notice:
         in_worker = multiprocessing.parent_process() is not None

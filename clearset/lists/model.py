@@ -29,49 +29,24 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlparse
 
 import numpy as np
 
-HASH_TYPES: tuple[str, ...] = ("pdq", "md5", "sha1", "sha256", "url", "url_md5")
-"""Hash types a list can hold. A ``url`` list holds SHA-256 digests of URL strings; a
-``url_md5`` list (python-threatexchange's signal type) holds MD5 digests of URLs."""
+from clearset.hashing import types
+from clearset.hashing.urls import url_md5_forms as url_md5_forms  # moved there; re-exported
+from clearset.hashing.urls import url_sha256 as url_sha256
 
-HASH_BYTES: dict[str, int] = {
-    "pdq": 32,
-    "md5": 16,
-    "sha1": 20,
-    "sha256": 32,
-    "url": 32,
-    "url_md5": 16,
-}
+HASH_TYPES: tuple[str, ...] = types.list_type_names()
+"""Hash types a list can hold (`clearset.hashing.types`, in list order). A ``url`` list
+holds SHA-256 digests of URL strings; a ``url_md5`` list (python-threatexchange's signal
+type) holds MD5 digests of URLs. Code here asks the registry, which a type registered
+later is in; these two names are the built-in types, for callers that want a constant."""
+
+HASH_BYTES: dict[str, int] = types.widths()
 """Packed width in bytes of one entry of each type."""
 
 DIGEST_SCHEME = "clearset-hashlist-v1"
 """First token of the canonical text the list digest is computed over."""
-
-# Names other tools give our hash types (python-threatexchange signal names, the
-# ThreatExchange API's indicator types, HMA exports), lower-cased, mapped to ours.
-SIGNAL_ALIASES: dict[str, str] = {
-    "pdq": "pdq",
-    "photo_pdq": "pdq",
-    "hash_pdq": "pdq",
-    "pdq_hash": "pdq",
-    "md5": "md5",
-    "photo_md5": "md5",
-    "hash_md5": "md5",
-    "md5_hash": "md5",
-    "sha1": "sha1",
-    "sha-1": "sha1",
-    "hash_sha1": "sha1",
-    "sha256": "sha256",
-    "sha-256": "sha256",
-    "hash_sha256": "sha256",
-    "url": "url",
-    "uri": "url",
-    "url_md5": "url_md5",
-    "hash_url_md5": "url_md5",
-}
 
 # Signal types that appear in threatexchange/HMA exports but that clearset cannot match
 # (video and text signals). Entries of these types are skipped, counted and named in the
@@ -102,38 +77,10 @@ UNSUPPORTED_SIGNALS: frozenset[str] = frozenset(
 
 
 def normalise_signal(name: str) -> str | None:
-    """Our hash type for a signal/indicator type name from another tool, or None."""
-    return SIGNAL_ALIASES.get(name.strip().lower())
-
-
-def url_sha256(url: str) -> bytes:
-    """The 32-byte entry a URL is stored as in a ``url`` list.
-
-    Normalisation is deliberately minimal: surrounding whitespace is stripped and the
-    rest is hashed as UTF-8, unchanged (no case folding, percent-decoding or trailing-slash
-    removal), so that a list made by any tool that hashes the raw URL string matches. The
-    matcher must hash data-set URLs with this same function.
-    """
-    return hashlib.sha256(url.strip().encode("utf-8")).digest()
-
-
-def url_md5_forms(url: str) -> tuple[bytes, ...]:
-    """The 16-byte ``url_md5`` entries a data-set URL could be listed as.
-
-    python-threatexchange's ``url_md5`` hashes its own normal form of the URL: lower-cased,
-    with the leading ``scheme://`` removed (as ``urllib.parse`` rebuilds it). Lists made
-    by other tools hash the raw string. Both are matched, so a list from either finds
-    the URL; an MD5 collision between the two forms of different URLs is not a concern.
-    """
-    raw = url.strip()
-    forms = {hashlib.md5(raw.encode("utf-8")).digest()}
-    try:
-        parsed = urlparse(raw.lower())
-        threatexchange = parsed.geturl().replace(f"{parsed.scheme}://", "", 1)
-    except ValueError:  # e.g. a malformed IPv6 host: python-threatexchange fails too
-        return tuple(forms)
-    forms.add(hashlib.md5(threatexchange.encode("utf-8")).digest())
-    return tuple(sorted(forms))
+    """Our hash type for a signal/indicator type name from another tool (python-threatexchange
+    signal names, the ThreatExchange API's indicator types, HMA exports), or None."""
+    found = types.lookup(name)
+    return None if found is None else found.name
 
 
 # Byte -> its two lower-case hex digits as one little-endian uint16 (first digit in the
@@ -296,7 +243,7 @@ class HashList:
         searches cache-friendly) and confirmed on all bytes; the rare queries whose first
         8 bytes match several list entries are resolved by a full-width search.
         """
-        width = HASH_BYTES[self.hash_type]
+        width = types.width(self.hash_type)
         queries = np.asarray(hashes, dtype=np.uint8)
         if queries.ndim == 1:
             queries = queries.reshape(1, -1)

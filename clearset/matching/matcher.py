@@ -1,6 +1,8 @@
 """Match a manifest's rows against loaded hash lists; every match says why.
 
-Exact lists (MD5, SHA-1, SHA-256) are checked against the hashes of the stored bytes and
+Which lists match exactly and which by distance, and the manifest columns each type is
+checked against, are the hash type registry's (`clearset.hashing.types`). Exact lists
+(MD5, SHA-1, SHA-256) are checked against the hashes of the stored bytes and
 against the hashes the source already carried (img2dataset's and LAION's `md5`/`sha256`
 columns), so metadata-only parquet can be screened with no image at all. URL lists are
 checked against the row's URL (its SHA-256 for ``url``, MD5 for ``url_md5``). PDQ lists
@@ -20,9 +22,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from clearset.hashing import types
 from clearset.hashing.pdq import DIHEDRAL_NAMES
-from clearset.lists import HashList, load_list, url_sha256
-from clearset.lists.model import url_md5_forms
+from clearset.lists import HashList, load_list
 from clearset.matching.pdq_index import PDQIndex
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 
@@ -45,20 +47,18 @@ MATCH_SCHEMA = pa.schema(
     ]
 )
 
-#: For each exact hash type, the manifest columns checked against it, own bytes first.
-EXACT_FIELDS: dict[str, tuple[str, ...]] = {
-    "md5": ("md5", "upstream_md5"),
-    "sha1": ("sha1",),
-    "sha256": ("sha256", "upstream_sha256"),
-    "url": ("url",),
-    "url_md5": ("url",),
-}
+#: Manifest columns every match row names the item by.
+_ITEM_COLUMNS = ("key", "shard", "position", "member", "url", "sha256")
 
-MANIFEST_COLUMNS = [
-    "key", "shard", "position", "member", "url", "sha256", "md5", "sha1", "pdq",
-    "pdq_quality", "pdq_trimmed", "pdq_trimmed_quality", "pdq_dihedral",
-    "upstream_md5", "upstream_sha256",
-]  # fmt: skip
+
+def manifest_columns() -> list[str]:
+    """The manifest columns matching reads: the item's, and every type's hashes and the
+    columns exact types are checked against (`upstream_*`)."""
+    wanted = dict.fromkeys(_ITEM_COLUMNS)
+    for hash_type in types.all_types():
+        wanted.update(dict.fromkeys(f.name for f in hash_type.manifest_columns))
+        wanted.update(dict.fromkeys(hash_type.match_fields))
+    return list(wanted)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def list_record(hash_list: HashList, settings: MatchSettings) -> dict[str, Any]:
     """A list as outputs name it: identity, threshold and what loading skipped (by kind,
     never entries)."""
     record = hash_list.identity.to_dict()
-    if hash_list.hash_type == "pdq":
+    if not types.get(hash_list.hash_type).exact:
         record["threshold"] = threshold_of(hash_list, settings)
     else:
         record["threshold"] = 0
@@ -142,12 +142,14 @@ class Matcher:
         """Match rows of a manifest table (any subset of shards) against every list."""
         columns = {
             name: manifest.column(name).to_pylist() if name in manifest.column_names else None
-            for name in MANIFEST_COLUMNS
+            for name in manifest_columns()
         }
         rows = manifest.num_rows
         found: list[dict[str, Any]] = []
         for number, hash_list in enumerate(self.lists):
-            if hash_list.hash_type == "pdq":
+            if not types.get(hash_list.hash_type).exact:
+                # PDQ is the one distance type: its search covers the trimmed and
+                # rotated hashes too. A second distance type brings its own search here.
                 best = self._match_pdq(number, columns, rows)
             else:
                 best = _match_exact(hash_list, columns, rows)
@@ -216,7 +218,8 @@ def _match_exact(
 ) -> dict[int, tuple[str, str, int, str | None]]:
     best: dict[int, tuple[str, str, int, str | None]] = {}
     width = hash_list.hashes.shape[1]
-    for field in EXACT_FIELDS[hash_list.hash_type]:
+    hash_type = types.get(hash_list.hash_type)
+    for field in hash_type.match_fields:
         values = columns.get(field)
         if values is None:
             continue
@@ -225,8 +228,8 @@ def _match_exact(
         for row in range(rows):
             if row in best or values[row] is None:
                 continue
-            if hash_list.hash_type == "url_md5":
-                forms = url_md5_forms(values[row]) if values[row].strip() else ()
+            if hash_type.url_forms is not None:
+                forms = hash_type.url_forms(values[row])
             else:
                 value = _as_bytes(field, values[row], width)
                 forms = () if value is None else (value,)
@@ -244,8 +247,6 @@ def _match_exact(
 
 def _as_bytes(field: str, value: Any, width: int) -> bytes | None:
     """A manifest cell as packed bytes of the list's width, or None if it cannot be."""
-    if field == "url":
-        return url_sha256(value) if value.strip() else None
     if isinstance(value, bytes):
         return value if len(value) == width else None
     # upstream_* columns are hex text from someone else's tool: tolerate, don't trust.

@@ -54,7 +54,8 @@ from typing import Any
 import numpy as np
 
 from clearset.errors import ClearsetError, OutputError, RunFolderError
-from clearset.lists.model import HASH_BYTES, HashList, ListIdentity, first_key, list_digest
+from clearset.hashing import types
+from clearset.lists.model import HashList, ListIdentity, first_key, list_digest
 from clearset.matching.matcher import Matcher, MatchSettings
 from clearset.matching.pdq_index import (
     DEFAULT_CHUNKS,
@@ -226,7 +227,7 @@ def _write(matcher: Matcher, key: str, place: Callable[[str], Path]) -> None:
         arrays: dict[str, dict[str, Any]] = {}
         prefix = f"list-{number}"
         arrays["hashes"] = _save(place, f"{prefix}-hashes.npy", hash_list.hashes)
-        if hash_list.hash_type != "pdq":
+        if types.is_exact(hash_list.hash_type):
             keys = hash_list._first_keys
             if keys is None:
                 keys = first_key(hash_list.hashes)
@@ -384,14 +385,14 @@ def _open_list(
 ) -> tuple[HashList, PDQIndex | None]:
     identity = ListIdentity(**record["identity"])
     hash_type = identity.hash_type
-    if hash_type not in HASH_BYTES:
+    if hash_type not in types.list_type_names():
         raise _damaged(folder, f"unknown hash type {hash_type!r}")
     arrays = record["arrays"]
     entries = identity.entries
-    hashes = _map(folder, arrays["hashes"], np.uint8, (entries, HASH_BYTES[hash_type]))
+    hashes = _map(folder, arrays["hashes"], np.uint8, (entries, types.width(hash_type)))
     first_keys = None
     index = None
-    if hash_type != "pdq":
+    if types.is_exact(hash_type):
         first_keys = _map(folder, arrays["first_keys"], np.uint64, (entries,))
     elif entries:
         offsets = _map(folder, arrays["pdq_offsets"], np.uint32, None)

@@ -18,30 +18,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.errors import RunFolderError
+from clearset.hashing import types
 
 #: 2: the fetch columns (`http_status` ... `noai`), null for sources that are not fetched.
 #: Version 1 files are read as version 2 with those columns null (`conform`).
 MANIFEST_VERSION = 2
 
-MANIFEST_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("shard", pa.string(), nullable=False),
-        pa.field("position", pa.int64(), nullable=False),
-        pa.field("member", pa.string()),
-        pa.field("members", pa.list_(pa.string())),
-        pa.field("url", pa.string()),
-        pa.field("size", pa.int64()),
-        pa.field("sha256", pa.binary(32)),
-        pa.field("md5", pa.binary(16)),
-        pa.field("sha1", pa.binary(20)),
-        pa.field("pdq", pa.binary(32)),
-        pa.field("pdq_quality", pa.int16()),
-        pa.field("pdq_trimmed", pa.binary(32)),
-        pa.field("pdq_trimmed_quality", pa.int16()),
-        # With --dihedral: the other 7 rotations/flips' hashes, 32 bytes each, in
-        # clearset.hashing.pdq.DIHEDRAL_NAMES order after "original".
-        pa.field("pdq_dihedral", pa.binary(224)),
+# The columns before and after the hashes; the hashes' columns are the registry's
+# (`clearset.hashing.types`), in its order: sha256, md5, sha1, then PDQ's.
+_BEFORE_HASHES = (
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("position", pa.int64(), nullable=False),
+    pa.field("member", pa.string()),
+    pa.field("members", pa.list_(pa.string())),
+    pa.field("url", pa.string()),
+    pa.field("size", pa.int64()),
+)
+_AFTER_HASHES = (
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),
@@ -59,11 +53,37 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("fetch_ms", pa.int32()),  # first request to last byte, retries and waits in
         pa.field("first_byte_ms", pa.int32()),  # request to response headers, last attempt
         pa.field("noai", pa.bool_()),  # X-Robots-Tag said noai / noimageai
-    ],
-    metadata={"clearset.manifest_version": str(MANIFEST_VERSION)},
-)
+)  # fmt: skip
 
-COLUMNS = tuple(MANIFEST_SCHEMA.names)
+_schemas: dict[tuple[pa.Field, ...], pa.Schema] = {}
+
+
+def manifest_schema() -> pa.Schema:
+    """The manifest's schema, with a column set for every registered hash type."""
+    hashes = types.manifest_fields()
+    schema = _schemas.get(hashes)
+    if schema is None:
+        schema = pa.schema(
+            [*_BEFORE_HASHES, *hashes, *_AFTER_HASHES],
+            metadata={"clearset.manifest_version": str(MANIFEST_VERSION)},
+        )
+        _schemas[hashes] = schema
+    return schema
+
+
+def manifest_columns() -> tuple[str, ...]:
+    return tuple(manifest_schema().names)
+
+
+def __getattr__(name: str) -> Any:
+    # MANIFEST_SCHEMA and COLUMNS follow the registry (a type registered after import
+    # adds its column); `from ... import MANIFEST_SCHEMA` takes them as they are then.
+    if name == "MANIFEST_SCHEMA":
+        return manifest_schema()
+    if name == "COLUMNS":
+        return manifest_columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Row statuses. `ok`: an image, every hash computed. `error`: bytes that should be an
 #: image (by name or by content) but do not decode; crypto hashes still set. `missing`:
@@ -95,13 +115,15 @@ class ManifestWriter:
     """Buffers rows and writes them to a parquet file in bounded row groups."""
 
     def __init__(self, path: Path, row_group: int) -> None:
-        self._writer = pq.ParquetWriter(path, MANIFEST_SCHEMA, compression="zstd")
-        self._rows: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self._schema = manifest_schema()
+        self._columns = tuple(self._schema.names)
+        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+        self._rows: dict[str, list[Any]] = {name: [] for name in self._columns}
         self._row_group = row_group
         self.count = 0
 
     def add(self, row: dict[str, Any]) -> None:
-        for name in COLUMNS:
+        for name in self._columns:
             self._rows[name].append(row.get(name))
         self.count += 1
         if len(self._rows["key"]) >= self._row_group:
@@ -109,9 +131,9 @@ class ManifestWriter:
 
     def _flush(self) -> None:
         if self._rows["key"]:
-            table = pa.Table.from_pydict(self._rows, schema=MANIFEST_SCHEMA)
+            table = pa.Table.from_pydict(self._rows, schema=self._schema)
             self._writer.write_table(table)
-            self._rows = {name: [] for name in COLUMNS}
+            self._rows = {name: [] for name in self._columns}
 
     def close(self) -> None:
         self._flush()
@@ -124,19 +146,20 @@ class ManifestWriter:
 def conform(table: pa.Table) -> pa.Table:
     """A manifest table in the current schema: columns an older version did not write
     (the fetch columns of version 1 files) are added as nulls."""
-    for name in COLUMNS:
+    schema = manifest_schema()
+    for name in schema.names:
         if name not in table.column_names:
-            field = MANIFEST_SCHEMA.field(name)
+            field = schema.field(name)
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
-    return table.select(list(COLUMNS)).cast(MANIFEST_SCHEMA)
+    return table.select(schema.names).cast(schema)
 
 
 def read_manifest_files(files: list[Path], columns: list[str] | None = None) -> pa.Table:
     """Manifest files concatenated in the order given (an empty table for none)."""
     if not files:
-        schema = MANIFEST_SCHEMA
+        schema = manifest_schema()
         if columns is not None:
-            schema = pa.schema([MANIFEST_SCHEMA.field(c) for c in columns])
+            schema = pa.schema([schema.field(c) for c in columns])
         return schema.empty_table()
     try:
         tables = [_read(f, columns) for f in files]
@@ -153,6 +176,6 @@ def _read(path: Path, columns: list[str] | None) -> pa.Table:
     table = pq.read_table(path, columns=[c for c in columns if c in present])
     for name in columns:
         if name not in present:
-            field = MANIFEST_SCHEMA.field(name)
+            field = manifest_schema().field(name)
             table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     return table.select(columns)

@@ -88,9 +88,7 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         big = item.streamed
         row.update(
             size=big.size,
-            sha256=big.sha256,
-            md5=big.md5,
-            sha1=big.sha1,
+            **big.digests,
             status=STATUS_ERROR if item.expect_image else STATUS_OTHER,
             reason=f"too_large: {big.size} bytes, over the {MAX_MEMBER_BYTES}-byte cap",
         )
@@ -109,8 +107,7 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
     if item.image_data is not None:
         # A compressed member: the picture is decoded from its content, but the hashes
         # that name it (and that a cleaned copy holds) are those of the stored bytes.
-        stored = crypto_digests(item.data)
-        hashes.sha256, hashes.md5, hashes.sha1 = stored.sha256, stored.md5, stored.sha1
+        hashes.digests = crypto_digests(item.data)
         hashes.size = len(item.data)
     status, reason = hashes.status, hashes.reason
     if status == STATUS_ERROR and not item.expect_image and reason.split(":")[0] in NOT_IMAGE:
@@ -118,9 +115,7 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         status, reason = STATUS_OTHER, reason.split(":")[0]
     row.update(
         size=hashes.size,
-        sha256=hashes.sha256,
-        md5=hashes.md5,
-        sha1=hashes.sha1,
+        **hashes.digests,
         pdq=hashes.pdq,
         pdq_quality=hashes.pdq_quality,
         pdq_trimmed=hashes.pdq_trimmed,
