@@ -32,9 +32,7 @@ import pyarrow as pa
 from clearset import TOOL_NAME, __version__
 from clearset.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.errors import RunFolderError
-from clearset.runlock import RUN_LOCK
-from clearset.settings import MAX_UNREAD_SHARE
-from clearset.sinks.manifest import (
+from clearset.manifest import (
     HASHED,
     MANIFEST_VERSION,
     OTHER,
@@ -42,6 +40,8 @@ from clearset.sinks.manifest import (
     UPSTREAM_FAILED,
     read_manifest_files,
 )
+from clearset.runlock import RUN_LOCK
+from clearset.settings import MAX_UNREAD_SHARE
 
 #: 2: completion markers moved from manifest/ to markers/, positional keys name the shard.
 RUN_FORMAT = 2

@@ -22,9 +22,9 @@ import pytest
 from clearset.demo import DemoData
 from clearset.formats import FetchSettings, open_source
 from clearset.formats.fetching.fetcher import disallows_ai, fetch_stream, retry_after_seconds
+from clearset.manifest import COLUMNS, read_manifest_files
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
-from clearset.sinks.manifest import COLUMNS, read_manifest_files
 from tests.conftest import cli
 from tests.fetch_server import BIG_BYTES, MARKER, SLOW_SECONDS, LoopbackServer, jpeg, png
 

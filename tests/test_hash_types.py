@@ -28,10 +28,10 @@ from clearset.formats import open_source
 from clearset.hashing import hash_bytes, types
 from clearset.hashing.types import HashType
 from clearset.lists import load_list
+from clearset.manifest import manifest_schema
 from clearset.matching.matcher import ListSpec, Matcher, MatchSettings
 from clearset.runfolder import RunFolder
 from clearset.runs import MatchJob, ScanSettings, run_scan
-from clearset.sinks.manifest import manifest_schema
 from tests.conftest import cli
 
 # The whole of adding SHA-512 for real: this entry, in clearset/hashing/types.py.

@@ -36,14 +36,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("hashing", ("clearset.hashing",)),
     ("lists", ("clearset.lists",)),
     # The run folder's layout and what every layer shares. The manifest's schema sits
-    # here because the run folder reads its own manifests (sinks/manifest.py moves
-    # beside runfolder.py at merge).
+    # here because the run folder reads its own manifests.
     (
         "runfolder",
         (
             "clearset.runfolder",
-            "clearset.counts",
-            "clearset.sinks.manifest",
             "clearset.manifest",
             "clearset.runlock",
             "clearset.settings",

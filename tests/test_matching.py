@@ -151,7 +151,7 @@ def test_metadata_only_parquet_is_screened_by_md5_and_url(tmp_path: Path) -> Non
 
 
 def _manifest(rows: list[dict]) -> pa.Table:
-    from clearset.sinks.manifest import MANIFEST_SCHEMA
+    from clearset.manifest import MANIFEST_SCHEMA
 
     full = [{"shard": "s", "position": i, "status": "ok", **r} for i, r in enumerate(rows)]
     return pa.Table.from_pylist(full, schema=MANIFEST_SCHEMA)

@@ -29,10 +29,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import ClearsetError
+from clearset.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
 from clearset.receipts.issue import source_label
 from clearset.receipts.statement import canonical_json
 from clearset.runfolder import RunFolder, clean_info, cleaned_manifest_files
-from clearset.sinks.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,11 @@ from clearset.documents.counts import (
 from clearset.documents.report import build_report, run_state
 from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.hashing import types as hash_types
+from clearset.manifest import read_manifest_files
 from clearset.receipts.dsse import envelope_payload, parse_envelope, receipt_digest
 from clearset.receipts.issue import source_label
 from clearset.receipts.statement import parse_json
 from clearset.runfolder import RECEIPT_FILE, RunFolder, clean_info
-from clearset.sinks.manifest import read_manifest_files
 
 #: The marker every Markdown document opens with (after a data card's YAML header);
 #: `clearset document --check` refuses a file without it.

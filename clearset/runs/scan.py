@@ -30,6 +30,7 @@ from clearset.atomic import atomic_path, sweep_tmp, write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError
 from clearset.formats.base import ShardRef, Source
+from clearset.manifest import read_manifest_files
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
@@ -42,7 +43,6 @@ from clearset.runs.clean import (
     refuse_overlap,
 )
 from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
-from clearset.sinks.manifest import read_manifest_files
 from clearset.stages.clean import CleanJob, dest_done_file
 from clearset.stages.match import MatchJob, drop_shared_index
 from clearset.stages.scan import ScanSettings, scan_task

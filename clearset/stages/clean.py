@@ -51,8 +51,8 @@ from clearset.formats import FORMATS, rewriter_for
 from clearset.formats.base import ShardRef, Source, shard_fingerprint
 from clearset.formats.folder import STATE_DIR_NAME
 from clearset.formats.rewriting import ShardContents
+from clearset.manifest import STATUS_OTHER, conform
 from clearset.runfolder import RunFolder, file_sha256
-from clearset.sinks.manifest import STATUS_OTHER, conform
 from clearset.stages.removals import (
     REASON_NOT_FETCHED,
     REASON_NOT_IN_KEEP_LIST,

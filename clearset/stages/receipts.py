@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from clearset.atomic import atomic_path, write_json_atomic
 from clearset.errors import InputError
 from clearset.lists.model import sort_unique
+from clearset.manifest import STATUS_OK
 from clearset.receipts.merkle import (
     BUILD_BATCH,
     HASH_SIZE,
@@ -59,7 +60,6 @@ from clearset.receipts.merkle import (
     tree_file_size,
     tree_level_offsets,
 )
-from clearset.sinks.manifest import STATUS_OK
 
 #: Version of the build folder's layout (build.json says it; another one is started over).
 #: 2: pieces hold the images' values first, and markers count them (image leaves).

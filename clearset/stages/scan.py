@@ -23,11 +23,11 @@ from clearset.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from clearset.formats.base import ORIGINAL_SIZE, Item, ShardRef, Source, shard_fingerprint
 from clearset.hashing import crypto_digests, hash_bytes
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
+from clearset.manifest import STATUS_OTHER, UNREAD, ManifestWriter, row_account
 from clearset.matching.matcher import Matcher
 from clearset.progress import ProgressFn, report
 from clearset.runfolder import RunFolder, file_sha256
 from clearset.settings import MANIFEST_ROW_GROUP, MAX_MEMBER_BYTES
-from clearset.sinks.manifest import STATUS_OTHER, UNREAD, ManifestWriter, row_account
 from clearset.stages.clean import CleanJob, clean_run_shard
 from clearset.stages.match import MatchJob, worker_matcher, write_shard_matches
 
