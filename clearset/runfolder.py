@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from clearset import TOOL_NAME, __version__
 from clearset.errors import RunFolderError
+from clearset.records import RunInfo
 from clearset.runlock import RUN_LOCK
 from clearset.settings import MAX_UNREAD_SHARE
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
@@ -147,18 +148,19 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: exists and is not a folder")
         if self.run_json.exists():
             info = self.read_info()
-            if info.get("source") != source_spec:
-                other = info.get("source", {}).get("url")
+            recorded_info = RunInfo.of(info)
+            if recorded_info.source != source_spec:
+                other = recorded_info.source_url
                 raise RunFolderError(
                     f"{self.path}: holds a run of another source ({other}); choose a new --out"
                 )
-            recorded = _by_identity(info.get("settings", {}))
+            recorded = _by_identity(recorded_info.settings)
             now = _by_identity(settings)
             differ = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
             if differ == ["matching"]:
                 raise RunFolderError(
                     self._other_lists(
-                        recorded.get("matching"), settings, finished=bool(info.get("finished"))
+                        recorded.get("matching"), settings, finished=bool(recorded_info.finished)
                     )
                 )
             if differ:
@@ -166,7 +168,7 @@ class RunFolder:
                     f"{self.path}: holds a run with other settings ({', '.join(differ)}); "
                     "resume with the same options or choose a new --out"
                 )
-            info["resumed"] = info.get("resumed", 0) + 1
+            info["resumed"] = recorded_info.resumed + 1
         else:
             if self.path.exists() and any(
                 not (entry.name == RUN_LOCK or (shared and _being_made(entry.name)))
@@ -266,20 +268,21 @@ class RunFolder:
     def record_scan(self, info: dict[str, Any]) -> None:
         """History lines for a scan that just ended (finished or not), and for the clean
         `scan --clean-to` finished in the same pass."""
-        counts = info.get("counts") or {}
+        run_info = RunInfo.of(info)
+        counts = run_info.counts
         self.record(
             "scan",
-            source=(info.get("source") or {}).get("url"),
-            lists=lists_identity((info.get("settings") or {}).get("matching")),
-            started=info.get("started"),
-            finished=info.get("finished"),
-            resumed=info.get("resumed", 0),
-            shards=info.get("shards"),
+            source=run_info.source_url,
+            lists=lists_identity(run_info.matching),
+            started=run_info.started,
+            finished=run_info.finished,
+            resumed=run_info.resumed,
+            shards=run_info.shards,
             shards_done=counts.get("shards_done"),
-            failed_shards=len(info.get("failed_shards") or []),
+            failed_shards=len(run_info.failed_shards),
             items=counts.get("items"),
             matched_items=(counts.get("matches") or {}).get("items"),
-            accounting=(info.get("accounting") or {}).get("verdict"),
+            accounting=run_info.verdict,
         )
         if "clean" in counts:
             from clearset.sinks.clean import record_clean

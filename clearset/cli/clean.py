@@ -20,6 +20,7 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.records import CleanRecord
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.sinks.counts import plural, run_counts
 
@@ -72,7 +73,6 @@ def clean(
     another --to keeps the run's record of the earlier one in RUN/history/clean-N/.
     """
     from clearset.runs import clean_run
-    from clearset.sinks.clean import clean_info
 
     with engine_for(engine, address, workers) as runner:
         counts = clean_run(
@@ -89,7 +89,8 @@ def clean(
             retries=retries,
         )
     print_clean(counts, run_dir, to)
-    replaced = (clean_info(run_dir) or {}).get("replaced")
+    record = CleanRecord.read(run_dir)
+    replaced = record.replaced if record else None
     if replaced:
         out.print(f"the run's record of its earlier clean is kept in {run_dir / replaced}")
 
@@ -103,9 +104,10 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
     for reason, number in counts.get("keys_removed_by_reason", {}).items():
         out.print(f"  {reason}: {plural(number, 'sample')}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
-    from clearset.sinks.clean import card_lines, clean_info
+    from clearset.sinks.clean import card_lines
 
-    for line in card_lines((clean_info(run_dir) or {}).get("card_files")):
+    record = CleanRecord.read(run_dir)
+    for line in card_lines(record.card_files if record else None):
         out.print(line)
 
 

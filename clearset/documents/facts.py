@@ -34,8 +34,8 @@ from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.receipts.dsse import envelope_payload, parse_envelope, receipt_digest
 from clearset.receipts.issue import RECEIPT_FILE, clean_identity, source_label
 from clearset.receipts.statement import parse_json
+from clearset.records import CleanRecord, RunInfo
 from clearset.runfolder import RunFolder
-from clearset.sinks.clean import clean_info
 from clearset.sinks.counts import LeafCounts, SetCounts, plural, statement_counts
 from clearset.sinks.manifest import read_manifest_files
 from clearset.sinks.report import build_report, run_state
@@ -467,7 +467,7 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
     run = RunFolder(Path(run_dir))
     if not run.path.is_dir():
         raise RunFolderError(f"{run.path}: not a clearset run folder (no such folder)")
-    info = run.read_info()
+    info = RunInfo.read(run)
     state = run_state(run, info)
     if state["partial"]:
         # A document is for a regulator: it states whole figures or is not written.
@@ -475,15 +475,15 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
             f"{run.path}: {state['problem']}; a document needs the whole run: "
             f"{state['to_finish']}, then write the document again"
         )
-    record = clean_info(run.path)
+    record = CleanRecord.read(run.path)
     if record is None:
         raise RunFolderError(
             f"{run.path}: has no cleaned copy; documents describe the cleaned copy: "
             "run `clearset clean RUN --to OUT` first"
         )
-    if not record.get("finished"):
+    if not record.finished:
         raise RunFolderError(
-            f"{run.path}: the clean to {record.get('destination')} is not finished; "
+            f"{run.path}: the clean to {record.destination} is not finished; "
             "re-run the same `clearset clean` to complete it"
         )
     report = build_report(run.path)
@@ -498,10 +498,10 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
         cleaned.manifest_files(),
         ["member", "url", "status", "format", "width", "height"],
     )
-    source = info.get("source") or {}
+    source = info.source
     receipt = _receipt(run)
     source_name = receipt.source_name if receipt else source_label(str(source.get("url") or ""))
-    destination = Path(str(record.get("destination")))
+    destination = Path(str(record.destination))
     files = sorted({name for marker in markers for name in marker.get("files") or []})
     lists = [
         {k: entry.get(k) for k in ("name", "version", "digest", "hash_type", "threshold")}
@@ -526,7 +526,7 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
         dimensions=_dimensions(manifest),
         collection=_collection(destination, files),
         files=files,
-        accounting=info.get("accounting") or {},
+        accounting=info.accounting,
     )
 
 

@@ -48,6 +48,7 @@ from clearset.receipts.dsse import (
 from clearset.receipts.merkle import MerkleTree
 from clearset.receipts.proofs import PROOF_VERSION, prove, prove_removed
 from clearset.receipts.statement import build_statement, canonical_json, commit_removed
+from clearset.records import CleanRecord, RunInfo
 from clearset.runfolder import RunFolder
 from clearset.sinks.atomic import atomic_path
 
@@ -134,8 +135,8 @@ def removed_hashes(run_dir: Path) -> list[bytes]:
     return [bytes.fromhex(v) for v in values if v]
 
 
-def _list_identities(info: dict[str, Any]) -> list[dict[str, Any]]:
-    lists = info.get("settings", {}).get("matching", {}).get("lists", [])
+def _list_identities(info: RunInfo) -> list[dict[str, Any]]:
+    lists = info.lists
     return [
         {
             "name": entry["name"],
@@ -186,13 +187,13 @@ def _previous_record(previous: Path, public_key: Ed25519PublicKey) -> dict[str, 
 
 def clean_identity(run_dir: Path) -> dict[str, str]:
     """Which cleaned copy a receipt covers: its name, finish time and manifest digest."""
-    from clearset.sinks.clean import clean_info, cleaned_manifest_files
+    from clearset.sinks.clean import cleaned_manifest_files
 
     cleaned_manifest_files(run_dir)  # refuses a run never cleaned, or a clean unfinished
-    record = clean_info(run_dir) or {}
+    record = CleanRecord.read(run_dir) or CleanRecord.of({})
     return {
-        "destination": source_label(str(record.get("destination") or "cleaned")),
-        "finished": str(record["finished"])[:19] + "Z",
+        "destination": source_label(str(record.destination or "cleaned")),
+        "finished": str(record.finished)[:19] + "Z",
         "manifest_digest": manifest_digest(RunFolder(Path(run_dir) / "cleaned")),
     }
 
@@ -222,8 +223,8 @@ def issue_receipt(
     that can be refused is checked before tree.bin, the salt or the receipt is written.
     """
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
     from clearset.sinks.clean import refuse_unaccounted
 
@@ -231,7 +232,7 @@ def issue_receipt(
     _check_clean_is_current(run, info)
     clean = clean_identity(run.path)
     key = load_private_key(key_path)
-    source = info["source"]
+    source = info.source
     if source_name is None:
         source_name = source_label(str(source.get("url") or ""))
     source_name = _one_line_name(source_name, "--source-name")
@@ -261,8 +262,8 @@ def issue_receipt(
         source_name=source_name,
         manifest_digest=manifest_digest(run),
         lists=_list_identities(info),
-        scan_started=info["started"][:19] + "Z",
-        scan_finished=info["finished"][:19] + "Z",
+        scan_started=str(info.started)[:19] + "Z",
+        scan_finished=info.finished[:19] + "Z",
         removed_count=count,
         removed_commitment=commitment,
         previous=previous_record,
@@ -282,16 +283,14 @@ def issue_receipt(
     return envelope
 
 
-def _check_clean_is_current(run: RunFolder, info: dict[str, Any]) -> None:
+def _check_clean_is_current(run: RunFolder, info: RunInfo) -> None:
     """Refuse to sign a cleaned copy made against other lists than run.json now names
     (after a `clearset match`): the receipt would claim lists the copy was not cleaned by."""
-    from clearset.sinks.clean import clean_info
-
-    record = clean_info(run.path)
+    record = CleanRecord.read(run.path)
     if record is None:
         return  # kept_hashes says what to do
-    cleaned_with = record.get("identity", {}).get("matching")
-    if cleaned_with != info.get("settings", {}).get("matching"):
+    cleaned_with = record.identity.get("matching")
+    if cleaned_with != info.matching:
         raise RunFolderError(
             f"{run.path}: the cleaned copy was made before the last `clearset match`; "
             "clean again (`clearset clean RUN --to NEW_OUTPUT`) before issuing a receipt"

@@ -39,10 +39,11 @@ from clearset.matching.embeddings import (
     similar_pairs,
 )
 from clearset.matching.reference import check_threshold
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, utc_now
 from clearset.runs.scan import run_scan
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
-from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+from clearset.settings import PDQ_MATCH_THRESHOLD
 from clearset.sinks.atomic import write_json_atomic
 from clearset.sinks.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
 from clearset.sources import open_source
@@ -148,17 +149,15 @@ def run_audit(
     if settings.k < 0:
         raise InputError(f"--k {settings.k}: must be 0 (none) or more")
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
         )
     markers = run.done_markers()
     if not markers:
         raise RunFolderError(f"{run.path}: the manifest is empty (was it scanned?)")
-    min_quality = int(
-        (info.get("settings", {}).get("matching") or {}).get("min_quality", PDQ_MIN_QUALITY)
-    )
+    min_quality = info.min_quality
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not empty; give a new --out or remove it")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, RunFolderError
+from clearset.records import CleanRecord, RunInfo
 from clearset.runfolder import RunFolder
 from clearset.runlock import run_lock
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
@@ -18,7 +19,6 @@ from clearset.sinks.clean import (
     CleanJob,
     CleanOptions,
     CleanShardSummary,
-    clean_info,
     clean_run_shard,
     drop_state,
     finish_clean,
@@ -59,15 +59,15 @@ def clean_run(
     Resumes an interrupted clean into the same destination; returns clean.json's counts.
     """
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same scan before cleaning"
         )
     # One writer at a time: a second clean of this run (into any copy) would rewrite
     # RUN/cleaned under the first, and a scan or match would change what it keeps.
     with run_lock(run.path, "clean", advice="wait for it, then run the clean again"):
-        source = source_from_spec(info["source"])
+        source = source_from_spec(info.source)
         shards = source.shards()
         job = CleanJob(
             dest=str(Path(to).resolve()),
@@ -81,7 +81,8 @@ def clean_run(
         )
         if prepare_clean(run, info, job, shards):
             record_clean(run)  # the same clean, finished before: nothing to write
-            return (clean_info(run.path) or {}).get("counts") or {}
+            record = CleanRecord.read(run.path)
+            return record.counts if record else {}
         engine = choose_engine(engine, workers, source.url, keep_list)
         tasks = [
             Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
@@ -100,7 +101,7 @@ def clean_run(
                 sweep_tmp(folder)
             raise
         # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
-        cards = publish_cards(Path(job.dest), info["source"])
+        cards = publish_cards(Path(job.dest), info.source)
         counts = finish_clean(run, cards)
         record_clean(run)
         drop_state(Path(job.dest))

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 
 from clearset.errors import RunFolderError
 from clearset.hashing.item import STATUS_OK
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder
-from clearset.settings import PDQ_MIN_QUALITY
 from clearset.sources import source_from_spec
 from clearset.sources.base import ShardRef, Source
 
@@ -64,8 +64,8 @@ class Prompts:
 def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
     """The `top` most duplicated captions of the run's training set, both ways."""
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
         )
@@ -73,7 +73,7 @@ def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
         columns=["key", "shard", "position", "status", "pdq", "pdq_quality"]
     )
     matched = _matched(run)
-    source = source_from_spec(info["source"])
+    source = source_from_spec(info.source)
     done = {str(m["shard"]) for m in run.done_markers()}
     shards, positions = manifest.column("shard").to_pylist(), manifest.column("position")
     keys: dict[tuple[str, int], str] = {
@@ -97,9 +97,7 @@ def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
         {"caption": caption, "items": count}
         for caption, count in _top(Counter(captions.values()), top)
     ]
-    min_quality = int(
-        (info.get("settings", {}).get("matching") or {}).get("min_quality", PDQ_MIN_QUALITY)
-    )
+    min_quality = info.min_quality
     images = manifest.filter(
         pc.and_(
             pc.equal(manifest.column("status"), STATUS_OK),

@@ -30,6 +30,7 @@ from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
 from clearset.runlock import run_lock
 from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
@@ -160,7 +161,7 @@ def _run_scan(
         # --allow-missing now accepts, as it does not bar `scan --allow-missing`, `clean`.
         recorded_info = {**info, "accounting": None} if allow_missing else info
         try:
-            if prepare_clean(run, recorded_info, clean, shards):
+            if prepare_clean(run, RunInfo.of(recorded_info), clean, shards):
                 clean = replace(clean, finished=True)  # this clean is done: no shard redone
         except ClearsetError:
             if created:
@@ -256,7 +257,7 @@ def finish_scan(
         result.counts["matches"] = gather_matches(run, matcher)
     if clean is not None and not failed and not unaccounted:
         # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
-        cards = publish_cards(Path(clean.dest), info["source"])
+        cards = publish_cards(Path(clean.dest), RunInfo.of(info).source)
         result.counts["clean"] = finish_clean(run, cards)
         drop_state(Path(clean.dest))
     result.finished = not failed

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import InputError, OutputError, RunFolderError
+from clearset.records import CleanRecord, RunInfo
 from clearset.runfolder import RunFolder, file_sha256, lists_identity, utc_now
 from clearset.sinks.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.sinks.counts import marker_samples
@@ -577,26 +578,22 @@ def clean_run_shard(
 # ---------------------------------------------------------------- a whole run
 
 
-def _identity(run: RunFolder, info: dict[str, Any], options: CleanOptions) -> dict[str, Any]:
+def _identity(run: RunFolder, info: RunInfo, options: CleanOptions) -> dict[str, Any]:
     return {
         "run": str(run.path.resolve()),
-        "run_started": info.get("started"),
-        "source": info.get("source"),
-        "matching": info.get("settings", {}).get("matching"),
+        "run_started": info.started,
+        "source": info.source,
+        "matching": info.matching,
         "options": options.identity(),
     }
 
 
-def prepare_clean(
-    run: RunFolder, info: dict[str, Any], job: CleanJob, shards: list[ShardRef]
-) -> bool:
+def prepare_clean(run: RunFolder, info: RunInfo, job: CleanJob, shards: list[ShardRef]) -> bool:
     """Check and ready both sides of a clean before any shard is written. True when
     this very clean (run, options, lists, destination) has finished before."""
     options = job.options
     refuse_unaccounted(run, info)
-    if not info.get("settings", {}).get("matching") and not (
-        options.keep_list or options.drop_undecodable
-    ):
+    if not info.matching and not (options.keep_list or options.drop_undecodable):
         raise RunFolderError(
             f"{run.path}: the run was not matched against any list; "
             "run `clearset match` first (or give --keep-list)"
@@ -604,7 +601,7 @@ def prepare_clean(
     if options.keep_list:
         keep_set(options.keep_list)  # fail early on a bad keep list
     dest = Path(job.dest)
-    refuse_overlap(info["source"]["url"], shards, dest)
+    refuse_overlap(info.source["url"], shards, dest)
     identity = _identity(run, info, options)
     cleaned = RunFolder(run.path / "cleaned")
     record = _read_clean_json(cleaned)
@@ -637,7 +634,7 @@ def prepare_clean(
         finished=None,
         options=options.to_dict(),
         matching=identity["matching"],
-        source=info.get("source"),
+        source=info.source,
     )
     write_json_atomic(cleaned.path / "clean.json", record)
     return False
@@ -664,11 +661,11 @@ def _holds_an_earlier_clean(run: RunFolder, record: dict[str, Any] | None, dest:
     return str(dest.resolve()) in named
 
 
-def refuse_unaccounted(run: RunFolder, info: dict[str, Any]) -> None:
+def refuse_unaccounted(run: RunFolder, info: RunInfo) -> None:
     """A run whose scan hashed nothing, or left too much unread, backs no cleaned copy
     and no receipt (unless it was scanned with --allow-missing)."""
-    accounting = info.get("accounting") or {}
-    if accounting.get("verdict") == "failed":
+    accounting = info.accounting
+    if info.verdict == "failed":
         raise RunFolderError(
             f"{run.path}: {accounting.get('problem')}; not cleaning or signing it (re-run its "
             "scan with --allow-missing to accept it)"
@@ -731,19 +728,19 @@ def finish_clean(
 
 def record_clean(run: RunFolder) -> None:
     """RUN/history.jsonl's line for the clean that just finished."""
-    record = _read_clean_json(RunFolder(run.path / "cleaned")) or {}
-    counts = record.get("counts") or {}
+    record = CleanRecord.read(run.path) or CleanRecord.of({})
+    counts = record.counts
     run.record(
         "clean",
-        destination=record.get("destination"),
-        started=record.get("started"),
-        finished=record.get("finished"),
-        options=record.get("options"),
-        lists=lists_identity(record.get("matching")),
+        destination=record.destination,
+        started=record.started,
+        finished=record.finished,
+        options=record.options,
+        lists=lists_identity(record.matching),
         items_kept=counts.get("items_kept"),
         items_removed=counts.get("items_removed"),
         keys_removed=counts.get("keys_removed"),
-        replaced=record.get("replaced"),
+        replaced=record.replaced,
     )
 
 
@@ -760,7 +757,7 @@ def cleaned_manifest_shards(run_dir: str | Path) -> list[tuple[Path, dict[str, A
     record = _read_clean_json(cleaned)
     if record is None:
         raise RunFolderError(f"{run.path}: has no cleaned copy; run `clearset clean` first")
-    refuse_unaccounted(run, run.read_info())
+    refuse_unaccounted(run, RunInfo.read(run))
     if not record.get("finished"):
         raise RunFolderError(
             f"{run.path}: the clean to {record.get('destination')} is not finished; "

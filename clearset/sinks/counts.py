@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clearset.errors import ClearsetError
+from clearset.records import CleanRecord
 from clearset.runfolder import RunFolder
 from clearset.sinks.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
 
@@ -198,12 +199,11 @@ class RunCounts:
 def run_counts(run_dir: str | Path) -> RunCounts:
     """`RunCounts` from RUN's markers and clean record (the clean only once finished)."""
     from clearset.receipts.issue import clean_identity
-    from clearset.sinks.clean import clean_info
 
     run = RunFolder(Path(run_dir))
     scanned = scanned_counts(run)
-    record = clean_info(run.path)
-    if not record or not record.get("finished"):
+    record = CleanRecord.read(run.path)
+    if not record or not record.finished:
         return RunCounts(scanned)
     try:
         clean = clean_identity(run.path)
