@@ -347,8 +347,8 @@ def lists_identity(matching: Any) -> list[dict[str, Any]]:
 
 def lists_change(recorded: Any, now: Any) -> str:
     """What differs between two "matching" records, in a few words for a message."""
-    old = {lst.get("name"): lst for lst in lists_identity(recorded)}
-    new = {lst.get("name"): lst for lst in lists_identity(now)}
+    old: dict[Any, dict[str, Any]] = {lst.get("name"): lst for lst in lists_identity(recorded)}
+    new: dict[Any, dict[str, Any]] = {lst.get("name"): lst for lst in lists_identity(now)}
     parts = [f"{n} changed" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
     renamed = {
         n: o

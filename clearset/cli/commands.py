@@ -582,8 +582,8 @@ def hash_files(
         pdq = hashes.pdq.hex() if hashes.pdq else "-"
         quality = hashes.pdq_quality if hashes.pdq_quality is not None else "-"
         line = (
-            f"pdq={pdq} quality={quality} sha256={hashes.sha256.hex()} "
-            f"md5={hashes.md5.hex()} sha1={hashes.sha1.hex()} status={hashes.status}"
+            f"pdq={pdq} quality={quality} sha256={hashes.sha256.hex()} "  # type: ignore[union-attr]
+            f"md5={hashes.md5.hex()} sha1={hashes.sha1.hex()} status={hashes.status}"  # type: ignore[union-attr]
         )
         if hashes.reason:
             line += f" reason={hashes.reason.split(':', 1)[0]}"

@@ -607,7 +607,7 @@ def _dimensions(manifest: pa.Table) -> tuple[int, int, int, int] | None:
     width, height = pc.min_max(ok.column("width")), pc.min_max(ok.column("height"))
     found = [width["min"], width["max"], height["min"], height["max"]]
     values = [v.as_py() for v in found]
-    return None if None in values else tuple(values)  # type: ignore[return-value]
+    return None if None in values else tuple(values)
 
 
 def _collection(destination: Path, files: list[str]) -> Collection:

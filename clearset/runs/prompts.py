@@ -199,7 +199,7 @@ def _url_list_captions(
             name = starts.get(position - position % source.shard_rows)
             key = keys.get((name, position)) if name is not None else None
             if key is not None and isinstance(text, str) and (name, key) not in matched:
-                captions[(name, key)] = _clean(text)
+                captions[(name, key)] = _clean(text)  # type: ignore[index]  # name is, as key is
     return captions, "the URL list's caption column, row by row (no URL fetched)"
 
 

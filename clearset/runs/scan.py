@@ -173,7 +173,7 @@ def _run_scan(
     if match is not None and not in_memory(*urls):
         # Every worker maps one built index instead of loading the lists again.
         same_machine = getattr(engine, "name", None) == "local"  # not Ray: workers anywhere
-        match, matcher = match.share(run.path, matcher, owner, same_machine=same_machine)
+        match, matcher = match.share(run.path, matcher, owner, same_machine=same_machine)  # type: ignore[arg-type]  # matcher is set when match is
     mine = split.take(shards) if split is not None else shards
     scanned = scanned_shards(run, mine)
     # A shard scanned before but not yet cleaned (--clean-to) is done, as `clearset
@@ -367,7 +367,7 @@ def _record_rank(run: RunFolder, split: Split, result: ScanResult) -> None:
 
 
 @contextlib.contextmanager
-def _finishing(run: RunFolder):  # type: ignore[no-untyped-def]
+def _finishing(run: RunFolder):
     """Whether this command holds RUN/.finishing (created exclusively) while it lasts."""
     lock = run.path / FINISHING
     try:

@@ -117,10 +117,10 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         )  # fmt: skip
     for digest, keys in list_keys.items():
         by_list[digest]["matched_items"] = len(keys)
-    for shard, lists in shard_list_keys.items():
-        if shard in per_shard:
-            per_shard[shard]["matched_by_list"] = {n: len(k) for n, k in sorted(lists.items())}
-            per_shard[shard]["matched_items"] = len(set().union(*lists.values()))
+    for shard_name, lists in shard_list_keys.items():
+        if shard_name in per_shard:
+            per_shard[shard_name]["matched_by_list"] = {n: len(k) for n, k in sorted(lists.items())}
+            per_shard[shard_name]["matched_items"] = len(set().union(*lists.values()))
 
     threshold = matching.get("pdq_threshold", PDQ_MATCH_THRESHOLD)
     thresholds = [r.get("threshold", 0) for r in by_list.values() if r.get("hash_type") == "pdq"]

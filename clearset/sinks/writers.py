@@ -240,7 +240,7 @@ def _filter_tar(
             tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
             hashing = HashingReader(raw)
-            stream: Any = gzip.GzipFile(fileobj=hashing, mode="rb") if gz else hashing
+            stream: Any = gzip.GzipFile(fileobj=hashing, mode="rb") if gz else hashing  # type: ignore[call-overload]  # read forward only: never seeks
             with tarfile.open(fileobj=stream, mode="r|") as source:
                 for member in source:
                     scanned = contents.take(shard, member.name)

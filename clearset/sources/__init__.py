@@ -109,7 +109,9 @@ def survey_folder(names: list[str], is_dir: Callable[[str], bool] | None = None)
     tars = [n for n in names if n.endswith(TAR_SUFFIXES)]
     tar_stems = {n[: -len(s)] for n in tars for s in TAR_SUFFIXES if n.endswith(s)}
     parquet_stems = {n[: -len(".parquet")] for n in names if n.endswith(".parquet")}
-    parquets, side, metadata, other = [], [], [], []
+    parquets: list[str] = []
+    side: list[str] = []
+    metadata, other = [], []
     for name in names:
         base = name.rsplit("/", 1)[-1]
         if name.endswith(TAR_SUFFIXES):

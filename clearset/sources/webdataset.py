@@ -118,7 +118,7 @@ def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarM
             hashing = HashingReader(raw)
             stream: Any = hashing
             if url.endswith(GZIP_SUFFIXES):
-                stream = gzip.GzipFile(fileobj=hashing, mode="rb")
+                stream = gzip.GzipFile(fileobj=hashing, mode="rb")  # type: ignore[call-overload]  # read forward only: never seeks
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for info in tar:
                     member = TarMember(name=info.name, kind=member_kind(info))
