@@ -145,9 +145,12 @@ class Report:
     partial: bool
     state: dict[str, Any]
     run: dict[str, Any]
+    thresholds: dict[str, Any]
     lists: list[dict[str, Any]]
+    items: dict[str, Any]
+    matches: dict[str, Any]
+    clean: dict[str, Any]
     counts: dict[str, Any]
-    clean: dict[str, Any] | None
 
     @classmethod
     def of(cls, raw: dict[str, Any]) -> Report:
@@ -156,9 +159,12 @@ class Report:
             partial=bool(raw.get("partial")),
             state=_dict(raw.get("state")),
             run=_dict(raw.get("run")),
+            thresholds=_dict(raw.get("thresholds")),
             lists=list(raw.get("lists") or []),
+            items=_dict(raw.get("items")),
+            matches=_dict(raw.get("matches")),
+            clean=_dict(raw.get("clean")),
             counts=_dict(raw.get("counts")),
-            clean=raw.get("clean"),
         )
 
     @classmethod

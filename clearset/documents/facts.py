@@ -34,7 +34,7 @@ from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.receipts.dsse import envelope_payload, parse_envelope, receipt_digest
 from clearset.receipts.issue import RECEIPT_FILE, clean_identity, source_label
 from clearset.receipts.statement import parse_json
-from clearset.records import CleanRecord, RunInfo
+from clearset.records import CleanRecord, Report, RunInfo
 from clearset.runfolder import RunFolder
 from clearset.sinks.counts import LeafCounts, SetCounts, plural, statement_counts
 from clearset.sinks.manifest import read_manifest_files
@@ -486,8 +486,8 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
             f"{run.path}: the clean to {record.destination} is not finished; "
             "re-run the same `clearset clean` to complete it"
         )
-    report = build_report(run.path)
-    if report["clean"]["stale"]:
+    report = Report.of(build_report(run.path))
+    if report.clean["stale"]:
         raise RunFolderError(
             f"{run.path}: the cleaned copy was made before the last `clearset match`; "
             "clean again before documenting it"
@@ -506,11 +506,11 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
     lists = [
         {k: entry.get(k) for k in ("name", "version", "digest", "hash_type", "threshold")}
         | {"matched_items": entry.get("matched_items", 0)}
-        for entry in report["lists"]
+        for entry in report.lists
     ]
     return RunFacts(
         run=run.path,
-        report=report,
+        report=report.raw,
         answers=answers or Answers(),
         source_kind=str(source.get("kind") or "unknown"),
         source_name=source_name,
