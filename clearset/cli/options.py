@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_type_hints
+from typing import Annotated, Any, TypeVar, cast, get_type_hints
 
 import typer
 
@@ -87,7 +87,7 @@ def grouped(command: Command) -> Command:
 
     parsed.__signature__ = signature.replace(parameters=flat)  # type: ignore[attr-defined]
     parsed.__annotations__ = {p.name: p.annotation for p in flat}
-    return parsed  # type: ignore[return-value]
+    return cast(Command, parsed)
 
 
 @dataclass(frozen=True)
