@@ -77,7 +77,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     small = rng.uniform(0, 255, (max(2, h // 24), max(2, w // 24), 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), np.float32)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), np.float32)
 
 
 def _shapes(rng: np.random.Generator, base: np.ndarray) -> Image.Image:
@@ -119,7 +119,7 @@ def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray | None:
     # A random crop of at least half the photo, resized: each draw is a new picture.
     ch, cw = int(rng.integers(ph // 2, ph + 1)), int(rng.integers(pw // 2, pw + 1))
     y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
-    crop = Image.fromarray(photo[y : y + ch, x : x + cw]).resize((w, h), Image.BILINEAR)
+    crop = Image.fromarray(photo[y : y + ch, x : x + cw]).resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(crop, np.float32)
 
 
@@ -399,7 +399,7 @@ def _edit(image: Image.Image, edit: str, rng: np.random.Generator) -> bytes:
     if edit == "reencode":
         return encode_jpeg(image, 60)
     if edit == "resize":
-        return encode_jpeg(image.resize((int(w * 0.9), int(h * 0.9)), Image.LANCZOS), 85)
+        return encode_jpeg(image.resize((int(w * 0.9), int(h * 0.9)), Image.Resampling.LANCZOS), 85)
     if edit == "crop":
         dx, dy = max(1, w // 200), max(1, h // 200)  # 0.5 % off each side: 1 % in all
         return encode_jpeg(image.crop((dx, dy, w - dx, h - dy)), 90)
@@ -409,7 +409,7 @@ def _edit(image: Image.Image, edit: str, rng: np.random.Generator) -> bytes:
         canvas.paste(image, (0, pad))
         return encode_jpeg(canvas, 90)
     if edit == "flip":
-        return encode_jpeg(image.transpose(Image.FLIP_LEFT_RIGHT), 90)
+        return encode_jpeg(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 90)
     raise ValueError(edit)
 
 

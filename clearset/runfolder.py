@@ -40,6 +40,7 @@ from clearset.manifest import (
     UPSTREAM_FAILED,
     read_manifest_files,
 )
+from clearset.records import CleanRecord, RunInfo
 from clearset.runlock import RUN_LOCK
 from clearset.settings import MAX_UNREAD_SHARE
 
@@ -180,18 +181,19 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: exists and is not a folder")
         if self.run_json.exists():
             info = self.read_info()
-            if info.get("source") != source_spec:
-                other = info.get("source", {}).get("url")
+            recorded_info = RunInfo.of(info)
+            if recorded_info.source != source_spec:
+                other = recorded_info.source_url
                 raise RunFolderError(
                     f"{self.path}: holds a run of another source ({other}); choose a new --out"
                 )
-            recorded = _by_identity(info.get("settings", {}))
+            recorded = _by_identity(recorded_info.settings)
             now = _by_identity(settings)
             differ = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
             if differ == ["matching"]:
                 raise RunFolderError(
                     self._other_lists(
-                        recorded.get("matching"), settings, finished=bool(info.get("finished"))
+                        recorded.get("matching"), settings, finished=bool(recorded_info.finished)
                     )
                 )
             if differ:
@@ -199,7 +201,7 @@ class RunFolder:
                     f"{self.path}: holds a run with other settings ({', '.join(differ)}); "
                     "resume with the same options or choose a new --out"
                 )
-            info["resumed"] = info.get("resumed", 0) + 1
+            info["resumed"] = recorded_info.resumed + 1
         else:
             if self.path.exists() and any(
                 not (entry.name == RUN_LOCK or (shared and _being_made(entry.name)))
@@ -299,20 +301,21 @@ class RunFolder:
     def record_scan(self, info: dict[str, Any]) -> None:
         """History lines for a scan that just ended (finished or not), and for the clean
         `scan --clean-to` finished in the same pass."""
-        counts = info.get("counts") or {}
+        run_info = RunInfo.of(info)
+        counts = run_info.counts
         self.record(
             "scan",
-            source=(info.get("source") or {}).get("url"),
-            lists=lists_identity((info.get("settings") or {}).get("matching")),
-            started=info.get("started"),
-            finished=info.get("finished"),
-            resumed=info.get("resumed", 0),
-            shards=info.get("shards"),
+            source=run_info.source_url,
+            lists=lists_identity(run_info.matching),
+            started=run_info.started,
+            finished=run_info.finished,
+            resumed=run_info.resumed,
+            shards=run_info.shards,
             shards_done=counts.get("shards_done"),
-            failed_shards=len(info.get("failed_shards") or []),
+            failed_shards=len(run_info.failed_shards),
             items=counts.get("items"),
             matched_items=(counts.get("matches") or {}).get("items"),
-            accounting=(info.get("accounting") or {}).get("verdict"),
+            accounting=run_info.verdict,
         )
         if "clean" in counts:
             record_clean(self)
@@ -375,8 +378,8 @@ def lists_identity(matching: Any) -> list[dict[str, Any]]:
 
 def lists_change(recorded: Any, now: Any) -> str:
     """What differs between two "matching" records, in a few words for a message."""
-    old = {lst.get("name"): lst for lst in lists_identity(recorded)}
-    new = {lst.get("name"): lst for lst in lists_identity(now)}
+    old: dict[Any, dict[str, Any]] = {lst.get("name"): lst for lst in lists_identity(recorded)}
+    new: dict[Any, dict[str, Any]] = {lst.get("name"): lst for lst in lists_identity(now)}
     parts = [f"{n} changed" for n in sorted(old.keys() & new.keys()) if old[n] != new[n]]
     renamed = {
         n: o
@@ -450,11 +453,11 @@ def accounting_line(accounting: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- RUN/cleaned/: the last clean
 
 
-def refuse_unaccounted(run: RunFolder, info: dict[str, Any]) -> None:
+def refuse_unaccounted(run: RunFolder, info: RunInfo) -> None:
     """A run whose scan hashed nothing, or left too much unread, backs no cleaned copy
     and no receipt (unless it was scanned with --allow-missing)."""
-    accounting = info.get("accounting") or {}
-    if accounting.get("verdict") == "failed":
+    accounting = info.accounting
+    if info.verdict == "failed":
         raise RunFolderError(
             f"{run.path}: {accounting.get('problem')}; not cleaning or signing it (re-run its "
             "scan with --allow-missing to accept it)"
@@ -473,19 +476,19 @@ def read_clean_json(cleaned: RunFolder) -> dict[str, Any] | None:
 
 def record_clean(run: RunFolder) -> None:
     """RUN/history.jsonl's line for the clean that just finished."""
-    record = read_clean_json(run.cleaned) or {}
-    counts = record.get("counts") or {}
+    record = CleanRecord.read(run.path) or CleanRecord.of({})
+    counts = record.counts
     run.record(
         "clean",
-        destination=record.get("destination"),
-        started=record.get("started"),
-        finished=record.get("finished"),
-        options=record.get("options"),
-        lists=lists_identity(record.get("matching")),
+        destination=record.destination,
+        started=record.started,
+        finished=record.finished,
+        options=record.options,
+        lists=lists_identity(record.matching),
         items_kept=counts.get("items_kept"),
         items_removed=counts.get("items_removed"),
         keys_removed=counts.get("keys_removed"),
-        replaced=record.get("replaced"),
+        replaced=record.replaced,
     )
 
 
@@ -502,7 +505,7 @@ def cleaned_manifest_shards(run_dir: str | Path) -> list[tuple[Path, dict[str, A
     record = read_clean_json(cleaned)
     if record is None:
         raise RunFolderError(f"{run.path}: has no cleaned copy; run `clearset clean` first")
-    refuse_unaccounted(run, run.read_info())
+    refuse_unaccounted(run, RunInfo.read(run))
     if not record.get("finished"):
         raise RunFolderError(
             f"{run.path}: the clean to {record.get('destination')} is not finished; "

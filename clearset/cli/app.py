@@ -38,17 +38,18 @@ LAST_COMMANDS = ("demo",)
 class WorkOrderGroup(TyperGroup):
     """Commands in the order of the work, each with its whole first sentence."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]  # typer vendors click
         names = list(self.commands)
         first = [n for n in COMMAND_ORDER if n in self.commands]
         last = [n for n in LAST_COMMANDS if n in self.commands]
         return first + [n for n in names if n not in first and n not in last] + last
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    # typer vendors click (typer._click): its classes are not click's, as these say
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:  # type: ignore[override]
         # click cuts each summary to fit one line ("...and..."); wrap it whole instead.
         rows = []
         for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
+            command = self.get_command(ctx, name)  # type: ignore[arg-type]  # see above
             if command is not None and not command.hidden:
                 rows.append((name, command.get_short_help_str(limit=1_000)))
         if rows:

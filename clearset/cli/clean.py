@@ -22,7 +22,7 @@ from clearset.cli.app import (
 )
 from clearset.documents.counts import plural, run_counts
 from clearset.documents.report import write_report
-from clearset.runfolder import clean_info
+from clearset.records import CleanRecord
 from clearset.runs import apply_removals, clean_run
 from clearset.runs.clean import card_lines
 from clearset.runs.tasks import DEFAULT_RETRIES
@@ -90,7 +90,8 @@ def clean(
             retries=retries,
         )
     print_clean(counts, run_dir, to)
-    replaced = (clean_info(run_dir) or {}).get("replaced")
+    record = CleanRecord.read(run_dir)
+    replaced = record.replaced if record else None
     if replaced:
         out.print(f"the run's record of its earlier clean is kept in {run_dir / replaced}")
 
@@ -105,7 +106,8 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
         out.print(f"  {reason}: {plural(number, 'sample')}")
     out.print(f"cleaned copy: {to}; removal list: {run_dir / 'removals.parquet'}")
 
-    for line in card_lines((clean_info(run_dir) or {}).get("card_files")):
+    record = CleanRecord.read(run_dir)
+    for line in card_lines(record.card_files if record else None):
         out.print(line)
 
 

@@ -24,7 +24,6 @@ from clearset.cli.app import (
     RetriesOpt,
     SkipInvalidOpt,
     ThresholdOpt,
-    TrimOpt,
     WorkersOpt,
     app,
     console,
@@ -36,36 +35,38 @@ from clearset.cli.app import (
 )
 from clearset.cli.clean import print_clean
 from clearset.cli.documents import demo_documents
+from clearset.cli.options import (
+    DRY_RUN_SAMPLE,
+    FETCH_PANEL,
+    CleanToOptions,
+    DryRunOptions,
+    EngineOptions,
+    FetchOptions,
+    MatchOptions,
+    ScanOptions,
+    SourceOptions,
+    UrlListOptions,
+    grouped,
+)
 from clearset.demo import DemoData, _edit, build_demo_data, encode_jpeg, watched_originals
 from clearset.documents.counts import plural, run_counts, scanned_counts
 from clearset.documents.report import write_report
 from clearset.errors import InputError
 from clearset.formats import (
-    SOURCE_KINDS,
     FetchSettings,
     absolute_url,
     detect,
     is_folder,
     open_source,
 )
-from clearset.formats.fetching.fetcher import (
-    FETCH_BACKOFF,
-    FETCH_CONCURRENCY,
-    FETCH_CONNECT_TIMEOUT,
-    FETCH_MAX_BYTES,
-    FETCH_PER_HOST,
-    FETCH_READ_TIMEOUT,
-    FETCH_RETRIES,
-    FETCH_USER_AGENT,
-)
-from clearset.formats.urls import FETCH_SHARD_ROWS, dry_run
+from clearset.formats.urls import dry_run
 from clearset.hashing import types as hash_types
 from clearset.hashing.files import check_regular_file, hash_file
 from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.receipts import generate_keypair, load_public_key, proof_to_json, verify
 from clearset.runfolder import RunFolder, accounting_line, read_cleaned_manifest
-from clearset.runs import MatchJob, ScanSettings, Split, run_match, run_scan
+from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
 from clearset.runs.audit import AuditSettings, run_audit
 from clearset.runs.issue import issue_receipt, prove_item, removed_hashes
 from clearset.runs.scan import status_reasons
@@ -86,11 +87,10 @@ _FETCH_FLAGS = {
     "user_agent": "--user-agent",
     "respect_noai": "--ignore-noai",
 }
-#: URLs a dry run fetches for its estimate unless --sample says.
-DRY_RUN_SAMPLE = 100
 
 
 @app.command()
+@grouped
 def scan(
     source: Annotated[str, typer.Argument(help="Folder, tar shards, parquet, or fsspec URL.")],
     out_dir: Annotated[
@@ -102,55 +102,13 @@ def scan(
             callback=local_folder,
         ),
     ] = None,
-    kind: Annotated[
-        str | None, typer.Option(help=f"Source kind: {', '.join(SOURCE_KINDS)} (default: detect).")
-    ] = None,
-    image_column: Annotated[
-        str | None, typer.Option(help="Parquet column holding image bytes (default: detect).")
-    ] = None,
-    workers: WorkersOpt = None,
-    engine: EngineOpt = "local",
-    address: AddressOpt = None,
-    retries: RetriesOpt = DEFAULT_RETRIES,
-    rank: Annotated[
-        int | None,
-        typer.Option(
-            help="In an array job: scan only every Nth shard (N = --world-size) from shard "
-            "number RANK, counting from 0 (e.g. $SLURM_ARRAY_TASK_ID); the last rank to end "
-            "finishes the run.",
-        ),
-    ] = None,
-    world_size: Annotated[
-        int | None,
-        typer.Option(help="In an array job: how many ranks share the shards (with --rank)."),
-    ] = None,
-    exact_pdq: ExactPdqOpt = False,
-    trim_borders: TrimOpt = True,
-    lists: ListOpt = None,
-    skip_invalid: SkipInvalidOpt = False,
-    threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
-    min_quality: MinQualityOpt = PDQ_MIN_QUALITY,
-    dihedral: Annotated[
-        bool, typer.Option(help="Also match the 7 other rotations/flips of each image.")
-    ] = False,
+    *,
+    reading: SourceOptions,
+    running: EngineOptions,
+    hashing: ScanOptions,
+    matching: MatchOptions,
     progress: ProgressOpt = None,
-    clean_to: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also write the source without matched items here, in the same pass.",
-            callback=local_folder,
-        ),
-    ] = None,
-    drop_undecodable: Annotated[
-        bool, typer.Option(help="With --clean-to: also remove undecodable items.")
-    ] = False,
-    base_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Folder that relative paths in path-only parquet Image cells are relative "
-            "to (default: the parquet file's folder, as datasets reads them)."
-        ),
-    ] = None,
+    cleaning: CleanToOptions,
     allow_missing: Annotated[
         bool,
         typer.Option(
@@ -159,166 +117,61 @@ def scan(
             "its items (default: such a scan fails, and clean and receipt refuse it).",
         ),
     ] = False,
-    fetch: Annotated[
-        bool,
-        typer.Option(
-            "--fetch",
-            help="SOURCE is a list of URLs (parquet, CSV, TSV, JSON lines, or one URL a "
-            "line): fetch each image into memory, hash it and drop it; nothing is stored.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = False,
-    url_column: Annotated[
-        str | None,
-        typer.Option(
-            help="With --fetch: the column holding the URLs (default: url, URL, image_url).",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = None,
-    shard_rows: Annotated[
-        int | None,
-        typer.Option(
-            help=f"With --fetch: URL rows per shard (default {FETCH_SHARD_ROWS:,}).",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = None,
-    concurrency: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="With --fetch: requests in flight per worker.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = FETCH_CONCURRENCY,
-    per_host: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="With --fetch: requests in flight to one host, over all workers on this machine.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = FETCH_PER_HOST,
-    connect_timeout: Annotated[
-        float,
-        typer.Option(min=0.001, help="With --fetch: seconds.", rich_help_panel="Fetching URLs"),
-    ] = FETCH_CONNECT_TIMEOUT,
-    read_timeout: Annotated[
-        float,
-        typer.Option(
-            min=0.001,
-            help="With --fetch: longest wait in seconds for the next bytes of a response.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = FETCH_READ_TIMEOUT,
-    fetch_retries: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="With --fetch: tries after the first on 429, 5xx and network errors.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = FETCH_RETRIES,
-    backoff: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            help="With --fetch: first wait before a retry in seconds, doubled each time "
-            "(a Retry-After header is honoured instead, up to 60 s).",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = FETCH_BACKOFF,
-    max_bytes: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="With --fetch: largest body held in memory; larger ones are refused.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = FETCH_MAX_BYTES,
-    user_agent: Annotated[
-        str,
-        typer.Option(help="With --fetch: the User-Agent header.", rich_help_panel="Fetching URLs"),
-    ] = FETCH_USER_AGENT,
-    ignore_noai: Annotated[
-        bool,
-        typer.Option(
-            "--ignore-noai",
-            help="With --fetch: fetch images whose X-Robots-Tag says noai or noimageai "
-            "(default: their bodies are not read, and the row says so).",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = False,
+    urls: UrlListOptions,
+    fetching: FetchOptions,
     keep_unfetched: Annotated[
         bool,
         typer.Option(
             "--keep-unfetched",
             help="With --fetch --clean-to: keep rows whose image could not be fetched "
             "(default: they are removed, since nothing they serve was hashed).",
-            rich_help_panel="Fetching URLs",
+            rich_help_panel=FETCH_PANEL,
         ),
     ] = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="With --fetch: print the URLs' hosts and a time estimate from a sample "
-            "(fetched, hashed, dropped); write nothing.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = False,
-    sample: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="With --dry-run: URLs to fetch for the estimate.",
-            rich_help_panel="Fetching URLs",
-        ),
-    ] = DRY_RUN_SAMPLE,
+    estimate: DryRunOptions,
 ) -> None:
     """Hash every item of SOURCE into the run folder --out and match it against --list lists.
 
     Re-running the same command resumes: shards already done are skipped.
     """
-    fetch = fetch or kind == "fetch"
-    fetch_settings = FetchSettings(
-        concurrency=concurrency,
-        per_host=per_host,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        retries=fetch_retries,
-        backoff=backoff,
-        max_bytes=max_bytes,
-        user_agent=user_agent,
-        respect_noai=not ignore_noai,
-    )
+    fetch = urls.fetch or reading.kind == "fetch"
+    fetch_settings = fetching.settings()
     if not fetch:
         # An option that would change nothing is a mistake to say, not to ignore.
         defaults = FetchSettings()
         given = [
             flag
             for flag, value in (
-                ("--url-column", url_column is not None),
-                ("--shard-rows", shard_rows is not None),
+                ("--url-column", urls.url_column is not None),
+                ("--shard-rows", urls.shard_rows is not None),
                 *(
                     (_FETCH_FLAGS[f], getattr(fetch_settings, f) != getattr(defaults, f))
                     for f in _FETCH_FLAGS
                 ),
                 ("--keep-unfetched", keep_unfetched),
-                ("--dry-run", dry_run),
-                ("--sample", sample != DRY_RUN_SAMPLE),
+                ("--dry-run", estimate.dry_run),
+                ("--sample", estimate.sample != DRY_RUN_SAMPLE),
             )
             if value
         ]
         if given:
             raise InputError(f"scan: {', '.join(given)} go with --fetch (SOURCE as a URL list)")
-    if dry_run:
-        _dry_run(source, url_column, shard_rows, fetch_settings, sample, workers)
+    if estimate.dry_run:
+        _dry_run(
+            source,
+            urls.url_column,
+            urls.shard_rows,
+            fetch_settings,
+            estimate.sample,
+            running.workers,
+        )
         return
     if out_dir is None:
         # Not a required option to Typer: a dry run writes nothing, so it needs none.
         raise InputError("scan: give --out RUN, the run folder to write")
-    settings = ScanSettings(exact_pdq=exact_pdq, trim_borders=trim_borders, dihedral=dihedral)
-    job = match_job(lists, skip_invalid, threshold, min_quality)
+    settings = hashing.settings()
+    job = matching.job()
+    clean_to, drop_undecodable = cleaning.clean_to, cleaning.drop_undecodable
     if clean_to is not None and job is None and not drop_undecodable:
         raise InputError("scan: --clean-to needs at least one --list to remove matches of")
     clean = (
@@ -329,25 +182,23 @@ def scan(
         if clean_to is not None
         else None
     )
-    if kind is None and not fetch and is_folder(source):
+    if reading.kind is None and not fetch and is_folder(source):
         # A folder can hold several layouts: say which one was chosen, and from what.
         survey = detect(absolute_url(source))
         said = f"reading {source} as {survey.kind}: {survey.describe()}".rstrip(": ")
         out.print(said, markup=False, highlight=False, soft_wrap=True)
-    if (rank is None) != (world_size is None):
-        raise InputError("scan: --rank and --world-size go together")
-    split = Split(rank, world_size) if rank is not None and world_size is not None else None
+    split = running.split()
     src = open_source(
         source,
-        kind="fetch" if fetch else kind,
-        image_column=image_column,
-        base_dir=base_dir,
-        url_column=url_column,
-        shard_rows=shard_rows,
+        kind="fetch" if fetch else reading.kind,
+        image_column=reading.image_column,
+        base_dir=reading.base_dir,
+        url_column=urls.url_column,
+        shard_rows=urls.shard_rows,
         fetch=fetch_settings if fetch else None,
     )
     show = show_progress(progress)
-    with engine_for(engine, address, workers) as runner:
+    with engine_for(running.engine, running.address, running.workers) as runner:
         result = run_scan(
             src,
             out_dir,
@@ -358,7 +209,7 @@ def scan(
             match=job,
             clean=clean,
             allow_missing=allow_missing,
-            retries=retries,
+            retries=running.retries,
             split=split,
         )
     if split is not None and not result.finished:

@@ -155,7 +155,7 @@ def _target_hash(sha256: str | None, file: Path | None) -> bytes:
             return hashlib.sha256(file.read_bytes()).digest()
         except OSError as exc:
             raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from None
-    text = sha256.strip().lower()
+    text = str(sha256).strip().lower()  # given: not None, as file is
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise InputError(f"--sha256 {sha256!r}: not 64 hex digits")
     return bytes.fromhex(text)

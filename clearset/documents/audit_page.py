@@ -51,7 +51,7 @@ def thumbnail(data: bytes) -> str | None:
         image = to_display_rgb(open_image(data).image)
     except DecodeFailure:
         return None
-    image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS), Image.LANCZOS)
+    image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

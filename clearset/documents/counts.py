@@ -32,7 +32,8 @@ from clearset.errors import ClearsetError
 from clearset.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
 from clearset.receipts.issue import source_label
 from clearset.receipts.statement import canonical_json
-from clearset.runfolder import RunFolder, clean_info, cleaned_manifest_files
+from clearset.records import CleanRecord
+from clearset.runfolder import RunFolder, cleaned_manifest_files
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,8 @@ def run_counts(run_dir: str | Path) -> RunCounts:
     """`RunCounts` from RUN's markers and clean record (the clean only once finished)."""
     run = RunFolder(Path(run_dir))
     scanned = scanned_counts(run)
-    record = clean_info(run.path)
-    if not record or not record.get("finished"):
+    record = CleanRecord.read(run.path)
+    if not record or not record.finished:
         return RunCounts(scanned)
     try:
         clean = clean_identity(run.path)
@@ -222,10 +223,10 @@ def manifest_digest(run: RunFolder) -> str:
 def clean_identity(run_dir: Path) -> dict[str, str]:
     """Which cleaned copy a receipt covers: its name, finish time and manifest digest."""
     cleaned_manifest_files(run_dir)  # refuses a run never cleaned, or a clean unfinished
-    record = clean_info(run_dir) or {}
+    record = CleanRecord.read(run_dir) or CleanRecord.of({})
     return {
-        "destination": source_label(str(record.get("destination") or "cleaned")),
-        "finished": str(record["finished"])[:19] + "Z",
+        "destination": source_label(str(record.destination or "cleaned")),
+        "finished": str(record.finished)[:19] + "Z",
         "manifest_digest": manifest_digest(RunFolder(Path(run_dir)).cleaned),
     }
 

@@ -44,7 +44,8 @@ from clearset.manifest import read_manifest_files
 from clearset.receipts.dsse import envelope_payload, parse_envelope, receipt_digest
 from clearset.receipts.issue import source_label
 from clearset.receipts.statement import parse_json
-from clearset.runfolder import RECEIPT_FILE, RunFolder, clean_info
+from clearset.records import CleanRecord, Report, RunInfo
+from clearset.runfolder import RECEIPT_FILE, RunFolder
 
 #: The marker every Markdown document opens with (after a data card's YAML header);
 #: `clearset document --check` refuses a file without it.
@@ -473,7 +474,7 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
     run = RunFolder(Path(run_dir))
     if not run.path.is_dir():
         raise RunFolderError(f"{run.path}: not a clearset run folder (no such folder)")
-    info = run.read_info()
+    info = RunInfo.read(run)
     state = run_state(run, info)
     if state["partial"]:
         # A document is for a regulator: it states whole figures or is not written.
@@ -481,19 +482,19 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
             f"{run.path}: {state['problem']}; a document needs the whole run: "
             f"{state['to_finish']}, then write the document again"
         )
-    record = clean_info(run.path)
+    record = CleanRecord.read(run.path)
     if record is None:
         raise RunFolderError(
             f"{run.path}: has no cleaned copy; documents describe the cleaned copy: "
             "run `clearset clean RUN --to OUT` first"
         )
-    if not record.get("finished"):
+    if not record.finished:
         raise RunFolderError(
-            f"{run.path}: the clean to {record.get('destination')} is not finished; "
+            f"{run.path}: the clean to {record.destination} is not finished; "
             "re-run the same `clearset clean` to complete it"
         )
-    report = build_report(run.path)
-    if report["clean"]["stale"]:
+    report = Report.of(build_report(run.path))
+    if report.clean["stale"]:
         raise RunFolderError(
             f"{run.path}: the cleaned copy was made before the last `clearset match`; "
             "clean again before documenting it"
@@ -504,19 +505,19 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
         cleaned.manifest_files(),
         ["member", "url", "status", "format", "width", "height"],
     )
-    source = info.get("source") or {}
+    source = info.source
     receipt = _receipt(run)
     source_name = receipt.source_name if receipt else source_label(str(source.get("url") or ""))
-    destination = Path(str(record.get("destination")))
+    destination = Path(str(record.destination))
     files = sorted({name for marker in markers for name in marker.get("files") or []})
     lists = [
         {k: entry.get(k) for k in ("name", "version", "digest", "hash_type", "threshold")}
         | {"matched_items": entry.get("matched_items", 0)}
-        for entry in report["lists"]
+        for entry in report.lists
     ]
     return RunFacts(
         run=run.path,
-        report=report,
+        report=report.raw,
         answers=answers or Answers(),
         source_kind=str(source.get("kind") or "unknown"),
         source_name=source_name,
@@ -532,7 +533,7 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
         dimensions=_dimensions(manifest),
         collection=_collection(destination, files),
         files=files,
-        accounting=info.get("accounting") or {},
+        accounting=info.accounting,
     )
 
 
@@ -613,7 +614,7 @@ def _dimensions(manifest: pa.Table) -> tuple[int, int, int, int] | None:
     width, height = pc.min_max(ok.column("width")), pc.min_max(ok.column("height"))
     found = [width["min"], width["max"], height["min"], height["max"]]
     values = [v.as_py() for v in found]
-    return None if None in values else tuple(values)  # type: ignore[return-value]
+    return None if None in values else tuple(values)
 
 
 def _collection(destination: Path, files: list[str]) -> Collection:

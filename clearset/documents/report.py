@@ -30,6 +30,7 @@ from clearset.errors import ClearsetError, RunFolderError
 from clearset.formats import source_from_spec
 from clearset.hashing.types import is_exact
 from clearset.hashing.types import label as hash_label
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, clean_info, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
 
@@ -55,8 +56,8 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
     Matched items carry their URL only with `show_urls`: the report is for sharing.
     """
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    matching = info.get("settings", {}).get("matching") or {}
+    info = RunInfo.read(run)
+    matching = info.matching or {}
     state = run_state(run, info)
     if state["partial"] and not state["shards_done"]:
         raise RunFolderError(f"{run.path}: {state['problem']}; nothing to report yet: "
@@ -118,10 +119,10 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         )  # fmt: skip
     for digest, keys in list_keys.items():
         by_list[digest]["matched_items"] = len(keys)
-    for shard, lists in shard_list_keys.items():
-        if shard in per_shard:
-            per_shard[shard]["matched_by_list"] = {n: len(k) for n, k in sorted(lists.items())}
-            per_shard[shard]["matched_items"] = len(set().union(*lists.values()))
+    for shard_name, lists in shard_list_keys.items():
+        if shard_name in per_shard:
+            per_shard[shard_name]["matched_by_list"] = {n: len(k) for n, k in sorted(lists.items())}
+            per_shard[shard_name]["matched_items"] = len(set().union(*lists.values()))
 
     threshold = matching.get("pdq_threshold", PDQ_MATCH_THRESHOLD)
     distance_lists = [r for r in by_list.values() if not is_exact(r.get("hash_type"))]
@@ -138,12 +139,12 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "shows_urls": show_urls,
         "run": {
             "path": str(run.path),
-            "source": info.get("source"),
-            "tool": info.get("tool"),
-            "started": info.get("started"),
-            "finished": info.get("finished"),
-            "matched": info.get("matched"),
-            "scan_settings": {k: v for k, v in info.get("settings", {}).items() if k != "matching"},
+            "source": info.source,
+            "tool": info.tool,
+            "started": info.started,
+            "finished": info.finished,
+            "matched": info.matched,
+            "scan_settings": info.scan_settings,
         },
         "thresholds": {
             "pdq_threshold": threshold,
@@ -179,7 +180,7 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
     return report
 
 
-def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
+def run_state(run: RunFolder, info: RunInfo) -> dict[str, Any]:
     """Whether the run backs whole figures, and if not why and how to make it so.
 
     `partial` is True for a scan that has not finished (stopped, failed shards, or ranks
@@ -188,21 +189,21 @@ def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
     whose last match was not gathered into RUN/matches.parquet. `matches_gathered` says
     whether RUN/matches.parquet holds the run's matches (else the per-shard files do).
     """
-    matching = (info.get("settings") or {}).get("matching") or {}
+    matching = info.matching or {}
     gathered = (run.path / "matches.parquet").exists()
-    failed = info.get("failed_shards") or []
+    failed = info.failed_shards
     state: dict[str, Any] = {
         "partial": False,
         "scan": "finished",
-        "shards": info.get("shards"),
+        "shards": info.shards,
         "shards_done": len(run.done_markers()),
         "shards_failed": len(failed),
         "problem": None,
         "to_finish": None,
         "matches_gathered": gathered,
     }
-    source_url = str((info.get("source") or {}).get("url") or "SOURCE")
-    if not info.get("finished"):
+    source_url = str(info.source_url or "SOURCE")
+    if not info.finished:
         total = state["shards"] or _shard_count(info)
         done = state["shards_done"]
         of = (
@@ -221,11 +222,11 @@ def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
             to_finish=f"re-run `{scan}` with the same --list and other options (it resumes "
             "from the shards done; `clearset status` names what is left)",
         )
-    elif (info.get("accounting") or {}).get("verdict") == "failed":
+    elif info.verdict == "failed":
         state.update(
             partial=True,
             scan="accounting failed",
-            problem=f"the scan {info['accounting'].get('problem')}",
+            problem=f"the scan {info.accounting.get('problem')}",
             to_finish="fix the source and scan it again, or accept what was read by "
             "re-running the same scan command with --allow-missing",
         )
@@ -239,10 +240,10 @@ def run_state(run: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _shard_count(info: dict[str, Any]) -> int | None:
+def _shard_count(info: RunInfo) -> int | None:
     """How many shards the source has now, or None where it cannot be listed."""
     try:
-        return len(source_from_spec(info["source"]).shards())
+        return len(source_from_spec(info.source).shards())
     except (ClearsetError, OSError, KeyError, TypeError):
         return None  # the source moved or is out of reach: the run folder still speaks
 

@@ -31,8 +31,8 @@ def make_engine(
     module, cls = ENGINES[name].split(":")
     engine_class = getattr(importlib.import_module(module), cls)
     if address is None:
-        return engine_class(workers)  # type: ignore[no-any-return]
-    return engine_class(workers, address=address)  # type: ignore[no-any-return]
+        return engine_class(workers)
+    return engine_class(workers, address=address)
 
 
 __all__ = ["ENGINES", "Engine", "Outcome", "Task", "make_engine"]

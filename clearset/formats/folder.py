@@ -184,7 +184,8 @@ class FolderSource:
         local = is_local_fs(fs)
         position = 0
         for key, names in group_keys(list(shard.files)).items():
-            meta, note = {}, None
+            meta: dict[str, Any] = {}
+            note = None
             side = next((n for n in names if split_ext(n)[1] == "json"), None)
             if side is not None:
                 meta, note = _read_json(fs, f"{root}/{side}", local)

@@ -403,7 +403,7 @@ def read_rows(
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"{path}: not a readable parquet file ({exc})") from None
         return rows
-    columns = json_columns(path, url_column) if fmt == "jsonl" else None
+    columns = json_columns(path, url_column) if fmt == "jsonl" else None  # type: ignore[assignment]  # set below
     _, found, records = text_records(path, fmt, url_column, offset=offset)
     columns = found or columns or Columns(url="url")
     first = start if offset is not None else 0

@@ -132,7 +132,7 @@ def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarM
             hashing = HashingReader(raw)
             stream: Any = hashing
             if url.endswith(GZIP_SUFFIXES):
-                stream = gzip.GzipFile(fileobj=hashing, mode="rb")
+                stream = gzip.GzipFile(fileobj=hashing, mode="rb")  # type: ignore[call-overload]  # read forward only: never seeks
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for info in tar:
                     member = TarMember(name=info.name, kind=member_kind(info))
@@ -419,7 +419,7 @@ def _filter_tar(
             tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
             hashing = HashingReader(raw)
-            stream: Any = gzip.GzipFile(fileobj=hashing, mode="rb") if gz else hashing
+            stream: Any = gzip.GzipFile(fileobj=hashing, mode="rb") if gz else hashing  # type: ignore[call-overload]  # read forward only: never seeks
             with tarfile.open(fileobj=stream, mode="r|") as source:
                 for member in source:
                     scanned = contents.take(shard, member.name)

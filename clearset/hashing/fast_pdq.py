@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -179,7 +180,7 @@ def pdq_axis_operator(n: int, scale: int = 1, head: int | None = None) -> AxisOp
 def pdq_grid(luma: np.ndarray, rows: AxisOperator, cols: AxisOperator) -> np.ndarray:
     """The blurred 64x64 grid: gather the few rows, then the few columns, each sample needs."""
     gathered = (luma[rows.index] * rows.weights[:, :, None]).sum(axis=1)  # (64, width)
-    return (gathered[:, cols.index] * cols.weights[None, :, :]).sum(axis=2)
+    return cast(np.ndarray, (gathered[:, cols.index] * cols.weights[None, :, :]).sum(axis=2))
 
 
 @lru_cache(maxsize=1)
@@ -187,7 +188,9 @@ def _dct_matrix() -> np.ndarray:
     """Meta's 16 x 64 DCT-II rows 1..16 (the DC row is left out)."""
     i = np.arange(1, PDQ_DCT + 1)[:, None]
     j = np.arange(PDQ_GRID)[None, :]
-    return np.sqrt(2.0 / PDQ_GRID) * np.cos(np.pi / 2 / PDQ_GRID * i * (2 * j + 1))
+    return cast(
+        np.ndarray, np.sqrt(2.0 / PDQ_GRID) * np.cos(np.pi / 2 / PDQ_GRID * i * (2 * j + 1))
+    )
 
 
 def pdq_quality(grid: np.ndarray) -> int:
@@ -202,7 +205,7 @@ def pdq_quality(grid: np.ndarray) -> int:
 def _dct16(grid: np.ndarray) -> np.ndarray:
     """PDQ's 16 x 16 DCT coefficients of the 64 x 64 grid (rows: vertical frequency)."""
     dct = _dct_matrix()
-    return dct @ grid @ dct.T
+    return cast(np.ndarray, dct @ grid @ dct.T)
 
 
 def _hash_from_dct(coefficients: np.ndarray) -> bytes:

@@ -191,7 +191,7 @@ def _looks_like_hash(cell: str) -> bool:
 
 class Csv(ListFormat):
     name = "csv"
-    extensions = ("csv",)
+    extensions: ClassVar[tuple[str, ...]] = ("csv",)
     accepts_column = True
     delimiter: ClassVar[str] = ","
 

@@ -140,7 +140,7 @@ class Matcher:
 
     def match_table(self, manifest: pa.Table) -> pa.Table:
         """Match rows of a manifest table (any subset of shards) against every list."""
-        columns = {
+        columns: dict[str, Any] = {
             name: manifest.column(name).to_pylist() if name in manifest.column_names else None
             for name in manifest_columns()
         }
@@ -175,7 +175,7 @@ class Matcher:
         return pa.Table.from_pylist(found, schema=MATCH_SCHEMA)
 
     def _match_pdq(
-        self, number: int, columns: dict[str, list | None], rows: int
+        self, number: int, columns: dict[str, Any], rows: int
     ) -> dict[int, tuple[str, str, int, str | None]]:
         hash_list = self.lists[number]
         threshold = threshold_of(hash_list, self.settings)

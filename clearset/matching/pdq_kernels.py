@@ -21,11 +21,11 @@ _BRUTE_ENTRY_BLOCK = 8192
 
 
 @intrinsic
-def popcount64(typingctx, value):  # type: ignore[no-untyped-def]
+def popcount64(typingctx, value):
     """LLVM's ctpop: one POPCNT instruction on x86-64 (numba has no popcount of its own)."""
     signature = types.uint64(types.uint64)
 
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, sig, args):
         ctpop = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
         return builder.call(ctpop, args)
 
@@ -33,7 +33,7 @@ def popcount64(typingctx, value):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
-def prefetch(typingctx, array, index):  # type: ignore[no-untyped-def]
+def prefetch(typingctx, array, index):
     """Ask the CPU to start loading array[index] now (llvm.prefetch, read, keep in all caches).
 
     The probes and candidates of one chunk are independent, so issuing all their loads
@@ -41,7 +41,7 @@ def prefetch(typingctx, array, index):  # type: ignore[no-untyped-def]
     """
     signature = types.void(array, index)
 
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, sig, args):
         array_type = sig.args[0]
         array_struct = context.make_array(array_type)(context, builder, args[0])
         pointer = cgutils.get_item_pointer(context, builder, array_type, array_struct, [args[1]])
@@ -158,7 +158,7 @@ def mih_kernel(
                 high = np.int64(chunk_offsets[probes[flip] + 1])
                 lows[flip] = low
                 highs[flip] = high
-                n_candidates += high - low
+                n_candidates += high - low  # type: ignore[assignment]  # int64 in numba
                 if high > low:
                     prefetch(chunk_rows, low)
             if n_candidates > candidates.shape[0]:

@@ -355,24 +355,24 @@ def open_matcher(folder: Path | str | Mapping[str, str], *, verify: bool = False
     the list digests and a rebuilt index: as slow as a build, for a cache of doubtful origin.
     A damaged folder raises `RunFolderError`.
     """
-    folder = _Files(folder)
-    body = _read_json(folder)
+    files = _Files(folder)
+    body = _read_json(files)
     try:
         settings = MatchSettings(**body["settings"])
         records = [_strip_arrays(record) for record in body["lists"]]
         if _key_of(settings.to_dict(), records) != body["key"]:
-            raise _damaged(folder, f"{SHARED_JSON} does not match its key")
+            raise _damaged(files, f"{SHARED_JSON} does not match its key")
         lists: list[HashList] = []
         indexes: dict[int, PDQIndex] = {}
         for number, record in enumerate(body["lists"]):
-            hash_list, index = _open_list(folder, record, verify)
+            hash_list, index = _open_list(files, record, verify)
             lists.append(hash_list)
             if index is not None:
                 indexes[number] = index
     except RunFolderError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise _damaged(folder, f"{SHARED_JSON}: malformed ({type(exc).__name__}: {exc})") from None
+        raise _damaged(files, f"{SHARED_JSON}: malformed ({type(exc).__name__}: {exc})") from None
     return Matcher(lists, settings, indexes=indexes)
 
 

@@ -20,7 +20,7 @@ import ctypes
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -106,7 +106,7 @@ def _compile() -> Callable[..., Any]:
 
     if done != 1 or bytes(got[0]) != hashlib.sha256(bytes(1 + HASH_SIZE)).digest():
         raise OSError("the native SHA-256 loop disagrees with hashlib")
-    return kernel
+    return cast(Callable[..., Any], kernel)
 
 
 def _hashlib_only() -> bool:
@@ -133,7 +133,7 @@ def prefixed_sha256(rows: np.ndarray, prefix: int) -> np.ndarray | None:
     when the native loop is unavailable (the caller then hashes with hashlib)."""
     if not native_available():
         return None
-    kernel = _kernel
+    kernel = cast(Callable[..., Any], _kernel)  # loaded by native_available
     md, new, free = _digest
     rows = np.ascontiguousarray(rows, dtype=np.uint8)
     out = np.empty((rows.shape[0], HASH_SIZE), np.uint8)

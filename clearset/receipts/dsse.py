@@ -279,7 +279,7 @@ def verify_envelope(envelope: Any, public_key: Ed25519PublicKey) -> dict[str, An
         raise VerificationError(
             f"signature by key {wanted} does not verify: the receipt or the key was altered"
         )
-    statement = parse_json(payload, "signed payload")
+    statement: dict[str, Any] = parse_json(payload, "signed payload")
     check_statement(statement)
     if canonical_json(statement) != payload:
         raise VerificationError("signed payload is not in clearset's canonical JSON form")

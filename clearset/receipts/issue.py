@@ -20,6 +20,7 @@ import numpy as np
 from clearset.errors import InputError
 from clearset.lists.model import sort_unique
 from clearset.receipts.dsse import parse_envelope
+from clearset.records import RunInfo
 
 _GLOB_CHARACTERS = frozenset("*?[{")
 
@@ -59,8 +60,8 @@ def sorted_leaf_chunks(rows: np.ndarray) -> Iterator[np.ndarray]:
             yield chunk
 
 
-def list_identities(info: dict[str, Any]) -> list[dict[str, Any]]:
-    lists = info.get("settings", {}).get("matching", {}).get("lists", [])
+def list_identities(info: RunInfo) -> list[dict[str, Any]]:
+    lists = info.lists
     return [
         {
             "name": entry["name"],

@@ -101,7 +101,7 @@ def _hash_rows_hashlib(rows: np.ndarray, prefix: bytes) -> np.ndarray:
     for lo in range(0, m, BUILD_BATCH):
         chunk = rows[lo : lo + BUILD_BATCH]
         buffer = memoryview(np.ascontiguousarray(chunk).tobytes())
-        digests = []
+        digests: list[bytes] = []
         append = digests.append
         for start in range(0, len(chunk) * width, width):
             h = copy()
@@ -395,7 +395,7 @@ class MerkleTree:
                     values = np.empty((0, HASH_SIZE), dtype=np.uint8)
                 return cls(values, levels, root, cache_level)
             for level in levels:
-                sink.write(level)  # the buffer itself: no copy of a whole level
+                sink.write(level)  # type: ignore[arg-type]  # a buffer: numpy says so for 3.12+
             sink.seek(0)
             sink.write(_header(n, root, cache_level))
             sink.flush()
@@ -418,7 +418,8 @@ class MerkleTree:
             with open(tmp_path, "wb") as sink:
                 sink.write(_header(self.size, self._root, self._cache_level))
                 for start in range(0, self.size, BUILD_BATCH):
-                    sink.write(np.ascontiguousarray(self._leaves[start : start + BUILD_BATCH]))
+                    rows = np.ascontiguousarray(self._leaves[start : start + BUILD_BATCH])
+                    sink.write(rows)  # type: ignore[arg-type]  # a buffer (see above)
                 for level in self._levels:
                     sink.write(np.ascontiguousarray(level).tobytes())
                 sink.flush()
@@ -640,9 +641,9 @@ def _interpolation_position(source: _TreeFile, size: int, value: bytes) -> int:
         span = hi - lo
         guess = lo + (target - lo_key) * span // (hi_key - lo_key)
         step = max(SEARCH_WINDOW // 4, math.isqrt(span))
-        probes = {(lo + hi) // 2}
-        probes.update(guess + j * step for j in (-2, -1, 0, 1, 2))
-        probes = sorted(p for p in probes if lo <= p < hi)
+        wanted = {(lo + hi) // 2}
+        wanted.update(guess + j * step for j in (-2, -1, 0, 1, 2))
+        probes = sorted(p for p in wanted if lo <= p < hi)
         chunks = source.read([(_leaf_offset(p), HASH_SIZE) for p in probes])
         for probe, chunk in zip(probes, chunks, strict=True):
             key = int.from_bytes(chunk, "big")

@@ -246,7 +246,7 @@ def build_statement(
                 f"got extra {sorted(extra)} and missing {sorted(missing)}"
             )
         list_identities.append({field: entry[field] for field in _LIST_FIELDS})
-    statement = {
+    statement: dict[str, Any] = {
         "_type": STATEMENT_TYPE,
         "subject": [
             {

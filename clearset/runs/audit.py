@@ -45,10 +45,11 @@ from clearset.matching.embeddings import (
 )
 from clearset.matching.reference import check_threshold
 from clearset.receipts.dsse import parse_envelope, receipt_digest
+from clearset.records import RunInfo
 from clearset.runfolder import RECEIPT_FILE, RunFolder, utc_now
 from clearset.runs.scan import run_scan
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
-from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+from clearset.settings import PDQ_MATCH_THRESHOLD
 from clearset.stages.audit import (
     INDEX_HASHES,
     AuditJob,
@@ -150,17 +151,15 @@ def run_audit(
     if settings.k < 0:
         raise InputError(f"--k {settings.k}: must be 0 (none) or more")
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
         )
     markers = run.done_markers()
     if not markers:
         raise RunFolderError(f"{run.path}: the manifest is empty (was it scanned?)")
-    min_quality = int(
-        (info.get("settings", {}).get("matching") or {}).get("min_quality", PDQ_MIN_QUALITY)
-    )
+    min_quality = info.min_quality
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not empty; give a new --out or remove it")

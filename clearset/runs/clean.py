@@ -21,11 +21,11 @@ from clearset.engines import Engine, Task
 from clearset.errors import InputError, OutputError, RunFolderError
 from clearset.formats import format_of, open_source, rewriter_for, source_from_spec
 from clearset.formats.base import ShardRef
+from clearset.records import CleanRecord, RunInfo
 from clearset.runfolder import (
     CLEAN_OUTPUTS,
     REMOVALS_FILE,
     RunFolder,
-    clean_info,
     read_clean_json,
     record_clean,
     refuse_unaccounted,
@@ -72,15 +72,15 @@ def clean_run(
     Resumes an interrupted clean into the same destination; returns clean.json's counts.
     """
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same scan before cleaning"
         )
     # One writer at a time: a second clean of this run (into any copy) would rewrite
     # RUN/cleaned under the first, and a scan or match would change what it keeps.
     with run_lock(run.path, "clean", advice="wait for it, then run the clean again"):
-        source = source_from_spec(info["source"])
+        source = source_from_spec(info.source)
         rewriter_for(source.kind, source.url)  # a format that cannot be written: say so now
         shards = source.shards()
         job = CleanJob(
@@ -95,7 +95,8 @@ def clean_run(
         )
         if prepare_clean(run, info, job, shards):
             record_clean(run)  # the same clean, finished before: nothing to write
-            return (clean_info(run.path) or {}).get("counts") or {}
+            record = CleanRecord.read(run.path)
+            return record.counts if record else {}
         engine = choose_engine(engine, workers, source.url, keep_list)
         tasks = [
             Task(shard.id, shard.name, clean_run_shard, (source, shard, str(run.path), job))
@@ -114,7 +115,7 @@ def clean_run(
                 sweep_tmp(folder)
             raise
         # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
-        cards = publish_cards(Path(job.dest), info["source"])
+        cards = publish_cards(Path(job.dest), info.source)
         counts = finish_clean(run, cards)
         record_clean(run)
         drop_state(Path(job.dest))
@@ -428,26 +429,22 @@ def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path, what: st
             )
 
 
-def _identity(run: RunFolder, info: dict[str, Any], options: CleanOptions) -> dict[str, Any]:
+def _identity(run: RunFolder, info: RunInfo, options: CleanOptions) -> dict[str, Any]:
     return {
         "run": str(run.path.resolve()),
-        "run_started": info.get("started"),
-        "source": info.get("source"),
-        "matching": info.get("settings", {}).get("matching"),
+        "run_started": info.started,
+        "source": info.source,
+        "matching": info.matching,
         "options": options.identity(),
     }
 
 
-def prepare_clean(
-    run: RunFolder, info: dict[str, Any], job: CleanJob, shards: list[ShardRef]
-) -> bool:
+def prepare_clean(run: RunFolder, info: RunInfo, job: CleanJob, shards: list[ShardRef]) -> bool:
     """Check and ready both sides of a clean before any shard is written. True when
     this very clean (run, options, lists, destination) has finished before."""
     options = job.options
     refuse_unaccounted(run, info)
-    if not info.get("settings", {}).get("matching") and not (
-        options.keep_list or options.drop_undecodable
-    ):
+    if not info.matching and not (options.keep_list or options.drop_undecodable):
         raise RunFolderError(
             f"{run.path}: the run was not matched against any list; "
             "run `clearset match` first (or give --keep-list)"
@@ -455,7 +452,7 @@ def prepare_clean(
     if options.keep_list:
         keep_set(options.keep_list)  # fail early on a bad keep list
     dest = Path(job.dest)
-    refuse_overlap(info["source"]["url"], shards, dest)
+    refuse_overlap(info.source["url"], shards, dest)
     identity = _identity(run, info, options)
     cleaned = run.cleaned
     record = read_clean_json(cleaned)
@@ -488,7 +485,7 @@ def prepare_clean(
         finished=None,
         options=options.to_dict(),
         matching=identity["matching"],
-        source=info.get("source"),
+        source=info.source,
     )
     write_json_atomic(cleaned.path / "clean.json", record)
     return False

@@ -46,13 +46,13 @@ from clearset.receipts.issue import list_identities, one_line_name, read_receipt
 from clearset.receipts.merkle import MerkleTree
 from clearset.receipts.proofs import PROOF_VERSION, prove, prove_removed
 from clearset.receipts.statement import build_statement, commit_removed
+from clearset.records import CleanRecord, RunInfo
 from clearset.runfolder import (
     RECEIPT_FILE,
     REMOVALS_FILE,
     SALT_FILE,
     TREE_FILE,
     RunFolder,
-    clean_info,
     cleaned_manifest_files,
     refuse_unaccounted,
 )
@@ -129,14 +129,14 @@ def issue_receipt(
     that can be refused is checked before tree.bin, the salt or the receipt is written.
     """
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
     refuse_unaccounted(run, info)  # before "no cleaned copy": cleaning it is refused too
     _check_clean_is_current(run, info)
     clean = clean_identity(run.path)
     key = load_private_key(key_path)
-    source = info["source"]
+    source = info.source
     if source_name is None:
         source_name = source_label(str(source.get("url") or ""))
     source_name = one_line_name(source_name, "--source-name")
@@ -163,8 +163,8 @@ def issue_receipt(
         source_name=source_name,
         manifest_digest=manifest_digest(run),
         lists=list_identities(info),
-        scan_started=info["started"][:19] + "Z",
-        scan_finished=info["finished"][:19] + "Z",
+        scan_started=str(info.started)[:19] + "Z",
+        scan_finished=info.finished[:19] + "Z",
         removed_count=count,
         removed_commitment=commitment,
         previous=previous_record,
@@ -184,14 +184,14 @@ def issue_receipt(
     return envelope
 
 
-def _check_clean_is_current(run: RunFolder, info: dict[str, Any]) -> None:
+def _check_clean_is_current(run: RunFolder, info: RunInfo) -> None:
     """Refuse to sign a cleaned copy made against other lists than run.json now names
     (after a `clearset match`): the receipt would claim lists the copy was not cleaned by."""
-    record = clean_info(run.path)
+    record = CleanRecord.read(run.path)
     if record is None:
         return  # kept_hashes says what to do
-    cleaned_with = record.get("identity", {}).get("matching")
-    if cleaned_with != info.get("settings", {}).get("matching"):
+    cleaned_with = record.identity.get("matching")
+    if cleaned_with != info.matching:
         raise RunFolderError(
             f"{run.path}: the cleaned copy was made before the last `clearset match`; "
             "clean again (`clearset clean RUN --to NEW_OUTPUT`) before issuing a receipt"

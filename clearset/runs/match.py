@@ -12,6 +12,7 @@ from rich.console import Console
 from clearset.atomic import write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import RunFolderError
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runlock import run_lock
 from clearset.runs.scan import gather_matches, matching_record
@@ -53,7 +54,7 @@ def _match(
     retries: int,
 ) -> dict[str, Any]:
     info = run.read_info()
-    if not info.get("finished"):
+    if not RunInfo.of(info).finished:
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
         )
@@ -88,7 +89,7 @@ def _match(
             counts=lambda rows: (rows, 0, 0),
             after="nothing was replaced",
         )
-        previous = info.get("settings", {}).get("matching")
+        previous = RunInfo.of(info).matching
         # The report made from the old matches goes with them: left in place it would
         # present them as the run's.
         replaced = run.archive(

@@ -33,8 +33,8 @@ from clearset.formats import FORMATS, source_from_spec
 from clearset.formats.base import ShardRef, Source
 from clearset.formats.urls import text_records, url_format
 from clearset.hashing.item import STATUS_OK
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder
-from clearset.settings import PDQ_MIN_QUALITY
 
 #: Parquet columns read as captions, in this order of preference (LAION writes TEXT).
 CAPTION_COLUMNS = ("caption", "text", "TEXT", "prompt")
@@ -65,8 +65,8 @@ class Prompts:
 def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
     """The `top` most duplicated captions of the run's training set, both ways."""
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
-    if not info.get("finished"):
+    info = RunInfo.read(run)
+    if not info.finished:
         raise RunFolderError(
             f"{run.path}: the scan is not finished; re-run the same `clearset scan` first"
         )
@@ -74,7 +74,7 @@ def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
         columns=["key", "shard", "position", "status", "pdq", "pdq_quality"]
     )
     matched = _matched(run)
-    source = source_from_spec(info["source"])
+    source = source_from_spec(info.source)
     done = {str(m["shard"]) for m in run.done_markers()}
     shards, positions = manifest.column("shard").to_pylist(), manifest.column("position")
     keys: dict[tuple[str, int], str] = {
@@ -98,9 +98,7 @@ def most_duplicated(run_dir: str | Path, top: int) -> Prompts:
         {"caption": caption, "items": count}
         for caption, count in _top(Counter(captions.values()), top)
     ]
-    min_quality = int(
-        (info.get("settings", {}).get("matching") or {}).get("min_quality", PDQ_MIN_QUALITY)
-    )
+    min_quality = info.min_quality
     images = manifest.filter(
         pc.and_(
             pc.equal(manifest.column("status"), STATUS_OK),
@@ -202,7 +200,7 @@ def _url_list_captions(
             name = starts.get(position - position % source.shard_rows)
             key = keys.get((name, position)) if name is not None else None
             if key is not None and isinstance(text, str) and (name, key) not in matched:
-                captions[(name, key)] = _clean(text)
+                captions[(name, key)] = _clean(text)  # type: ignore[index]  # name is, as key is
     return captions, "the URL list's caption column, row by row (no URL fetched)"
 
 

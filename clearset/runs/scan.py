@@ -33,6 +33,7 @@ from clearset.formats.base import ShardRef, Source
 from clearset.manifest import read_manifest_files
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
 from clearset.progress import Meter
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
 from clearset.runlock import run_lock
 from clearset.runs.clean import (
@@ -160,7 +161,7 @@ def _run_scan(
         # --allow-missing now accepts, as it does not bar `scan --allow-missing`, `clean`.
         recorded_info = {**info, "accounting": None} if allow_missing else info
         try:
-            if prepare_clean(run, recorded_info, clean, shards):
+            if prepare_clean(run, RunInfo.of(recorded_info), clean, shards):
                 clean = replace(clean, finished=True)  # this clean is done: no shard redone
         except ClearsetError:
             if created:
@@ -172,7 +173,7 @@ def _run_scan(
     if match is not None and not in_memory(*urls):
         # Every worker maps one built index instead of loading the lists again.
         same_machine = getattr(engine, "name", None) == "local"  # not Ray: workers anywhere
-        match, matcher = match.share(run.path, matcher, owner, same_machine=same_machine)
+        match, matcher = match.share(run.path, matcher, owner, same_machine=same_machine)  # type: ignore[arg-type]  # matcher is set when match is
     mine = split.take(shards) if split is not None else shards
     scanned = scanned_shards(run, mine)
     # A shard scanned before but not yet cleaned (--clean-to) is done, as `clearset
@@ -256,7 +257,7 @@ def finish_scan(
         result.counts["matches"] = gather_matches(run, matcher)
     if clean is not None and not failed and not unaccounted:
         # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
-        cards = publish_cards(Path(clean.dest), info["source"])
+        cards = publish_cards(Path(clean.dest), RunInfo.of(info).source)
         result.counts["clean"] = finish_clean(run, cards)
         drop_state(Path(clean.dest))
     result.finished = not failed
@@ -366,7 +367,7 @@ def _record_rank(run: RunFolder, split: Split, result: ScanResult) -> None:
 
 
 @contextlib.contextmanager
-def _finishing(run: RunFolder):  # type: ignore[no-untyped-def]
+def _finishing(run: RunFolder):
     """Whether this command holds RUN/.finishing (created exclusively) while it lasts."""
     lock = run.path / FINISHING
     try:

@@ -16,6 +16,7 @@ from clearset.formats import source_from_spec
 from clearset.receipts.dsse import envelope_payload
 from clearset.receipts.issue import read_receipt
 from clearset.receipts.statement import parse_json
+from clearset.records import RunInfo
 from clearset.runfolder import RECEIPT_FILE, RunFolder
 from clearset.runlock import RunBusy, holder, run_lock
 from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
@@ -27,13 +28,13 @@ NAMED = 20
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     run = RunFolder(Path(run_dir))
-    info = run.read_info()
+    info = RunInfo.read(run)
     counts = summarise_markers(run)
     counts.pop("account")
     status: dict[str, Any] = {
         "run": str(run.path),
-        "source": (info.get("source") or {}).get("url"),
-        "finished": info.get("finished"),
+        "source": info.source_url,
+        "finished": info.finished,
         "shards_done": counts["shards_done"],
         "items": counts["items"],
         "bytes": counts["bytes"],
@@ -44,7 +45,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         **_list_index(run),
     }
     try:
-        shards = source_from_spec(info["source"]).shards()
+        shards = source_from_spec(info.source).shards()
     except ClearsetError as exc:
         # The source is gone or unreachable: what the run folder says still stands.
         status.update(shards=None, failed=[], not_done=[], source_problem=str(exc))

@@ -378,7 +378,7 @@ def apply_shard(source: Any, shard: Any, dest: str, removals_path: str | None, o
         hashes = own + [item.upstream_sha256, item.upstream_md5]
         if item.member is not None and (own or item.status):
             # What the writer may copy: exactly the members read here, with these bytes.
-            sha256 = bytes.fromhex(own[0]) if own else None
+            sha256 = bytes.fromhex(own[0]) if own and own[0] else None
             contents.members.setdefault(item.member, []).append(sha256)
         if remove is not None and remove.holds(item.url, hashes):
             reasons.setdefault(item.key, set()).add(REASON_REMOVAL_LIST)

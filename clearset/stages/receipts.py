@@ -402,7 +402,7 @@ def _reduce(batch: np.ndarray, k: int) -> np.ndarray:
 
 
 def _pwrite_all(fd: int, values: np.ndarray, offset: int) -> None:
-    view = memoryview(values).cast("B")
+    view = memoryview(values).cast("B")  # type: ignore[arg-type]  # numpy: a buffer on 3.12+
     while len(view):
         written = os.pwrite(fd, view, offset)
         view = view[written:]

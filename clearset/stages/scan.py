@@ -110,9 +110,9 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         hashes.digests = crypto_digests(item.data)
         hashes.size = len(item.data)
     status, reason = hashes.status, hashes.reason
-    if status == STATUS_ERROR and not item.expect_image and reason.split(":")[0] in NOT_IMAGE:
+    if status == STATUS_ERROR and not item.expect_image and str(reason).split(":")[0] in NOT_IMAGE:
         # A caption, a .json, a .cls: hashed and accounted for, not an image.
-        status, reason = STATUS_OTHER, reason.split(":")[0]
+        status, reason = STATUS_OTHER, str(reason).split(":")[0]
     row.update(
         size=hashes.size,
         **hashes.digests,
