@@ -26,10 +26,11 @@ PACKAGE = ROOT / "clearset"
 #: This list is the one place the order is written down (docs/architecture quotes it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("clearset.cli",)),
-    ("runs", ("clearset.runs", "clearset.demo")),
-    ("stages", ("clearset.stages",)),
+    ("runs", ("clearset.runs", "clearset.demo", "clearset.exchange.run")),
+    ("stages", ("clearset.stages", "clearset.exchange.stage")),
     ("engines", ("clearset.engines",)),
     ("documents", ("clearset.documents",)),
+    ("exchange", ("clearset.exchange",)),  # the exchange format; its run-facing code above
     ("receipts", ("clearset.receipts",)),
     ("formats", ("clearset.formats",)),
     ("matching", ("clearset.matching",)),

@@ -15,7 +15,7 @@ from types import FrameType
 from rich.text import Text
 
 from clearset.atomic import remove_pending_tmp
-from clearset.cli import audit, clean, commands, documents, receipts  # noqa: F401  (they register commands)
+from clearset.cli import audit, clean, commands, documents, exchange, receipts  # noqa: F401  (they register commands)
 from clearset.cli.app import EXIT_ERROR, app, console
 from clearset.errors import ClearsetError, InputError
 

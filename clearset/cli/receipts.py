@@ -41,7 +41,9 @@ from clearset.receipts import (
     verify_proof,
     verify_removed,
 )
+from clearset.exchange.run import answer_matched_sha256, verify_exchange
 from clearset.receipts.issue import read_receipt
+from clearset.receipts.statement import parse_json
 from clearset.runfolder import RECEIPT_FILE
 from clearset.runs.issue import issue_receipt, prove_item, prove_item_removed
 from clearset.runs.tasks import DEFAULT_RETRIES
@@ -178,8 +180,24 @@ def prove(
     file: FileOpt = None,
     dest: ProofOutOpt = None,
     proof_version: ProofVersionOpt = PROOF_VERSION,
+    answer: Annotated[
+        Path | None,
+        typer.Option(help="Prove, in one batch, that no item this applied answer matched is in."),
+    ] = None,
 ) -> None:
     """Prove one item in the receipted set (inclusion) or not in it (non-inclusion)."""
+    if answer is not None:
+        digest, values = answer_matched_sha256(run_dir, answer)
+        proofs = [prove_item(run_dir, v, version=proof_version) for v in values]
+        batch = {"type": "exchange-batch", "answer": digest, "proofs": proofs}
+        text = json.dumps(batch, indent=2) + "\n"
+        if dest is None:
+            sys.stdout.write(text)
+        else:
+            with atomic_path(dest) as tmp:
+                tmp.write_text(text)
+            out.print(f"{len(proofs)} proofs for answer {digest} written to {dest}")
+        return
     _emit(prove_item(run_dir, _target_hash(sha256, file), version=proof_version), dest)
 
 
@@ -238,6 +256,15 @@ def verify_command(
         Path | None,
         typer.Option("--old-receipt", help="For a removal proof: the earlier receipt."),
     ] = None,
+    answer: Annotated[
+        Path | None, typer.Option(help="A list holder's answer the receipt must cite.")
+    ] = None,
+    holder_pubkey: Annotated[
+        Path | None, typer.Option("--holder-pubkey", help="The holder's public key (PEM).")
+    ] = None,
+    request: Annotated[
+        Path | None, typer.Option(help="The request the answer answers (checks the root).")
+    ] = None,
 ) -> None:
     """Check a receipt's signature, and a proof against it.
 
@@ -250,7 +277,15 @@ def verify_command(
         envelope = read_receipt(receipt_path)
         statement = verify_envelope(envelope, key)
         digest = receipt_digest(envelope)
-        if raw_proof is None:
+        if answer is not None:
+            if holder_pubkey is None:
+                raise InputError("--answer needs --holder-pubkey HOLDER.pub")
+            loaded_batch = parse_json(raw_proof, str(proof)) if raw_proof is not None else None
+            lines = verify_exchange(
+                statement, answer, load_public_key(holder_pubkey), proofs=loaded_batch, req=request
+            )
+            message = f"valid: receipt signed by key {key_id(key)}; " + "; ".join(lines)
+        elif raw_proof is None:
             message = f"valid: receipt signed by key {key_id(key)}"
         else:
             loaded = load_proof(raw_proof, str(proof))

@@ -223,6 +223,7 @@ def build_statement(
     previous: Mapping[str, Any] | None = None,
     clean: Mapping[str, Any] | None = None,
     kept: Mapping[str, Any] | None = None,
+    exchange: Mapping[str, Any] | None = None,
     tool_name: str = clearset.TOOL_NAME,
     tool_version: str = clearset.__version__,
 ) -> dict[str, Any]:
@@ -286,6 +287,8 @@ def build_statement(
     }
     if kept is not None:
         statement["predicate"]["kept"] = _kept_record(kept)
+    if exchange is not None:  # the hash exchange's answers this clean applied
+        statement["predicate"]["exchange"] = dict(exchange)
     _refuse_floats(statement)
     try:
         check_statement(statement)

@@ -56,6 +56,7 @@ from clearset.runfolder import (
     cleaned_manifest_files,
     refuse_unaccounted,
 )
+from clearset.exchange.run import exchange_record
 from clearset.runs.receipts import build_kept_tree
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.stages.receipts import packed_sha256
@@ -173,6 +174,7 @@ def issue_receipt(
             **kept.to_dict(),
             "leaves": {"images": image_leaves, "other_members": tree.size - image_leaves},
         },
+        exchange=exchange_record(run.path),
     )
     envelope = sign_statement(statement, key)
     with atomic_path(run.path / SALT_FILE) as tmp:

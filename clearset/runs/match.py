@@ -13,6 +13,7 @@ from clearset.atomic import write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import RunFolderError
 from clearset.records import RunInfo
+from clearset.exchange.run import applied_answers, merge_answers
 from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runlock import run_lock
 from clearset.runs.scan import gather_matches, matching_record
@@ -108,6 +109,9 @@ def _match(
     info.setdefault("counts", {})["matches"] = summary
     info["matched"] = utc_now()
     run.write_info(info)
+    if applied_answers(run):  # a holder's answers combine with the new local matches
+        merge_answers(run)
+        summary = run.read_info()["counts"]["matches"]
     run.record(
         "match",
         lists=lists_identity(info["settings"]["matching"]),

@@ -1,0 +1,153 @@
+"""`clearset exchange`: request (builder), answer (holder), apply (builder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clearset.cli.app import (
+    AddressOpt,
+    EngineOpt,
+    ListOpt,
+    MinQualityOpt,
+    ProgressOpt,
+    RetriesOpt,
+    SkipInvalidOpt,
+    ThresholdOpt,
+    WorkersOpt,
+    app,
+    console,
+    engine_for,
+    match_job,
+    out,
+    show_progress,
+)
+from clearset.errors import InputError
+from clearset.exchange import format as fmt
+from clearset.exchange.run import answer_request, apply_answer, make_request
+from clearset.receipts import load_public_key
+from clearset.runs.tasks import DEFAULT_RETRIES
+from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+
+exchange_app = typer.Typer(
+    help="Match by the list's holder: a signed hash exchange (docs/guides/exchange.md).",
+    no_args_is_help=True,
+)
+app.add_typer(exchange_app, name="exchange")
+
+
+@exchange_app.command("request")
+def request_command(
+    run_dir: Annotated[Path, typer.Argument(help="A scanned run folder.")],
+    dest: Annotated[Path, typer.Option("--out", help="The request folder to write (new).")],
+    hashes: Annotated[
+        str,
+        typer.Option("--hash", help="Hash types to send, comma-separated: sha256,md5,sha1,pdq."),
+    ] = ",".join(fmt.DEFAULT_TYPES),
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Sign the request with this private key.")
+    ] = None,
+    workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    retries: RetriesOpt = DEFAULT_RETRIES,
+    progress: ProgressOpt = None,
+) -> None:
+    """Write a request for a list holder: row ids and hashes only, signed."""
+    hash_types = fmt.parse_hash_types(hashes)
+    with engine_for(engine, address, workers) as runner:
+        index = make_request(
+            run_dir,
+            dest,
+            hash_types=hash_types,
+            key_path=key,
+            engine=runner,
+            retries=retries,
+            show_progress=show_progress(progress),
+            console=console,
+        )
+    out.print(
+        f"request: {dest} ({index['rows']:,} rows, {', '.join(index['hash_types'])}), "
+        f"digest {index['digest']}" + ("" if index["signed"] else " (not signed: no --key)"),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@exchange_app.command("answer")
+def answer_command(
+    request: Annotated[Path, typer.Argument(help="A request folder.")],
+    key: Annotated[Path, typer.Option("--key", help="The holder's private key.")],
+    dest: Annotated[Path, typer.Option("--out", help="The answer folder to write (new).")],
+    lists: ListOpt = None,
+    skip_invalid: SkipInvalidOpt = False,
+    threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
+    min_quality: MinQualityOpt = PDQ_MIN_QUALITY,
+    requester_pubkey: Annotated[
+        Path | None,
+        typer.Option("--requester-pubkey", help="Refuse a request not signed by this key."),
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="The holder's name in the answer.")
+    ] = None,
+    commit_salts: Annotated[
+        Path | None,
+        typer.Option(
+            "--commit-lists",
+            help="Disclose each list by a salted commitment, not its digest; the salts go "
+            "to this (private) file.",
+        ),
+    ] = None,
+    workers: WorkersOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    retries: RetriesOpt = DEFAULT_RETRIES,
+    progress: ProgressOpt = None,
+) -> None:
+    """Match a request against the holder's lists; write the signed answer."""
+    job = match_job(lists, skip_invalid, threshold, min_quality)
+    if job is None:
+        raise InputError("exchange answer: give at least one --list")
+    if label is not None and (not label.strip() or "\n" in label):
+        raise InputError(f"--label {label!r}: give a non-empty name on one line")
+    requester = load_public_key(requester_pubkey) if requester_pubkey is not None else None
+    with engine_for(engine, address, workers) as runner:
+        predicate = answer_request(
+            request,
+            job,
+            key,
+            dest,
+            requester_key=requester,
+            label=label,
+            commit_salts=commit_salts,
+            engine=runner,
+            retries=retries,
+            show_progress=show_progress(progress),
+            console=console,
+        )
+    out.print(
+        f"answer: {dest} ({predicate['matched']['row_ids']:,} of "
+        f"{predicate['rows_searched']:,} rows matched), digest {predicate['digest']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@exchange_app.command("apply")
+def apply_command(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder the request came from.")],
+    answer: Annotated[Path, typer.Argument(help="The holder's answer folder.")],
+    holder_pubkey: Annotated[
+        Path, typer.Option("--holder-pubkey", help="The holder's public key (PEM).")
+    ],
+) -> None:
+    """Check a holder's answer and record its matches in the run."""
+    applied = apply_answer(run_dir, answer, load_public_key(holder_pubkey))
+    out.print(
+        f"applied answer {applied['answer_digest']} (holder key {applied['holder_key_id']}): "
+        f"{applied['matched']['items']:,} items matched; run `clearset clean` next",
+        highlight=False,
+        soft_wrap=True,
+    )

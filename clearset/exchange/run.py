@@ -1,0 +1,729 @@
+"""The exchange's orchestrators: request (builder), answer (holder), apply (builder).
+
+In the builder's run folder:
+
+    RUN/exchange/requests/<request digest>.json   the row-id map: each shard's first row
+                                                  id and manifest rows (row id = first +
+                                                  manifest row); never leaves the run
+    RUN/exchange/answers/<answer digest>/         an applied answer: its three files and
+                                                  applied.json (holder key id, lists, count)
+
+Applied answers' matches are merged into RUN/matches/ as match rows (entry left empty:
+the builder never sees one) and their lists into run.json's matching lists, each marked
+with the answer's digest and holder key id, so clean, report, status, removals and
+receipt treat them as local matches. `clearset match` keeps them (see `merge_answers`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from rich.console import Console
+
+from clearset import TOOL_NAME, __version__
+from clearset.atomic import atomic_path, write_json_atomic
+from clearset.documents.counts import manifest_digest
+from clearset.engines import Engine, Task
+from clearset.errors import InputError, OutputError, RunFolderError, VerificationError
+from clearset.exchange import format as fmt
+from clearset.exchange.stage import answer_task, request_task
+from clearset.matching.matcher import MATCH_SCHEMA, threshold_of
+from clearset.receipts.dsse import load_private_key
+from clearset.receipts.merkle import root_of
+from clearset.receipts.proofs import verify_proof
+from clearset.receipts.statement import parse_json
+from clearset.records import RunInfo
+from clearset.runfolder import RunFolder, refuse_unaccounted, utc_now
+from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
+from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+from clearset.stages.match import MatchJob, drop_shared_index
+
+EXCHANGE_DIR = "exchange"
+
+
+def _exchange(run: RunFolder) -> Path:
+    return run.path / EXCHANGE_DIR
+
+
+def _fresh_out(out: Path) -> Path:
+    if out.exists():
+        raise OutputError(f"{out}: exists; choose a new --out (an exchange file is never replaced)")
+    staging = out.parent / f".tmp-{os.getpid()}-{out.name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot be written ({exc.strerror or exc})") from None
+    return staging
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; is this {what}?") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+# ------------------------------------------------------------------ request (builder)
+
+
+def make_request(
+    run_dir: Path,
+    out: Path,
+    *,
+    hash_types: tuple[str, ...] = fmt.DEFAULT_TYPES,
+    key_path: Path | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> dict[str, Any]:
+    """Write the request folder `out` for a finished scan; its index (with `digest`)."""
+    run = RunFolder(Path(run_dir))
+    info = RunInfo.read(run)
+    if not info.finished:
+        raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
+    refuse_unaccounted(run, info)
+    key = load_private_key(key_path) if key_path is not None else None
+    markers = run.done_markers()
+    staging = _fresh_out(out)
+    try:
+        shards, tasks, first = [], [], 0
+        for number, marker in enumerate(markers):
+            rows = int(marker["rows"])
+            shards.append({"shard_id": marker["shard_id"], "first": first, "rows": rows})
+            args = (
+                str(run.manifest_file(marker["shard_id"])),
+                first,
+                hash_types,
+                str(staging / fmt.rows_file_name(number)),
+            )
+            tasks.append(Task(marker["shard_id"], marker["shard"], request_task, args))
+            first += rows
+        results: dict[str, tuple[int, str]] = {}
+        run_or_fail(
+            choose_engine(engine, workers),
+            tasks,
+            label="request",
+            show_progress=show_progress,
+            console=console,
+            retries=retries,
+            counts=lambda result: (result[0], 0, 0),
+            on_done=lambda task, result: results.__setitem__(task.id, result),
+            after="no request was written",
+        )
+        files = [
+            {"name": fmt.rows_file_name(n), "rows": results[m["shard_id"]][0],
+             "sha256": results[m["shard_id"]][1]}
+            for n, m in enumerate(markers)
+        ]  # fmt: skip
+        index = {
+            "format": fmt.REQUEST_FORMAT,
+            "version": fmt.VERSION,
+            "hash_types": list(hash_types),
+            "rows": sum(f["rows"] for f in files),
+            "files": files,
+        }
+        raw = fmt.index_bytes(index)
+        digest = fmt.sha256_hex(raw)
+        (staging / fmt.REQUEST_INDEX).write_bytes(raw)
+        statement = fmt.statement(
+            fmt.REQUEST_INDEX,
+            digest,
+            fmt.REQUEST_PREDICATE,
+            {
+                "version": fmt.VERSION,
+                "rows": index["rows"],
+                "hash_types": list(hash_types),
+                "run": {"manifest_digest": {"sha256": manifest_digest(run)}},
+                "tool": {"name": TOOL_NAME, "version": __version__},
+                "time": utc_now()[:19] + "Z",
+            },
+        )
+        envelope = fmt.sign(statement, key)
+        (staging / fmt.REQUEST_ENVELOPE).write_text(json.dumps(envelope, indent=2) + "\n")
+        write_json_atomic(
+            _exchange(run) / "requests" / f"{digest}.json",
+            {"digest": digest, "hash_types": list(hash_types), "shards": shards,
+             "made": statement["predicate"]["time"]},
+        )  # fmt: skip
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**index, "digest": digest, "signed": key is not None}
+
+
+def read_request(
+    req: Path, requester_key: Ed25519PublicKey | None = None
+) -> tuple[dict[str, Any], str, str | None]:
+    """A request folder checked: (index, digest, signer key id or None). Every rows
+    file must be the one request.json names (its SHA-256) and of the format's schema."""
+    raw = _read(req / fmt.REQUEST_INDEX, "a request folder")
+    digest = fmt.sha256_hex(raw)
+    where = str(req / fmt.REQUEST_INDEX)
+    index = parse_json(raw, where)
+    if not isinstance(index, dict) or index.get("format") != fmt.REQUEST_FORMAT:
+        raise InputError(f"{where}: not a clearset exchange request")
+    if index.get("version") != fmt.VERSION:
+        raise InputError(f"{where}: request format version {index.get('version')!r}, "
+                         f"this clearset reads {fmt.VERSION}")  # fmt: skip
+    hash_types = index.get("hash_types")
+    files = index.get("files")
+    if (
+        not isinstance(hash_types, list)
+        or not hash_types
+        or any(h not in fmt.REQUEST_TYPES for h in hash_types)
+        or not isinstance(files, list)
+    ):
+        raise InputError(f"{where}: hash_types or files malformed")
+    schema = fmt.request_schema(tuple(hash_types))
+    for entry in files:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not fmt.ROWS_FILE.fullmatch(name):
+            raise InputError(f"{where}: names a rows file that is not rows-NNNNN.parquet")
+        path = req / name
+        if not path.exists():
+            raise InputError(f"{path}: missing (request.json names it)")
+        if fmt.file_sha256(path) != entry.get("sha256"):
+            raise InputError(f"{path}: its SHA-256 differs from request.json's (altered)")
+        try:
+            found = pq.read_schema(path)
+        except (OSError, pa.ArrowException):
+            raise InputError(f"{path}: not a parquet file") from None
+        if found.remove_metadata() != schema:
+            raise InputError(
+                f"{path}: columns are not the format's ({', '.join(schema.names)} "
+                f"with their types)"
+            )
+    envelope_path = req / fmt.REQUEST_ENVELOPE
+    signer = None
+    if envelope_path.exists() or requester_key is not None:
+        data = _read(envelope_path, "a request folder")
+        try:
+            statement, signer = fmt.open_envelope(
+                data, str(envelope_path), fmt.REQUEST_PREDICATE, requester_key
+            )
+        except VerificationError as error:
+            raise InputError(str(error)) from None
+        if fmt.subject_digest(statement) != digest:
+            raise InputError(f"{envelope_path}: signs another request.json (digest differs)")
+    return index, digest, signer
+
+
+# ------------------------------------------------------------------ answer (holder)
+
+
+def answer_request(
+    req: Path,
+    job: MatchJob,
+    key_path: Path,
+    out: Path,
+    *,
+    requester_key: Ed25519PublicKey | None = None,
+    label: str | None = None,
+    commit_salts: Path | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    show_progress: bool = False,
+    console: Console | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> dict[str, Any]:
+    """Match a request against the holder's lists and write the answer folder `out`;
+    returns its statement's predicate (with `digest`)."""
+    key = load_private_key(key_path)
+    index, digest, signer = read_request(req, requester_key)
+    matcher = job.matcher()  # fail early on a bad list
+    named = [(hl.identity.name, hl.hash_type) for hl in matcher.lists]
+    if len(set(named)) != len(named):
+        raise InputError("two lists have the same name and hash type; name them (PATH,name=N)")
+    engine = choose_engine(engine, workers, *(spec.path for spec in job.lists))
+    staging = _fresh_out(out)
+    try:
+        same_machine = getattr(engine, "name", None) == "local"
+        job, matcher = job.share(staging, matcher, same_machine=same_machine)
+        tasks = [
+            Task(entry["name"], entry["name"], answer_task,
+                 (str(req / entry["name"]), job, str(staging / f"part-{n:05d}.parquet")))
+            for n, entry in enumerate(index["files"])
+        ]  # fmt: skip
+        searched: dict[str, int] = {}
+        try:
+            run_or_fail(
+                engine,
+                tasks,
+                label="answer",
+                show_progress=show_progress,
+                console=console,
+                retries=retries,
+                counts=lambda rows: (rows, 0, 0),
+                on_done=lambda task, rows: searched.__setitem__(task.id, rows),
+                error=InputError,
+                after="no answer was written",
+            )
+        finally:
+            drop_shared_index(staging)
+        parts = [staging / f"part-{n:05d}.parquet" for n in range(len(tasks))]
+        tables = [pq.read_table(p) for p in parts]
+        table = pa.concat_tables(tables) if tables else fmt.ANSWER_SCHEMA.empty_table()
+        table = table.sort_by([("row_id", "ascending"), ("list", "ascending")])
+        for part in parts:
+            part.unlink()
+        pq.write_table(table.cast(fmt.ANSWER_SCHEMA), staging / fmt.ANSWER_ROWS, compression="zstd")
+        answer_index = {
+            "format": fmt.ANSWER_FORMAT,
+            "version": fmt.VERSION,
+            "request": {"sha256": digest},
+            "rows": table.num_rows,
+            "files": [
+                {"name": fmt.ANSWER_ROWS, "rows": table.num_rows,
+                 "sha256": fmt.file_sha256(staging / fmt.ANSWER_ROWS)}
+            ],
+        }  # fmt: skip
+        raw = fmt.index_bytes(answer_index)
+        (staging / fmt.ANSWER_INDEX).write_bytes(raw)
+        salts: dict[str, str] = {}
+        lists = []
+        for hl in matcher.lists:
+            entry: dict[str, Any] = {
+                "name": hl.identity.name,
+                "version": hl.identity.version,
+                "hash_type": hl.hash_type,
+                "entries": len(hl),
+                "threshold": None if hl.hash_type != "pdq" else threshold_of(hl, job.settings),
+            }
+            if commit_salts is None:
+                entry["digest"] = hl.identity.digest
+            else:
+                salt = os.urandom(32)
+                entry["commitment"] = fmt.list_commitment(hl.identity.digest, salt)
+                salts[f"{hl.identity.name}/{hl.hash_type}"] = salt.hex()
+            lists.append(entry)
+        per_list = {
+            f"{n}/{t}": 0 for n, t in named
+        }
+        for name, kind in zip(
+            table.column("list").to_pylist(), table.column("hash_type").to_pylist(), strict=True
+        ):
+            per_list[f"{name}/{kind}"] += 1
+        predicate = {
+            "version": fmt.VERSION,
+            "request": {"sha256": digest, "signed_by": signer},
+            "rows_searched": sum(searched.values()),
+            "lists": lists,
+            "thresholds": {
+                "pdq_threshold": job.settings.pdq_threshold,
+                "min_quality": job.settings.min_quality,
+            },
+            "matched": {
+                "rows": table.num_rows,
+                "row_ids": pc.count_distinct(table.column("row_id")).as_py(),
+                "per_list": per_list,
+            },
+            "label": label,
+            "tool": {"name": TOOL_NAME, "version": __version__},
+            "time": utc_now()[:19] + "Z",
+        }
+        answer_digest = fmt.sha256_hex(raw)
+        statement = fmt.statement(fmt.ANSWER_INDEX, answer_digest, fmt.ANSWER_PREDICATE, predicate)
+        envelope = fmt.sign(statement, key)
+        (staging / fmt.ANSWER_ENVELOPE).write_text(json.dumps(envelope, indent=2) + "\n")
+        if commit_salts is not None:
+            with atomic_path(commit_salts) as tmp:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps({"answer": answer_digest, "salts": salts}) + "\n")
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**predicate, "digest": answer_digest}
+
+
+# ------------------------------------------------------------------ reading an answer
+
+
+def read_answer(
+    ans: Path, holder_key: Ed25519PublicKey | None
+) -> tuple[dict[str, Any], str, str | None, pa.Table]:
+    """An answer folder checked: (statement predicate, answer digest, signer, rows).
+    VerificationError with one line for anything that makes it not this holder's answer."""
+    raw = _read(ans / fmt.ANSWER_INDEX, "an answer folder")
+    digest = fmt.sha256_hex(raw)
+    where = str(ans / fmt.ANSWER_INDEX)
+    index = parse_json(raw, where)
+    if not isinstance(index, dict) or index.get("format") != fmt.ANSWER_FORMAT:
+        raise VerificationError(f"{where}: not a clearset exchange answer")
+    if index.get("version") != fmt.VERSION:
+        raise VerificationError(f"{where}: answer format version {index.get('version')!r}")
+    data = _read(ans / fmt.ANSWER_ENVELOPE, "an answer folder")
+    statement, signer = fmt.open_envelope(
+        data, str(ans / fmt.ANSWER_ENVELOPE), fmt.ANSWER_PREDICATE, holder_key
+    )
+    if fmt.subject_digest(statement) != digest:
+        raise VerificationError(f"{where}: is not the answer the holder signed (digest differs)")
+    predicate = statement["predicate"]
+    request = predicate.get("request")
+    if not isinstance(request, dict) or index.get("request") != {"sha256": request.get("sha256")}:
+        raise VerificationError(f"{where}: names another request than its signed statement")
+    lists = predicate.get("lists")
+    if not isinstance(lists, list):
+        raise VerificationError(f"{where}: the statement names no lists")
+    for entry in lists:
+        fmt.check_disclosed_list(entry, str(ans / fmt.ANSWER_ENVELOPE))
+    rows_path = ans / fmt.ANSWER_ROWS
+    files = index.get("files")
+    if (
+        not isinstance(files, list)
+        or len(files) != 1
+        or not isinstance(files[0], dict)
+        or files[0].get("name") != fmt.ANSWER_ROWS
+    ):
+        raise VerificationError(f"{where}: files must name {fmt.ANSWER_ROWS} alone")
+    if not rows_path.exists():
+        raise VerificationError(f"{rows_path}: missing (answer.json names it)")
+    if fmt.file_sha256(rows_path) != files[0]["sha256"]:
+        raise VerificationError(f"{rows_path}: altered (its SHA-256 differs from answer.json's)")
+    try:
+        table = pq.read_table(rows_path)
+    except (OSError, pa.ArrowException):
+        raise VerificationError(f"{rows_path}: not a parquet file") from None
+    if table.schema.names != fmt.ANSWER_SCHEMA.names:
+        raise VerificationError(
+            f"{rows_path}: holds columns {', '.join(table.schema.names)}, not "
+            f"{', '.join(fmt.ANSWER_SCHEMA.names)} (an answer never lists entries)"
+        )
+    try:
+        table = table.cast(fmt.ANSWER_SCHEMA)
+    except (pa.ArrowException, ValueError):
+        raise VerificationError(f"{rows_path}: columns of the wrong types") from None
+    if table.num_rows != index.get("rows"):
+        raise VerificationError(f"{rows_path}: holds another row count than answer.json says")
+    disclosed = {(e["name"], e["hash_type"]) for e in lists}
+    pairs = set(zip(table.column("list").to_pylist(), table.column("hash_type").to_pylist(),
+                    strict=True))  # fmt: skip
+    unknown = sorted(pairs - disclosed)
+    if unknown:
+        raise VerificationError(f"{rows_path}: names list {unknown[0][0]!r} ({unknown[0][1]}), "
+                                "which the statement does not disclose")  # fmt: skip
+    return predicate, digest, signer, table
+
+
+# ------------------------------------------------------------------ apply (builder)
+
+
+def _request_map(run: RunFolder, request_digest: str, ans: Path) -> dict[str, Any]:
+    path = _exchange(run) / "requests" / f"{request_digest}.json"
+    if not path.exists():
+        raise VerificationError(
+            f"{ans}: answers request {request_digest}, which this run did not make"
+        )
+    value: dict[str, Any] = json.loads(path.read_text())
+    return value
+
+
+def _locate(request: dict[str, Any], row_ids: list[int]) -> dict[str, list[tuple[int, int]]]:
+    """shard id -> [(row id, manifest row)] of these row ids; VerificationError on one the
+    request does not hold."""
+    shards = request["shards"]
+    firsts = [s["first"] for s in shards]
+    found: dict[str, list[tuple[int, int]]] = {}
+    for row_id in row_ids:
+        at = bisect.bisect_right(firsts, row_id) - 1
+        if at < 0 or row_id - firsts[at] >= shards[at]["rows"]:
+            raise VerificationError(f"names row id {row_id}, which the request does not hold")
+        found.setdefault(shards[at]["shard_id"], []).append((row_id, row_id - firsts[at]))
+    return found
+
+
+def apply_answer(run_dir: Path, ans: Path, holder_key: Ed25519PublicKey) -> dict[str, Any]:
+    """Check an answer and record its matches in the run (see the module doc)."""
+    run = RunFolder(Path(run_dir))
+    info = RunInfo.read(run)
+    if not info.finished:
+        raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
+    try:
+        predicate, digest, signer, table = read_answer(ans, holder_key)
+        request = _request_map(run, predicate["request"]["sha256"], ans)
+        rows_by_shard = _locate(request, sorted(set(table.column("row_id").to_pylist())))
+    except VerificationError as error:
+        text = str(error)
+        raise VerificationError(text if text.startswith(str(ans)) else f"{ans}: {text}") from None
+    lists = {(e["name"], e["hash_type"]): e for e in predicate["lists"]}
+    by_row: dict[int, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        by_row.setdefault(row["row_id"], []).append(row)
+    item_columns = ["key", "shard", "position", "member", "url", "sha256"]
+    per_shard: dict[str, pa.Table] = {}
+    for shard_id, located in rows_by_shard.items():
+        manifest = pq.read_table(run.manifest_file(shard_id), columns=item_columns)
+        found = []
+        for row_id, index in located:
+            item = {c: manifest.column(c)[index].as_py() for c in item_columns}
+            if item["sha256"] is None:
+                raise VerificationError(f"{ans}: names row id {row_id}, which the request does not hold")
+            for match in by_row[row_id]:
+                disclosed = lists[(match["list"], match["hash_type"])]
+                found.append({
+                    **item,
+                    "list_name": match["list"],
+                    "list_version": disclosed.get("version"),
+                    "list_digest": fmt.list_identity_digest(disclosed),
+                    "hash_type": match["hash_type"],
+                    "field": match["field"],
+                    "entry": "",
+                    "distance": match["distance"],
+                    "rotation": None,
+                })  # fmt: skip
+        per_shard[shard_id] = pa.Table.from_pylist(found, schema=MATCH_SCHEMA)
+    folder = _exchange(run) / "answers" / digest
+    staging = folder.with_name(f".tmp-{os.getpid()}-{digest}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in (fmt.ANSWER_INDEX, fmt.ANSWER_ENVELOPE, fmt.ANSWER_ROWS):
+        shutil.copyfile(ans / name, staging / name)
+    for shard_id, matches in per_shard.items():
+        (staging / "matches").mkdir(exist_ok=True)
+        pq.write_table(matches, staging / "matches" / f"{shard_id}.parquet")
+    applied = {
+        "answer_digest": digest,
+        "request_digest": predicate["request"]["sha256"],
+        "holder_key_id": signer,
+        "label": predicate.get("label"),
+        "lists": predicate["lists"],
+        "matched": {"rows": table.num_rows,
+                    "items": sum(len(v) for v in rows_by_shard.values())},
+        "applied": utc_now(),
+    }  # fmt: skip
+    write_json_atomic(staging / "applied.json", applied)
+    shutil.rmtree(folder, ignore_errors=True)  # the same answer applied again
+    os.replace(staging, folder)
+    merge_answers(run)
+    run.record("exchange-apply", answer=digest, holder_key_id=signer,
+               matched_items=applied["matched"]["items"])  # fmt: skip
+    return applied
+
+
+def applied_answers(run: RunFolder) -> list[dict[str, Any]]:
+    root = _exchange(run) / "answers"
+    return [
+        json.loads((folder / "applied.json").read_text())
+        for folder in sorted(root.glob("[!.]*"))
+        if (folder / "applied.json").exists()
+    ]
+
+
+def answer_list_records(applied: dict[str, Any]) -> list[dict[str, Any]]:
+    """An applied answer's lists as run.json's matching records them."""
+    return [
+        {
+            "name": e["name"],
+            "version": e.get("version"),
+            "digest": fmt.list_identity_digest(e),
+            "hash_type": e["hash_type"],
+            "threshold": e.get("threshold") if e["hash_type"] == "pdq" else 0,
+            "entries": e.get("entries"),
+            "skipped": {},
+            "skipped_total": 0,
+            "answer": applied["answer_digest"],
+            "holder_key_id": applied["holder_key_id"],
+            "holder": applied.get("label"),
+        }
+        for e in applied["lists"]
+    ]
+
+
+def merge_answers(run: RunFolder) -> None:
+    """Put every applied answer's matches in RUN/matches/ beside the local ones, its lists
+    in run.json's matching, and gather RUN/matches.parquet again."""
+    applied = applied_answers(run)
+    info = run.read_info()
+    matching = info["settings"].get("matching") or {
+        "pdq_threshold": PDQ_MATCH_THRESHOLD, "min_quality": PDQ_MIN_QUALITY, "lists": [],
+    }  # fmt: skip
+    local = [lst for lst in matching.get("lists", []) if "answer" not in lst]
+    answer_records = [r for a in applied for r in answer_list_records(a)]
+    answer_digests = {r["digest"] for r in answer_records} | {
+        lst["digest"] for lst in matching.get("lists", []) if "answer" in lst
+    }
+    tables = []
+    for marker in run.done_markers():
+        shard_id = marker["shard_id"]
+        path = run.matches_file(shard_id)
+        own = pq.read_table(path) if path.exists() else MATCH_SCHEMA.empty_table()
+        own = own.filter(pc.invert(pc.is_in(own.column("list_digest"),
+                                            pa.array(sorted(answer_digests), pa.string()))))  # fmt: skip
+        parts = [own.cast(MATCH_SCHEMA)]
+        for a in applied:
+            extra = _exchange(run) / "answers" / a["answer_digest"] / "matches" / f"{shard_id}.parquet"
+            if extra.exists():
+                parts.append(pq.read_table(extra).cast(MATCH_SCHEMA))
+        table = pa.concat_tables(parts)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        tables.append(table)
+    table = pa.concat_tables(tables) if tables else MATCH_SCHEMA.empty_table()
+    with atomic_path(run.path / "matches.parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    matching["lists"] = local + answer_records
+    info["settings"]["matching"] = matching
+    keys = set(zip(table.column("shard").to_pylist(), table.column("key").to_pylist(), strict=True))
+    per_list = []
+    digests = table.column("list_digest").to_pylist()
+    kinds = table.column("hash_type").to_pylist()
+    shards = table.column("shard").to_pylist()
+    names = table.column("key").to_pylist()
+    for lst in matching["lists"]:
+        hits = [i for i, (d, k) in enumerate(zip(digests, kinds, strict=True))
+                if d == lst["digest"] and k == lst["hash_type"]]  # fmt: skip
+        per_list.append({"name": lst["name"], "hash_type": lst["hash_type"], "matches": len(hits),
+                         "samples": len({(shards[i], names[i]) for i in hits})})  # fmt: skip
+    info.setdefault("counts", {})["matches"] = {
+        "rows": table.num_rows, "items": len(keys), "per_list": per_list,
+    }  # fmt: skip
+    info["exchange"] = {
+        "answers": [{k: a[k] for k in ("answer_digest", "request_digest", "holder_key_id",
+                                        "label", "matched")} for a in applied],
+    }  # fmt: skip
+    run.write_info(info)
+
+
+def exchange_record(run_dir: Path) -> dict[str, Any] | None:
+    """What a receipt cites of the run's applied answers (None when there is none)."""
+    applied = applied_answers(RunFolder(Path(run_dir)))
+    if not applied:
+        return None
+    return {
+        "version": fmt.VERSION,
+        "requests": sorted({a["request_digest"] for a in applied}),
+        "answers": [
+            {
+                "digest": a["answer_digest"],
+                "request": a["request_digest"],
+                "holder_key_id": a["holder_key_id"],
+                "label": a.get("label"),
+                "lists": a["lists"],
+                "matched": a["matched"]["items"],
+            }
+            for a in applied
+        ],
+    }
+
+
+
+# ------------------------------------------------------------------ prove and verify
+
+
+def answer_matched_sha256(run_dir: Path, ans: Path) -> tuple[str, list[bytes]]:
+    """(answer digest, the SHA-256 of every item an applied answer matched), sorted."""
+    run = RunFolder(Path(run_dir))
+    digest = fmt.sha256_hex(_read(ans / fmt.ANSWER_INDEX, "an answer folder"))
+    folder = _exchange(run) / "answers" / digest
+    if not (folder / "applied.json").exists():
+        raise InputError(f"{ans}: was not applied to {run.path}; run `clearset exchange apply`")
+    values: set[bytes] = set()
+    for path in sorted((folder / "matches").glob("*.parquet")):
+        table = pq.read_table(path, columns=["sha256"])
+        values.update(v for v in table.column("sha256").to_pylist() if v)
+    return digest, sorted(values)
+
+
+def verify_exchange(
+    statement: dict[str, Any],
+    ans: Path,
+    holder_key: Ed25519PublicKey,
+    *,
+    proofs: Any = None,
+    req: Path | None = None,
+) -> list[str]:
+    """Check a verified receipt statement against a holder's answer (and request); the
+    lines saying what was shown. VerificationError, one line, on the first failure."""
+    predicate, digest, signer, table = read_answer(ans, holder_key)
+    lines = [f"answer {digest} signed by holder key {signer}"]
+    cited = (statement["predicate"].get("exchange") or {}).get("answers") or []
+    mine = [a for a in cited if isinstance(a, dict) and a.get("digest") == digest]
+    if not mine:
+        raise VerificationError(f"the receipt does not cite answer {digest}")
+    if mine[0].get("holder_key_id") != signer:
+        raise VerificationError(f"the receipt cites answer {digest} with another holder key")
+    request_digest = predicate["request"]["sha256"]
+    if mine[0].get("request") != request_digest:
+        raise VerificationError("the receipt cites the answer for another request")
+    lines.append(f"the receipt cites it ({mine[0].get('matched')} items matched by the holder)")
+    matched_ids = sorted(set(table.column("row_id").to_pylist()))
+    tree_size, root = statement["predicate"]["tree"]["size"], statement["predicate"]["tree"]["root"]
+    if req is not None:
+        index, digest_req, _ = read_request(req)
+        if digest_req != request_digest:
+            raise VerificationError(f"{ans}: answers request {request_digest}, not {req} ({digest_req})")
+        rows = pa.concat_tables(
+            [pq.read_table(req / f["name"], columns=["row_id", "group", "sha256"]) for f in index["files"]]
+        )  # fmt: skip
+        known = set(rows.column("row_id").to_pylist())
+        unknown = [r for r in matched_ids if r not in known]
+        if unknown:
+            raise VerificationError(f"{ans}: names row id {unknown[0]}, which the request does not hold")
+        wanted = pa.array(matched_ids, pa.int64())
+        hit = rows.filter(pc.is_in(rows.column("row_id"), wanted))
+        matched_sha = {bytes(v) for v in hit.column("sha256").to_pylist()}
+        groups = pa.array(sorted(set(hit.column("group").to_pylist())), pa.int64())
+        kept = rows.filter(pc.invert(pc.is_in(rows.column("group"), groups)))
+        leaves = sorted({bytes(v) for v in kept.column("sha256").to_pylist()})
+        in_kept = matched_sha & set(leaves)
+        if in_kept:
+            raise VerificationError(
+                f"an item the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) is kept in the set"
+            )
+        expected_root = root_of(leaves).hex()
+        if expected_root == root and len(leaves) == tree_size:
+            lines.append(
+                f"root {root} is the request's {len(leaves):,} leaves less the samples the "
+                "holder matched: no matched item is in the tree"
+            )
+            return lines
+        removed = statement["predicate"]["removed"]["count"]
+        if removed <= len({bytes(v) for v in rows.column("sha256").to_pylist()}) - len(leaves):
+            raise VerificationError(
+                "the receipt's root is not the request's rows less the holder's matches"
+            )
+        lines.append("root not compared: the builder removed more than this answer matched")
+        if proofs is None:
+            raise VerificationError(
+                "give --proof (`clearset prove RUN --answer ANS`) to show the matched items "
+                "are not in the tree"
+            )
+    elif proofs is None:
+        raise VerificationError(
+            "give --proof (`clearset prove RUN --answer ANS`) or --request REQ to show the "
+            "holder's matches are not in the tree"
+        )
+    else:
+        matched_sha = None
+    if not isinstance(proofs, dict) or proofs.get("type") != "exchange-batch":
+        raise VerificationError("--proof is not a batch made by `clearset prove RUN --answer ANS`")
+    if proofs.get("answer") != digest:
+        raise VerificationError("the proofs batch is for another answer")
+    shown = set()
+    for proof in proofs.get("proofs") or []:
+        verify_proof(proof, statement)
+        if proof.get("type") != "non-inclusion":
+            raise VerificationError(
+                f"an item the holder matched (SHA-256 {proof.get('sha256')}) is kept in the set"
+            )
+        shown.add(bytes.fromhex(proof["sha256"]))
+    if matched_sha is not None and not matched_sha <= shown:
+        raise VerificationError("the proofs batch leaves out an item the holder matched")
+    if len(shown) < int(mine[0].get("matched") or 0):
+        raise VerificationError("the proofs batch proves fewer items than the holder matched")
+    lines.append(f"{len(shown):,} matched items proven not in the tree")
+    return lines
