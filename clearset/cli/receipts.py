@@ -25,6 +25,7 @@ from clearset.cli.app import (
 )
 from clearset.documents.counts import plural, statement_counts
 from clearset.errors import InputError, VerificationError
+from clearset.exchange.run import answer_matched_sha256, verify_exchange
 from clearset.receipts import (
     PROOF_VERSION,
     check_removed_form,
@@ -41,7 +42,6 @@ from clearset.receipts import (
     verify_proof,
     verify_removed,
 )
-from clearset.exchange.run import answer_matched_sha256, verify_exchange
 from clearset.receipts.issue import read_receipt
 from clearset.receipts.statement import parse_json
 from clearset.runfolder import RECEIPT_FILE

@@ -133,7 +133,7 @@ def make_request(
             "format": fmt.REQUEST_FORMAT,
             "version": fmt.VERSION,
             "hash_types": list(hash_types),
-            "rows": sum(f["rows"] for f in files),
+            "rows": sum(int(str(f["rows"])) for f in files),
             "files": files,
         }
         raw = fmt.index_bytes(index)
@@ -204,8 +204,7 @@ def read_request(
             raise InputError(f"{path}: not a parquet file") from None
         if found.remove_metadata() != schema:
             raise InputError(
-                f"{path}: columns are not the format's ({', '.join(schema.names)} "
-                f"with their types)"
+                f"{path}: columns are not the format's ({', '.join(schema.names)} with their types)"
             )
     envelope_path = req / fmt.REQUEST_ENVELOPE
     signer = None
@@ -310,9 +309,7 @@ def answer_request(
                 entry["commitment"] = fmt.list_commitment(hl.identity.digest, salt)
                 salts[f"{hl.identity.name}/{hl.hash_type}"] = salt.hex()
             lists.append(entry)
-        per_list = {
-            f"{n}/{t}": 0 for n, t in named
-        }
+        per_list = {f"{n}/{t}": 0 for n, t in named}
         for name, kind in zip(
             table.column("list").to_pylist(), table.column("hash_type").to_pylist(), strict=True
         ):
@@ -471,7 +468,9 @@ def apply_answer(run_dir: Path, ans: Path, holder_key: Ed25519PublicKey) -> dict
         for row_id, index in located:
             item = {c: manifest.column(c)[index].as_py() for c in item_columns}
             if item["sha256"] is None:
-                raise VerificationError(f"{ans}: names row id {row_id}, which the request does not hold")
+                raise VerificationError(
+                    f"{ans}: names row id {row_id}, which the request does not hold"
+                )
             for match in by_row[row_id]:
                 disclosed = lists[(match["list"], match["hash_type"])]
                 found.append({
@@ -561,11 +560,13 @@ def merge_answers(run: RunFolder) -> None:
         shard_id = marker["shard_id"]
         path = run.matches_file(shard_id)
         own = pq.read_table(path) if path.exists() else MATCH_SCHEMA.empty_table()
-        own = own.filter(pc.invert(pc.is_in(own.column("list_digest"),
-                                            pa.array(sorted(answer_digests), pa.string()))))  # fmt: skip
+        theirs = pa.array(sorted(answer_digests), pa.string())
+        own = own.filter(pc.invert(pc.is_in(own.column("list_digest"), theirs)))
         parts = [own.cast(MATCH_SCHEMA)]
         for a in applied:
-            extra = _exchange(run) / "answers" / a["answer_digest"] / "matches" / f"{shard_id}.parquet"
+            extra = (
+                _exchange(run) / "answers" / a["answer_digest"] / "matches" / f"{shard_id}.parquet"
+            )
             if extra.exists():
                 parts.append(pq.read_table(extra).cast(MATCH_SCHEMA))
         table = pa.concat_tables(parts)
@@ -620,7 +621,6 @@ def exchange_record(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-
 # ------------------------------------------------------------------ prove and verify
 
 
@@ -665,14 +665,19 @@ def verify_exchange(
     if req is not None:
         index, digest_req, _ = read_request(req)
         if digest_req != request_digest:
-            raise VerificationError(f"{ans}: answers request {request_digest}, not {req} ({digest_req})")
+            raise VerificationError(
+                f"{ans}: answers request {request_digest}, not {req} ({digest_req})"
+            )
         rows = pa.concat_tables(
-            [pq.read_table(req / f["name"], columns=["row_id", "group", "sha256"]) for f in index["files"]]
+            [pq.read_table(req / f["name"], columns=["row_id", "group", "sha256"])
+             for f in index["files"]]
         )  # fmt: skip
         known = set(rows.column("row_id").to_pylist())
         unknown = [r for r in matched_ids if r not in known]
         if unknown:
-            raise VerificationError(f"{ans}: names row id {unknown[0]}, which the request does not hold")
+            raise VerificationError(
+                f"{ans}: names row id {unknown[0]}, which the request does not hold"
+            )
         wanted = pa.array(matched_ids, pa.int64())
         hit = rows.filter(pc.is_in(rows.column("row_id"), wanted))
         matched_sha = {bytes(v) for v in hit.column("sha256").to_pylist()}
@@ -682,7 +687,8 @@ def verify_exchange(
         in_kept = matched_sha & set(leaves)
         if in_kept:
             raise VerificationError(
-                f"an item the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) is kept in the set"
+                f"an item the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) "
+                "is kept in the set"
             )
         expected_root = root_of(leaves).hex()
         if expected_root == root and len(leaves) == tree_size:

@@ -35,6 +35,7 @@ from clearset.atomic import atomic_path
 from clearset.documents.counts import clean_identity, kept_counts, manifest_digest
 from clearset.engines import Engine
 from clearset.errors import InputError, RunFolderError, VerificationError
+from clearset.exchange.run import exchange_record
 from clearset.receipts.dsse import (
     key_id,
     load_private_key,
@@ -56,7 +57,6 @@ from clearset.runfolder import (
     cleaned_manifest_files,
     refuse_unaccounted,
 )
-from clearset.exchange.run import exchange_record
 from clearset.runs.receipts import build_kept_tree
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.stages.receipts import packed_sha256

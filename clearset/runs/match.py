@@ -12,8 +12,8 @@ from rich.console import Console
 from clearset.atomic import write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import RunFolderError
-from clearset.records import RunInfo
 from clearset.exchange.run import applied_answers, merge_answers
+from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runlock import run_lock
 from clearset.runs.scan import gather_matches, matching_record

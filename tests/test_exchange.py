@@ -1,0 +1,308 @@
+"""The hash exchange end to end: request -> answer -> apply -> clean -> receipt -> verify,
+against a local scan with the same list; two holders; every refusal in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clearset.demo import DemoData
+from clearset.exchange import format as fmt
+from clearset.runfolder import read_cleaned_manifest
+from tests.conftest import cli
+
+
+def _receipt(run: Path) -> dict:
+    import base64
+
+    envelope = json.loads((run / "receipt.dsse.json").read_text())
+    return json.loads(base64.b64decode(envelope["payload"]))
+
+
+@pytest.fixture(scope="module")
+def chain(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("exchange")
+    # A source path with a marker in it: no request byte may name it.
+    source = root / "SECRETPATHMARKER" / "shards"
+    shutil.copytree(demo_data.webdataset, source)
+    p: dict[str, Path] = {"root": root, "source": source}
+    for side in ("builder", "holder", "holder2", "other"):
+        cli("keygen", str(root / side), check=True)
+        p[side] = root / side
+    # The local way: the builder holds the list.
+    local = root / "local"
+    cli("scan", str(source), "--out", str(local), "-w", "1", "--list", str(demo_data.pdq_list),
+        check=True)  # fmt: skip
+    cli("clean", str(local), "--to", str(root / "local-clean"), check=True)
+    cli("receipt", str(local), "--key", str(p["builder"] / "clearset.key"), check=True)
+    # The exchange: the builder has no list.
+    run = root / "run"
+    cli("scan", str(source), "--out", str(run), "-w", "1", check=True)
+    req = root / "req"
+    cli("exchange", "request", str(run), "--out", str(req), "--key",
+        str(p["builder"] / "clearset.key"), "-w", "1", check=True)  # fmt: skip
+    ans = root / "ans"
+    cli("exchange", "answer", str(req), "--list", str(demo_data.pdq_list), "--key",
+        str(p["holder"] / "clearset.key"), "--out", str(ans), "--requester-pubkey",
+        str(p["builder"] / "clearset.pub"), "--label", "Example hotline", "-w", "1",
+        check=True)  # fmt: skip
+    cli("exchange", "apply", str(run), str(ans), "--holder-pubkey",
+        str(p["holder"] / "clearset.pub"), check=True)  # fmt: skip
+    cli("clean", str(run), "--to", str(root / "run-clean"), check=True)
+    cli("receipt", str(run), "--key", str(p["builder"] / "clearset.key"), check=True)
+    proofs = root / "proofs.json"
+    cli("prove", str(run), "--answer", str(ans), "--out", str(proofs), check=True)
+    p.update(local=local, run=run, req=req, ans=ans, proofs=proofs)
+    return p
+
+
+def _verify(p: dict[str, Path], *extra: str, answer: Path | None = None,
+            holder: str = "holder") -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return cli("verify", str(p["run"] / "receipt.dsse.json"), "--pubkey",
+               str(p["builder"] / "clearset.pub"), "--answer", str(answer or p["ans"]),
+               "--holder-pubkey", str(p[holder] / "clearset.pub"), *extra)  # fmt: skip
+
+
+def test_same_cleaned_copy_and_root_as_a_local_scan(chain: dict[str, Path]) -> None:
+    local = read_cleaned_manifest(chain["local"], ["key", "sha256"]).sort_by("key")
+    exchanged = read_cleaned_manifest(chain["run"], ["key", "sha256"]).sort_by("key")
+    assert local.num_rows < 300 and local.equals(exchanged)
+    old, new = _receipt(chain["local"]), _receipt(chain["run"])
+    assert old["predicate"]["tree"] == new["predicate"]["tree"]
+    cited = new["predicate"]["exchange"]
+    answer_digest = fmt.sha256_hex((chain["ans"] / fmt.ANSWER_INDEX).read_bytes())
+    request_digest = fmt.sha256_hex((chain["req"] / fmt.REQUEST_INDEX).read_bytes())
+    assert cited["requests"] == [request_digest]
+    (one,) = cited["answers"]
+    assert one["digest"] == answer_digest and one["label"] == "Example hotline"
+    assert one["lists"][0]["name"] == "watch-pdq" and one["matched"] > 0
+    # report and removals treat them as local matches
+    removals = pq.read_table(chain["run"] / "removals.parquet")
+    assert removals.num_rows == pq.read_table(chain["local"] / "removals.parquet").num_rows
+
+
+def test_verify_passes_with_request_and_with_proofs(chain: dict[str, Path]) -> None:
+    done = _verify(chain, "--request", str(chain["req"]))
+    assert done.returncode == 0, done.stderr
+    assert "is the request's" in done.stdout
+    done = _verify(chain, "--proof", str(chain["proofs"]))
+    assert done.returncode == 0, done.stderr
+    assert "proven not in the tree" in done.stdout
+
+
+def test_request_names_no_key_url_caption_or_path(chain: dict[str, Path]) -> None:
+    manifest = pq.read_table(chain["run"] / "manifest")
+    markers = {b"SECRETPATHMARKER", str(chain["root"]).encode()}
+    for column in ("key", "url", "member", "shard"):
+        markers |= {str(v).encode() for v in manifest.column(column).to_pylist()
+                    if v is not None and len(str(v)) >= 6}  # fmt: skip
+    files = list(chain["req"].iterdir())
+    assert len(files) >= 3
+    for path in files:
+        data = path.read_bytes()
+        assert not [m for m in markers if m in data], path
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            assert not [f for f in table.schema if pa.types.is_string(f.type)]
+            assert set(table.column_names) <= {"row_id", "group", "sha256", "md5", "sha1", "pdq",
+                                               "pdq_quality", "pdq_trimmed",
+                                               "pdq_trimmed_quality", "pdq_dihedral"}  # fmt: skip
+
+
+def test_two_holders_combine(chain: dict[str, Path], demo_data: DemoData) -> None:
+    root = chain["root"]
+    run = root / "run2"
+    shutil.copytree(chain["run"], run)
+    ans2 = root / "ans2"
+    cli("exchange", "answer", str(chain["req"]), "--list", str(demo_data.md5_list), "--key",
+        str(chain["holder2"] / "clearset.key"), "--out", str(ans2), "--commit-lists",
+        str(root / "salts.json"), check=True)  # fmt: skip
+    import base64
+
+    envelope = json.loads((ans2 / fmt.ANSWER_ENVELOPE).read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert "commitment" in statement["predicate"]["lists"][0]
+    assert "digest" not in statement["predicate"]["lists"][0]
+    before = json.loads((run / "run.json").read_text())["counts"]["matches"]["rows"]
+    done = cli("exchange", "apply", str(run), str(ans2), "--holder-pubkey",
+               str(chain["holder2"] / "clearset.pub"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = json.loads((run / "run.json").read_text())
+    assert len(info["exchange"]["answers"]) == 2
+    assert info["counts"]["matches"]["rows"] > before  # both holders' rows, side by side
+    names = {lst["name"] for lst in info["settings"]["matching"]["lists"]}
+    assert names == {"watch-pdq", "watch-md5"}
+
+
+def _bad_answer(chain: dict[str, Path], name: str) -> Path:
+    bad = chain["root"] / name
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(chain["ans"], bad)
+    return bad
+
+
+def _apply(chain: dict[str, Path], ans: Path, holder: str = "holder") -> tuple[int, str]:
+    run = chain["root"] / "apply-target"
+    if not run.exists():
+        shutil.copytree(chain["run"], run)
+    before = (run / "run.json").read_bytes()
+    done = cli("exchange", "apply", str(run), str(ans), "--holder-pubkey",
+               str(chain[holder] / "clearset.pub"))  # fmt: skip
+    if done.returncode:
+        assert (run / "run.json").read_bytes() == before  # nothing written
+    return done.returncode, done.stderr.strip()
+
+
+def _rewrite_rows(ans: Path, table: pa.Table) -> None:
+    """Alter the matches file and re-point answer.json at it (the signature then fails)."""
+    pq.write_table(table, ans / fmt.ANSWER_ROWS)
+    index = json.loads((ans / fmt.ANSWER_INDEX).read_text())
+    index["files"][0]["sha256"] = fmt.file_sha256(ans / fmt.ANSWER_ROWS)
+    index["rows"] = table.num_rows
+    (ans / fmt.ANSWER_INDEX).write_bytes(fmt.index_bytes(index))
+
+
+def test_refusals_each_one_line(chain: dict[str, Path]) -> None:
+    # a tampered row: the file no longer has the digest answer.json names
+    bad = _bad_answer(chain, "tampered")
+    table = pq.read_table(bad / fmt.ANSWER_ROWS)
+    ids = table.column("row_id").to_pylist()
+    ids[0] += 1
+    pq.write_table(table.set_column(0, "row_id", pa.array(ids, pa.int64())), bad / fmt.ANSWER_ROWS)
+    code, err = _apply(chain, bad)
+    assert code and "altered" in err and len(err.splitlines()) == 1
+    assert _verify(chain, "--proof", str(chain["proofs"]), answer=bad).returncode == 1
+    # ... and re-pointed: the holder's signature no longer covers answer.json
+    _rewrite_rows(bad, table.set_column(0, "row_id", pa.array(ids, pa.int64())))
+    code, err = _apply(chain, bad)
+    assert code and "digest differs" in err and len(err.splitlines()) == 1
+    # a wrong key
+    code, err = _apply(chain, chain["ans"], holder="other")
+    assert code and "no valid signature by key" in err and len(err.splitlines()) == 1
+    done = _verify(chain, "--proof", str(chain["proofs"]), holder="other")
+    assert done.returncode == 1 and "no valid signature" in done.stderr
+
+
+def _holder_answer(chain: dict[str, Path], demo_data: DemoData, name: str, req: Path) -> Path:
+    ans = chain["root"] / name
+    if not ans.exists():
+        cli("exchange", "answer", str(req), "--list", str(demo_data.pdq_list), "--key",
+            str(chain["holder"] / "clearset.key"), "--out", str(ans), check=True)  # fmt: skip
+    return ans
+
+
+def test_answer_for_another_request_and_unknown_rows(
+    chain: dict[str, Path], demo_data: DemoData
+) -> None:
+    # a request the holder answers, which this run did not make: fewer hash types
+    other = chain["root"] / "req-other"
+    if not other.exists():
+        cli("exchange", "request", str(chain["local"]), "--out", str(other), "--hash", "pdq",
+            check=True)  # fmt: skip
+    ans = _holder_answer(chain, demo_data, "ans-other", other)
+    code, err = _apply(chain, ans)
+    assert code and "which this run did not make" in err and len(err.splitlines()) == 1
+    done = _verify(chain, "--request", str(chain["req"]), answer=ans)
+    assert done.returncode == 1 and "does not cite" in done.stderr
+    # a row id the request does not hold, signed by the holder
+    forged = _bad_answer(chain, "unknown-row")
+    table = pq.read_table(forged / fmt.ANSWER_ROWS)
+    ids = table.column("row_id").to_pylist()
+    ids[0] = 10**9
+    _rewrite_rows(forged, table.set_column(0, "row_id", pa.array(ids, pa.int64())))
+    _resign(forged, chain["holder"])
+    code, err = _apply(chain, forged)
+    assert code and "row id 1000000000" in err and len(err.splitlines()) == 1
+    done = _verify(chain, "--request", str(chain["req"]), answer=forged)
+    assert done.returncode == 1 and "does not cite" in done.stderr
+
+
+def _resign(ans: Path, keydir: Path) -> None:
+    """Sign the altered answer.json as the holder would (a dishonest or buggy holder)."""
+    import base64
+
+    from clearset.receipts.dsse import load_private_key
+
+    envelope = json.loads((ans / fmt.ANSWER_ENVELOPE).read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["subject"][0]["digest"]["sha256"] = fmt.sha256_hex(
+        (ans / fmt.ANSWER_INDEX).read_bytes()
+    )
+    signed = fmt.sign(statement, load_private_key(keydir / "clearset.key"))
+    (ans / fmt.ANSWER_ENVELOPE).write_text(json.dumps(signed))
+
+
+def test_an_answer_that_lists_entries_is_refused(chain: dict[str, Path]) -> None:
+    bad = _bad_answer(chain, "entries")
+    table = pq.read_table(bad / fmt.ANSWER_ROWS)
+    table = table.append_column("entry", pa.array(["00" * 32] * table.num_rows))
+    _rewrite_rows(bad, table)
+    _resign(bad, chain["holder"])
+    code, err = _apply(chain, bad)
+    assert code and "never lists entries" in err and len(err.splitlines()) == 1
+
+
+def test_receipt_not_citing_the_answer(chain: dict[str, Path]) -> None:
+    # the local run's receipt covers the same tree but cites no answer
+    done = cli("verify", str(chain["local"] / "receipt.dsse.json"), "--pubkey",
+               str(chain["builder"] / "clearset.pub"), "--answer", str(chain["ans"]),
+               "--holder-pubkey", str(chain["holder"] / "clearset.pub"))  # fmt: skip
+    assert done.returncode == 1 and "does not cite answer" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_leaves_nothing(chain: dict[str, Path]) -> None:
+    out = chain["root"] / "never"
+    done = cli("exchange", "request", str(chain["run"]), "--out", str(out), "--hash", "url")
+    assert done.returncode == 2 and "--hash" in done.stderr and not out.exists()
+    done = cli("exchange", "request", str(chain["run"]), "--out", str(chain["req"]))
+    assert done.returncode == 1 and "exists" in done.stderr
+    # a request whose rows were altered is refused by the holder
+    req = chain["root"] / "req-altered"
+    shutil.copytree(chain["req"], req)
+    first = sorted(req.glob("rows-*.parquet"))[0]
+    first.write_bytes(first.read_bytes()[:-1] + b"\0")
+    done = cli("exchange", "answer", str(req), "--list", str(chain["source"].parent / "x"),
+               "--key", str(chain["holder"] / "clearset.key"), "--out", str(out))  # fmt: skip
+    assert done.returncode and not out.exists()
+    done = cli("exchange", "answer", str(req), "--list", str(first), "--key",
+               str(chain["holder"] / "clearset.key"), "--out", str(out),
+               "--requester-pubkey", str(chain["builder"] / "clearset.pub"))  # fmt: skip
+    assert done.returncode and "altered" in done.stderr and not out.exists()
+    # signed by another key than the requester's
+    done = cli("exchange", "answer", str(chain["req"]), "--list",
+               str(chain["source"].parent.parent / "x"), "--key",
+               str(chain["holder"] / "clearset.key"), "--out", str(out))  # fmt: skip
+    assert done.returncode and not out.exists()
+
+
+def test_checker_script_uses_stdlib_and_cryptography(chain: dict[str, Path]) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_exchange.py"
+    text = script.read_text()
+    imports = {line.split()[1].split(".")[0] for line in text.splitlines()
+               if line.startswith(("import ", "from "))}  # fmt: skip
+    assert imports <= {"__future__", "argparse", "base64", "hashlib", "json", "sys", "pathlib",
+                       "cryptography"}  # fmt: skip
+    run = [sys.executable, str(script)]
+    good = subprocess.run(
+        [*run, str(chain["ans"]), "--pubkey", str(chain["holder"] / "clearset.pub")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    good = subprocess.run(
+        [*run, str(chain["req"]), "--pubkey", str(chain["builder"] / "clearset.pub")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run(
+        [*run, str(chain["ans"]), "--pubkey", str(chain["other"] / "clearset.pub")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
