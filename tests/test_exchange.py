@@ -40,7 +40,7 @@ def chain(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict
     local = root / "local"
     cli("scan", str(source), "--out", str(local), "-w", "1", "--list", str(demo_data.pdq_list),
         check=True)  # fmt: skip
-    cli("clean", str(local), "--to", str(root / "local-clean"), check=True)
+    cli("clean", str(local), "--to", str(root / "local-clean"), "-w", "1", check=True)
     cli("receipt", str(local), "--key", str(p["builder"] / "clearset.key"), check=True)
     # The exchange: the builder has no list.
     run = root / "run"
@@ -55,7 +55,7 @@ def chain(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict
         check=True)  # fmt: skip
     cli("exchange", "apply", str(run), str(ans), "--holder-pubkey",
         str(p["holder"] / "clearset.pub"), check=True)  # fmt: skip
-    cli("clean", str(run), "--to", str(root / "run-clean"), check=True)
+    cli("clean", str(run), "--to", str(root / "run-clean"), "-w", "1", check=True)
     cli("receipt", str(run), "--key", str(p["builder"] / "clearset.key"), check=True)
     proofs = root / "proofs.json"
     cli("prove", str(run), "--answer", str(ans), "--out", str(proofs), check=True)
@@ -123,7 +123,7 @@ def test_two_holders_combine(chain: dict[str, Path], demo_data: DemoData) -> Non
     ans2 = root / "ans2"
     cli("exchange", "answer", str(chain["req"]), "--list", str(demo_data.md5_list), "--key",
         str(chain["holder2"] / "clearset.key"), "--out", str(ans2), "--commit-lists",
-        str(root / "salts.json"), check=True)  # fmt: skip
+        str(root / "salts.json"), "-w", "1", check=True)  # fmt: skip
     import base64
 
     envelope = json.loads((ans2 / fmt.ANSWER_ENVELOPE).read_text())
@@ -194,7 +194,7 @@ def _holder_answer(chain: dict[str, Path], demo_data: DemoData, name: str, req: 
     ans = chain["root"] / name
     if not ans.exists():
         cli("exchange", "answer", str(req), "--list", str(demo_data.pdq_list), "--key",
-            str(chain["holder"] / "clearset.key"), "--out", str(ans), check=True)  # fmt: skip
+            str(chain["holder"] / "clearset.key"), "--out", str(ans), "-w", "1", check=True)  # fmt: skip
     return ans
 
 
@@ -205,7 +205,7 @@ def test_answer_for_another_request_and_unknown_rows(
     other = chain["root"] / "req-other"
     if not other.exists():
         cli("exchange", "request", str(chain["local"]), "--out", str(other), "--hash", "pdq",
-            check=True)  # fmt: skip
+            "-w", "1", check=True)  # fmt: skip
     ans = _holder_answer(chain, demo_data, "ans-other", other)
     code, err = _apply(chain, ans)
     assert code and "which this run did not make" in err and len(err.splitlines()) == 1
