@@ -194,7 +194,8 @@ def _holder_answer(chain: dict[str, Path], demo_data: DemoData, name: str, req: 
     ans = chain["root"] / name
     if not ans.exists():
         cli("exchange", "answer", str(req), "--list", str(demo_data.pdq_list), "--key",
-            str(chain["holder"] / "clearset.key"), "--out", str(ans), "-w", "1", check=True)  # fmt: skip
+            str(chain["holder"] / "clearset.key"), "--out", str(ans), "-w", "1",
+            check=True)  # fmt: skip
     return ans
 
 
