@@ -139,6 +139,23 @@ def test_two_holders_combine(chain: dict[str, Path], demo_data: DemoData) -> Non
     assert info["counts"]["matches"]["rows"] > before  # both holders' rows, side by side
     names = {lst["name"] for lst in info["settings"]["matching"]["lists"]}
     assert names == {"watch-pdq", "watch-md5"}
+    # a receipt citing both: verify compares the whole root given both answers
+    cli("clean", str(run), "--to", str(root / "run2-clean"), "-w", "1", check=True)
+    cli("receipt", str(run), "--key", str(chain["builder"] / "clearset.key"), check=True)
+    first = ("--answer", str(chain["ans"]), "--holder-pubkey",
+             str(chain["holder"] / "clearset.pub"))  # fmt: skip
+    second = ("--answer", str(ans2), "--holder-pubkey", str(chain["holder2"] / "clearset.pub"))
+    verify = ("verify", str(run / "receipt.dsse.json"), "--pubkey",
+              str(chain["builder"] / "clearset.pub"), "--request", str(chain["req"]))  # fmt: skip
+    done = cli(*verify, *first, *second)
+    assert done.returncode == 0, done.stderr
+    assert "is the request's" in done.stdout and done.stdout.count("cited by the receipt") == 2
+    done = cli(*verify, *first)  # the other answer missing: the root cannot be compared
+    assert done.returncode == 1 and "every answer the receipt cites" in done.stderr
+    done = cli(*verify, *first, "--answer", str(ans2))  # unpaired
+    assert done.returncode == 2 and "for each --answer" in done.stderr
+    done = cli(*verify, *second, "--holder-pubkey", str(chain["holder"] / "clearset.pub"))
+    assert done.returncode == 2 and "for each --answer" in done.stderr
 
 
 def _bad_answer(chain: dict[str, Path], name: str) -> Path:
@@ -307,3 +324,68 @@ def test_checker_script_uses_stdlib_and_cryptography(chain: dict[str, Path]) -> 
         capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def late(chain: dict[str, Path]) -> dict[str, Path]:
+    """A second holder's answer that matches an item the clean kept, applied after the
+    clean; and the receipt a dishonest builder signs over the old clean, citing it."""
+    import base64
+
+    from clearset.receipts.dsse import load_private_key, sign_statement
+
+    root = chain["root"]
+    run = root / "run-late"
+    shutil.copytree(chain["run"], run)
+    kept = read_cleaned_manifest(run, ["md5", "sha256"]).filter(
+        pa.compute.is_valid(pa.compute.field("md5"))  # type: ignore[attr-defined]
+    )
+    md5 = kept.column("md5")[0].as_py().hex()
+    lst = root / "late-md5.csv"
+    lst.write_text(f"signal_type,signal_value,tags\nmd5,{md5},demo\n")
+    ans = root / "ans-late"
+    cli("exchange", "answer", str(chain["req"]), "--list", str(lst), "--key",
+        str(chain["holder2"] / "clearset.key"), "--out", str(ans), "-w", "1",
+        check=True)  # fmt: skip
+    cli("exchange", "apply", str(run), str(ans), "--holder-pubkey",
+        str(chain["holder2"] / "clearset.pub"), check=True)  # fmt: skip
+    refused = cli("receipt", str(run), "--key", str(chain["builder"] / "clearset.key"))
+    # The builder signs anyway: its old receipt, now citing the late answer too.
+    envelope = json.loads((run / "receipt.dsse.json").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    from clearset.exchange.run import exchange_record
+
+    statement["predicate"]["exchange"] = exchange_record(run)
+    forged = sign_statement(statement, load_private_key(chain["builder"] / "clearset.key"))
+    (run / "receipt.dsse.json").write_text(json.dumps(forged))
+    proofs = root / "proofs-late.json"
+    cli("prove", str(run), "--answer", str(ans), "--out", str(proofs), check=True)
+    (root / "late-refused.txt").write_text(f"{refused.returncode}\n{refused.stderr}")
+    return {"run": run, "ans": ans, "proofs": proofs, "kept": root / "late-refused.txt",
+            "sha256": Path(kept.column("sha256")[0].as_py().hex())}  # fmt: skip
+
+
+def test_receipt_refuses_a_clean_older_than_the_last_apply(late: dict[str, Path]) -> None:
+    code, err = late["kept"].read_text().split("\n", 1)
+    assert code == "1" and "exchange apply" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_kept_item_the_holder_matched_fails_verify(
+    chain: dict[str, Path], late: dict[str, Path]
+) -> None:
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return cli("verify", str(late["run"] / "receipt.dsse.json"), "--pubkey",
+                   str(chain["builder"] / "clearset.pub"), "--answer", str(late["ans"]),
+                   "--holder-pubkey", str(chain["holder2"] / "clearset.pub"),
+                   *extra)  # fmt: skip
+
+    kept = str(late["sha256"])
+    # with the request: both answers the receipt cites, so the whole root is compared
+    both = ("--answer", str(chain["ans"]), "--holder-pubkey", str(chain["holder"] / "clearset.pub"),
+            "--request", str(chain["req"]))  # fmt: skip
+    for extra in (both, ("--proof", str(late["proofs"]))):
+        done = verify(*extra)
+        err = done.stderr.strip()
+        assert done.returncode == 1, (extra, done.stdout)
+        assert len(err.splitlines()) == 1 and "is kept in the set" in err, err
+        assert kept in err, err

@@ -257,10 +257,14 @@ def verify_command(
         typer.Option("--old-receipt", help="For a removal proof: the earlier receipt."),
     ] = None,
     answer: Annotated[
-        Path | None, typer.Option(help="A list holder's answer the receipt must cite.")
+        list[Path] | None,
+        typer.Option(help="A list holder's answer the receipt must cite (repeatable)."),
     ] = None,
     holder_pubkey: Annotated[
-        Path | None, typer.Option("--holder-pubkey", help="The holder's public key (PEM).")
+        list[Path] | None,
+        typer.Option(
+            "--holder-pubkey", help="Each --answer's holder public key (PEM), in the same order."
+        ),
     ] = None,
     request: Annotated[
         Path | None, typer.Option(help="The request the answer answers (checks the root).")
@@ -277,13 +281,14 @@ def verify_command(
         envelope = read_receipt(receipt_path)
         statement = verify_envelope(envelope, key)
         digest = receipt_digest(envelope)
-        if answer is not None:
-            if holder_pubkey is None:
-                raise InputError("--answer needs --holder-pubkey HOLDER.pub")
+        if answer:
+            if len(holder_pubkey or []) != len(answer):
+                raise InputError("give one --holder-pubkey HOLDER.pub for each --answer, in order")
             loaded_batch = parse_json(raw_proof, str(proof)) if raw_proof is not None else None
-            lines = verify_exchange(
-                statement, answer, load_public_key(holder_pubkey), proofs=loaded_batch, req=request
-            )
+            pairs = [
+                (a, load_public_key(k)) for a, k in zip(answer, holder_pubkey or [], strict=True)
+            ]
+            lines = verify_exchange(statement, pairs, proofs=loaded_batch, req=request)
             message = f"valid: receipt signed by key {key_id(key)}; " + "; ".join(lines)
         elif raw_proof is None:
             message = f"valid: receipt signed by key {key_id(key)}"

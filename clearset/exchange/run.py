@@ -638,50 +638,96 @@ def answer_matched_sha256(run_dir: Path, ans: Path) -> tuple[str, list[bytes]]:
     return digest, sorted(values)
 
 
-def verify_exchange(
-    statement: dict[str, Any],
-    ans: Path,
-    holder_key: Ed25519PublicKey,
-    *,
-    proofs: Any = None,
-    req: Path | None = None,
-) -> list[str]:
-    """Check a verified receipt statement against a holder's answer (and request); the
-    lines saying what was shown. VerificationError, one line, on the first failure."""
+def _cited(
+    statement: dict[str, Any], ans: Path, holder_key: Ed25519PublicKey
+) -> tuple[dict[str, Any], str, pa.Table, dict[str, Any], str]:
+    """One answer checked against the receipt: (predicate, digest, rows, citation, signer)."""
     predicate, digest, signer, table = read_answer(ans, holder_key)
-    lines = [f"answer {digest} signed by holder key {signer}"]
     cited = (statement["predicate"].get("exchange") or {}).get("answers") or []
     mine = [a for a in cited if isinstance(a, dict) and a.get("digest") == digest]
     if not mine:
         raise VerificationError(f"the receipt does not cite answer {digest}")
     if mine[0].get("holder_key_id") != signer:
         raise VerificationError(f"the receipt cites answer {digest} with another holder key")
-    request_digest = predicate["request"]["sha256"]
-    if mine[0].get("request") != request_digest:
+    if mine[0].get("request") != predicate["request"]["sha256"]:
         raise VerificationError("the receipt cites the answer for another request")
-    lines.append(f"the receipt cites it ({mine[0].get('matched')} items matched by the holder)")
-    matched_ids = sorted(set(table.column("row_id").to_pylist()))
+    return predicate, digest, table, mine[0], str(signer)
+
+
+def _kept_group(
+    leaves: list[bytes], extra: int, root: str, groups: dict[int, set[bytes]],
+    matched: dict[int, bytes],
+) -> bytes | None:  # fmt: skip
+    """The matched item whose sample, put back among `leaves`, gives `root` (the kept one),
+    searched only where that is cheap; None when not found."""
+    known = set(leaves)
+    if len(groups) > 256 or len(leaves) > 10**6:
+        return None
+    for group, values in sorted(groups.items()):
+        back = values - known
+        if len(back) == extra and root_of(sorted(known | back)).hex() == root:
+            return matched[group]
+    return None
+
+
+def verify_exchange(
+    statement: dict[str, Any],
+    answers: list[tuple[Path, Ed25519PublicKey]],
+    *,
+    proofs: Any = None,
+    req: Path | None = None,
+) -> list[str]:
+    """Check a verified receipt statement against holders' answers (and their request);
+    the lines saying what was shown. VerificationError, one line, on the first failure.
+
+    With the request, the receipt's root is compared with the request's SHA-256 values
+    less every sample the given answers matched, when they are all the answers the receipt
+    cites; a tree larger than that holds a matched item. Otherwise (or when the builder
+    removed more) a proofs batch from `clearset prove RUN --answer ANS` shows the matched
+    items are not in the tree."""
+    if not answers:
+        raise VerificationError("give at least one --answer with its --holder-pubkey")
+    checked = [_cited(statement, ans, key) for ans, key in answers]
+    lines = [
+        f"answer {digest} signed by holder key {signer}, cited by the receipt "
+        f"({mine.get('matched')} items matched by the holder)"
+        for _, digest, _, mine, signer in checked
+    ]
+    cited = {a.get("digest") for a in (statement["predicate"].get("exchange") or {}).get(
+        "answers") or [] if isinstance(a, dict)}  # fmt: skip
+    all_given = cited <= {digest for _, digest, _, _, _ in checked}
     tree_size, root = statement["predicate"]["tree"]["size"], statement["predicate"]["tree"]["root"]
+    matched_sha: set[bytes] | None = None
     if req is not None:
         index, digest_req, _ = read_request(req)
-        if digest_req != request_digest:
-            raise VerificationError(
-                f"{ans}: answers request {request_digest}, not {req} ({digest_req})"
-            )
         rows = pa.concat_tables(
             [pq.read_table(req / f["name"], columns=["row_id", "group", "sha256"])
              for f in index["files"]]
         )  # fmt: skip
         known = set(rows.column("row_id").to_pylist())
-        unknown = [r for r in matched_ids if r not in known]
-        if unknown:
-            raise VerificationError(
-                f"{ans}: names row id {unknown[0]}, which the request does not hold"
-            )
-        wanted = pa.array(matched_ids, pa.int64())
-        hit = rows.filter(pc.is_in(rows.column("row_id"), wanted))
+        matched_ids: set[int] = set()
+        for (ans, _), (predicate, _, table, _, _) in zip(answers, checked, strict=True):
+            if predicate["request"]["sha256"] != digest_req:
+                raise VerificationError(
+                    f"{ans}: answers request {predicate['request']['sha256']}, not {req} "
+                    f"({digest_req})"
+                )
+            ids = set(table.column("row_id").to_pylist())
+            unknown = sorted(ids - known)
+            if unknown:
+                raise VerificationError(
+                    f"{ans}: names row id {unknown[0]}, which the request does not hold"
+                )
+            matched_ids |= ids
+        hit = rows.filter(
+            pc.is_in(rows.column("row_id"), pa.array(sorted(matched_ids), pa.int64()))
+        )
         matched_sha = {bytes(v) for v in hit.column("sha256").to_pylist()}
-        groups = pa.array(sorted(set(hit.column("group").to_pylist())), pa.int64())
+        first_of: dict[int, bytes] = {}
+        for group, value in zip(hit.column("group").to_pylist(),
+                                hit.column("sha256").to_pylist(), strict=True):  # fmt: skip
+            first_of.setdefault(group, bytes(value))
+        groups = pa.array(sorted(first_of), pa.int64())
         kept = rows.filter(pc.invert(pc.is_in(rows.column("group"), groups)))
         leaves = sorted({bytes(v) for v in kept.column("sha256").to_pylist()})
         in_kept = matched_sha & set(leaves)
@@ -690,34 +736,50 @@ def verify_exchange(
                 f"an item the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) "
                 "is kept in the set"
             )
-        expected_root = root_of(leaves).hex()
-        if expected_root == root and len(leaves) == tree_size:
+        if tree_size > len(leaves):
+            members: dict[int, set[bytes]] = {}
+            removed = rows.filter(pc.is_in(rows.column("group"), groups))
+            for group, value in zip(removed.column("group").to_pylist(),
+                                    removed.column("sha256").to_pylist(), strict=True):  # fmt: skip
+                members.setdefault(group, set()).add(bytes(value))
+            found = _kept_group(leaves, tree_size - len(leaves), root, members, first_of)
+            named = f" (SHA-256 {found.hex()})" if found is not None else ""
+            raise VerificationError(
+                f"an item the holder matched{named} is kept in the set: the tree holds "
+                f"{tree_size:,} leaves, more than the request's {len(leaves):,} left after the "
+                "holders' matches"
+            )
+        if all_given and tree_size == len(leaves):
+            if root_of(leaves).hex() != root:
+                raise VerificationError(
+                    "the receipt's root is not the request's rows less the holders' matches"
+                )
             lines.append(
                 f"root {root} is the request's {len(leaves):,} leaves less the samples the "
-                "holder matched: no matched item is in the tree"
+                "holders matched: no matched item is in the tree"
             )
             return lines
-        removed = statement["predicate"]["removed"]["count"]
-        if removed <= len({bytes(v) for v in rows.column("sha256").to_pylist()}) - len(leaves):
-            raise VerificationError(
-                "the receipt's root is not the request's rows less the holder's matches"
-            )
-        lines.append("root not compared: the builder removed more than this answer matched")
+        lines.append(
+            "root not compared: "
+            + ("the builder removed more than these answers matched" if all_given
+               else "the receipt cites answers not given here (give each with --answer)")
+        )  # fmt: skip
         if proofs is None:
             raise VerificationError(
                 "give --proof (`clearset prove RUN --answer ANS`) to show the matched items "
-                "are not in the tree"
+                "are not in the tree" + ("" if all_given else ", or every answer the receipt cites")
             )
     elif proofs is None:
         raise VerificationError(
             "give --proof (`clearset prove RUN --answer ANS`) or --request REQ to show the "
             "holder's matches are not in the tree"
         )
-    else:
-        matched_sha = None
+    if len(checked) != 1:
+        raise VerificationError("a --proof batch is for one answer: give that --answer alone")
+    ans_digest, mine = checked[0][1], checked[0][3]
     if not isinstance(proofs, dict) or proofs.get("type") != "exchange-batch":
         raise VerificationError("--proof is not a batch made by `clearset prove RUN --answer ANS`")
-    if proofs.get("answer") != digest:
+    if proofs.get("answer") != ans_digest:
         raise VerificationError("the proofs batch is for another answer")
     shown = set()
     for proof in proofs.get("proofs") or []:
@@ -727,9 +789,9 @@ def verify_exchange(
                 f"an item the holder matched (SHA-256 {proof.get('sha256')}) is kept in the set"
             )
         shown.add(bytes.fromhex(proof["sha256"]))
-    if matched_sha is not None and not matched_sha <= shown:
+    if matched_sha is not None and len(checked) == 1 and not matched_sha <= shown:
         raise VerificationError("the proofs batch leaves out an item the holder matched")
-    if len(shown) < int(mine[0].get("matched") or 0):
+    if len(shown) < int(mine.get("matched") or 0):
         raise VerificationError("the proofs batch proves fewer items than the holder matched")
     lines.append(f"{len(shown):,} matched items proven not in the tree")
     return lines

@@ -195,7 +195,8 @@ def _check_clean_is_current(run: RunFolder, info: RunInfo) -> None:
     cleaned_with = record.identity.get("matching")
     if cleaned_with != info.matching:
         raise RunFolderError(
-            f"{run.path}: the cleaned copy was made before the last `clearset match`; "
+            f"{run.path}: the cleaned copy was made before the last `clearset match` or "
+            "`clearset exchange apply`; "
             "clean again (`clearset clean RUN --to NEW_OUTPUT`) before issuing a receipt"
         )
 
