@@ -389,3 +389,30 @@ def test_a_kept_item_the_holder_matched_fails_verify(
         assert done.returncode == 1, (extra, done.stdout)
         assert len(err.splitlines()) == 1 and "is kept in the set" in err, err
         assert kept in err, err
+
+
+def test_report_and_status_name_the_holder(chain: dict[str, Path]) -> None:
+    run = chain["root"] / "run-report"
+    if not run.exists():
+        shutil.copytree(chain["run"], run)
+    cli("report", str(run), check=True)
+    report = json.loads((run / "report.json").read_text())
+    answer_digest = fmt.sha256_hex((chain["ans"] / fmt.ANSWER_INDEX).read_bytes())
+    matches = [m for item in report["matched_items"] for m in item["matches"]]
+    assert matches and all(m["holder"]["label"] == "Example hotline" for m in matches)
+    assert {m["holder"]["answer"] for m in matches} == {answer_digest}
+    key_id = matches[0]["holder"]["key_id"]
+    assert (
+        key_id and f"by holder Example hotline, key {key_id}" in (run / "report.html").read_text()
+    )
+    # a local scan's matches name no holder
+    local = json.loads(cli("report", str(chain["local"]), check=True).stdout and
+                       (chain["local"] / "report.json").read_text())  # fmt: skip
+    assert not [m for i in local["matched_items"] for m in i["matches"] if "holder" in m]
+    done = cli("status", str(run), "--json", check=True)
+    (one,) = json.loads(done.stdout)["answers"]
+    assert one["answer_digest"] == answer_digest and one["holder_key_id"] == key_id
+    assert one["label"] == "Example hotline" and one["matched"]["items"] > 0
+    done = cli("status", str(run), check=True)
+    assert (f"applied answer {answer_digest} from holder Example hotline (key {key_id}): "
+            f"{one['matched']['items']:,} items matched") in done.stdout  # fmt: skip

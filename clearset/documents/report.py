@@ -115,7 +115,10 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         named["matches"].append(
             {"list": match["list_name"], "hash_type": match["hash_type"],
              "field": match["field"], "distance": match["distance"],
-             "rotation": match["rotation"]},
+             "rotation": match["rotation"],
+             # a match a list holder's answer gave (`clearset exchange apply`): its holder
+             **({"holder": {"label": entry.get("holder"), "key_id": entry["holder_key_id"],
+                            "answer": entry["answer"]}} if entry.get("answer") else {})},
         )  # fmt: skip
     for digest, keys in list_keys.items():
         by_list[digest]["matched_items"] = len(keys)
@@ -526,6 +529,9 @@ def _match_text(match: dict[str, Any]) -> _Html:
         how.append("borders trimmed")
     if kind == "pdq" and match.get("rotation") not in (None, "original"):
         how.append(str(match["rotation"]).replace("_", " "))
+    holder = match.get("holder")
+    if holder:  # matched by a list holder, from its signed answer
+        how.append(f"by holder {holder.get('label') or 'unnamed'}, key {holder['key_id']}")
     return _Html(f"{_nowrap(match['list'])} ({_e(', '.join(how))})")
 
 

@@ -43,6 +43,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         "counts": _counts(run),
         "ranks": _ranks(run),
         **_list_index(run),
+        # list holders' answers applied (`clearset exchange apply`): digest, holder, matched
+        "answers": (run.read_info().get("exchange") or {}).get("answers", []),
     }
     try:
         shards = source_from_spec(info.source).shards()
@@ -164,6 +166,12 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         )
         lines.append(f"receipt: {leaves.text()}; {covers}")
     lines.append(f"finished: {status['finished']}" if status["finished"] else "finished: no")
+    for answer in status.get("answers", []):
+        lines.append(
+            f"applied answer {answer['answer_digest']} from holder "
+            f"{answer.get('label') or 'unnamed'} (key {answer['holder_key_id']}): "
+            f"{answer['matched']['items']:,} items matched"
+        )
     for rank in status["ranks"]:
         lines.append(
             f"rank {rank['rank']} of {rank['world_size']} on {rank.get('host')}: last ended "
