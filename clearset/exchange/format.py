@@ -1,32 +1,11 @@
 """The hash exchange's files: a versioned format a list holder can answer with any tool.
 
-A **request** is a folder a builder hands to a list holder:
-
-    REQ/request.json        the index: format, version, hash types, row count, and each
-                            rows file's name, row count and SHA-256
-    REQ/rows-NNNNN.parquet  one row per hashed member: ``row_id`` (int64, opaque),
-                            ``group`` (int64: the row id of the first member of the same
-                            sample, so that removing a sample can be recomputed), and the
-                            hashes asked for (``sha256``, ``md5``, ``sha1``: binary;
-                            ``pdq`` binary(32) with ``pdq_quality`` int16, ``pdq_trimmed``
-                            and ``pdq_trimmed_quality``, ``pdq_dihedral`` binary(224))
-    REQ/request.dsse.json   a DSSE envelope (Ed25519) around an in-toto Statement v1 whose
-                            subject is request.json by its SHA-256 (the request digest)
-
-An **answer** is a folder the holder hands back:
-
-    ANS/answer.json         the index: format, version, the request digest, row count and
-                            the matches file's name, row count and SHA-256
-    ANS/matches.parquet     one row per (row, list): ``row_id`` int64, ``list`` (the
-                            list's name), ``hash_type``, ``field`` (which of the row's
-                            hashes matched), ``distance`` int16; never a list entry
-    ANS/answer.dsse.json    the holder's signed statement: subject answer.json by its
-                            SHA-256 (the answer digest), the request digest, rows searched,
-                            each list's disclosed identity, thresholds, matched count, time
-
-Every JSON file is canonical (sorted keys, no whitespace, UTF-8), so a digest names one
-byte form. docs/reference/exchange-format.md is the spec; scripts/check_exchange.py checks
-a request or answer with the standard library and `cryptography` only.
+A request folder (request.json, rows-NNNNN.parquet, request.dsse.json) carries row ids
+and hashes, nothing else; an answer folder (answer.json, matches.parquet,
+answer.dsse.json) carries the matched row ids with list, hash type, field and distance,
+never a list entry. Index files are canonical JSON; statements are in-toto in Ed25519
+DSSE envelopes. The spec is docs/reference/exchange-format.md; scripts/check_exchange.py
+checks a folder with the standard library and `cryptography` only.
 """
 
 from __future__ import annotations
