@@ -416,3 +416,40 @@ def test_report_and_status_name_the_holder(chain: dict[str, Path]) -> None:
     done = cli("status", str(run), check=True)
     assert (f"applied answer {answer_digest} from holder Example hotline (key {key_id}): "
             f"{one['matched']['items']:,} items matched") in done.stdout  # fmt: skip
+
+
+def test_bad_folders_and_files_each_one_line(chain: dict[str, Path], demo_data: DemoData) -> None:
+    root, holder = chain["root"], chain["holder"]
+    afile = root / "a-file"
+    afile.write_text("x")
+    out = root / "never-bad"
+    answer = ("--list", str(demo_data.md5_list), "--key",
+              str(holder / "clearset.key"), "--out", str(out), "-w", "1")  # fmt: skip
+    # a truncated parquet that answer.json still names (its SHA-256 re-pointed)
+    trunc = _bad_answer(chain, "truncated")
+    (trunc / fmt.ANSWER_ROWS).write_bytes((trunc / fmt.ANSWER_ROWS).read_bytes()[:40])
+    index = json.loads((trunc / fmt.ANSWER_INDEX).read_text())
+    index["files"][0]["sha256"] = fmt.file_sha256(trunc / fmt.ANSWER_ROWS)
+    (trunc / fmt.ANSWER_INDEX).write_bytes(fmt.index_bytes(index))
+    _resign(trunc, holder)
+    notjson = _bad_answer(chain, "not-json")
+    (notjson / fmt.ANSWER_ENVELOPE).write_text("{not json")
+    cases = [
+        (("exchange", "answer", str(root / "missing"), *answer), "does not exist"),
+        (("exchange", "answer", str(afile), *answer), "is a file, not a folder"),
+        (("exchange", "answer", str(chain["req"]), *answer[:-4], "--out", str(afile)), "exists"),
+        (("exchange", "request", str(chain["run"]), "--out", str(afile)), "exists"),
+        (("exchange", "apply", str(chain["run"]), str(root / "missing")), "does not exist"),
+        (("exchange", "apply", str(chain["run"]), str(afile)), "is a file, not a folder"),
+        (("exchange", "apply", str(chain["run"]), str(trunc)), "not a parquet file"),
+        (("exchange", "apply", str(chain["run"]), str(notjson)), "is not JSON"),
+    ]
+    before = (chain["run"] / "run.json").read_bytes()
+    for args, why in cases:
+        if args[1] == "apply":
+            args = (*args, "--holder-pubkey", str(holder / "clearset.pub"))
+        done = cli(*args)
+        err = done.stderr.strip()
+        assert done.returncode in (1, 2) and why in err and len(err.splitlines()) == 1, (args, err)
+        assert not out.exists() and not list(root.glob(".tmp-*"))
+    assert (chain["run"] / "run.json").read_bytes() == before

@@ -66,6 +66,13 @@ def _fresh_out(out: Path) -> Path:
     return staging
 
 
+def _folder(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: does not exist (an exchange {what} is a folder)")
+    if not path.is_dir():
+        raise InputError(f"{path}: is a file, not a folder (an exchange {what} is a folder)")
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -170,6 +177,7 @@ def read_request(
 ) -> tuple[dict[str, Any], str, str | None]:
     """A request folder checked: (index, digest, signer key id or None). Every rows
     file must be the one request.json names (its SHA-256) and of the format's schema."""
+    _folder(req, "request")
     raw = _read(req / fmt.REQUEST_INDEX, "a request folder")
     digest = fmt.sha256_hex(raw)
     where = str(req / fmt.REQUEST_INDEX)
@@ -355,6 +363,7 @@ def read_answer(
 ) -> tuple[dict[str, Any], str, str | None, pa.Table]:
     """An answer folder checked: (statement predicate, answer digest, signer, rows).
     VerificationError with one line for anything that makes it not this holder's answer."""
+    _folder(ans, "answer")
     raw = _read(ans / fmt.ANSWER_INDEX, "an answer folder")
     digest = fmt.sha256_hex(raw)
     where = str(ans / fmt.ANSWER_INDEX)
