@@ -85,9 +85,11 @@ class Store:
         try:
             self.fs.put_file(str(local), self.key(rel))
         except OSError as exc:
+            self.fs.invalidate_cache(self.key(rel))
             raise OutputError(
                 f"{self.url}/{rel}: cannot upload: {exc}; re-run the same command to resume"
             ) from exc
+        self.fs.invalidate_cache(self.key(rel))  # readers in this process see it now
 
     def exists(self, rel: str) -> bool:
         return bool(self.fs.exists(self.key(rel)))
@@ -101,6 +103,8 @@ class Store:
             found = self.fs.find(base, detail=True, withdirs=False)
         except FileNotFoundError:
             return
+        finally:
+            self.fs.invalidate_cache(base)  # a listing is no promise for later reads
         page: list[tuple[str, int]] = []
         skip = len(self.root) + 1
         for name, info in sorted(found.items()):
@@ -125,6 +129,7 @@ class Store:
     def delete(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.key(rel))
+        self.fs.invalidate_cache(self.key(rel))
 
     def create_if_absent(self, rel: str, data: bytes) -> bool:
         """Write `data` under `rel` only if nothing is there; whether this call made it.

@@ -80,10 +80,12 @@ class FaultProxy:
                 answer = conn.getresponse()
                 data = answer.read()
                 self.send_response(answer.status, answer.reason)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
                 for key, value in answer.getheaders():
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD's length is the object's, not its (empty) body's
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
