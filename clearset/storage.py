@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -138,8 +139,9 @@ class Store:
         "create"; a local or memory file system's exclusive create) exactly one caller
         wins. Where the store refuses it (`NotImplementedError`, or an S3 API without
         conditional writes answering 501), the fallback: each caller uploads its own
-        claim `rel.claim-<random>` and lists them; the first in name order wins. Two
-        callers racing may then both win in a store without read-after-write listing;
+        claim `rel.claim-<time>-<random>` and lists them; the first in name order wins,
+        so a caller after the winner always loses. Two callers within clock skew of each
+        other may both win;
         clearset only uses this to choose who finishes a run, which is idempotent
         (every object it writes is whole, and the same)."""
         try:
@@ -158,7 +160,8 @@ class Store:
             raise
 
     def _claim(self, rel: str, data: bytes) -> bool:
-        mine = f"{rel}.claim-{uuid.uuid4().hex}"
+        # Named by time first: a later caller's claim sorts after every earlier one.
+        mine = f"{rel}.claim-{time.time_ns():020d}-{uuid.uuid4().hex}"
         self.fs.pipe_file(self.key(mine), data)
         parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
         claims = sorted(
