@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clearset.errors import OutputError
+from clearset.errors import InputError, OutputError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 #: Names a mirror keeps to itself (matched on every part of the relative path).
@@ -197,6 +197,18 @@ class Store:
         return aborted
 
 
+def refuse_engine(engine: str) -> None:
+    """Outputs on an object store are written by this machine's processes only (the
+    local engine, or one rank per node): a Ray task on another node would write into
+    that node's disk, which nobody uploads, so its shards would be lost silently."""
+    if engine != "local" and _attached:
+        raise InputError(
+            f"--engine {engine}: {_attached[0]}: outputs on an object store need the local "
+            "engine (run one rank per node with --rank/--world-size); Ray workers on other "
+            "nodes would not upload what they write"
+        )
+
+
 # ---------------------------------------------------------------- mirrors
 
 
@@ -240,6 +252,8 @@ def remote_of(path: Path, *, any_name: bool = False) -> tuple[Store, str] | None
 
 
 _stores: dict[str, Store] = {}
+#: The URLs this command attached (until it pushes them back at its end).
+_attached: list[str] = []
 
 
 def store(url: str) -> Store:
@@ -266,6 +280,7 @@ def attach(url: str) -> Path:
             if not local_only(rel) and not (target.is_file() and target.stat().st_size == size):
                 remote.get_file(rel, target)
     local.mkdir(parents=True, exist_ok=True)
+    _attached.append(remote.url)
     return local
 
 
@@ -311,6 +326,8 @@ def push(local: Path, *, delete: bool) -> None:
     url = _mirrors.get(str(local))
     if url is None:
         return
+    with contextlib.suppress(ValueError):
+        _attached.remove(url)
     remote = store(url)
     listed = {rel: size for page in remote.list_pages() for rel, size in page}
     for path in sorted(local.rglob("*"), key=_markers_last):

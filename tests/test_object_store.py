@@ -279,3 +279,21 @@ def test_two_ranks_at_once_and_a_flaky_server(
     info = json.loads(remote.fs.cat_file(remote.key("run.json")))
     assert info["finished"], "the last rank finished the run"
     assert not remote.exists(".finishing")
+
+
+@pytest.mark.parametrize("extra", [["--engine", "ray"], ["--engine", "ray", "--address", "auto"]])
+def test_ray_with_a_bucket_output_is_refused_in_one_line(
+    s3: S3Server, small: DemoData, extra: list[str]
+) -> None:
+    # Ray tasks on other nodes would write into their own disks, never uploaded: refused
+    # before any engine starts (Ray need not be installed), nothing written to the bucket.
+    bucket = s3.make_bucket(f"ray{len(extra)}")
+    proc = cli("scan", str(small.webdataset), "--out", f"{bucket}/run", *lists(small),
+               "--allow-missing", "--no-progress", *extra)  # fmt: skip
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"--engine ray: {bucket}/run: outputs on an object store need the local engine" in (
+        lines[0]
+    )
+    assert bucket_files(bucket) == {}

@@ -168,6 +168,7 @@ RetriesOpt = Annotated[
 @contextmanager
 def engine_for(name: str, address: str | None, workers: int | None) -> Iterator[Engine]:
     """The engine a command asked for, released when the command ends."""
+    storage.refuse_engine(name)
     engine = make_engine(name, workers=workers, address=address)
     try:
         yield engine
