@@ -99,13 +99,13 @@ class Store:
         """(relative name, size) of every object under `rel`, a page at a time (the
         store's own paging: S3 lists at most 1,000 keys per request)."""
         base = self.key(rel)
-        self.fs.invalidate_cache(base)
+        self._forget()
         try:
             found = self.fs.find(base, detail=True, withdirs=False)
         except FileNotFoundError:
             return
         finally:
-            self.fs.invalidate_cache(base)  # a listing is no promise for later reads
+            self._forget()  # a listing is no promise for later reads
         page: list[tuple[str, int]] = []
         skip = len(self.root) + 1
         for name, info in sorted(found.items()):
@@ -117,6 +117,11 @@ class Store:
                 page = []
         if page:
             yield page
+
+    def _forget(self) -> None:
+        """Drop every listing this process cached (a folder's invalidation leaves its
+        subfolders' listings, which other writers may have added to since)."""
+        self.fs.invalidate_cache()
 
     def get_file(self, rel: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
