@@ -52,6 +52,10 @@ OUTPUT_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
 PAGE = 1000
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def is_url(value: str | os.PathLike[str]) -> bool:
     """Whether `value` names an object store (or another fsspec file system) by URL."""
     text = str(value)
@@ -74,8 +78,31 @@ class Store:
         import fsspec
 
         self.url = self.url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        except ImportError:
+            scheme = self.url.split("://", 1)[0]
+            extra = "s3" if scheme.startswith("s3") else scheme
+            raise InputError(
+                f"{self.url}: {scheme}:// needs its fsspec driver, which is not installed; "
+                f"pip install 'clearset[{extra}]'"
+            ) from None
         self.root = self.root.rstrip("/")
+
+    def check(self) -> None:
+        """InputError, in one line naming the URL, unless the bucket is there and this
+        machine's credentials may read it (one request). Nothing is written either way."""
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self.fs.ls(bucket, detail=False)
+            return
+        except FileNotFoundError:
+            problem = f"no bucket named {bucket} there (create it, or check the name)"
+        except PermissionError as exc:
+            problem = f"access denied ({_one_line(exc)}); check the credentials"
+        except Exception as exc:  # botocore's connection errors are no OSError
+            problem = f"cannot reach the object store ({_one_line(exc)})"
+        raise InputError(f"{self.url}: {problem}")
 
     def key(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -277,8 +304,9 @@ def publish(path: Path) -> None:
 def attach(url: str) -> Path:
     """Fill this machine's mirror of `url` from the bucket; the mirror's path. Objects
     already in the mirror at the same size are not downloaded again."""
-    local = mirror_for(url)
     remote = store(url)
+    remote.check()
+    local = mirror_for(url)
     for page in remote.list_pages():
         for rel, size in page:
             target = local / rel

@@ -1,6 +1,7 @@
 """A real S3 API on loopback for the object-store tests: moto's server mode (the server
 s3fs's own test suite runs against), started once per test session in a thread, and a
-small proxy in front of it that counts requests and can fail a share of them.
+small proxy in front of it that counts requests, can fail a share of them, and refuses an
+unknown access key as S3 does (moto's server accepts any).
 
 Why moto and not Ceph's radosgw: it is a pip wheel (no system packages, no root), starts
 in well under a second, and answers the calls clearset makes (PUT, multipart uploads and
@@ -62,6 +63,20 @@ class FaultProxy:
                         proxy.failed += 1
                     else:
                         proxy.counts[self.command] = proxy.counts.get(self.command, 0) + 1
+                auth = self.headers.get("Authorization") or ""
+                if auth and f"Credential={CREDENTIALS['AWS_ACCESS_KEY_ID']}/" not in auth:
+                    # moto's server takes any key; S3 refuses an unknown one, so this does.
+                    payload = (
+                        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidAccessKeyId"
+                        b"</Code><Message>The AWS Access Key Id you provided does not exist in "
+                        b"our records.</Message></Error>"
+                    )
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 if fail:
                     payload = (
                         b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"

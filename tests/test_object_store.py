@@ -303,3 +303,33 @@ def test_ray_with_a_bucket_output_is_refused_in_one_line(
     said = f"--engine ray: {bucket}/run: outputs on an object store need the local engine"
     assert said in lines[0]
     assert bucket_files(bucket) == {}
+
+
+def test_a_missing_bucket_or_bad_credentials_say_so_in_one_line_and_write_nothing(
+    s3: S3Server, small: DemoData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+
+    scan = ["scan", str(small.webdataset), *lists(small), "--allow-missing", "--no-progress"]
+    proc = cli(*scan, "--out", "s3://no-such-bucket/run")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "clearset: error: s3://no-such-bucket/run: no bucket named no-such-bucket there "
+        "(create it, or check the name)\n"
+    )
+    bucket = s3.make_bucket("creds")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+    s3fs.S3FileSystem.clear_instance_cache()
+    storage._stores.clear()
+    try:
+        proc = cli(*scan, "--out", f"{bucket}/run")
+    finally:
+        monkeypatch.undo()
+        s3fs.S3FileSystem.clear_instance_cache()
+        storage._stores.clear()
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"clearset: error: {bucket}/run: access denied")
+    assert "check the credentials" in lines[0]
+    assert bucket_files(bucket) == {}
+    assert not storage.mirror_for(f"{bucket}/run").exists(), "no mirror made either"
