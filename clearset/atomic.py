@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from clearset import storage
 from clearset.errors import OutputError
 
 TMP_PREFIX = ".tmp-"
@@ -105,6 +106,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _pending.discard(tmp)  # only once removed: see remove_pending_tmp
         if is_output_error(exc):
             raise output_error(path, exc) from exc  # type: ignore[arg-type]
+        raise
+    try:
+        # A run folder on an object store: upload it now, whole, under its final name
+        # (a marker written next goes up only after what it vouches for).
+        storage.publish(path)
+    except BaseException:
+        path.unlink(missing_ok=True)  # not in the bucket, so not written
         raise
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from clearset import TOOL_NAME, __version__
+from clearset import TOOL_NAME, __version__, storage
 from clearset.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.errors import RunFolderError
 from clearset.manifest import (
@@ -129,6 +129,12 @@ class RunFolder:
     def is_done(self, shard_id: str) -> bool:
         return self.done_file(shard_id).exists() and self.manifest_file(shard_id).exists()
 
+    def refresh(self) -> None:
+        """For a run folder on an object store: bring in the shards other ranks finished
+        (their manifests and matches first, markers last); nothing on a local path."""
+        for part in ("manifest", "matches", "markers"):
+            storage.pull(self.path, part)
+
     def done_markers(self) -> list[dict[str, Any]]:
         markers = []
         # Not a marker still being written (an atomic write's .tmp- name): a kill in that
@@ -220,6 +226,7 @@ class RunFolder:
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
         self.markers_dir.mkdir(parents=True, exist_ok=True)
         if not shared:
+            storage.sweep(self.path)  # a run folder on an object store: trust the bucket
             sweep_tmp(self.manifest_dir)
             sweep_tmp(self.markers_dir)
             for leftover in self.path.glob(".tmp-*"):

@@ -405,7 +405,7 @@ def test_an_output_given_as_a_url_is_refused_not_written_to_a_local_folder(
     demo_data: DemoData, tmp_path: Path, option: str
 ) -> None:
     args = {"--out": str(tmp_path / "run"), "--clean-to": str(tmp_path / "clean")}
-    args[option] = "s3://bucket/somewhere"
+    args[option] = "https://example.invalid/somewhere"  # object stores are taken (issue 28)
     proc = subprocess.run(
         [sys.executable, "-m", "clearset.cli", "scan", str(demo_data.webdataset),
          "--list", str(demo_data.md5_list), "--out", args["--out"],
@@ -413,7 +413,7 @@ def test_an_output_given_as_a_url_is_refused_not_written_to_a_local_folder(
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert f"clearset: error: {option} s3:/bucket/somewhere: outputs must be a local" in proc.stderr
+    assert f"{option} https:/example.invalid/somewhere: outputs must be a local" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing written anywhere"
 
 

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "clearset.settings",
             "clearset.errors",
             "clearset.atomic",
+            "clearset.storage",  # outputs on object stores: below atomic, which uploads
             "clearset.progress",
             "clearset.records",
             # the hash-type registry the manifest schema, lists and matcher derive from

@@ -8,6 +8,7 @@ document's gap at `croissant.json:100:` prints as given.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from clearset import __version__
+from clearset import __version__, storage
 from clearset.engines import Engine, make_engine
 from clearset.errors import InputError
 from clearset.hashing import types as hash_types
@@ -99,16 +100,45 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 def local_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """Outputs go to a local or shared POSIX path, never to a URL: completion markers rely
-    on an atomic rename, which object stores do not offer (and a Path would quietly make
-    a local folder named `s3:`)."""
+    """Outputs go to a local or shared POSIX path, or to an object store's URL (`s3://`,
+    `gs://`, `az://`): that is worked in a local mirror and uploaded object by object
+    (`clearset.storage`). Other URLs are refused (a Path would quietly make a local
+    folder named `s3:`)."""
     if value is not None and _URL.match(str(value)):
+        url = _URL_SLASHES.sub(r"\1://", str(value))
+        if url.split("://", 1)[0] in storage.OUTPUT_PROTOCOLS:
+            return bucket_folder(ctx, url)
         option = (param.opts or [param.name or "path"])[0]
         raise InputError(
             f"{option} {value}: outputs must be a local or shared folder (NFS, Lustre, a "
-            "mounted bucket), not a URL; sources may be URLs"
+            f"mounted bucket) or an object store ({', '.join(storage.OUTPUT_PROTOCOLS)}://), "
+            "not this URL; sources may be any URL"
         )
     return value
+
+
+_URL_SLASHES = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+")
+
+
+def bucket_folder(ctx: click.Context, url: str) -> Path:
+    """The local mirror of an object-store folder, filled from the bucket now and pushed
+    back when the command ends, however it ends (`clearset.storage`)."""
+    try:
+        local = storage.attach(url)
+    except OSError as exc:
+        raise InputError(f"{url}: cannot read the bucket: {exc}") from None
+
+    def push() -> None:
+        shared = ctx.params.get("rank") is not None or "--rank" in sys.argv
+        storage.push(local, delete=not shared)
+
+    ctx.call_on_close(push)
+    return local
+
+
+def run_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A run folder argument: a path, or an object store's URL (see `local_folder`)."""
+    return local_folder(ctx, param, value)
 
 
 EngineOpt = Annotated[
@@ -138,6 +168,7 @@ RetriesOpt = Annotated[
 @contextmanager
 def engine_for(name: str, address: str | None, workers: int | None) -> Iterator[Engine]:
     """The engine a command asked for, released when the command ends."""
+    storage.refuse_engine(name)
     engine = make_engine(name, workers=workers, address=address)
     try:
         yield engine

@@ -18,6 +18,7 @@ from clearset.cli.app import (
     engine_for,
     local_folder,
     out,
+    run_folder,
     show_progress,
 )
 from clearset.documents.counts import plural, run_counts
@@ -55,7 +56,9 @@ KeepListOpt = Annotated[
 
 @app.command()
 def clean(
-    run_dir: Annotated[Path, typer.Argument(help="A scanned and matched run folder.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A scanned and matched run folder.", callback=run_folder)
+    ],
     to: ToOpt,
     link: LinkOpt = False,
     drop_undecodable: Annotated[
@@ -113,7 +116,9 @@ def print_clean(counts: dict, run_dir: Path, to: Path) -> None:
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `clearset scan`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder made by `clearset scan`.", callback=run_folder)
+    ],
     show_urls: Annotated[
         bool,
         typer.Option(

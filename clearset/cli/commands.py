@@ -31,6 +31,7 @@ from clearset.cli.app import (
     local_folder,
     match_job,
     out,
+    run_folder,
     show_progress,
 )
 from clearset.cli.clean import print_clean
@@ -302,7 +303,9 @@ def _duration(seconds: float) -> str:
 
 @app.command()
 def match(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `clearset scan`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder made by `clearset scan`.", callback=run_folder)
+    ],
     lists: ListOpt = None,
     skip_invalid: SkipInvalidOpt = False,
     threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
@@ -601,7 +604,10 @@ def _demo_receipt(out_dir: Path, run_dir: Path) -> None:
 
 @app.command()
 def status(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (a scan may still be writing it).")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(help="A run folder (a scan may still be writing it).", callback=run_folder),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Say where a scan stands: shards done, failed (and why), not done; what to re-run.

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from clearset.cli.app import app, out
+from clearset.cli.app import app, out, run_folder
 from clearset.documents import FORMATS, check_document, write_documents
 from clearset.errors import InputError
 
@@ -20,7 +20,9 @@ CHECK_COMPLETE, CHECK_GAPS = 0, 1
 def document(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(metavar="RUN", help="A cleaned run folder (receipt recommended)."),
+        typer.Argument(
+            metavar="RUN", help="A cleaned run folder (receipt recommended).", callback=run_folder
+        ),
     ] = None,
     fmt: Annotated[
         str | None,

@@ -21,6 +21,7 @@ from clearset.cli.app import (
     console,
     engine_for,
     out,
+    run_folder,
     show_progress,
 )
 from clearset.documents.counts import plural, statement_counts
@@ -79,7 +80,7 @@ def keygen(
 
 @app.command()
 def receipt(
-    run_dir: Annotated[Path, typer.Argument(help="A cleaned run folder.")],
+    run_dir: Annotated[Path, typer.Argument(help="A cleaned run folder.", callback=run_folder)],
     key: Annotated[Path, typer.Option("--key", "-k", help="The private key (clearset.key).")],
     name: Annotated[
         str | None,
@@ -175,7 +176,9 @@ def _emit(proof: dict[str, Any], dest: Path | None) -> None:
 
 @app.command()
 def prove(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder with a receipt.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder with a receipt.", callback=run_folder)
+    ],
     sha256: Sha256Opt = None,
     file: FileOpt = None,
     dest: ProofOutOpt = None,

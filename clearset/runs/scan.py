@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from clearset import storage
 from clearset.atomic import atomic_path, sweep_tmp, write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import ClearsetError, InputError, RunFolderError
@@ -221,6 +222,7 @@ def _run_scan(
     if split is not None:
         drop_shared_index(run.path, owner)
         _record_rank(run, split, result)
+        run.refresh()
         if not all(run.is_done(s.id) for s in shards):
             result.counts = summarise_markers(run)
             result.counts.pop("account")
@@ -370,6 +372,15 @@ def _record_rank(run: RunFolder, split: Split, result: ScanResult) -> None:
 def _finishing(run: RunFolder):
     """Whether this command holds RUN/.finishing (created exclusively) while it lasts."""
     lock = run.path / FINISHING
+    said = f"{socket.gethostname()} {os.getpid()} {utc_now()}\n".encode()
+    ours = storage.finishing_claim(run.path, FINISHING, said)  # a bucket: If-None-Match
+    if ours is not None:
+        try:
+            yield ours
+        finally:
+            if ours:
+                storage.finishing_release(run.path, FINISHING)
+        return
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:

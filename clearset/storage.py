@@ -1,0 +1,394 @@
+"""Outputs on object stores: run folders, clean destinations, removal lists and receipts
+at an fsspec URL (`s3://`, `gs://`, `az://`; `memory://` in tests), with a local
+folder's guarantees.
+
+An object store has no rename, so the run folder of a URL is worked in a local folder
+of the same layout (its *mirror*, under `CLEARSET_CACHE`, default
+`~/.cache/clearset/buckets/`), and the bucket is the durable, shared copy:
+
+- `attach(url)` fills the mirror from the bucket (listed in pages, one GET per object
+  that is not already there whole) and aborts the multipart uploads an interrupted
+  writer left under the URL;
+- every file clearset writes is written whole locally and renamed (`clearset.atomic`),
+  and *then* uploaded under its final name (`publish`): a single PUT, or a multipart
+  upload that only its completion makes visible, aborted when it fails. So an object
+  appears whole or not at all, and a shard's marker is uploaded only after the
+  manifest it vouches for; a resume trusts only markers, as on a local path;
+- `push` at the end of the command (whatever its end) uploads what changed by other
+  means (moves into RUN/history/) and, for a command that held the run alone, deletes
+  the objects it removed. Ranks writing one run at once only add objects.
+
+Never uploaded: the list index (`.list-index/`, it holds list entries), the lock file,
+temporary names. Who finishes a run of several ranks is decided by `create_if_absent`:
+a conditional PUT (If-None-Match: *) where the store has one, else the fallback that
+function documents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clearset.errors import InputError, OutputError
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+#: Names a mirror keeps to itself (matched on every part of the relative path).
+LOCAL_ONLY = (".list-index", ".lock", ".finishing")
+_TMP = ".tmp-"
+#: Environment variable that hands the mirrors of this command to its worker processes.
+MIRRORS_ENV = "CLEARSET_BUCKET_MIRRORS"
+#: The URL schemes outputs may go to: object stores (and fsspec's in-memory one, for tests).
+OUTPUT_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
+#: Objects listed per request (S3's maximum page).
+PAGE = 1000
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def is_url(value: str | os.PathLike[str]) -> bool:
+    """Whether `value` names an object store (or another fsspec file system) by URL."""
+    text = str(value)
+    return bool(_URL.match(text)) and not text.startswith("file://")
+
+
+def local_only(rel: str) -> bool:
+    return any(part in LOCAL_ONLY or part.startswith(_TMP) for part in rel.split("/"))
+
+
+@dataclass
+class Store:
+    """One fsspec URL prefix and the few operations clearset needs of it."""
+
+    url: str
+    fs: Any = field(init=False, repr=False)
+    root: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        import fsspec
+
+        self.url = self.url.rstrip("/")
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        except ImportError:
+            scheme = self.url.split("://", 1)[0]
+            extra = "s3" if scheme.startswith("s3") else scheme
+            raise InputError(
+                f"{self.url}: {scheme}:// needs its fsspec driver, which is not installed; "
+                f"pip install 'clearset[{extra}]'"
+            ) from None
+        self.root = self.root.rstrip("/")
+
+    def check(self) -> None:
+        """InputError, in one line naming the URL, unless the bucket is there and this
+        machine's credentials may read it (one request). Nothing is written either way."""
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self.fs.ls(bucket, detail=False)
+            return
+        except FileNotFoundError:
+            problem = f"no bucket named {bucket} there (create it, or check the name)"
+        except PermissionError as exc:
+            problem = f"access denied ({_one_line(exc)}); check the credentials"
+        except Exception as exc:  # botocore's connection errors are no OSError
+            problem = f"cannot reach the object store ({_one_line(exc)})"
+        raise InputError(f"{self.url}: {problem}")
+
+    def key(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def put_file(self, local: Path, rel: str) -> None:
+        """Upload `local` whole under `rel`: one PUT, or a multipart upload that becomes
+        visible only on completion and is aborted when it fails (s3fs does both)."""
+        try:
+            self.fs.put_file(str(local), self.key(rel))
+        except OSError as exc:
+            self.fs.invalidate_cache(self.key(rel))
+            raise OutputError(
+                f"{self.url}/{rel}: cannot upload: {exc}; re-run the same command to resume"
+            ) from exc
+        self.fs.invalidate_cache(self.key(rel))  # readers in this process see it now
+
+    def exists(self, rel: str) -> bool:
+        return bool(self.fs.exists(self.key(rel)))
+
+    def list_pages(self, rel: str = "") -> Iterator[list[tuple[str, int]]]:
+        """(relative name, size) of every object under `rel`, a page at a time (the
+        store's own paging: S3 lists at most 1,000 keys per request)."""
+        base = self.key(rel)
+        self._forget()
+        try:
+            found = self.fs.find(base, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return
+        finally:
+            self._forget()  # a listing is no promise for later reads
+        page: list[tuple[str, int]] = []
+        skip = len(self.root) + 1
+        for name, info in sorted(found.items()):
+            if info.get("type") == "directory":
+                continue
+            page.append((name[skip:], int(info.get("size") or 0)))
+            if len(page) == PAGE:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def _forget(self) -> None:
+        """Drop every listing this process cached (a folder's invalidation leaves its
+        subfolders' listings, which other writers may have added to since)."""
+        self.fs.invalidate_cache()
+
+    def get_file(self, rel: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f"{_TMP}{os.getpid()}-{local.name}")
+        try:
+            self.fs.get_file(self.key(rel), str(tmp))
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.key(rel))
+        self.fs.invalidate_cache(self.key(rel))
+
+    def create_if_absent(self, rel: str, data: bytes) -> bool:
+        """Write `data` under `rel` only if nothing is there; whether this call made it.
+
+        With a conditional write (S3's If-None-Match: *, which s3fs sends for mode
+        "create"; a local or memory file system's exclusive create) exactly one caller
+        wins. Where the store refuses it (`NotImplementedError`, or an S3 API without
+        conditional writes answering 501), the fallback: each caller uploads its own
+        claim `rel.claim-<time>-<random>` and lists them; the first in name order wins,
+        so a caller after the winner always loses. Two callers within clock skew of each
+        other may both win;
+        clearset only uses this to choose who finishes a run, which is idempotent
+        (every object it writes is whole, and the same)."""
+        try:
+            with self.fs.open(self.key(rel), "xb") as handle:
+                handle.write(data)
+            return True
+        except FileExistsError:
+            return False
+        except (NotImplementedError, ValueError):
+            return self._claim(rel, data)
+        except OSError as exc:
+            if "PreconditionFailed" in str(exc) or "412" in str(exc):
+                return False
+            if "NotImplemented" in str(exc) or "501" in str(exc):
+                return self._claim(rel, data)
+            raise
+
+    def _claim(self, rel: str, data: bytes) -> bool:
+        # Named by time first: a later caller's claim sorts after every earlier one.
+        mine = f"{rel}.claim-{time.time_ns():020d}-{uuid.uuid4().hex}"
+        self.fs.pipe_file(self.key(mine), data)
+        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        claims = sorted(
+            name
+            for page in self.list_pages(parent)
+            for name, _ in page
+            if name.startswith(f"{rel}.claim-")
+        )
+        return bool(claims) and claims[0] == mine
+
+    def release(self, rel: str) -> None:
+        """Undo `create_if_absent` (and its fallback's claims)."""
+        self.delete(rel)
+        parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+        for page in self.list_pages(parent):
+            for name, _ in page:
+                if name.startswith(f"{rel}.claim-"):
+                    self.delete(name)
+
+    def abort_uploads(self) -> int:
+        """Abort the multipart uploads under this URL that never completed (an uploader
+        killed mid-file); their parts are billed until then. Stores without multipart
+        uploads have none."""
+        lister = getattr(self.fs, "list_multipart_uploads", None)
+        if lister is None:
+            return 0
+        bucket, _, prefix = self.root.partition("/")
+        aborted = 0
+        for upload in lister(bucket):
+            if upload["Key"].startswith(prefix):
+                self.fs.abort_mpu(bucket, upload["Key"], upload["UploadId"])
+                aborted += 1
+        return aborted
+
+
+def refuse_engine(engine: str) -> None:
+    """Outputs on an object store are written by this machine's processes only (the
+    local engine, or one rank per node): a Ray task on another node would write into
+    that node's disk, which nobody uploads, so its shards would be lost silently."""
+    if engine != "local" and _attached:
+        raise InputError(
+            f"--engine {engine}: {_attached[0]}: outputs on an object store need the local "
+            "engine (run one rank per node with --rank/--world-size); Ray workers on other "
+            "nodes would not upload what they write"
+        )
+
+
+# ---------------------------------------------------------------- mirrors
+
+
+def cache_root() -> Path:
+    base = os.environ.get("CLEARSET_CACHE") or Path.home() / ".cache" / "clearset"
+    return Path(base) / "buckets"
+
+
+def _load_mirrors() -> dict[str, str]:
+    try:
+        found = json.loads(os.environ.get(MIRRORS_ENV) or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+#: local mirror folder -> URL, for this process and (through the environment) its workers.
+_mirrors: dict[str, str] = _load_mirrors()
+
+
+def mirror_for(url: str) -> Path:
+    """The local folder that mirrors `url` on this machine (registered, not filled)."""
+    url = url.rstrip("/")
+    local = cache_root() / hashlib.sha256(url.encode()).hexdigest()[:20]
+    _mirrors[str(local)] = url
+    os.environ[MIRRORS_ENV] = json.dumps(_mirrors, sort_keys=True)
+    return local
+
+
+def remote_of(path: Path, *, any_name: bool = False) -> tuple[Store, str] | None:
+    """The store and object name a local path is mirrored to, or None (a plain path, or
+    a name the mirror keeps to itself unless `any_name`)."""
+    if not _mirrors:
+        return None
+    text = os.path.abspath(path)
+    for local, url in _mirrors.items():
+        if text.startswith(local + os.sep):
+            rel = text[len(local) + 1 :].replace(os.sep, "/")
+            return (store(url), rel) if any_name or not local_only(rel) else None
+    return None
+
+
+_stores: dict[str, Store] = {}
+#: The URLs this command attached (until it pushes them back at its end).
+_attached: list[str] = []
+
+
+def store(url: str) -> Store:
+    if url not in _stores:
+        _stores[url] = Store(url)
+    return _stores[url]
+
+
+def publish(path: Path) -> None:
+    """Upload a file just renamed into place in a mirror (nothing for a plain path)."""
+    found = remote_of(path)
+    if found is not None:
+        found[0].put_file(path, found[1])
+
+
+def attach(url: str) -> Path:
+    """Fill this machine's mirror of `url` from the bucket; the mirror's path. Objects
+    already in the mirror at the same size are not downloaded again."""
+    remote = store(url)
+    remote.check()
+    local = mirror_for(url)
+    for page in remote.list_pages():
+        for rel, size in page:
+            target = local / rel
+            if not local_only(rel) and not (target.is_file() and target.stat().st_size == size):
+                remote.get_file(rel, target)
+    local.mkdir(parents=True, exist_ok=True)
+    _attached.append(remote.url)
+    return local
+
+
+def sweep(path: Path) -> None:
+    """For a mirrored folder that one command holds alone: abort the multipart uploads
+    left under its URL, and drop from the mirror what the bucket does not hold (a file
+    renamed here by a writer killed before its upload): a resume trusts only what the
+    bucket's markers vouch for. Nothing for a plain path."""
+    url = _mirrors.get(os.path.abspath(path))
+    if url is None:
+        return
+    remote = store(url)
+    remote.abort_uploads()
+    present = {rel for page in remote.list_pages() for rel, _ in page}
+    for found in sorted(Path(path).rglob("*"), reverse=True):
+        rel = found.relative_to(path).as_posix()
+        if found.is_file() and not local_only(rel) and rel not in present:
+            found.unlink()
+
+
+def pull(path: Path, prefix: str) -> None:
+    """Bring what other writers uploaded under `prefix` of a mirror (their markers, say)
+    into it; nothing for a plain path."""
+    found = remote_of(path / prefix, any_name=True)
+    if found is None:
+        return
+    remote, rel_prefix = found
+    for page in remote.list_pages(rel_prefix):
+        for rel, size in page:
+            target = Path(_local_of(remote.url)) / rel
+            if not local_only(rel) and not (target.is_file() and target.stat().st_size == size):
+                remote.get_file(rel, target)
+
+
+def _local_of(url: str) -> str:
+    return next(local for local, u in _mirrors.items() if u == url)
+
+
+def push(local: Path, *, delete: bool) -> None:
+    """Make the bucket hold what the mirror holds: upload files whose object is missing
+    or of another size, and (`delete`: this command held the run alone) delete objects
+    the mirror no longer has."""
+    url = _mirrors.get(str(local))
+    if url is None:
+        return
+    with contextlib.suppress(ValueError):
+        _attached.remove(url)
+    remote = store(url)
+    listed = {rel: size for page in remote.list_pages() for rel, size in page}
+    for path in sorted(local.rglob("*"), key=_markers_last):
+        rel = path.relative_to(local).as_posix()
+        if path.is_file() and not local_only(rel) and listed.get(rel) != path.stat().st_size:
+            remote.put_file(path, rel)
+    if delete:
+        for rel in listed:
+            if not local_only(rel) and not (local / rel).is_file():
+                remote.delete(rel)
+
+
+def _markers_last(path: Path) -> tuple[bool, Path]:
+    """Upload order: what a marker or record vouches for before the marker or record."""
+    name = path.as_posix()
+    return ("/markers/" in name or name.endswith((".json", ".jsonl"))), path
+
+
+def finishing_claim(path: Path, name: str, data: bytes) -> bool | None:
+    """For a mirrored run folder: take `name` in the bucket with a conditional write
+    (whether this caller took it); None for a plain path (the caller locks locally)."""
+    found = remote_of(path / name, any_name=True)
+    if found is None:
+        return None
+    return found[0].create_if_absent(found[1], data)
+
+
+def finishing_release(path: Path, name: str) -> None:
+    found = remote_of(path / name, any_name=True)
+    if found is not None:
+        found[0].release(found[1])

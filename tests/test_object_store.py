@@ -1,0 +1,335 @@
+"""Run folders, cleaned copies, removal lists and receipts on an object store (issue 28):
+through s3fs against moto's S3 server on loopback (`tests/s3_server.py`), and clearset's
+real code, each result compared byte for byte with the same run on a local path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("s3fs", reason="the object-store tests need s3fs: pip install -e '.[test]'")
+pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+
+from conftest import cli  # noqa: E402
+from s3_server import S3Server, s3_environment  # noqa: E402
+
+from clearset import storage  # noqa: E402
+from clearset.demo import DemoData, build_demo_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server()
+    cache = os.environ.get("CLEARSET_CACHE")
+    os.environ["CLEARSET_CACHE"] = str(tmp_path_factory.mktemp("mirrors"))
+    try:
+        with s3_environment(server):
+            yield server
+    finally:
+        if cache is None:
+            os.environ.pop("CLEARSET_CACHE", None)
+        else:
+            os.environ["CLEARSET_CACHE"] = cache
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
+    """The demo set in 5 shards of 8 (its planted matches, broken member, failed fetch)."""
+    return build_demo_data(tmp_path_factory.mktemp("small"), count=40, shard_size=8)
+
+
+def lists(demo: DemoData) -> list[str]:
+    return ["--list", str(demo.pdq_list), "--list", str(demo.md5_list)]
+
+
+def bucket_files(url: str) -> dict[str, str]:
+    """SHA-256 of every object under `url`, by name below it."""
+    remote = storage.Store(url)
+    return {
+        rel: hashlib.sha256(remote.fs.cat_file(remote.key(rel))).hexdigest()
+        for page in remote.list_pages()
+        for rel, _ in page
+    }
+
+
+def local_files(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+#: What carries times, absolute paths or the host (as scripts/same_outputs.py leaves out).
+BOOKKEEPING = ("run.json", "history", "markers/", "clean.json", "report.", "ranks/",
+               ".clearset", "receipt.", "tree.bin", "documents/")  # fmt: skip
+
+
+def results(files: dict[str, str]) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in files.items()
+        if not any(b in k for b in BOOKKEEPING) and not storage.local_only(k)
+    }
+
+
+def receipt_root(envelope: bytes) -> dict[str, Any]:
+    import base64
+
+    statement = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+    return dict(statement["predicate"]["tree"])
+
+
+def pipeline(demo: DemoData, run: str, dest: str, applied: str, keys: Path) -> None:
+    """scan, clean, report, receipt, apply-removals into the given places."""
+    src = str(demo.webdataset)
+    cli("scan", src, "--out", run, "--workers", "1", "--allow-missing", *lists(demo),
+        "--no-progress", check=True)  # fmt: skip
+    cli("clean", run, "--to", dest, "--workers", "1", "--no-progress", check=True)
+    cli("report", run, check=True)
+    cli("receipt", run, "--key", str(keys / "clearset.key"), check=True)
+    cli("apply-removals", src, f"{run}/removals.parquet", "--to", applied,
+        "--workers", "1", "--no-progress", check=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def local_run(small: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    top = tmp_path_factory.mktemp("local")
+    keys = top / "keys"
+    cli("keygen", str(keys), check=True)
+    places = {"run": top / "run", "dest": top / "dest", "applied": top / "applied"}
+    pipeline(small, str(places["run"]), str(places["dest"]), str(places["applied"]), keys)
+    return {**places, "keys": keys}
+
+
+def test_every_stage_in_a_bucket_equals_the_local_run(
+    s3: S3Server, small: DemoData, local_run: dict[str, Path]
+) -> None:
+    bucket = s3.make_bucket("whole")
+    run, dest, applied = f"{bucket}/run", f"{bucket}/dest", f"{bucket}/applied"
+    pipeline(small, run, dest, applied, local_run["keys"])
+
+    remote_run = bucket_files(run)
+    local = local_files(local_run["run"])
+    assert results(remote_run) == results(local)
+    assert any(k.startswith("manifest/") for k in results(remote_run))
+    assert "removals.parquet" in remote_run and "matches.parquet" in remote_run
+    assert bucket_files(dest) == local_files(local_run["dest"])
+    assert bucket_files(applied) == local_files(local_run["applied"])
+    # markers: one per shard, in the bucket, for the manifest and the cleaned copy
+    assert sorted(k for k in remote_run if k.startswith("markers/")) == sorted(
+        k for k in local if k.startswith("markers/")
+    )
+    remote = storage.Store(run)
+    assert receipt_root(remote.fs.cat_file(remote.key("receipt.dsse.json"))) == receipt_root(
+        (local_run["run"] / "receipt.dsse.json").read_bytes()
+    )
+    # never uploaded: the lock, the list index, temporary names
+    assert not [k for k in remote_run if storage.local_only(k)]
+    # prove and verify read the run from the bucket
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(local_run["run"] / "cleaned" / "manifest").column("sha256")[0]
+    proof = cli("prove", run, "--sha256", kept.as_py().hex(), check=True).stdout
+    local_proof = cli("prove", str(local_run["run"]), "--sha256", kept.as_py().hex()).stdout
+    same = ("type", "index", "path", "root", "tree_size", "sha256")
+    assert json.loads(proof)["type"] == "inclusion"
+    assert {k: json.loads(proof)[k] for k in same} == {k: json.loads(local_proof)[k] for k in same}
+
+
+def test_the_finishing_lock_is_a_conditional_write(s3: S3Server) -> None:
+    remote = storage.Store(s3.make_bucket("lock") + "/run")
+    assert remote.create_if_absent(".finishing", b"one")
+    assert not remote.create_if_absent(".finishing", b"two")
+    assert remote.fs.cat_file(remote.key(".finishing")) == b"one"
+    remote.release(".finishing")
+    assert remote.create_if_absent(".finishing", b"three")
+
+
+def test_the_fallback_lock_for_stores_without_conditional_writes(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store that refuses If-None-Match (some S3 APIs answer 501): claims, first by name.
+    remote = storage.Store(s3.make_bucket("nolock") + "/run")
+    monkeypatch.setattr(remote.fs, "open", _refuse)
+    first = remote.create_if_absent(".finishing", b"a")
+    second = remote.create_if_absent(".finishing", b"b")
+    assert (first, second) == (True, False), "a later caller loses to the claim before it"
+    claims = [n for page in remote.list_pages() for n, _ in page]
+    assert len(claims) == 2 and all(".finishing.claim-" in n for n in claims)
+    remote.release(".finishing")
+    assert not [n for page in remote.list_pages() for n, _ in page]
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise NotImplementedError("no conditional writes")
+
+
+def test_memory_urls_behave_as_buckets(tmp_path: Path) -> None:
+    remote = storage.Store("memory://clearset-test/run")
+    local = tmp_path / "f.bin"
+    local.write_bytes(b"x" * 10)
+    remote.put_file(local, "manifest/a.parquet")
+    assert remote.exists("manifest/a.parquet")
+    assert list(remote.list_pages()) == [[("manifest/a.parquet", 10)]]
+    assert remote.create_if_absent(".finishing", b"1") and not remote.create_if_absent(
+        ".finishing", b"2"
+    )
+    remote.delete("manifest/a.parquet")
+    assert not remote.exists("manifest/a.parquet")
+
+
+def _env(s3: S3Server) -> dict[str, str]:
+    return {**os.environ, **s3.env, "CLEARSET_PROGRESS_INTERVAL": "3600",
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}  # fmt: skip
+
+
+def _kill_when(command: list[str], env: dict[str, str], ready: Any) -> None:
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready() and time.monotonic() < deadline:
+            assert proc.poll() is None, "the command ended before it could be killed"
+            time.sleep(0.2)  # each look is a LIST the server answers in this process
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
+def _markers(url: str) -> int:
+    remote = storage.Store(url)
+    return sum(1 for page in remote.list_pages("markers") for _ in page)
+
+
+def test_kill_9_mid_scan_and_mid_clean_then_resume_equals_the_local_run(
+    s3: S3Server,
+    small: DemoData,
+    local_run: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bucket = s3.make_bucket("killed")
+    run, dest = f"{bucket}/run", f"{bucket}/dest"
+    shards = len(list((local_run["run"] / "markers").iterdir()))
+    env = _env(s3)
+    env["CLEARSET_CACHE"] = str(tmp_path / "cache")  # the killed command's own machine
+    scan = ["scan", str(small.webdataset), "--out", run, "--workers", "1", "--allow-missing",
+            *lists(small), "--no-progress"]  # fmt: skip
+    clean = ["clean", run, "--to", dest, "--workers", "1", "--no-progress"]
+    python = [sys.executable, "-m", "clearset.cli"]
+    _kill_when([*python, *scan], env, lambda: _markers(run) >= 1)
+    assert 1 <= _markers(run) < shards, "killed mid-scan"
+    # Resumed on the same machine (its mirror), in this process: no interpreter start-up.
+    monkeypatch.setenv("CLEARSET_CACHE", env["CLEARSET_CACHE"])
+    cli(*scan, check=True)
+    _kill_when([*python, *clean], env, lambda: _markers(f"{run}/cleaned") >= 1)
+    cli(*clean, check=True)
+    got = bucket_files(run)
+    want = local_files(local_run["run"])
+    keep = ("manifest/", "matches", "cleaned/manifest/", "removals.parquet")
+    assert {k: v for k, v in got.items() if k.startswith(keep)} == {
+        k: v for k, v in want.items() if k.startswith(keep)
+    }
+    assert bucket_files(dest) == local_files(local_run["dest"])
+    # no partial object, no upload left open, no temporary name under the run
+    assert not [k for k in got if storage.local_only(k)]
+    assert storage.Store(run).abort_uploads() == 0
+
+
+def test_two_ranks_at_once_and_a_flaky_server(
+    s3: S3Server, small: DemoData, local_run: dict[str, Path], tmp_path: Path
+) -> None:
+    bucket = s3.make_bucket("ranks")
+    run = f"{bucket}/run"
+    s3.proxy.reset()
+    s3.proxy.fail_every = 10  # one request in ten answers 503 SlowDown
+    try:
+        # Rank 1 in its own process and mirror, rank 0 in this one meanwhile (its mirror
+        # under this module's cache): no shared path but the bucket.
+        env = _env(s3)
+        env["CLEARSET_CACHE"] = str(tmp_path / "node1")
+        scan = ["scan", str(small.webdataset), "--out", run, "--workers", "1",
+                "--allow-missing", *lists(small), "--world-size", "2", "--no-progress"]  # fmt: skip
+        other = subprocess.Popen([sys.executable, "-m", "clearset.cli", *scan, "--rank", "1"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)  # fmt: skip
+        try:
+            cli(*scan, "--rank", "0", check=True)
+        finally:
+            _, err = other.communicate(timeout=300)
+        assert other.returncode == 0, err
+        failed = s3.proxy.failed
+    finally:
+        s3.proxy.fail_every = 0
+    assert failed > 0, "the proxy failed some requests"
+    got = bucket_files(run)
+    want = local_files(local_run["run"])
+    keep = ("manifest/", "matches")
+    assert {k: v for k, v in got.items() if k.startswith(keep)} == {
+        k: v for k, v in want.items() if k.startswith(keep)
+    }
+    remote = storage.Store(run)
+    info = json.loads(remote.fs.cat_file(remote.key("run.json")))
+    assert info["finished"], "the last rank finished the run"
+    assert not remote.exists(".finishing")
+
+
+@pytest.mark.parametrize("extra", [["--engine", "ray"], ["--engine", "ray", "--address", "auto"]])
+def test_ray_with_a_bucket_output_is_refused_in_one_line(
+    s3: S3Server, small: DemoData, extra: list[str]
+) -> None:
+    # Ray tasks on other nodes would write into their own disks, never uploaded: refused
+    # before any engine starts (Ray need not be installed), nothing written to the bucket.
+    bucket = s3.make_bucket(f"ray{len(extra)}")
+    proc = cli("scan", str(small.webdataset), "--out", f"{bucket}/run", *lists(small),
+               "--allow-missing", "--no-progress", *extra)  # fmt: skip
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    said = f"--engine ray: {bucket}/run: outputs on an object store need the local engine"
+    assert said in lines[0]
+    assert bucket_files(bucket) == {}
+
+
+def test_a_missing_bucket_or_bad_credentials_say_so_in_one_line_and_write_nothing(
+    s3: S3Server, small: DemoData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+
+    scan = ["scan", str(small.webdataset), *lists(small), "--allow-missing", "--no-progress"]
+    proc = cli(*scan, "--out", "s3://no-such-bucket/run")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "clearset: error: s3://no-such-bucket/run: no bucket named no-such-bucket there "
+        "(create it, or check the name)\n"
+    )
+    bucket = s3.make_bucket("creds")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+    s3fs.S3FileSystem.clear_instance_cache()
+    storage._stores.clear()
+    try:
+        proc = cli(*scan, "--out", f"{bucket}/run")
+    finally:
+        monkeypatch.undo()
+        s3fs.S3FileSystem.clear_instance_cache()
+        storage._stores.clear()
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"clearset: error: {bucket}/run: access denied")
+    assert "check the credentials" in lines[0]
+    assert bucket_files(bucket) == {}
+    assert not storage.mirror_for(f"{bucket}/run").exists(), "no mirror made either"
