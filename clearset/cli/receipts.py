@@ -25,6 +25,7 @@ from clearset.cli.app import (
 )
 from clearset.documents.counts import plural, statement_counts
 from clearset.errors import InputError, VerificationError
+from clearset.matching.review import review_text
 from clearset.receipts import (
     PROOF_VERSION,
     check_removed_form,
@@ -140,6 +141,8 @@ def receipt(
     ]
     if members is not None:
         lines.insert(3, f"  built from the cleaned copy's {members.text()}")
+    if predicate.get("review") is not None:
+        lines.append(f"  {review_text(predicate['review'])}")
     if predicate["previous"] is not None:
         lines.append(
             f"  replaces receipt {predicate['previous']['receipt_digest']} (signature checked)"

@@ -308,6 +308,16 @@ def summarise(
     }
 
 
+def review_text(review: dict[str, Any]) -> str:
+    """A receipt's review field in words."""
+    kept = review["allowed_kept"]
+    allow = review["allow_list"]
+    return (
+        f"kept {kept:,} matched sample{'s' if kept != 1 else ''} the operator's review allowed "
+        f"(allow list {allow['digest']}, {allow['entries']:,} entries)"
+    )
+
+
 def review_lines(summary: dict[str, Any]) -> list[str]:
     """Printable lines for `summarise`'s part of a match summary: what the allow list
     kept, and one warning per flooding entry (none for a summary without review)."""
