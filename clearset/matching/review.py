@@ -308,6 +308,17 @@ def summarise(
     }
 
 
+def review_section(matching: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+    """The review part of a report or status, from run.json: the matching record (the
+    allow list's identity) and the match counts (`summarise`'s)."""
+    return {
+        "allow_list": matching.get("allow_list"),
+        "allowed": counts.get("allowed") or {"rows": 0, "samples": 0},
+        "flood_threshold": counts.get("flood_threshold", FLOOD_THRESHOLD),
+        "floods": counts.get("floods") or [],
+    }
+
+
 def review_text(review: dict[str, Any]) -> str:
     """A receipt's review field in words."""
     kept = review["allowed_kept"]
