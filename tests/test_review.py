@@ -165,11 +165,15 @@ def reviewed(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> d
     said = cli("match", str(run), *lists, "--allow-list", str(allow), "--workers", "1",
                "--no-progress", check=True)  # fmt: skip
     cli("clean", str(run), "--to", str(root / "clean"), check=True)
+    same_pass = cli("scan", str(demo_data.webdataset), "--out", str(root / "run2"), *lists,
+                    "--allow-list", str(allow), "--clean-to", str(root / "clean2"),
+                    "--workers", "1", "--no-progress", check=True)  # fmt: skip
     keys = root / "keys"
     cli("keygen", str(keys), check=True)
     receipt = cli("receipt", str(run), "--key", str(keys / "clearset.key"), check=True)
     return {"run": run, "allow": allow, "key": reencode, "said": said, "receipt": receipt,
-            "keys": keys, "lists": lists, "root": root, "default": matches}  # fmt: skip
+            "keys": keys, "lists": lists, "root": root, "default": matches,
+            "same_pass": same_pass}  # fmt: skip
 
 
 def test_allowed_items_are_recorded_counted_and_kept(reviewed: dict) -> None:
@@ -195,6 +199,17 @@ def test_allowed_items_are_recorded_counted_and_kept(reviewed: dict) -> None:
     assert "1 matched sample allowed by review" in status.stdout
 
 
+def test_scan_clean_to_in_the_same_pass_keeps_allowed_items_too(reviewed: dict) -> None:
+    run2 = reviewed["root"] / "run2"
+    assert "1 matched sample allowed by review" in reviewed["same_pass"].stdout
+    removed = set(pq.read_table(run2 / "removals.parquet").column("key").to_pylist())
+    assert reviewed["key"] in read_cleaned_manifest(run2).column("key").to_pylist()
+    assert removed == set(
+        pq.read_table(reviewed["run"] / "removals.parquet").column("key").to_pylist()
+    )
+    assert reviewed["key"] not in removed
+
+
 def test_receipt_names_the_allow_list_and_verifies(reviewed: dict) -> None:
     run = reviewed["run"]
     statement = _payload(run / "receipt.dsse.json")
@@ -207,6 +222,7 @@ def test_receipt_names_the_allow_list_and_verifies(reviewed: dict) -> None:
     verified = cli("verify", str(run / "receipt.dsse.json"), "--pubkey",
                    str(reviewed["keys"] / "clearset.pub"))  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "kept 1 matched sample the operator's review allowed" in verified.stdout
     statement["predicate"]["review"]["allow_list"]["values"] = ["ab" * 32]
     with pytest.raises(VerificationError, match="predicate.review"):
         check_statement(statement)

@@ -212,6 +212,8 @@ def _what_the_receipt_says(statement: dict[str, Any], digest: str) -> str:
         text += f", cleaned copy {clean['destination']!r} (cleaned {clean['finished']})"
     if members is not None:
         text += f"; built from its {members.text()}"
+    if predicate.get("review") is not None:
+        text += f"; {review_text(predicate['review'])}"
     return text
 
 
