@@ -132,9 +132,10 @@ def holder(n: int, workdir: Path, queries: int, sample: int) -> None:
         print(f"  {what}: {seconds:.1f} s")
     print(f"  build total: {sum(t for k, t in times.items() if k != 'generate'):.1f} s")
     print(
-        f"  builder peak RSS {_gib(peak)} (after loading the list: anonymous "
-        f"{_gib(after_load['RssAnon'])}; after the build: anonymous {_gib(built['RssAnon'])}, "
-        f"file-backed {_gib(built['RssFile'])})"
+        f"  builder peak RSS {_gib(peak)}: loading the list (sort, de-duplicate, digest) "
+        f"peaked at {_gib(after_load['VmHWM'])} and left {_gib(after_load['RssAnon'])} "
+        f"anonymous; after the build: anonymous {_gib(built['RssAnon'])}, file-backed "
+        f"{_gib(built['RssFile'])} (the index files it wrote, mapped)"
     )
     print(f"  the one copy per machine (the saved folder): {_gib(on_disk)} (goal <= 8 GiB)")
     pick = np.random.default_rng(7).choice(len(entries), size=sample, replace=False)

@@ -129,6 +129,9 @@ def test_flood_fires_on_a_planted_collision_and_not_on_normal_data() -> None:
     assert found[0]["images"] == FLOOD_THRESHOLD + 5
     assert hash_list.hashes[found[0]["entry_ordinal"] - 1].tobytes() == entries[17].tobytes()
     assert "entry" not in found[0]  # its position, never its value
+    # A holder's rows of a request have no shard or key: each row is one item.
+    anonymous = floods(flooded.drop_columns(["shard", "key"]), [hash_list])
+    assert [(f["images"], f["samples"]) for f in anonymous] == [(FLOOD_THRESHOLD + 5,) * 2]
     summary = summarise(flooded, [hash_list], Review(flood_threshold=3))
     assert [f["images"] for f in summary["floods"]] == [FLOOD_THRESHOLD + 5]
     assert summarise(flooded, [hash_list], Review(flood_threshold=2))["floods"][1]["images"] == 2

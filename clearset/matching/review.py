@@ -226,13 +226,24 @@ def _entry_ordinal(hash_list: HashList, entry_hex: str) -> int | None:
     return None
 
 
+def _samples(matches: pa.Table) -> list[Any]:
+    """Each match row's sample: (shard, key) in a run's match rows; the row itself where
+    there are none (a holder's rows of a request: each row is one item)."""
+    if {"shard", "key"} <= set(matches.column_names):
+        columns = (matches.column("shard").to_pylist(), matches.column("key").to_pylist())
+        return list(zip(*columns, strict=True))
+    return list(range(matches.num_rows))
+
+
 def floods(
     matches: pa.Table, lists: Sequence[HashList], threshold: int = FLOOD_THRESHOLD
 ) -> list[dict[str, Any]]:
     """Every list entry that matched at least `threshold` images (match rows), most first:
     {list_name, list_version, list_digest, hash_type, entry_ordinal, entries, images,
     samples}. `entry_ordinal` is 1-based in the list's ascending byte order (None if the
-    entry is not found in `lists`, e.g. a list no longer loaded)."""
+    entry is not found in `lists`, e.g. a list no longer loaded). `matches` needs the
+    columns list_digest, list_name, list_version, hash_type and entry; shard and key, where
+    present, say which rows are one sample."""
     if matches.num_rows == 0:
         return []
     names = ("list_digest", "hash_type", "entry")
@@ -240,11 +251,11 @@ def floods(
     flooding = {key: n for key, n in grouped.items() if n >= threshold}
     if not flooding:
         return []
-    samples: dict[tuple[str, str, str], set[tuple[str, str]]] = {k: set() for k in flooding}
-    columns = [matches.column(n).to_pylist() for n in (*names, "shard", "key")]
-    for digest, kind, entry, shard, key in zip(*columns, strict=True):
+    samples: dict[tuple[str, str, str], set[Any]] = {k: set() for k in flooding}
+    columns = [matches.column(n).to_pylist() for n in names]
+    for digest, kind, entry, item in zip(*columns, _samples(matches), strict=True):
         if (digest, kind, entry) in samples:
-            samples[(digest, kind, entry)].add((shard, key))
+            samples[(digest, kind, entry)].add(item)
     by_identity = {(hl.identity.digest, hl.hash_type): hl for hl in lists}
     label = {
         (d, t): (n, v)
@@ -298,7 +309,7 @@ def summarise(
     flood_threshold, floods}."""
     review = review or Review()
     mask = allowed_mask(matches)
-    keys = zip(matches.column("shard").to_pylist(), matches.column("key").to_pylist(), strict=True)
+    keys = _samples(matches)
     allowed_samples = {k for k, allowed in zip(keys, mask, strict=True) if allowed}
     return {
         "allow_list": None if review.allow is None else review.allow.identity(),
