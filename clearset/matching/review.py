@@ -19,8 +19,9 @@ and names the allow list by digest. Two file forms:
 
 An allow list's identity is its **digest**: hex SHA-256 of
 ``"clearset-allowlist-v1\\n"`` followed by each unique value as lower-case hex and a
-newline, in ascending order (``{ echo clearset-allowlist-v1; LC_ALL=C sort -u; } |
-sha256sum`` over the bare values), and its number of unique ``entries``. Only those two
+newline, in ascending order (for a text list: ``{ echo clearset-allowlist-v1; sed
+'s/#.*//' FILE | tr -d ' \\t' | grep -v '^$' | tr A-F a-f | LC_ALL=C sort -u; } |
+sha256sum``), and its number of unique ``entries``. Only those two
 go into run.json, the report and the receipt, never the values.
 
 **Flood warning.** One list entry matching an unusual number of images usually means a
