@@ -198,6 +198,7 @@ def test_allowed_items_are_recorded_counted_and_kept(reviewed: dict) -> None:
     assert report.returncode == 0
     section = json.loads((run / "report.json").read_text())["review"]
     assert section["allow_list"] == allow.identity() and section["floods"] == []
+    assert "allowed by review: kept" in (run / "report.html").read_text()
     status = cli("status", str(run), check=True)
     assert "1 matched sample allowed by review" in status.stdout
 

@@ -174,7 +174,9 @@ FloodThresholdOpt = Annotated[
 ]
 
 
-def review_job(job: MatchJob | None, allow_list: Path | None, flood_threshold: int) -> Any:
+def review_job(
+    job: MatchJob | None, allow_list: Path | None, flood_threshold: int
+) -> MatchJob | None:
     """`job` with the review's allow list (read now: a bad file fails before any work)
     and flood threshold; None stays None (an allow list without --list is refused)."""
     if job is None:

@@ -528,6 +528,8 @@ def _match_text(match: dict[str, Any]) -> _Html:
         how.append("borders trimmed")
     if kind == "pdq" and match.get("rotation") not in (None, "original"):
         how.append(str(match["rotation"]).replace("_", " "))
+    if match.get("allowed"):
+        how.append("allowed by review: kept")
     return _Html(f"{_nowrap(match['list'])} ({_e(', '.join(how))})")
 
 
