@@ -39,15 +39,18 @@ from clearset.cli.documents import demo_documents
 from clearset.cli.options import (
     DRY_RUN_SAMPLE,
     FETCH_PANEL,
+    AllowListOpt,
     CleanToOptions,
     DryRunOptions,
     EngineOptions,
     FetchOptions,
+    FloodThresholdOpt,
     MatchOptions,
     ScanOptions,
     SourceOptions,
     UrlListOptions,
     grouped,
+    review_job,
 )
 from clearset.demo import DemoData, _edit, build_demo_data, encode_jpeg, watched_originals
 from clearset.documents.counts import plural, run_counts, scanned_counts
@@ -65,6 +68,7 @@ from clearset.hashing import types as hash_types
 from clearset.hashing.files import check_regular_file, hash_file
 from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.matching.review import FLOOD_THRESHOLD, review_lines
 from clearset.receipts import generate_keypair, load_public_key, proof_to_json, verify
 from clearset.runfolder import RunFolder, accounting_line, read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
@@ -310,6 +314,8 @@ def match(
     skip_invalid: SkipInvalidOpt = False,
     threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD,
     min_quality: MinQualityOpt = PDQ_MIN_QUALITY,
+    allow_list: AllowListOpt = None,
+    flood_threshold: FloodThresholdOpt = FLOOD_THRESHOLD,
     workers: WorkersOpt = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
@@ -320,7 +326,9 @@ def match(
 
     The run's earlier matches are kept in RUN/history/match-N/.
     """
-    job = match_job(lists, skip_invalid, threshold, min_quality)
+    job = review_job(
+        match_job(lists, skip_invalid, threshold, min_quality), allow_list, flood_threshold
+    )
     if job is None:
         raise InputError("match: give at least one --list")
     show = show_progress(progress)
@@ -343,6 +351,9 @@ def _print_matches(summary: dict, run_dir: Path) -> None:
         table.add_row(entry["name"], entry["hash_type"], f"{entry.get('samples', 0):,}")
     out.print(table)
     out.print(f"{matched_items_note(summary, run_dir)}; rows: {run_dir / 'matches.parquet'}")
+    for line in review_lines(summary):
+        said = console if line.startswith("warning:") else out
+        said.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def matched_items_note(summary: dict, run_dir: Path) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast, get_type_hints
 
@@ -49,6 +49,7 @@ from clearset.formats.fetching.fetcher import (
     FETCH_USER_AGENT,
 )
 from clearset.formats.urls import FETCH_SHARD_ROWS
+from clearset.matching.review import FLOOD_THRESHOLD, Review, load_allow_list
 from clearset.runs import MatchJob, ScanSettings, Split
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
@@ -154,6 +155,38 @@ class ScanOptions:
         )
 
 
+AllowListOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--allow-list",
+        metavar="FILE",
+        help="SHA-256 values reviewed as false positives (one hex value a line, # comments; "
+        "or parquet with a sha256 column): their matches are recorded and counted, not removed.",
+    ),
+]
+FloodThresholdOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Warn when one list entry matches at least this many images (often a benign "
+        "image colliding with the entry).",
+    ),
+]
+
+
+def review_job(
+    job: MatchJob | None, allow_list: Path | None, flood_threshold: int
+) -> MatchJob | None:
+    """`job` with the review's allow list (read now: a bad file fails before any work)
+    and flood threshold; None stays None (an allow list without --list is refused)."""
+    if job is None:
+        if allow_list is not None:
+            raise InputError("--allow-list goes with --list (it allows matches of those lists)")
+        return None
+    allow = load_allow_list(allow_list) if allow_list is not None else None
+    return replace(job, review=Review(allow, flood_threshold))
+
+
 @dataclass(frozen=True)
 class MatchOptions:
     """The lists to match against and how: a `MatchJob` (its `MatchSettings`), or None."""
@@ -162,9 +195,12 @@ class MatchOptions:
     skip_invalid: SkipInvalidOpt = False
     threshold: ThresholdOpt = PDQ_MATCH_THRESHOLD
     min_quality: MinQualityOpt = PDQ_MIN_QUALITY
+    allow_list: AllowListOpt = None
+    flood_threshold: FloodThresholdOpt = FLOOD_THRESHOLD
 
     def job(self) -> MatchJob | None:
-        return match_job(self.lists, self.skip_invalid, self.threshold, self.min_quality)
+        job = match_job(self.lists, self.skip_invalid, self.threshold, self.min_quality)
+        return review_job(job, self.allow_list, self.flood_threshold)
 
 
 @dataclass(frozen=True)

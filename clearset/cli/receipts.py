@@ -27,6 +27,7 @@ from clearset.cli.app import (
 from clearset.documents.counts import plural, statement_counts
 from clearset.errors import InputError, VerificationError
 from clearset.exchange.run import answer_matched_sha256, verify_exchange
+from clearset.matching.review import review_text
 from clearset.receipts import (
     PROOF_VERSION,
     check_removed_form,
@@ -143,6 +144,8 @@ def receipt(
     ]
     if members is not None:
         lines.insert(3, f"  built from the cleaned copy's {members.text()}")
+    if predicate.get("review") is not None:
+        lines.append(f"  {review_text(predicate['review'])}")
     if predicate["previous"] is not None:
         lines.append(
             f"  replaces receipt {predicate['previous']['receipt_digest']} (signature checked)"
@@ -230,6 +233,8 @@ def _what_the_receipt_says(statement: dict[str, Any], digest: str) -> str:
         text += f", cleaned copy {clean['destination']!r} (cleaned {clean['finished']})"
     if members is not None:
         text += f"; built from its {members.text()}"
+    if predicate.get("review") is not None:
+        text += f"; {review_text(predicate['review'])}"
     return text
 
 

@@ -30,6 +30,7 @@ from clearset.errors import ClearsetError, RunFolderError
 from clearset.formats import source_from_spec
 from clearset.hashing.types import is_exact
 from clearset.hashing.types import label as hash_label
+from clearset.matching.review import review_lines, review_section
 from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, clean_info, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
@@ -115,7 +116,7 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         named["matches"].append(
             {"list": match["list_name"], "hash_type": match["hash_type"],
              "field": match["field"], "distance": match["distance"],
-             "rotation": match["rotation"],
+             "rotation": match["rotation"], "allowed": bool(match.get("allowed")),
              # a match a list holder's answer gave (`clearset exchange apply`): its holder
              **({"holder": {"label": entry.get("holder"), "key_id": entry["holder_key_id"],
                             "answer": entry["answer"]}} if entry.get("answer") else {})},
@@ -177,6 +178,7 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "missing_by_reason": dict(sorted(missing.items())),
         "matched_items": sorted(matched_keys.values(), key=lambda m: (m["shard"], m["key"])),
         "clean": _clean_section(run, cleaned),
+        "review": review_section(matching, (info.counts or {}).get("matches") or {}),
         # samples, members by kind, kept and removed: the counts every command gives
         "counts": run_counts(run.path).to_dict(),
     }
@@ -532,6 +534,8 @@ def _match_text(match: dict[str, Any]) -> _Html:
     holder = match.get("holder")
     if holder:  # matched by a list holder, from its signed answer
         how.append(f"by holder {holder.get('label') or 'unnamed'}, key {holder['key_id']}")
+    if match.get("allowed"):
+        how.append("allowed by review: kept")
     return _Html(f"{_nowrap(match['list'])} ({_e(', '.join(how))})")
 
 
@@ -684,6 +688,7 @@ def render_html(report: dict[str, Any]) -> str:
         ),
         "<h2>Lists (by identity, never by content)</h2>" + lists_html,
         "<h2>Charts</h2>" + "".join(charts),
+        _review_html(report.get("review")),
         _clean_html(report.get("clean")),
         f"<h2>Matched samples{_e(scope)}</h2>"
         + (_table(item_headers, item_rows, item_kinds) if item_rows else "<p>None.</p>")
@@ -799,6 +804,14 @@ def _shard_histogram(counts: list[int], scope: str = "") -> str:
         if width > 1
         else "members in the shard",
     )
+
+
+def _review_html(review: dict[str, Any] | None) -> str:
+    """The review aids: what the allow list kept, and entries that flooded."""
+    if not review or (review["allow_list"] is None and not review["floods"]):
+        return ""
+    lines = review_lines(review)
+    return "<h2>Review</h2>" + "".join(f"<p>{_e(line)}</p>" for line in lines)
 
 
 def _clean_html(clean: dict[str, Any] | None) -> str:

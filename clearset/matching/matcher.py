@@ -44,6 +44,7 @@ MATCH_SCHEMA = pa.schema(
         pa.field("entry", pa.string(), nullable=False),  # the one list entry it matched, hex
         pa.field("distance", pa.int16(), nullable=False),
         pa.field("rotation", pa.string()),  # for dihedral PDQ matches
+        pa.field("allowed", pa.bool_()),  # the item is on the review's allow list: kept
     ]
 )
 

@@ -28,6 +28,11 @@ any one file, and in-toto lets a DigestSet name its own algorithm), and whose pr
                                             other members' only; they add up to the tree
                                             size. Absent in receipts made before it was
                                             recorded.
+    review    {allow_list: {digest, entries}, allowed_kept}   only when the clean used an
+                                            allow list (`clearset.matching.review`): its
+                                            identity (never its values), and how many
+                                            samples a list matched that the operator's
+                                            review allowed, so the tree keeps them.
 
 The statement is serialised canonically (sorted keys, no whitespace, UTF-8, integers
 only), and its **receipt digest** is the SHA-256 of those bytes, which are exactly the
@@ -78,6 +83,7 @@ _CLEAN_FIELDS = ("destination", "finished", "manifest_digest")
 #: The member kinds `kept` counts; they add up to its members.
 KEPT_MEMBER_KINDS = ("images", "unreadable", "without_bytes", "other_members")
 _KEPT_FIELDS = ("samples", "members", *KEPT_MEMBER_KINDS, "leaves")
+_REVIEW_FIELDS = ("allow_list", "allowed_kept")
 _LEAF_KINDS = ("images", "other_members")
 
 
@@ -224,6 +230,7 @@ def build_statement(
     clean: Mapping[str, Any] | None = None,
     kept: Mapping[str, Any] | None = None,
     exchange: Mapping[str, Any] | None = None,
+    review: Mapping[str, Any] | None = None,
     tool_name: str = clearset.TOOL_NAME,
     tool_version: str = clearset.__version__,
 ) -> dict[str, Any]:
@@ -235,7 +242,9 @@ def build_statement(
     ``clean`` is None or {"destination", "finished", "manifest_digest"} of the cleaned copy
     the tree covers: its name, its clean's finish time and its manifest's digest (hex).
     ``kept`` is None or the counts the tree was built from (see the module doc); its
-    leaves must add up to ``tree_size``.
+    leaves must add up to ``tree_size``. ``review`` is None or {"allow_list": {"digest",
+    "entries"}, "allowed_kept"}: the allow list the clean honoured and the matched samples
+    it kept because of it.
     """
     list_identities = []
     for entry in lists:
@@ -289,6 +298,12 @@ def build_statement(
         statement["predicate"]["kept"] = _kept_record(kept)
     if exchange is not None:  # the hash exchange's answers this clean applied
         statement["predicate"]["exchange"] = dict(exchange)
+    if review is not None:
+        allow = review["allow_list"]
+        statement["predicate"]["review"] = {
+            "allow_list": {"digest": allow["digest"], "entries": allow["entries"]},
+            "allowed_kept": review["allowed_kept"],
+        }
     _refuse_floats(statement)
     try:
         check_statement(statement)
@@ -426,6 +441,30 @@ def check_statement(statement: Any) -> None:
     )
     problem = _kept_problem(predicate.get("kept"), tree["size"])
     _need(problem is None, str(problem))
+    _need(
+        _review_ok(predicate.get("review")),
+        "predicate.review must be absent or {allow_list: {digest, entries}, allowed_kept}",
+    )
+
+
+def _review_ok(review: Any) -> bool:
+    """Whether a statement's ``review`` (absent: fine) is an allow list's identity and a
+    count."""
+    if review is None:
+        return True
+    if not isinstance(review, dict) or sorted(review) != sorted(_REVIEW_FIELDS):
+        return False
+    allow = review["allow_list"]
+    return (
+        isinstance(allow, dict)
+        and sorted(allow) == ["digest", "entries"]
+        and isinstance(allow["digest"], str)
+        and bool(_HEX64.fullmatch(allow["digest"]))
+        and _is_int(allow["entries"])
+        and allow["entries"] >= 0
+        and _is_int(review["allowed_kept"])
+        and review["allowed_kept"] >= 0
+    )
 
 
 def tree_of(statement: Mapping[str, Any]) -> tuple[int, bytes]:

@@ -36,6 +36,7 @@ from clearset.documents.counts import clean_identity, kept_counts, manifest_dige
 from clearset.engines import Engine
 from clearset.errors import InputError, RunFolderError, VerificationError
 from clearset.exchange.run import exchange_record
+from clearset.matching.review import allowed_kept
 from clearset.receipts.dsse import (
     key_id,
     load_private_key,
@@ -175,6 +176,7 @@ def issue_receipt(
             "leaves": {"images": image_leaves, "other_members": tree.size - image_leaves},
         },
         exchange=exchange_record(run.path),
+        review=review_record(run.path, info.matching),
     )
     envelope = sign_statement(statement, key)
     with atomic_path(run.path / SALT_FILE) as tmp:
@@ -184,6 +186,20 @@ def issue_receipt(
     with atomic_path(run.path / RECEIPT_FILE) as tmp:
         tmp.write_text(json.dumps(envelope, indent=2) + "\n")
     return envelope
+
+
+def review_record(run_dir: Path, matching: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The receipt's review field: the allow list the clean honoured (None without one)
+    and the matched samples it kept because of it."""
+    allow = (matching or {}).get("allow_list")
+    if allow is None:
+        return None
+    matches = pq.read_table(run_dir / "matches.parquet")
+    removed: set[tuple[str, str]] = set()
+    if (run_dir / REMOVALS_FILE).exists():
+        table = pq.read_table(run_dir / REMOVALS_FILE, columns=["shard", "key"])
+        removed = set(zip(*(table.column(c).to_pylist() for c in ("shard", "key")), strict=True))
+    return {"allow_list": allow, "allowed_kept": allowed_kept(matches, removed)}
 
 
 def _check_clean_is_current(run: RunFolder, info: RunInfo) -> None:

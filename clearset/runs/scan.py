@@ -33,6 +33,7 @@ from clearset.errors import ClearsetError, InputError, RunFolderError
 from clearset.formats.base import ShardRef, Source
 from clearset.manifest import read_manifest_files
 from clearset.matching.matcher import MATCH_SCHEMA, Matcher, list_record
+from clearset.matching.review import review_of, summarise, with_allowed_column
 from clearset.progress import Meter
 from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, account_scan, accounting_line, utc_now
@@ -449,13 +450,14 @@ def matching_record(matcher: Matcher) -> dict[str, Any]:
     return {
         **matcher.settings.to_dict(),
         "lists": [list_record(hl, matcher.settings) for hl in matcher.lists],
+        **review_of(matcher).record(),
     }
 
 
 def gather_matches(run: RunFolder, matcher: Matcher) -> dict[str, Any]:
     """Write RUN/matches.parquet from the per-shard files; count matches per list."""
     files = [run.matches_file(m["shard_id"]) for m in run.done_markers()]
-    tables = [pq.read_table(f) for f in files if f.exists()]
+    tables = [with_allowed_column(pq.read_table(f)) for f in files if f.exists()]
     table = pa.concat_tables(tables) if tables else MATCH_SCHEMA.empty_table()
     with atomic_path(run.path / "matches.parquet") as tmp:
         pq.write_table(table.cast(MATCH_SCHEMA), tmp, compression="zstd")
@@ -473,4 +475,5 @@ def gather_matches(run: RunFolder, matcher: Matcher) -> dict[str, Any]:
                    if d == digest and t == kind}  # fmt: skip
         per_list.append({"name": hash_list.identity.name, "hash_type": kind, "matches": count,
                          "samples": len(samples)})  # fmt: skip
-    return {"rows": table.num_rows, "items": len(keys), "per_list": per_list}
+    review = summarise(table, matcher.lists, review_of(matcher))
+    return {"rows": table.num_rows, "items": len(keys), "per_list": per_list, **review}

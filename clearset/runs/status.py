@@ -13,6 +13,7 @@ from typing import Any
 from clearset.documents.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.errors import ClearsetError
 from clearset.formats import source_from_spec
+from clearset.matching.review import review_lines, review_section
 from clearset.receipts.dsse import envelope_payload
 from clearset.receipts.issue import read_receipt
 from clearset.receipts.statement import parse_json
@@ -45,6 +46,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         **_list_index(run),
         # list holders' answers applied (`clearset exchange apply`): digest, holder, matched
         "answers": (run.read_info().get("exchange") or {}).get("answers", []),
+        "review": review_section(info.matching or {}, info.counts.get("matches") or {}),
     }
     try:
         shards = source_from_spec(info.source).shards()
@@ -172,6 +174,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"{answer.get('label') or 'unnamed'} (key {answer['holder_key_id']}): "
             f"{answer['matched']['items']:,} items matched"
         )
+    lines += review_lines(status.get("review") or {})
     for rank in status["ranks"]:
         lines.append(
             f"rank {rank['rank']} of {rank['world_size']} on {rank.get('host')}: last ended "

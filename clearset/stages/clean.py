@@ -2,7 +2,9 @@
 
 Removal is decided by key within a shard: if any member of a key matched a list (or is
 undecodable with `drop_undecodable`, or is absent from a `keep_list`), every member of
-that key goes. `clean_run_shard` is the unit of work any engine runs; the clean command's
+that key goes; a match the review allowed (its item is on the match's allow list,
+`clearset.matching.review`) removes nothing.
+`clean_run_shard` is the unit of work any engine runs; the clean command's
 orchestrator (`clearset.runs.clean.clean_run`) drives it over a run, and `scan
 --clean-to` calls it right after each shard is hashed and matched. Layout:
 
@@ -52,6 +54,7 @@ from clearset.formats.base import ShardRef, Source, shard_fingerprint
 from clearset.formats.folder import STATE_DIR_NAME
 from clearset.formats.rewriting import ShardContents
 from clearset.manifest import STATUS_OTHER, conform
+from clearset.matching.review import ALLOWED_COLUMN, not_allowed
 from clearset.runfolder import RunFolder, file_sha256
 from clearset.stages.removals import (
     REASON_NOT_FETCHED,
@@ -165,6 +168,7 @@ def shard_removals(
     URL whose image nobody hashed: it goes (`not_fetched`) unless `keep_unfetched`."""
     reasons: dict[str, set[str]] = {}
     if matches is not None:
+        matches = not_allowed(matches)  # reviewed false positives are kept
         for key, name in zip(
             matches.column("key").to_pylist(), matches.column("list_name").to_pylist(), strict=True
         ):
@@ -338,7 +342,10 @@ def clean_run_shard(
     matches_file = run.matches_file(shard.id)
     matches = None
     if matches_file.exists():
-        matches = pq.read_table(matches_file, columns=["key", "list_name"])
+        wanted = ["key", "list_name", ALLOWED_COLUMN]
+        matches = pq.read_table(
+            matches_file, columns=[c for c in wanted if c in pq.read_schema(matches_file).names]
+        )
     if matches is None and run.read_info().get("settings", {}).get("matching"):
         raise RunFolderError(
             f"{run.path}: no match rows for shard {shard.name}; re-run `clearset match`"

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from clearset.atomic import atomic_path
 from clearset.matching.matcher import MATCH_SCHEMA, ListSpec, Matcher, MatchSettings
+from clearset.matching.review import Review, ReviewedMatcher
 from clearset.matching.shared import (
     SHARED_FOLDER_PREFIX,
     MemoryIndex,
@@ -48,13 +49,16 @@ class MatchJob:
     settings: MatchSettings
     #: A folder, or (file name, /proc path) pairs of memory files (see `share`).
     index: str | tuple[tuple[str, str], ...] | None = None
+    #: The allow list and flood threshold (`clearset.matching.review`).
+    review: Review = Review()
 
     def matcher(self) -> Matcher:
         if isinstance(self.index, tuple):
-            return open_matcher(dict(self.index))
+            return ReviewedMatcher(open_matcher(dict(self.index)), self.review)
         if self.index is not None:
-            return open_matcher(Path(self.index))
-        return Matcher([hl for spec in self.lists for hl in spec.load()], self.settings)
+            return ReviewedMatcher(open_matcher(Path(self.index)), self.review)
+        lists = [hl for spec in self.lists for hl in spec.load()]
+        return ReviewedMatcher(Matcher(lists, self.settings), self.review)
 
     def share(
         self,
@@ -89,7 +93,7 @@ class MatchJob:
             root.mkdir(mode=0o700, exist_ok=True)
         else:
             root.parent.mkdir(mode=0o700, exist_ok=True)
-        mapped = shared_matcher(built, root)
+        mapped = ReviewedMatcher(shared_matcher(built, root), self.review)
         folder = root / f"{SHARED_FOLDER_PREFIX}{matcher_key(mapped)}"
         return replace(self, index=str(folder)), mapped
 
