@@ -62,8 +62,10 @@ from clearset.formats import (
 from clearset.formats.urls import dry_run
 from clearset.hashing import types as hash_types
 from clearset.hashing.files import check_regular_file, hash_file
+from clearset.hashing.video import hash_video, sniff_video
 from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
 from clearset.matching.matcher import ListSpec, MatchSettings
+from clearset.matching.vpdq import to_signal
 from clearset.receipts import generate_keypair, load_public_key, proof_to_json, verify
 from clearset.runfolder import RunFolder, accounting_line, read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
@@ -72,7 +74,7 @@ from clearset.runs.issue import issue_receipt, prove_item, removed_hashes
 from clearset.runs.scan import status_reasons
 from clearset.runs.status import run_status, status_lines
 from clearset.runs.tasks import DEFAULT_RETRIES
-from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+from clearset.settings import MAX_MEMBER_BYTES, PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.stages.clean import CleanJob, CleanOptions
 
 #: FetchSettings field -> the scan option that sets it.
@@ -429,6 +431,8 @@ def hash_files(
         check_regular_file(path)
     hashed = []
     for path in files:
+        if as_list is None and print_video(path):
+            continue
         hashes = hash_file(path, exact_pdq=exact_pdq)
         if as_list is not None:
             hashed.append(hashes)
@@ -462,6 +466,26 @@ def hash_files(
         where = list_out if list_out is not None else "LIST"
         console.print(f"a text list of 64-hex hashes loads with --list {where},type={declare}",
                       markup=False, highlight=False)  # fmt: skip
+
+
+def print_video(path: Path) -> bool:
+    """A video file's line (`vpdq=SIGNAL`, the signal string threatexchange and HMA list,
+    and its byte digests); False when the file is no video (by its content)."""
+    with path.open("rb") as handle:
+        if sniff_video(handle.read(64)) is None or path.stat().st_size > MAX_MEMBER_BYTES:
+            return False  # a larger video is hashed while streaming, as any file
+    video = hash_video(path.read_bytes())
+    signal = to_signal([f.pdq for f in video.frames], [f.quality for f in video.frames],
+                       [f.timestamp for f in video.frames])  # fmt: skip
+    line = (
+        f"vpdq={signal if video.frames else '-'} frames={len(video.frames)} "
+        + "".join(f"{name}={digest.hex()} " for name, digest in video.digests.items())
+        + f"status={video.status}"
+    )
+    if video.reason:
+        line += f" reason={video.reason.split(':', 1)[0]}"
+    print(f"{line} {path}")
+    return True
 
 
 @app.command()

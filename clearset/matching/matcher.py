@@ -26,6 +26,7 @@ from clearset.hashing import types
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.lists import HashList, load_list
 from clearset.matching.pdq_index import PDQIndex
+from clearset.matching.vpdq import VpdqHash, VpdqIndex, VpdqList
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 
 MATCH_SCHEMA = pa.schema(
@@ -44,6 +45,12 @@ MATCH_SCHEMA = pa.schema(
         pa.field("entry", pa.string(), nullable=False),  # the one list entry it matched, hex
         pa.field("distance", pa.int16(), nullable=False),
         pa.field("rotation", pa.string()),  # for dihedral PDQ matches
+        # A video's frame matched (field "pdq_frame": a picture listed by PDQ; "vpdq": a
+        # listed video by Meta's rule, its closest frame): the frame and the percentages.
+        pa.field("frame_number", pa.int64()),
+        pa.field("timestamp", pa.float64()),
+        pa.field("query_match_percent", pa.float32()),
+        pa.field("target_match_percent", pa.float32()),
     ]
 )
 
@@ -128,32 +135,41 @@ class Matcher:
         settings: MatchSettings | None = None,
         *,
         indexes: dict[int, PDQIndex] | None = None,
+        video_lists: list[VpdqList] | None = None,
     ) -> None:
         self.lists = lists
         self.settings = settings or MatchSettings()
         self._indexes: dict[int, PDQIndex] = dict(indexes or {})
+        # vPDQ lists (library callers; not yet loaded by `--list`), indexed on first use.
+        self.video_lists = list(video_lists or [])
+        self._video_indexes: dict[int, VpdqIndex] = {}
 
     def _index(self, number: int) -> PDQIndex:
         if number not in self._indexes:
             self._indexes[number] = PDQIndex(self.lists[number].hashes)
         return self._indexes[number]
 
-    def match_table(self, manifest: pa.Table) -> pa.Table:
-        """Match rows of a manifest table (any subset of shards) against every list."""
+    def match_table(self, manifest: pa.Table, frames: pa.Table | None = None) -> pa.Table:
+        """Match rows of a manifest table (any subset of shards) against every list;
+        `frames`, the videos' frame table of the same shards, is matched against PDQ
+        lists (every frame) and vPDQ lists (each video by Meta's rule)."""
         columns: dict[str, Any] = {
             name: manifest.column(name).to_pylist() if name in manifest.column_names else None
             for name in manifest_columns()
         }
         rows = manifest.num_rows
+        video = _video_frames(columns, frames, rows)
         found: list[dict[str, Any]] = []
         for number, hash_list in enumerate(self.lists):
+            at: dict[int, tuple[int, float]] = {}
             if not types.get(hash_list.hash_type).exact:
                 # PDQ is the one distance type: its search covers the trimmed and
                 # rotated hashes too. A second distance type brings its own search here.
-                best = self._match_pdq(number, columns, rows)
+                best = self._match_pdq(number, columns, rows, video, at)
             else:
                 best = _match_exact(hash_list, columns, rows)
             for row, (field, entry, distance, rotation) in sorted(best.items()):
+                frame_number, timestamp = at.get(row, (None, None))
                 found.append(
                     {
                         "key": columns["key"][row],
@@ -170,12 +186,58 @@ class Matcher:
                         "entry": entry,
                         "distance": distance,
                         "rotation": rotation,
+                        "frame_number": frame_number,
+                        "timestamp": timestamp,
                     }
                 )
+        for number, vpdq_list in enumerate(self.video_lists):
+            found.extend(self._match_vpdq(number, vpdq_list, columns, video))
         return pa.Table.from_pylist(found, schema=MATCH_SCHEMA)
 
+    def _match_vpdq(
+        self,
+        number: int,
+        vpdq_list: VpdqList,
+        columns: dict[str, Any],
+        video: dict[int, VpdqHash],
+    ) -> list[dict[str, Any]]:
+        """One row per video matching a listed video by Meta's rule (the best one)."""
+        if number not in self._video_indexes:
+            self._video_indexes[number] = VpdqIndex(vpdq_list, self.settings.min_quality)
+        index = self._video_indexes[number]
+        found = []
+        for row, query in sorted(video.items()):
+            matches = index.match(query, distance=self.settings.pdq_threshold)
+            if not matches:
+                continue
+            best = matches[0]
+            first = best.frames[0]
+            found.append(
+                {
+                    **{name: columns[name][row] for name in _ITEM_COLUMNS},
+                    "list_name": vpdq_list.name,
+                    "list_version": None,
+                    "list_digest": vpdq_list.digest,
+                    "hash_type": "vpdq",
+                    "field": "vpdq",
+                    "entry": best.name,
+                    "distance": best.distance,
+                    "rotation": None,
+                    "frame_number": _frame_number(query, first),
+                    "timestamp": float(query.timestamp[first]),
+                    "query_match_percent": best.query_match_percent,
+                    "target_match_percent": best.target_match_percent,
+                }
+            )
+        return found
+
     def _match_pdq(
-        self, number: int, columns: dict[str, Any], rows: int
+        self,
+        number: int,
+        columns: dict[str, Any],
+        rows: int,
+        video: dict[int, VpdqHash] | None = None,
+        at: dict[int, tuple[int, float]] | None = None,
     ) -> dict[int, tuple[str, str, int, str | None]]:
         hash_list = self.lists[number]
         threshold = threshold_of(hash_list, self.settings)
@@ -199,6 +261,13 @@ class Matcher:
                 and (trimmed_quality[row] or 0) >= minimum
             ):
                 variants.append((row, "pdq_trimmed", None, trimmed[row]))
+        # Every frame of every video, against the pictures the list holds.
+        frame_of: dict[int, tuple[int, float]] = {}
+        for row, frames in (video or {}).items():
+            for f in range(len(frames.pdq)):
+                if frames.quality[f] >= minimum:
+                    frame_of[len(variants)] = (_frame_number(frames, f), frames.timestamp[f])
+                    variants.append((row, "pdq_frame", None, frames.pdq[f].tobytes()))
         if not variants or not len(hash_list):
             return {}
         queries = np.frombuffer(b"".join(v[3] for v in variants), dtype=np.uint8).reshape(-1, 32)
@@ -210,7 +279,44 @@ class Matcher:
             row, field, rotation, _ = variants[q]
             if row not in best or d < best[row][2]:
                 best[row] = (field, hash_list.hashes[e].tobytes().hex(), int(d), rotation)
+                if at is not None and q in frame_of:
+                    at[row] = (frame_of[q][0], float(frame_of[q][1]))
+                elif at is not None:
+                    at.pop(row, None)
         return best
+
+
+def _frame_number(video: VpdqHash, row: int) -> int:
+    return int(video.frame_number[row]) if video.frame_number is not None else row
+
+
+def _video_frames(
+    columns: dict[str, Any], frames: pa.Table | None, rows: int
+) -> dict[int, VpdqHash]:
+    """Manifest row -> that video's frames (a frame table keyed by shard, position and
+    member), for the rows of this manifest table."""
+    if frames is None or not frames.num_rows:
+        return {}
+    where = {
+        (columns["shard"][row], columns["position"][row], columns["member"][row]): row
+        for row in range(rows)
+    }
+    keys = zip(
+        frames.column("shard").to_pylist(),
+        frames.column("position").to_pylist(),
+        frames.column("member").to_pylist(),
+        strict=True,
+    )
+    owner = np.array([where.get(key, -1) for key in keys], dtype=np.int64)
+    pdq = np.frombuffer(b"".join(frames.column("pdq").to_pylist()), np.uint8).reshape(-1, 32)
+    quality = frames.column("quality").to_numpy()
+    stamp = frames.column("timestamp").to_numpy()
+    number = frames.column("frame_number").to_numpy()
+    found = {}
+    for row in np.unique(owner[owner >= 0]).tolist():
+        mine = owner == row
+        found[row] = VpdqHash(pdq[mine], quality[mine], stamp[mine], number[mine])
+    return found
 
 
 def _match_exact(
