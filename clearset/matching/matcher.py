@@ -206,8 +206,10 @@ class Matcher:
             self._video_indexes[number] = VpdqIndex(vpdq_list, self.settings.min_quality)
         index = self._video_indexes[number]
         found = []
-        for row, query in sorted(video.items()):
-            matches = index.match(query, distance=self.settings.pdq_threshold)
+        rows = sorted(video)
+        every = index.match_many([video[row] for row in rows], distance=self.settings.pdq_threshold)
+        for row, matches in zip(rows, every, strict=True):
+            query = video[row]
             if not matches:
                 continue
             best = matches[0]

@@ -234,18 +234,65 @@ class VpdqIndex:
         target_percent: float = VPDQ_TARGET_MATCH_PERCENT,
     ) -> list[VideoMatch]:
         """The listed videos `query` matches by Meta's rule, best first."""
+        return self.match_many(
+            [query], distance=distance, query_percent=query_percent, target_percent=target_percent
+        )[0]
+
+    def match_many(
+        self,
+        queries: list[VpdqHash],
+        *,
+        distance: int = VPDQ_DISTANCE,
+        query_percent: float = VPDQ_QUERY_MATCH_PERCENT,
+        target_percent: float = VPDQ_TARGET_MATCH_PERCENT,
+    ) -> list[list[VideoMatch]]:
+        """`match` for many query videos, searched in one batch."""
         return [
-            m
-            for m in self.scores(query, distance=distance)
-            if m.query_match_percent >= query_percent and m.target_match_percent >= target_percent
+            [
+                m
+                for m in found
+                if m.query_match_percent >= query_percent
+                and m.target_match_percent >= target_percent
+            ]
+            for found in self.scores_many(queries, distance=distance)
         ]
 
     def scores(self, query: VpdqHash, *, distance: int = VPDQ_DISTANCE) -> list[VideoMatch]:
         """Both percentages for every listed video sharing at least one frame."""
-        kept = query.kept(self.min_quality)
-        if not len(kept) or not len(self.owner):
-            return []
-        rows, entries, distances = self.index.search(query.pdq[kept], distance)
+        return self.scores_many([query], distance=distance)[0]
+
+    def scores_many(
+        self, queries: list[VpdqHash], *, distance: int = VPDQ_DISTANCE
+    ) -> list[list[VideoMatch]]:
+        """`scores` of each query: every query's kept frames go to the index at once."""
+        kept = [query.kept(self.min_quality) for query in queries]
+        results: list[list[VideoMatch]] = [[] for _ in queries]
+        if not len(self.owner) or not sum(len(k) for k in kept):
+            return results
+        starts = np.cumsum([0, *(len(k) for k in kept)])
+        batch = np.concatenate([q.pdq[k] for q, k in zip(queries, kept, strict=True)])
+        rows, entries, distances = self.index.search(np.ascontiguousarray(batch), distance)
+        which = np.searchsorted(starts, rows, side="right") - 1
+        order = np.argsort(which, kind="stable")
+        rows, entries, distances, which = (
+            rows[order],
+            entries[order],
+            distances[order],
+            which[order],
+        )
+        bounds = np.searchsorted(which, np.arange(len(queries) + 1))
+        for number in range(len(queries)):
+            lo, hi = bounds[number], bounds[number + 1]
+            if lo == hi:
+                continue
+            results[number] = self._scores(
+                kept[number], rows[lo:hi] - starts[number], entries[lo:hi], distances[lo:hi]
+            )
+        return results
+
+    def _scores(
+        self, kept: np.ndarray, rows: np.ndarray, entries: np.ndarray, distances: np.ndarray
+    ) -> list[VideoMatch]:
         found: list[VideoMatch] = []
         videos = self.owner[entries]
         for video in np.unique(videos).tolist():
