@@ -304,3 +304,24 @@ def test_hash_prints_the_signal_lists_use(videos: dict[str, Path], tmp_path: Pat
     assert len(parse_signal(signal).pdq) == 4 and "status=ok" in out
     (tmp_path / "list.txt").write_text(f"vpdq {signal}\n")
     assert len(load_vpdq_list(str(tmp_path / "list.txt")).videos) == 1
+
+
+def test_parquet_of_video_bytes_is_hashed(videos: dict[str, Path], tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    source = tmp_path / "src"
+    source.mkdir()
+    table = pa.table(
+        {
+            "key": ["a", "b"],
+            "video": [videos["trimmed.mp4"].read_bytes(), videos["unrelated2.mkv"].read_bytes()],
+        }
+    )
+    pq.write_table(table, source / "part-0.parquet")
+    cli("scan", str(source), "--out", str(tmp_path / "run"), check=True)
+    rows = pq.read_table(tmp_path / "run" / "manifest").to_pylist()
+    assert [(r["key"], r["status"], r["format"], r["video_frames"]) for r in rows] == [
+        ("a", "ok", "mp4", 4),
+        ("b", "ok", "mkv", 6),
+    ]
+    assert pq.read_table(tmp_path / "run" / "frames").num_rows == 10
