@@ -7,6 +7,7 @@ moving square), small (96-160 px, 4-6 s), encoded with the codecs the wheel carr
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -325,3 +326,48 @@ def test_parquet_of_video_bytes_is_hashed(videos: dict[str, Path], tmp_path: Pat
         ("b", "ok", "mkv", 6),
     ]
     assert pq.read_table(tmp_path / "run" / "frames").num_rows == 10
+
+
+def test_vpdq_list_through_scan_match_and_clean(videos: dict[str, Path], tmp_path: Path) -> None:
+    """`hash --as-list` writes the listed video's vPDQ; `scan --list` loads it like any
+    list (its identity in run.json, its index shared with the workers), copies match,
+    clean drops them; `match --list` takes Meta's own hash file; video_md5 is MD5."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("reencoded.avi", "trimmed.mp4", "unrelated.mp4"):
+        (source / name).write_bytes(videos[name].read_bytes())
+    # A video under a wrong extension is still a video.
+    (source / "cropped.bin").write_bytes(videos["cropped.mp4"].read_bytes())
+    listed = tmp_path / "listed.txt"
+    cli("hash", "--as-list", "threatexchange", str(videos["listed.mp4"]), "--out", str(listed),
+        check=True)  # fmt: skip
+    text = listed.read_text()
+    assert text.count("\nvpdq [") == 1 and text.startswith("md5 ")
+    run = tmp_path / "run"
+    cli("scan", str(source), "--out", str(run), "--list", str(listed), check=True)
+    info = json.loads((run / "run.json").read_text())
+    records = {r["hash_type"]: r for r in info["settings"]["matching"]["lists"]}
+    assert records["vpdq"]["entries"] == 1 and records["vpdq"]["frames"] == 6
+    assert records["md5"]["skipped"] == {}
+    matches = pq.read_table(run / "matches.parquet").to_pylist()
+    found = {m["member"] or m["key"]: m for m in matches}
+    assert {k.rsplit("/", 1)[-1] for k in found} == {"reencoded.avi", "trimmed.mp4", "cropped.bin"}
+    assert all(m["field"] == "vpdq" and m["query_match_percent"] >= 80 for m in matches)
+    cli("report", str(run), check=True)
+    report = json.loads((run / "report.json").read_text())
+    assert {r["hash_type"] for r in report["lists"]} == {"md5", "vpdq"}
+    out = tmp_path / "clean"
+    cli("clean", str(run), "--to", str(out), check=True)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["unrelated.mp4"]
+    # Meta's vpdq hash file of the listed video, and the MD5 of a file as video_md5.
+    meta = tmp_path / "listed.vpdq"
+    frames = hash_video(videos["listed.mp4"].read_bytes()).frames
+    meta.write_text("".join(f"{f.frame_number},{f.quality},{f.pdq.hex()},{f.timestamp:.3f}\n"
+                            for f in frames))  # fmt: skip
+    md5 = hashlib.md5(videos["unrelated.mp4"].read_bytes()).hexdigest()
+    (tmp_path / "md5.te").write_text(f"video_md5 {md5}\n")
+    cli("match", str(run), "--list", str(meta), "--list", str(tmp_path / "md5.te"), check=True)
+    rows = pq.read_table(run / "matches.parquet").to_pylist()
+    assert sorted((r["hash_type"], r["member"] or r["key"]) for r in rows) == sorted(
+        [("vpdq", n) for n in found] + [("md5", "unrelated.mp4")]
+    )

@@ -16,6 +16,7 @@ list: never more of a list's contents than that.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,7 +27,13 @@ from clearset.hashing import types
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.lists import HashList, load_list
 from clearset.matching.pdq_index import PDQIndex
-from clearset.matching.vpdq import VpdqHash, VpdqIndex, VpdqList
+from clearset.matching.vpdq import (
+    VPDQ_QUERY_MATCH_PERCENT,
+    VPDQ_TARGET_MATCH_PERCENT,
+    VpdqHash,
+    VpdqIndex,
+    VpdqList,
+)
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 
 MATCH_SCHEMA = pa.schema(
@@ -82,7 +89,12 @@ class ListSpec:
     skip_invalid: bool = False
 
     def load(self) -> list[HashList]:
-        return load_list(
+        return self.load_all()[0]
+
+    def load_all(self) -> tuple[list[HashList], list[VpdqList]]:
+        """The file's hash lists, and its vPDQ list when it holds vPDQ entries."""
+        videos: list[VpdqList] = []
+        lists = load_list(
             self.path,
             name=self.name,
             version=self.version,
@@ -91,7 +103,9 @@ class ListSpec:
             column=self.column,
             threshold=self.threshold,
             skip_invalid=self.skip_invalid,
+            videos=videos,
         )
+        return lists, videos
 
 
 @dataclass(frozen=True)
@@ -136,13 +150,42 @@ class Matcher:
         *,
         indexes: dict[int, PDQIndex] | None = None,
         video_lists: list[VpdqList] | None = None,
+        video_indexes: list[tuple[dict[str, Any], VpdqIndex]] | None = None,
     ) -> None:
         self.lists = lists
         self.settings = settings or MatchSettings()
         self._indexes: dict[int, PDQIndex] = dict(indexes or {})
-        # vPDQ lists (library callers; not yet loaded by `--list`), indexed on first use.
-        self.video_lists = list(video_lists or [])
-        self._video_indexes: dict[int, VpdqIndex] = {}
+        # vPDQ lists: each one's identity (`VpdqList.identity`) and its index over the
+        # listed videos' kept frames, built here or mapped (`clearset.matching.shared`).
+        self.video_indexes: list[tuple[dict[str, Any], VpdqIndex]] = list(video_indexes or [])
+        for vpdq_list in video_lists or []:
+            index = VpdqIndex(vpdq_list, self.settings.min_quality)
+            self.video_indexes.append((vpdq_list.identity(), index))
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[ListSpec], settings: MatchSettings) -> Matcher:
+        """Every spec's lists loaded: hash lists and vPDQ lists."""
+        lists: list[HashList] = []
+        videos: list[VpdqList] = []
+        for spec in specs:
+            found, video = spec.load_all()
+            lists += found
+            videos += video
+        return cls(lists, settings, video_lists=videos)
+
+    def video_records(self) -> list[dict[str, Any]]:
+        """The vPDQ lists as run.json records them: identity and the match rule."""
+        return [
+            {
+                **identity,
+                "threshold": self.settings.pdq_threshold,
+                "query_match_percent": VPDQ_QUERY_MATCH_PERCENT,
+                "target_match_percent": VPDQ_TARGET_MATCH_PERCENT,
+                "skipped": {},
+                "skipped_total": 0,
+            }
+            for identity, _ in self.video_indexes
+        ]
 
     def _index(self, number: int) -> PDQIndex:
         if number not in self._indexes:
@@ -190,21 +233,18 @@ class Matcher:
                         "timestamp": timestamp,
                     }
                 )
-        for number, vpdq_list in enumerate(self.video_lists):
-            found.extend(self._match_vpdq(number, vpdq_list, columns, video))
+        for identity, index in self.video_indexes:
+            found.extend(self._match_vpdq(identity, index, columns, video))
         return pa.Table.from_pylist(found, schema=MATCH_SCHEMA)
 
     def _match_vpdq(
         self,
-        number: int,
-        vpdq_list: VpdqList,
+        identity: dict[str, Any],
+        index: VpdqIndex,
         columns: dict[str, Any],
         video: dict[int, VpdqHash],
     ) -> list[dict[str, Any]]:
         """One row per video matching a listed video by Meta's rule (the best one)."""
-        if number not in self._video_indexes:
-            self._video_indexes[number] = VpdqIndex(vpdq_list, self.settings.min_quality)
-        index = self._video_indexes[number]
         found = []
         rows = sorted(video)
         every = index.match_many([video[row] for row in rows], distance=self.settings.pdq_threshold)
@@ -217,9 +257,9 @@ class Matcher:
             found.append(
                 {
                     **{name: columns[name][row] for name in _ITEM_COLUMNS},
-                    "list_name": vpdq_list.name,
-                    "list_version": None,
-                    "list_digest": vpdq_list.digest,
+                    "list_name": identity["name"],
+                    "list_version": identity["version"],
+                    "list_digest": identity["digest"],
                     "hash_type": "vpdq",
                     "field": "vpdq",
                     "entry": best.name,

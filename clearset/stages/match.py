@@ -55,7 +55,7 @@ class MatchJob:
             return open_matcher(dict(self.index))
         if self.index is not None:
             return open_matcher(Path(self.index))
-        return Matcher([hl for spec in self.lists for hl in spec.load()], self.settings)
+        return Matcher.from_specs(self.lists, self.settings)
 
     def share(
         self,
