@@ -371,3 +371,29 @@ def test_vpdq_list_through_scan_match_and_clean(videos: dict[str, Path], tmp_pat
     assert sorted((r["hash_type"], r["member"] or r["key"]) for r in rows) == sorted(
         [("vpdq", n) for n in found] + [("md5", "unrelated.mp4")]
     )
+
+
+def test_shared_index_keeps_vpdq_lists(hashed: dict[str, VpdqHash], tmp_path: Path) -> None:
+    """The list index every worker maps (a folder, and memory files) holds the vPDQ
+    lists: an opened matcher gives the same matches and names the list the same."""
+    from clearset.matching.shared import (
+        matcher_key,
+        open_matcher,
+        save_matcher,
+        save_matcher_in_memory,
+    )
+
+    listed = VpdqList("videos", ("a", "b"), (hashed["unrelated.mp4"], hashed["listed.mp4"]))
+    built = Matcher([], video_lists=[listed])
+    queries = [hashed["trimmed.mp4"], hashed["unrelated2.mkv"]]
+    expected = built.video_indexes[0][1].match_many(queries)
+    save_matcher(built, tmp_path / "index")
+    memory = save_matcher_in_memory(built)
+    try:
+        for opened in (open_matcher(tmp_path / "index"), open_matcher(dict(memory.files))):
+            assert opened.video_records() == built.video_records()
+            assert matcher_key(opened) == matcher_key(built)
+            assert opened.video_indexes[0][1].match_many(queries) == expected
+    finally:
+        memory.close()
+    assert [[m.name for m in found] for found in expected] == [["b"], []]
