@@ -356,9 +356,22 @@ def test_vpdq_list_through_scan_match_and_clean(videos: dict[str, Path], tmp_pat
     cli("report", str(run), check=True)
     report = json.loads((run / "report.json").read_text())
     assert {r["hash_type"] for r in report["lists"]} == {"md5", "vpdq"}
+    scanned = report["counts"]["scanned"]
+    assert (scanned["videos"], scanned["images"], scanned["video_frames"]) == (4, 0, 22)
+    assert 15 < scanned["video_seconds"] < 25
     out = tmp_path / "clean"
-    cli("clean", str(run), "--to", str(out), check=True)
+    printed = cli("clean", str(run), "--to", str(out), check=True).stdout
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["unrelated.mp4"]
+    assert "1 video (0.00 hours, 6 frames hashed)" in printed, printed
+    status = cli("status", str(run), check=True).stdout
+    assert "4 videos (0.01 hours, 22 frames hashed)" in status, status
+    # The documents count videos: a member of kind "video", in the EU summary's bands.
+    cli("report", str(run), check=True)
+    kept = json.loads((run / "report.json").read_text())["counts"]["kept"]
+    assert (kept["videos"], kept["images"], kept["video_frames"]) == (1, 0, 6)
+    cli("document", str(run), "--format", "eu-ai-act", check=True)
+    summary = (run / "documents" / "eu-ai-act-summary.md").read_text()
+    assert "Image, Video" in summary and "Less than 10,000 hours (0.00 hours in 1 video" in summary
     # Meta's vpdq hash file of the listed video, and the MD5 of a file as video_md5.
     meta = tmp_path / "listed.vpdq"
     frames = hash_video(videos["listed.mp4"].read_bytes()).frames

@@ -66,6 +66,10 @@ class ShardSummary:
     # Rows by status, then by reason's first word ("" for none): the scan's summary table,
     # read from the markers rather than from every shard's parquet.
     by_status: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Hashed videos among the ok rows: how many, their seconds and hashed frames.
+    videos: int = 0
+    video_seconds: float = 0.0
+    video_frames: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,6 +281,10 @@ def _scan_shard(
                 frames.extend(row.pop(FRAMES, ()))
                 writer.add(row)
                 status[row["status"]] += 1
+                if row.get("video_frames") is not None:
+                    summary.videos += 1
+                    summary.video_seconds += row.get("duration_s") or 0.0
+                    summary.video_frames += row["video_frames"]
                 keys.add(row["key"])
                 why = (row.get("reason") or "").split(":", 1)[0]
                 account.setdefault(row_account(row), Counter())[why] += 1
