@@ -410,3 +410,30 @@ def test_shared_index_keeps_vpdq_lists(hashed: dict[str, VpdqHash], tmp_path: Pa
     finally:
         memory.close()
     assert [[m.name for m in found] for found in expected] == [["b"], []]
+
+
+def test_audit_names_the_training_video_a_generated_one_reproduces(
+    videos: dict[str, Path], tmp_path: Path
+) -> None:
+    """A generated video that copies a training video (trimmed) is reported with its
+    match percentages; one that copies nothing is not; the limits are said."""
+    training, generated = tmp_path / "training", tmp_path / "generated"
+    training.mkdir()
+    generated.mkdir()
+    for name in ("listed.mp4", "unrelated.mp4"):
+        (training / name).write_bytes(videos[name].read_bytes())
+    (generated / "copy.mp4").write_bytes(videos["trimmed.mp4"].read_bytes())
+    (generated / "new.mkv").write_bytes(videos["unrelated2.mkv"].read_bytes())
+    run = tmp_path / "run"
+    cli("scan", str(training), "--out", str(run), check=True)
+    printed = cli("audit", str(generated), "--run", str(run), "--out", str(tmp_path / "audit"),
+                  check=True).stdout  # fmt: skip
+    assert "1 of 2 generated videos reproduce one of the 2 training videos" in printed
+    assert "copy.mp4 -> listed (" in printed and "100 % of its frames, 67 %" in printed
+    assert "vPDQ rule" in printed
+    summary = json.loads((tmp_path / "audit" / "audit.json").read_text())["videos"]
+    assert [(r["generated_file"], r["training_key"]) for r in summary["reproduced"]] == [
+        ("copy.mp4", "listed")
+    ]
+    rows = pq.read_table(tmp_path / "audit" / "audit-videos.parquet").to_pylist()
+    assert {r["generated_file"] for r in rows if r["reproduces"]} == {"copy.mp4"}

@@ -201,7 +201,7 @@ class Matcher:
             for name in manifest_columns()
         }
         rows = manifest.num_rows
-        video = _video_frames(columns, frames, rows)
+        video = frames_by_row(columns, frames, rows)
         found: list[dict[str, Any]] = []
         for number, hash_list in enumerate(self.lists):
             at: dict[int, tuple[int, float]] = {}
@@ -332,7 +332,7 @@ def _frame_number(video: VpdqHash, row: int) -> int:
     return int(video.frame_number[row]) if video.frame_number is not None else row
 
 
-def _video_frames(
+def frames_by_row(
     columns: dict[str, Any], frames: pa.Table | None, rows: int
 ) -> dict[int, VpdqHash]:
     """Manifest row -> that video's frames (a frame table keyed by shard, position and
