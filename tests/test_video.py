@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import tarfile
 from pathlib import Path
@@ -234,6 +235,9 @@ def test_bad_input_is_one_row_with_a_reason(videos: dict[str, Path]) -> None:
     for name, (result, reason) in cases.items():
         assert result.status == "error" and str(result.reason).startswith(reason), name
         assert result.frames == [] and result.digests["sha256"], name
+    assert (
+        "Errno" not in cases["truncated"][0].reason and "<none>" not in cases["truncated"][0].reason
+    )
     capped = hash_video(data, max_frames=2)
     assert capped.status == "ok" and len(capped.frames) == 2
     assert str(capped.reason).startswith("frame_cap")
@@ -437,3 +441,26 @@ def test_audit_names_the_training_video_a_generated_one_reproduces(
     ]
     rows = pq.read_table(tmp_path / "audit" / "audit-videos.parquet").to_pylist()
     assert {r["generated_file"] for r in rows if r["reproduces"]} == {"copy.mp4"}
+
+
+def test_variable_frame_rate_is_sampled_by_its_average_rate() -> None:
+    """Frames 20-80 ms apart: hashed every int(average rate)-th frame, as Meta's hasher."""
+    from fractions import Fraction
+
+    buffer = io.BytesIO()
+    steps = np.random.default_rng(0).choice([20, 40, 80], size=6 * FPS)
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for image, pts in zip(scene(1), np.cumsum([0, *steps[:-1]]), strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = int(pts), Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    result = hash_video(buffer.getvalue())
+    assert result.status == "ok" and result.reason is None
+    every = int(result.frame_rate or 0)
+    assert [f.frame_number for f in result.frames] == list(range(0, 6 * FPS, every))
+    assert 15 < (result.frame_rate or 0) < FPS  # the average, not the nominal 24
+    assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(result.frames))

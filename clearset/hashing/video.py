@@ -16,7 +16,13 @@ Limits, so that no video can crash or hang a worker: a video whose frames are ov
 pixel cap is not decoded (`too_large`); at most `VIDEO_MAX_FRAMES` frames are hashed (a
 longer video's row says `frame_cap`, and its frames cover only its start); decoding stops
 after `VIDEO_TIME_LIMIT_S` seconds (`time_limit`, no frames kept: a partial vPDQ would
-claim to cover what it does not).
+claim to cover what it does not). The clock is read between frames: one frame's decoding is
+bounded by the pixel cap, not by the clock, so a stream whose single frame took minutes
+would be stopped only after it.
+
+A variable frame rate is hashed as Meta's hasher does: every `int(seconds_per_hash *
+average rate)`-th decoded frame, its timestamp `n / average rate` (so timestamps of a VFR
+stream are approximate; frame numbers are exact).
 """
 
 from __future__ import annotations
@@ -148,7 +154,9 @@ def hash_video(
         result.status, result.reason = STATUS_ERROR, stop.reason
         result.frames = []
     except (av.FFmpegError, ValueError, IndexError, OverflowError, MemoryError) as exc:
-        result.status, result.reason = STATUS_ERROR, f"corrupt: {exc}"[:200]
+        # FFmpeg's own words without its error number or the "<none>" file name PyAV adds.
+        said = getattr(exc, "strerror", None) or type(exc).__name__
+        result.status, result.reason = STATUS_ERROR, f"corrupt: {said} (truncated or damaged)"
         result.frames = []
     if result.status == STATUS_OK and not result.frames:
         result.status, result.reason = STATUS_ERROR, "no_frames: no frame decoded"
