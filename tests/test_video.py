@@ -464,3 +464,56 @@ def test_variable_frame_rate_is_sampled_by_its_average_rate() -> None:
     assert [f.frame_number for f in result.frames] == list(range(0, 6 * FPS, every))
     assert 15 < (result.frame_rate or 0) < FPS  # the average, not the nominal 24
     assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(result.frames))
+
+
+def test_video2dataset_side_parquet_and_fetched_video_urls(
+    videos: dict[str, Path], tmp_path: Path
+) -> None:
+    """video2dataset's side parquet gives the rows their URLs and names the failed
+    download; a URL list of videos is fetched into memory and hashed like a file."""
+    import functools
+    import http.server
+    import threading
+
+    import pyarrow as pa
+
+    source = tmp_path / "src"
+    source.mkdir()
+    _shard(source / "00000.tar", {"000000000": videos["trimmed.mp4"].read_bytes()})
+    side = {
+        "key": ["000000000", "000000001"],
+        "url": ["https://example.org/a.mp4", "https://example.org/b.mp4"],
+        "status": ["success", "failed_to_download"],
+        "error_message": [None, "http 404"],
+    }
+    pq.write_table(pa.table(side), source / "00000.parquet")
+    cli("scan", str(source), "--out", str(tmp_path / "run"), check=True)
+    rows = pq.read_table(tmp_path / "run" / "manifest").to_pylist()
+    video = next(r for r in rows if r["member"] == "000000000.mp4")
+    assert video["url"] == "https://example.org/a.mp4" and video["video_frames"] == 4
+    missing = next(r for r in rows if r["key"] == "000000001")
+    assert missing["status"] == "missing" and "http 404" in missing["reason"]
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    www = videos["listed.mp4"].parent
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(www))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        (tmp_path / "urls.txt").write_text(f"{base}/trimmed.mp4\n{base}/unrelated2.mkv\n")
+        run = tmp_path / "fetched"
+        cli("scan", str(tmp_path / "urls.txt"), "--fetch", "--out", str(run), check=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    fetched = sorted(
+        (r["url"].rsplit("/", 1)[-1], r["status"], r["format"], r["video_frames"])
+        for r in pq.read_table(run / "manifest").to_pylist()
+    )
+    assert fetched == [("trimmed.mp4", "ok", "mp4", 4), ("unrelated2.mkv", "ok", "mkv", 6)]
+    assert pq.read_table(run / "frames").num_rows == 10
