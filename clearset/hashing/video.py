@@ -36,7 +36,7 @@ import numpy as np
 
 from clearset import settings
 from clearset.hashing.crypto import crypto_digests
-from clearset.hashing.fast_pdq import pdq_from_rgb_full
+from clearset.hashing.fast_pdq import pdq_from_luma, pdq_from_rgb_full
 
 #: Seconds between hashed frames (Meta's default: one frame a second).
 VIDEO_SECONDS_PER_HASH = 1.0
@@ -212,14 +212,42 @@ def _decode(
             break
         if frame.width * frame.height > max_pixels:
             raise _Stop(f"too_large: a {frame.width}×{frame.height} frame exceeds the cap")
-        rgb = frame.to_ndarray(format="rgb24")
-        pdq, quality = pdq_from_rgb_full(np.ascontiguousarray(rgb))
+        pdq, quality = _frame_pdq(frame)
         result.frames.append(VideoFrame(number, number / rate, pdq, quality))
         if result.rotation is None:
             result.rotation = _rotation(stream, frame)
     result.frames_decoded = number + 1
     if result.duration_s is None and number >= 0:
         result.duration_s = (number + 1) / rate
+
+
+#: Planar YUV formats whose first plane is the luma PDQ needs: read straight, no RGB.
+_PLANAR_YUV = frozenset(
+    {"yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p", "yuv410p", "yuv411p"}
+)
+#: Full-range ("JPEG") colour range, as FFmpeg numbers it.
+_FULL_RANGE = 2
+
+
+def _frame_pdq(frame: object) -> tuple[bytes, int]:
+    """PDQ of one decoded frame. From a planar YUV frame (nearly every video), the luma is
+    its Y plane, rescaled from video range: (Y - 16) * 255 / 219 is what Meta's path gets
+    (FFmpeg's BT.601 conversion to RGB, then PDQ's 0.299 R + 0.587 G + 0.114 B) up to
+    rounding and clipping, without converting the frame to RGB. Other pixel formats go
+    through RGB as Meta's hasher does."""
+    name = getattr(frame, "format").name  # noqa: B009 - PyAV is untyped here
+    if name not in _PLANAR_YUV:
+        rgb = getattr(frame, "to_ndarray")(format="rgb24")  # noqa: B009
+        return pdq_from_rgb_full(np.ascontiguousarray(rgb))
+    plane = getattr(frame, "planes")[0]  # noqa: B009
+    width, height = getattr(frame, "width"), getattr(frame, "height")  # noqa: B009
+    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
+    luma = rows.astype(np.float32)
+    full = name.startswith("yuvj") or getattr(frame, "color_range", 0) == _FULL_RANGE
+    if not full:
+        luma -= 16.0
+        luma *= np.float32(255.0 / 219.0)
+    return pdq_from_luma(luma)
 
 
 def vpdq_lines(frames: list[VideoFrame]) -> list[str]:
