@@ -79,13 +79,13 @@ def audit(
     retries: RetriesOpt = DEFAULT_RETRIES,
     progress: ProgressOpt = None,
 ) -> None:
-    """Find near copies of training items among a model's generated images (PDQ) and
-    videos (vPDQ: AUDIT/audit-videos.parquet, match percentages).
+    """Find near copies of training items among a model's generated images and videos.
 
     Writes AUDIT/audit.parquet (one row per generated image and training item found),
     AUDIT/audit.json (counts, distances, settings, the run's manifest digest), the page
-    AUDIT/audit.html and the generated images' own run folder. Training items are named by
-    key, shard and URL only: never their pixels or captions.
+    AUDIT/audit.html and the generated images' own run folder. Generated videos are matched
+    to training videos by vPDQ: AUDIT/audit-videos.parquet, with both match percentages.
+    Training items are named by key, shard and URL only: never their pixels or captions.
     """
     show = show_progress(progress)
     pair = None
