@@ -7,6 +7,7 @@ moving square), small (96-160 px, 4-6 s), encoded with the codecs the wheel carr
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import itertools
@@ -373,6 +374,14 @@ def test_vpdq_list_through_scan_match_and_clean(videos: dict[str, Path], tmp_pat
     cli("report", str(run), check=True)
     kept = json.loads((run / "report.json").read_text())["counts"]["kept"]
     assert (kept["videos"], kept["images"], kept["video_frames"]) == (1, 0, 6)
+    # The receipt counts the kept video as a member kind of its own, and verifies.
+    cli("keygen", str(tmp_path / "keys"), check=True)
+    cli("receipt", str(run), "--key", str(tmp_path / "keys" / "clearset.key"), check=True)
+    envelope = json.loads((run / "receipt.dsse.json").read_text())
+    predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+    assert predicate["kept"]["videos"] == 1 and predicate["kept"]["images"] == 0
+    cli("verify", str(run / "receipt.dsse.json"), "--pubkey",
+        str(tmp_path / "keys" / "clearset.pub"), check=True)  # fmt: skip
     cli("document", str(run), "--format", "eu-ai-act", check=True)
     summary = (run / "documents" / "eu-ai-act-summary.md").read_text()
     assert "Image, Video" in summary and "Less than 10,000 hours (0.00 hours in 1 video" in summary
