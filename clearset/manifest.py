@@ -22,7 +22,9 @@ from clearset.hashing import types
 
 #: 2: the fetch columns (`http_status` ... `noai`), null for sources that are not fetched.
 #: Version 1 files are read as version 2 with those columns null (`conform`).
-MANIFEST_VERSION = 2
+#: 3: the video columns (`duration_s` ... `video_frames`), null for pictures; older files
+#: are read with them null.
+MANIFEST_VERSION = 3
 
 # The columns before and after the hashes; the hashes' columns are the registry's
 # (`clearset.hashing.types`), in its order: sha256, md5, sha1, then PDQ's.
@@ -53,9 +55,33 @@ _AFTER_HASHES = (
         pa.field("fetch_ms", pa.int32()),  # first request to last byte, retries and waits in
         pa.field("first_byte_ms", pa.int32()),  # request to response headers, last attempt
         pa.field("noai", pa.bool_()),  # X-Robots-Tag said noai / noimageai
+        # A video member (clearset.hashing.video), null otherwise; its vPDQ frames are
+        # rows of RUN/frames/<shard>.parquet (FRAMES_SCHEMA), keyed by shard and position.
+        pa.field("duration_s", pa.float64()),
+        pa.field("frame_rate", pa.float64()),
+        pa.field("codec", pa.string()),
+        pa.field("rotation", pa.int16()),
+        pa.field("video_frames", pa.int32()),  # frames hashed (vPDQ), not frames decoded
 )  # fmt: skip
 
 _schemas: dict[tuple[pa.Field, ...], pa.Schema] = {}
+
+#: RUN/frames/<shard>.parquet: one row per hashed frame of every video of the shard (its
+#: vPDQ), keyed to the video's manifest row by (`shard`, `position`, `member`).
+FRAMES_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),
+        pa.field("member", pa.string()),
+        pa.field("sha256", pa.binary(32)),  # the video file's, as in its manifest row
+        pa.field("frame_number", pa.int64(), nullable=False),
+        pa.field("timestamp", pa.float64(), nullable=False),
+        pa.field("pdq", pa.binary(32), nullable=False),
+        pa.field("quality", pa.int16(), nullable=False),
+    ],
+    metadata={"clearset.frames_version": "1"},
+)
 
 
 def manifest_schema() -> pa.Schema:

@@ -106,6 +106,14 @@ class RunFolder:
         return self.matches_dir / f"{shard_id}.parquet"
 
     @property
+    def frames_dir(self) -> Path:
+        # Videos' vPDQ frames, one row per frame (clearset.manifest.FRAMES_SCHEMA).
+        return self.path / "frames"
+
+    def frames_file(self, shard_id: str) -> Path:
+        return self.frames_dir / f"{shard_id}.parquet"
+
+    @property
     def markers_dir(self) -> Path:
         # Beside the manifest, not in it: RUN/manifest/ stays a plain parquet data set.
         return self.path / "markers"

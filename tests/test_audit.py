@@ -205,7 +205,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
         assert "Traceback" not in proc.stderr
         assert not out.exists(), why
         assert not list(tmp_path.glob(".tmp-audit-*")), why
-    assert "no images to audit" in proc.stderr
+    assert "no images or videos to audit" in proc.stderr
     out.mkdir()
     (out / "keep.txt").write_text("mine\n")
     proc = cli("audit", str(generated), "--run", str(run), "--out", str(out))

@@ -87,11 +87,12 @@ def test_threatexchange_mixed_file_splits_per_type(tmp_path):
     lists = load_list(path)
     assert [x.hash_type for x in lists] == ["pdq", "md5", "sha256"]
     assert_holds(lists[0], PDQ)
-    # video_md5 hashes whole videos: counted and named as a type clearset cannot match.
-    assert_holds(lists[1], MD5[10:])
+    # video_md5 is the MD5 of a video file; vpdq, to a caller that takes no video list
+    # (`videos=`), is counted and named as a type it cannot match.
+    assert_holds(lists[1], MD5)
     assert_holds(lists[2], SHA256)
     assert any("1 vpdq entries skipped" in w for w in lists[0].warnings)
-    assert lists[0].skipped == {"unsupported: video_md5": 10, "unsupported: vpdq": 1}
+    assert lists[0].skipped == {"unsupported: vpdq": 1}
     assert lists[1].skipped == lists[2].skipped == {}
 
 

@@ -85,24 +85,20 @@ def test_threatexchange_url_md5_loads_and_other_types_are_named(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="clearset.lists"):
         lists = load_list(path)
     assert [x.hash_type for x in lists] == ["pdq", "md5", "url_md5"]
-    assert [len(x) for x in lists] == [3, 2, 1]
+    assert [len(x) for x in lists] == [3, 3, 1]  # video_md5 is MD5 (of a video file)
     assert lists[2].hashes[0].tobytes().hex() == url_md5
-    assert lists[0].skipped == {
-        "unsupported: text": 1,
-        "unsupported: video_md5": 1,
-        "unsupported: vpdq": 1,
-    }
+    assert lists[0].skipped == {"unsupported: text": 1, "unsupported: vpdq": 1}
     [notice] = [r.getMessage() for r in caplog.records]
-    assert notice.startswith(f"{path}: kept 6 of 9 entries, skipped 3 (")
-    for kind in ("1 text", "1 video_md5", "1 vpdq"):
+    assert notice.startswith(f"{path}: kept 7 of 9 entries, skipped 2 (")
+    for kind in ("1 text", "1 vpdq"):
         assert kind in notice
     assert "digest covers the kept entries, not the file" in notice
     assert_no_echo(notice, [MD5[5]], path)
 
 
 def test_only_unsupported_types_is_an_error_that_names_them(tmp_path):
-    path = write(tmp_path, "v.te", f"video_md5 {MD5[0]}\nvideo_md5 {MD5[1]}\n")
-    with pytest.raises(InputError, match=r"no valid hash entries \(skipped: 2 video_md5 \(type"):
+    path = write(tmp_path, "v.te", "tmk abc\ntmk def\n")
+    with pytest.raises(InputError, match=r"no valid hash entries \(skipped: 2 tmk \(type"):
         load_list(path)
 
 
@@ -165,7 +161,7 @@ def test_cli_prints_skips_once_and_records_them_in_run_and_report(
     url = f"https://images.example.com/demo/{keys[0]}."
     manifest_urls = [u for u in _demo_urls(demo_data) if u.startswith(url)]
     url_md5 = hashlib.md5(manifest_urls[0].encode()).hexdigest()
-    lines = [f"md5 {v}" for v in MD5] + [f"url_md5 {url_md5}", f"video_md5 {MD5[0]}"]
+    lines = [f"md5 {v}" for v in MD5] + [f"url_md5 {url_md5}", "tmk abc"]
     lines += ["md5 not-a-hash", "md5 " + "0" * 32]
     path = write(tmp_path, "mixed.te", "\n".join(lines) + "\n")
     run = tmp_path / "run"
@@ -177,7 +173,7 @@ def test_cli_prints_skips_once_and_records_them_in_run_and_report(
     notices = [line for line in proc.stderr.splitlines() if "skipped" in line]
     assert len(notices) == 1, proc.stderr
     assert notices[0].startswith(f"{path}: kept 7 of 10 entries, skipped 3 (")
-    assert "1 video_md5 (type clearset cannot match)" in notices[0]
+    assert "1 tmk (type clearset cannot match)" in notices[0]
     assert_no_echo(proc.stderr, [MD5[0], url_md5, "not-a-hash"], path)
 
     info = json.loads((run / "run.json").read_text())
@@ -186,7 +182,7 @@ def test_cli_prints_skips_once_and_records_them_in_run_and_report(
     assert records[0]["skipped"] == {
         "invalid: non-hex character": 1,
         "invalid: placeholder": 1,
-        "unsupported: video_md5": 1,
+        "unsupported: tmk": 1,
     }
     assert records[0]["skipped_total"] == 3 and records[1]["skipped_total"] == 0
     matches = [json.loads(line) for line in _match_rows(run)]
@@ -198,9 +194,7 @@ def test_cli_prints_skips_once_and_records_them_in_run_and_report(
     assert by_type["md5"]["skipped_total"] == 3
     html = (run / "report.html").read_text()
     assert ">skipped lines</th>" in html
-    assert "3 (invalid: non-hex character 1, invalid: placeholder 1, unsupported: video_md5 1)" in (
-        html
-    )
+    assert "3 (invalid: non-hex character 1, invalid: placeholder 1, unsupported: tmk 1)" in (html)
 
 
 def _demo_urls(demo_data: DemoData) -> list[str]:

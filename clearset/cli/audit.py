@@ -79,12 +79,13 @@ def audit(
     retries: RetriesOpt = DEFAULT_RETRIES,
     progress: ProgressOpt = None,
 ) -> None:
-    """Find near copies of training items among a model's generated images, by PDQ.
+    """Find near copies of training items among a model's generated images and videos.
 
     Writes AUDIT/audit.parquet (one row per generated image and training item found),
     AUDIT/audit.json (counts, distances, settings, the run's manifest digest), the page
-    AUDIT/audit.html and the generated images' own run folder. Training items are named by
-    key, shard and URL only: never their pixels or captions.
+    AUDIT/audit.html and the generated images' own run folder. Generated videos are matched
+    to training videos by vPDQ: AUDIT/audit-videos.parquet, with both match percentages.
+    Training items are named by key, shard and URL only: never their pixels or captions.
     """
     show = show_progress(progress)
     pair = None
@@ -121,9 +122,24 @@ def audit(
             f" of {record['generated_vectors']:,} generated vectors have a candidate "
             f"(cosine >= {record['threshold']}); rows: {result.out / 'embeddings.parquet'}"
         )
+    videos = summary.get("videos")
+    if videos is not None:
+        out.print(
+            f"{videos['generated_reproducing']:,} of {videos['generated']:,} generated videos "
+            f"reproduce one of the {videos['training']:,} training videos (vPDQ, >= 80 % of "
+            f"their frames); every pair that shares a frame: {result.out / 'audit-videos.parquet'}"
+        )
+        for pair in videos["reproduced"]:
+            out.print(
+                f"  {pair['generated_file']} -> {pair['training_key']} ({pair['training_shard']}): "
+                f"{pair['query_match_percent']:.0f} % of its frames, "
+                f"{pair['target_match_percent']:.0f} % of the training video's"
+            )
     for name in ("audit.parquet", "audit.json", "audit.html"):
         out.print(f"{name}: {result.out / name}")
     out.print(summary["limits"])
+    if videos is not None:
+        out.print(videos["limits"])
 
 
 @app.command()

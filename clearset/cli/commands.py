@@ -66,9 +66,11 @@ from clearset.formats import (
 from clearset.formats.urls import dry_run
 from clearset.hashing import types as hash_types
 from clearset.hashing.files import check_regular_file, hash_file
+from clearset.hashing.video import VideoHashes, hash_video, sniff_video
 from clearset.lists.export import DEFAULT_LIST_TYPES, check_list_output, list_text, needs_type
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.matching.review import FLOOD_THRESHOLD, review_lines
+from clearset.matching.vpdq import to_signal
 from clearset.receipts import generate_keypair, load_public_key, proof_to_json, verify
 from clearset.runfolder import RunFolder, accounting_line, read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_match, run_scan
@@ -77,7 +79,7 @@ from clearset.runs.issue import issue_receipt, prove_item, removed_hashes
 from clearset.runs.scan import status_reasons
 from clearset.runs.status import run_status, status_lines
 from clearset.runs.tasks import DEFAULT_RETRIES
-from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
+from clearset.settings import MAX_MEMBER_BYTES, PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.stages.clean import CleanJob, CleanOptions
 
 #: FetchSettings field -> the scan option that sets it.
@@ -442,11 +444,18 @@ def hash_files(
     for path in files:  # every path before any output: a list is whole or not written
         check_regular_file(path)
     hashed = []
+    video_lines: list[str] = []
     for path in files:
+        if as_list is None and print_video(path):
+            continue
         hashes = hash_file(path, exact_pdq=exact_pdq)
         if as_list is not None:
             hashed.append(hashes)
-            if "pdq" in wanted and hashes.pdq is None:
+            # A video's vPDQ goes in a threatexchange list as python-threatexchange does.
+            video = _video_of(path) if as_list == "threatexchange" and "pdq" in wanted else None
+            if video is not None and video.frames:
+                video_lines.append(f"vpdq {_signal(video)}\n")
+            elif "pdq" in wanted and hashes.pdq is None:
                 why = (hashes.reason or hashes.status).split(":", 1)[0]
                 console.print(f"{path}: no PDQ ({why}); its other hashes are listed",
                               markup=False, highlight=False)  # fmt: skip
@@ -464,6 +473,8 @@ def hash_files(
     if as_list is None:
         return
     text, entries = list_text(hashed, as_list, wanted)
+    video_lines = list(dict.fromkeys(video_lines))
+    text, entries = text + "".join(video_lines), entries + len(video_lines)
     if not entries:
         raise InputError(f"hash: no {', '.join(wanted)} hash in any file given: no list written")
     if list_out is None:
@@ -476,6 +487,37 @@ def hash_files(
         where = list_out if list_out is not None else "LIST"
         console.print(f"a text list of 64-hex hashes loads with --list {where},type={declare}",
                       markup=False, highlight=False)  # fmt: skip
+
+
+def _video_of(path: Path) -> VideoHashes | None:
+    """The video's hashes, or None when the file is no video (by its content)."""
+    with path.open("rb") as handle:
+        if sniff_video(handle.read(64)) is None or path.stat().st_size > MAX_MEMBER_BYTES:
+            return None  # a larger video is hashed while streaming, as any file
+    return hash_video(path.read_bytes())
+
+
+def _signal(video: VideoHashes) -> str:
+    return to_signal([f.pdq for f in video.frames], [f.quality for f in video.frames],
+                     [f.timestamp for f in video.frames])  # fmt: skip
+
+
+def print_video(path: Path) -> bool:
+    """A video file's line (`vpdq=SIGNAL`, the signal string threatexchange and HMA list,
+    and its byte digests); False when the file is no video (by its content)."""
+    video = _video_of(path)
+    if video is None:
+        return False
+    signal = _signal(video)
+    line = (
+        f"vpdq={signal if video.frames else '-'} frames={len(video.frames)} "
+        + "".join(f"{name}={digest.hex()} " for name, digest in video.digests.items())
+        + f"status={video.status}"
+    )
+    if video.reason:
+        line += f" reason={video.reason.split(':', 1)[0]}"
+    print(f"{line} {path}")
+    return True
 
 
 @app.command()

@@ -5,7 +5,8 @@ The words (docs/concepts.md, "Samples, members and leaves"):
 - a **sample** (or **key**) is one training example: a webdataset key, a parquet row, a
   folder's files sharing a stem, a URL-list row. A clean keeps or removes whole samples.
 - a **member** is one file of a sample (its .jpg, its .txt, its .json): one manifest row.
-  A member that decoded as a picture is an **image**; the others are unreadable images,
+  A member that decoded as a picture is an **image**, one hashed as a video (vPDQ) a
+  **video** (with its hours and hashed frames beside it); the others are unreadable ones,
   members without bytes (failed downloads, URL-only rows), and **other members**
   (captions, metadata).
 - a **leaf** is one entry of a receipt's Merkle tree: one distinct SHA-256 of a kept
@@ -35,6 +36,8 @@ from clearset.receipts.statement import canonical_json
 from clearset.records import CleanRecord
 from clearset.runfolder import RunFolder, cleaned_manifest_files
 
+_VIDEO_EXTRAS = ("video_seconds", "video_frames")
+
 
 @dataclass(frozen=True)
 class SetCounts:
@@ -46,25 +49,54 @@ class SetCounts:
     unreadable: int = 0  # members expected to be images that did not decode
     without_bytes: int = 0  # failed downloads, URL-only rows
     other_members: int = 0  # captions, metadata: hashed, not images
+    videos: int = 0  # members hashed as videos (vPDQ): not counted in images
+    video_seconds: float = 0.0  # their duration, together
+    video_frames: int = 0  # their hashed (vPDQ) frames
 
     @classmethod
-    def from_status(cls, samples: int, status: Mapping[str, int]) -> SetCounts:
-        """From the manifest rows by status (ok, error, missing, other)."""
+    def from_status(
+        cls, samples: int, status: Mapping[str, int], videos: Mapping[str, Any] | None = None
+    ) -> SetCounts:
+        """From the manifest rows by status (ok, error, missing, other), and the videos
+        among the ok rows (`videos`: count, seconds, frames)."""
+        videos = videos or {}
         return cls(
             samples=samples,
             members=sum(status.values()),
-            images=status.get(STATUS_OK, 0),
+            images=status.get(STATUS_OK, 0) - videos.get("count", 0),
             unreadable=status.get(STATUS_ERROR, 0),
             without_bytes=status.get(STATUS_MISSING, 0),
             other_members=status.get(STATUS_OTHER, 0),
+            videos=videos.get("count", 0),
+            video_seconds=videos.get("seconds", 0.0),
+            video_frames=videos.get("frames", 0),
         )
 
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The counts; the video ones only for a set that holds videos (an image set's
+        record is as it was)."""
+        found = asdict(self)
+        if not self.videos:
+            for name in ("videos", "video_seconds", "video_frames"):
+                del found[name]
+        return found
+
+    def receipt_dict(self) -> dict[str, int]:
+        """The member counts a receipt carries (integers only: no hours, no frames)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _VIDEO_EXTRAS}
+
+    @property
+    def video_hours(self) -> float:
+        return self.video_seconds / 3600
 
     def kinds(self) -> str:
         """'56 images, 56 other members' (a kind that holds none is left out)."""
         parts = [plural(self.images, "image")]
+        if self.videos:
+            parts.append(
+                f"{plural(self.videos, 'video')} ({self.video_hours:,.2f} hours, "
+                f"{plural(self.video_frames, 'frame')} hashed)"
+            )
         if self.unreadable:
             parts.append(f"{self.unreadable:,} unreadable")
         if self.without_bytes:
@@ -134,31 +166,55 @@ def scanned_counts(run: RunFolder, markers: Iterable[Mapping[str, Any]] | None =
     """The data set as scanned: over the run's completed shards."""
     samples = members = 0
     status: dict[str, int] = {}
+    videos: dict[str, Any] = {"count": 0, "seconds": 0.0, "frames": 0}
     for marker in run.done_markers() if markers is None else markers:
         samples += marker_samples(marker, run.manifest_file(marker["shard_id"]))
         for name, count in marker.get("status", {}).items():
             status[name] = status.get(name, 0) + count
         members += marker.get("rows", 0)
-    return SetCounts.from_status(samples, status)
+        videos["count"] += marker.get("videos", 0)
+        videos["seconds"] += marker.get("video_seconds", 0.0)
+        videos["frames"] += marker.get("video_frames", 0)
+    return SetCounts.from_status(samples, status, videos)
+
+
+def manifest_videos(manifest: Path) -> tuple[int, float, int]:
+    """(videos, seconds, hashed frames) of a manifest shard: its hashed video rows."""
+    try:
+        table = pq.read_table(manifest, columns=["video_frames", "duration_s"])
+    except (OSError, ValueError, KeyError):
+        return 0, 0.0, 0  # a manifest from before videos (no such columns)
+    frames = table.column("video_frames")
+    hashed = pc.is_valid(frames)
+    seconds = pc.sum(pc.filter(table.column("duration_s"), hashed)).as_py() or 0.0
+    return pc.sum(hashed.cast("int64")).as_py() or 0, float(seconds), pc.sum(frames).as_py() or 0
 
 
 def kept_counts(run: RunFolder) -> SetCounts:
     """The cleaned copy: the members and samples the last clean kept (see its markers)."""
     cleaned = run.cleaned
-    samples = members = image_rows = unreadable = without_bytes = 0
+    samples = members = image_rows = unreadable = without_bytes = videos = frames = 0
+    seconds = 0.0
     for marker in cleaned.done_markers():
-        samples += marker_samples(marker, cleaned.manifest_file(marker["shard_id"]), "samples_kept")
+        manifest = cleaned.manifest_file(marker["shard_id"])
+        samples += marker_samples(marker, manifest, "samples_kept")
         members += marker["rows"]
         image_rows += marker.get("items_kept", marker["rows"])  # rows that are not other
         unreadable += marker.get("undecodable_kept", 0)
         without_bytes += marker.get("kept_without_bytes", 0)
+        if run.frames_file(marker["shard_id"]).exists():  # the shard held videos
+            found = manifest_videos(manifest)
+            videos, seconds, frames = videos + found[0], seconds + found[1], frames + found[2]
     return SetCounts(
         samples=samples,
         members=members,
-        images=image_rows - unreadable - without_bytes,
+        images=image_rows - unreadable - without_bytes - videos,
         unreadable=unreadable,
         without_bytes=without_bytes,
         other_members=members - image_rows,
+        videos=videos,
+        video_seconds=seconds,
+        video_frames=frames,
     )
 
 

@@ -64,12 +64,16 @@ def render(facts: RunFacts) -> str:
         "### 1.3 Modalities, overall training data size and other characteristics",
         _items(
             [
-                ("Modality", "Image" + _caption_note(facts)),
+                (
+                    "Modality",
+                    ("Image, Video" if facts.kept.videos else "Image") + _caption_note(facts),
+                ),
                 (
                     "Training data size (images)",
                     f"{facts.size_band()} ({plural(facts.kept.images, 'image')} in the cleaned "
                     f"copy, in {facts.kept_text()})",
                 ),
+                *_video_size(facts),
                 ("Types of content", _content_types(facts)),
                 ("Latest date of data collection", _latest_collection(facts)),
                 ("Other relevant characteristics", a.fill("dataset.description")),
@@ -124,6 +128,21 @@ def render(facts: RunFacts) -> str:
 
 def _items(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"- **{label}:** {value}" for label, value in rows)
+
+
+def _video_size(facts: RunFacts) -> list[tuple[str, str]]:
+    """The video size band (hours), for a copy that holds videos."""
+    kept = facts.kept
+    if not kept.videos:
+        return []
+    return [
+        (
+            "Training data size (video)",
+            f"{facts.video_band()} ({kept.video_hours:,.2f} hours in "
+            f"{plural(kept.videos, 'video')}, {plural(kept.video_frames, 'frame')} hashed, in "
+            "the cleaned copy)",
+        )
+    ]
 
 
 def _caption_note(facts: RunFacts) -> str:

@@ -62,6 +62,10 @@ GAP_PATTERN = re.compile(
 EU_IMAGE_BANDS = ((1_000_000, "Less than 1 million images"),
                   (1_000_000_000, "1 million to 1 billion images"))  # fmt: skip
 EU_IMAGE_TOP_BAND = "More than 1 billion images"
+#: The template's video bands, in hours.
+EU_VIDEO_BANDS = ((10_000, "Less than 10,000 hours"),
+                  (1_000_000, "10,000 to 1 million hours"))  # fmt: skip
+EU_VIDEO_TOP_BAND = "More than 1 million hours"
 
 #: The share of domain names the EU template asks to list (the top 10 % by content),
 #: and the most a document lists (the template's cap for SMEs is 1,000).
@@ -396,6 +400,12 @@ class RunFacts:
             if self.kept.images < bound:
                 return label
         return EU_IMAGE_TOP_BAND
+
+    def video_band(self) -> str:
+        for bound, label in EU_VIDEO_BANDS:
+            if self.kept.video_hours < bound:
+                return label
+        return EU_VIDEO_TOP_BAND
 
     def top_domains(self) -> list[tuple[str, int]]:
         if not self.domains:

@@ -45,7 +45,8 @@ from clearset.formats.rewriting import (
     copy_file,
 )
 
-IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
+IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes",
+                      "video", "mp4", "video_bytes")  # fmt: skip
 KEY_COLUMN_NAMES = ("key", "__key__", "id", "uid", "image_id")
 URL_COLUMN_NAMES = ("url", "URL", "image_url")
 SHA256_COLUMN_NAMES = ("sha256", "SHA256")

@@ -265,7 +265,8 @@ SHA256 = register(HashType("sha256", 32, "SHA-256", digest=hashlib.sha256,
                            aliases=("sha-256", "hash_sha256"),
                            match_fields=("sha256", "upstream_sha256")))  # fmt: skip
 MD5 = register(HashType("md5", 16, "MD5", digest=_md5,
-                        aliases=("photo_md5", "hash_md5", "md5_hash"),
+                        aliases=("photo_md5", "hash_md5", "md5_hash", "video_md5",
+                                 "hash_video_md5"),
                         match_fields=("md5", "upstream_md5")))  # fmt: skip
 SHA1 = register(HashType("sha1", 20, "SHA-1", digest=_sha1, aliases=("sha-1", "hash_sha1")))
 PDQ = register(

@@ -38,6 +38,7 @@ from clearset.lists.model import (
     sort_unique,
     url_sha256,
 )
+from clearset.lists.vpdq import VPDQ_SIGNALS
 
 MAX_WARNINGS = 100
 """Warning messages kept per load; further skips are only counted."""
@@ -141,6 +142,10 @@ class EntryCollector:
         self.invalid_kinds = Counter[tuple[str | None, str]]()  # (hash type, kind)
         self.other_type = Counter[str]()  # declared type differs from hash_type=
         self.unsupported = Counter[str]()  # signal types clearset cannot match
+        # vPDQ entries: a list of their own, read by `clearset.lists.vpdq` when the caller
+        # takes video lists (`video`), else counted as unsupported like TMK.
+        self.video = Counter[str]()
+        self.keep_video = False
         self.notice: str | None = None  # set by finish(): what was skipped, in one line
         self._packed: dict[str, list[np.ndarray]] = {t: [] for t in known}
         self._single: dict[str, bytearray] = {t: bytearray() for t in known}
@@ -190,7 +195,9 @@ class EntryCollector:
             name = declared.strip().lower()
             ours = normalise_signal(name)
             if ours is None:
-                if name in UNSUPPORTED_SIGNALS:
+                if name in VPDQ_SIGNALS:
+                    self.video[name] += 1
+                elif name in UNSUPPORTED_SIGNALS:
                     self.unsupported[name] += 1
                 else:
                     self._unknown_type(declared, where)
@@ -366,6 +373,8 @@ class EntryCollector:
             ours = normalise_signal(name)
             if ours is not None and self.hash_type not in (None, ours):
                 self.other_type[ours] += lines.shape[0]
+            elif ours is None and name in VPDQ_SIGNALS:
+                self.video[name] += lines.shape[0]
             elif ours is None and name in UNSUPPORTED_SIGNALS:
                 self.unsupported[name] += lines.shape[0]
             elif ours is None:
@@ -409,6 +418,9 @@ class EntryCollector:
         Sets :attr:`notice` to the one line that tells the operator what was skipped, or
         None when every entry was kept.
         """
+        if not self.keep_video:
+            self.unsupported.update(self.video)
+            self.video.clear()
         for hash_type, count in sorted(self.other_type.items()):
             self._note(f"{count} {hash_type} entries ignored: only {self.hash_type} was asked for")
         for signal, count in sorted(self.unsupported.items()):
@@ -449,6 +461,8 @@ class EntryCollector:
                     skipped=self._skipped_kinds(hash_type),
                 )
             )
+        if not lists and self.video:
+            return lists  # the file holds vPDQ entries only: its video list is all
         if not lists:
             detail = f" (skipped: {_describe_skips(file_skips)})" if file_skips else ""
             raise InputError(f"{self.source}: no valid hash entries{detail}")

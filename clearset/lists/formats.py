@@ -40,6 +40,7 @@ from clearset.errors import InputError
 from clearset.hashing import types
 from clearset.lists.collect import EntryCollector, shorten, shown_name
 from clearset.lists.model import UNSUPPORTED_SIGNALS, normalise_signal
+from clearset.lists.vpdq import VPDQ_SIGNALS
 
 # Bytes read per step from a text list. Large enough that numpy's per-call overhead
 # vanishes, small enough that the per-chunk scratch arrays stay in tens of megabytes.
@@ -143,7 +144,7 @@ class ThreatExchange(ListFormat):
         if len(parts) < 2:
             return False
         token = parts[0].lower()
-        return normalise_signal(token) is not None or token in UNSUPPORTED_SIGNALS
+        return normalise_signal(token) is not None or token in UNSUPPORTED_SIGNALS | VPDQ_SIGNALS
 
     def read(self, stream: IO[bytes], collector: EntryCollector, column: str | None) -> None:
         _read_text_lines(stream, collector, typed=True)

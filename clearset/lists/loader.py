@@ -27,6 +27,7 @@ from clearset.hashing import types
 from clearset.lists.collect import EntryCollector, shorten
 from clearset.lists.formats import FORMAT_BY_NAME, ListFormat, detect_format
 from clearset.lists.model import HashList, normalise_signal
+from clearset.lists.vpdq import VpdqList, load_vpdq_list, looks_like_vpdq_file
 
 # Bytes read to sniff a file's format when its extension does not name one.
 SNIFF_BYTES = 64 << 10
@@ -114,6 +115,7 @@ def load_list(
     skip_invalid: bool = False,
     threshold: int | None = None,
     column: str | None = None,
+    videos: list[VpdqList] | None = None,
 ) -> list[HashList]:
     """Load a hash list file; one HashList per hash type found, in list order.
 
@@ -123,7 +125,10 @@ def load_list(
     are ignored with a warning. ``fmt`` is a name in ``FORMAT_BY_NAME`` (default:
     detected). ``skip_invalid`` counts malformed entries and keeps going instead of
     raising. ``threshold`` is this list's PDQ distance threshold. ``column`` names the
-    hash column of a CSV/TSV or the hash field/array key of a JSON list.
+    hash column of a CSV/TSV or the hash field/array key of a JSON list. ``videos``: a
+    caller that matches videos passes a list, to which the file's vPDQ entries are added
+    as one `VpdqList` (the file may hold nothing else: then no HashList is returned);
+    without it they are skipped as a type the caller cannot match.
 
     Raises InputError for anything wrong with the file, naming the path (and line).
     """
@@ -133,12 +138,19 @@ def load_list(
     ours = _resolve_hash_type(source, hash_type)
     if threshold is not None and ours is not None and types.get(ours).exact:
         raise InputError(f"{source}: a threshold applies only to PDQ lists, not {ours}")
+    if videos is not None and fmt is None and hash_type is None:
+        with _open(source) as stream:
+            head = stream.read(SNIFF_BYTES).decode("utf-8", errors="replace")
+        if looks_like_vpdq_file(head):  # one video's vPDQ as a whole file: no other entry
+            videos.append(_load_video_list(source, name, version))
+            return []
     list_format = _resolve_format(source, fmt)
     if column is not None and not list_format.accepts_column:
         raise InputError(
             f"{source}: column= applies to CSV, TSV and JSON lists, not {list_format.name}"
         )
     collector = EntryCollector(source, hash_type=ours, skip_invalid=skip_invalid)
+    collector.keep_video = videos is not None and ours is None
     with _open(source) as stream:
         try:
             list_format.read(stream, collector, column)
@@ -152,9 +164,23 @@ def load_list(
         version=version,
         threshold=threshold,
     )
-    if threshold is not None and all(types.get(hash_list.hash_type).exact for hash_list in lists):
+    if collector.video and videos is not None:
+        videos.append(_load_video_list(source, name, version))
+    exact = all(types.get(hash_list.hash_type).exact for hash_list in lists)
+    if threshold is not None and lists and exact:
         raise InputError(f"{source}: a threshold applies only to PDQ lists; this file has none")
     if collector.notice:
         in_worker = multiprocessing.parent_process() is not None
         log.log(logging.DEBUG if in_worker else logging.WARNING, collector.notice)
     return lists
+
+
+def _load_video_list(source: str, name: str | None, version: str | None) -> VpdqList:
+    """The file's vPDQ entries as one list (read again, by `clearset.lists.vpdq`)."""
+    with _open(source) as stream:
+        try:
+            text = stream.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InputError(f"{source}: not UTF-8 text: not a vPDQ list") from None
+    named = name if name is not None else _default_name(source)
+    return load_vpdq_list(source, text, named, version)

@@ -49,17 +49,12 @@ DIGEST_SCHEME = "clearset-hashlist-v1"
 """First token of the canonical text the list digest is computed over."""
 
 # Signal types that appear in threatexchange/HMA exports but that clearset cannot match
-# (video and text signals). Entries of these types are skipped, counted and named in the
-# load's notice, not errors: a mixed export is a normal input, and its PDQ and MD5
-# entries are still usable. ``video_md5`` is here, not an alias of ``md5``: it hashes
-# whole video files, which an image data set does not hold, and counting such entries as
-# loaded would overstate what a scan checked.
+# (TMK video and text signals). Entries of these types are skipped, counted and named in
+# the load's notice, not errors: a mixed export is a normal input, and its PDQ and MD5
+# entries are still usable. ``video_md5`` is MD5 of a video file (an alias of ``md5``);
+# vPDQ entries make a list of their own (`clearset.lists.vpdq`).
 UNSUPPORTED_SIGNALS: frozenset[str] = frozenset(
     {
-        "video_md5",
-        "hash_video_md5",
-        "vpdq",
-        "video_vpdq",
         "tmk",
         "video_tmk_pdqf",
         "hash_tmk",

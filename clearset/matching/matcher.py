@@ -16,6 +16,7 @@ list: never more of a list's contents than that.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +27,13 @@ from clearset.hashing import types
 from clearset.hashing.pdq import DIHEDRAL_NAMES
 from clearset.lists import HashList, load_list
 from clearset.matching.pdq_index import PDQIndex
+from clearset.matching.vpdq import (
+    VPDQ_QUERY_MATCH_PERCENT,
+    VPDQ_TARGET_MATCH_PERCENT,
+    VpdqHash,
+    VpdqIndex,
+    VpdqList,
+)
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 
 MATCH_SCHEMA = pa.schema(
@@ -45,6 +53,12 @@ MATCH_SCHEMA = pa.schema(
         pa.field("distance", pa.int16(), nullable=False),
         pa.field("rotation", pa.string()),  # for dihedral PDQ matches
         pa.field("allowed", pa.bool_()),  # the item is on the review's allow list: kept
+        # A video's frame matched (field "pdq_frame": a picture listed by PDQ; "vpdq": a
+        # listed video by Meta's rule, its closest frame): the frame and the percentages.
+        pa.field("frame_number", pa.int64()),
+        pa.field("timestamp", pa.float64()),
+        pa.field("query_match_percent", pa.float32()),
+        pa.field("target_match_percent", pa.float32()),
     ]
 )
 
@@ -76,7 +90,12 @@ class ListSpec:
     skip_invalid: bool = False
 
     def load(self) -> list[HashList]:
-        return load_list(
+        return self.load_all()[0]
+
+    def load_all(self) -> tuple[list[HashList], list[VpdqList]]:
+        """The file's hash lists, and its vPDQ list when it holds vPDQ entries."""
+        videos: list[VpdqList] = []
+        lists = load_list(
             self.path,
             name=self.name,
             version=self.version,
@@ -85,7 +104,9 @@ class ListSpec:
             column=self.column,
             threshold=self.threshold,
             skip_invalid=self.skip_invalid,
+            videos=videos,
         )
+        return lists, videos
 
 
 @dataclass(frozen=True)
@@ -129,32 +150,70 @@ class Matcher:
         settings: MatchSettings | None = None,
         *,
         indexes: dict[int, PDQIndex] | None = None,
+        video_lists: list[VpdqList] | None = None,
+        video_indexes: list[tuple[dict[str, Any], VpdqIndex]] | None = None,
     ) -> None:
         self.lists = lists
         self.settings = settings or MatchSettings()
         self._indexes: dict[int, PDQIndex] = dict(indexes or {})
+        # vPDQ lists: each one's identity (`VpdqList.identity`) and its index over the
+        # listed videos' kept frames, built here or mapped (`clearset.matching.shared`).
+        self.video_indexes: list[tuple[dict[str, Any], VpdqIndex]] = list(video_indexes or [])
+        for vpdq_list in video_lists or []:
+            index = VpdqIndex(vpdq_list, self.settings.min_quality)
+            self.video_indexes.append((vpdq_list.identity(), index))
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[ListSpec], settings: MatchSettings) -> Matcher:
+        """Every spec's lists loaded: hash lists and vPDQ lists."""
+        lists: list[HashList] = []
+        videos: list[VpdqList] = []
+        for spec in specs:
+            found, video = spec.load_all()
+            lists += found
+            videos += video
+        return cls(lists, settings, video_lists=videos)
+
+    def video_records(self) -> list[dict[str, Any]]:
+        """The vPDQ lists as run.json records them: identity and the match rule."""
+        return [
+            {
+                **identity,
+                "threshold": self.settings.pdq_threshold,
+                "query_match_percent": VPDQ_QUERY_MATCH_PERCENT,
+                "target_match_percent": VPDQ_TARGET_MATCH_PERCENT,
+                "skipped": {},
+                "skipped_total": 0,
+            }
+            for identity, _ in self.video_indexes
+        ]
 
     def _index(self, number: int) -> PDQIndex:
         if number not in self._indexes:
             self._indexes[number] = PDQIndex(self.lists[number].hashes)
         return self._indexes[number]
 
-    def match_table(self, manifest: pa.Table) -> pa.Table:
-        """Match rows of a manifest table (any subset of shards) against every list."""
+    def match_table(self, manifest: pa.Table, frames: pa.Table | None = None) -> pa.Table:
+        """Match rows of a manifest table (any subset of shards) against every list;
+        `frames`, the videos' frame table of the same shards, is matched against PDQ
+        lists (every frame) and vPDQ lists (each video by Meta's rule)."""
         columns: dict[str, Any] = {
             name: manifest.column(name).to_pylist() if name in manifest.column_names else None
             for name in manifest_columns()
         }
         rows = manifest.num_rows
+        video = frames_by_row(columns, frames, rows)
         found: list[dict[str, Any]] = []
         for number, hash_list in enumerate(self.lists):
+            at: dict[int, tuple[int, float]] = {}
             if not types.get(hash_list.hash_type).exact:
                 # PDQ is the one distance type: its search covers the trimmed and
                 # rotated hashes too. A second distance type brings its own search here.
-                best = self._match_pdq(number, columns, rows)
+                best = self._match_pdq(number, columns, rows, video, at)
             else:
                 best = _match_exact(hash_list, columns, rows)
             for row, (field, entry, distance, rotation) in sorted(best.items()):
+                frame_number, timestamp = at.get(row, (None, None))
                 found.append(
                     {
                         "key": columns["key"][row],
@@ -171,12 +230,57 @@ class Matcher:
                         "entry": entry,
                         "distance": distance,
                         "rotation": rotation,
+                        "frame_number": frame_number,
+                        "timestamp": timestamp,
                     }
                 )
+        for identity, index in self.video_indexes:
+            found.extend(self._match_vpdq(identity, index, columns, video))
         return pa.Table.from_pylist(found, schema=MATCH_SCHEMA)
 
+    def _match_vpdq(
+        self,
+        identity: dict[str, Any],
+        index: VpdqIndex,
+        columns: dict[str, Any],
+        video: dict[int, VpdqHash],
+    ) -> list[dict[str, Any]]:
+        """One row per video matching a listed video by Meta's rule (the best one)."""
+        found = []
+        rows = sorted(video)
+        every = index.match_many([video[row] for row in rows], distance=self.settings.pdq_threshold)
+        for row, matches in zip(rows, every, strict=True):
+            query = video[row]
+            if not matches:
+                continue
+            best = matches[0]
+            first = best.frames[0]
+            found.append(
+                {
+                    **{name: columns[name][row] for name in _ITEM_COLUMNS},
+                    "list_name": identity["name"],
+                    "list_version": identity["version"],
+                    "list_digest": identity["digest"],
+                    "hash_type": "vpdq",
+                    "field": "vpdq",
+                    "entry": best.name,
+                    "distance": best.distance,
+                    "rotation": None,
+                    "frame_number": _frame_number(query, first),
+                    "timestamp": float(query.timestamp[first]),
+                    "query_match_percent": best.query_match_percent,
+                    "target_match_percent": best.target_match_percent,
+                }
+            )
+        return found
+
     def _match_pdq(
-        self, number: int, columns: dict[str, Any], rows: int
+        self,
+        number: int,
+        columns: dict[str, Any],
+        rows: int,
+        video: dict[int, VpdqHash] | None = None,
+        at: dict[int, tuple[int, float]] | None = None,
     ) -> dict[int, tuple[str, str, int, str | None]]:
         hash_list = self.lists[number]
         threshold = threshold_of(hash_list, self.settings)
@@ -200,6 +304,13 @@ class Matcher:
                 and (trimmed_quality[row] or 0) >= minimum
             ):
                 variants.append((row, "pdq_trimmed", None, trimmed[row]))
+        # Every frame of every video, against the pictures the list holds.
+        frame_of: dict[int, tuple[int, float]] = {}
+        for row, frames in (video or {}).items():
+            for f in range(len(frames.pdq)):
+                if frames.quality[f] >= minimum:
+                    frame_of[len(variants)] = (_frame_number(frames, f), frames.timestamp[f])
+                    variants.append((row, "pdq_frame", None, frames.pdq[f].tobytes()))
         if not variants or not len(hash_list):
             return {}
         queries = np.frombuffer(b"".join(v[3] for v in variants), dtype=np.uint8).reshape(-1, 32)
@@ -211,7 +322,44 @@ class Matcher:
             row, field, rotation, _ = variants[q]
             if row not in best or d < best[row][2]:
                 best[row] = (field, hash_list.hashes[e].tobytes().hex(), int(d), rotation)
+                if at is not None and q in frame_of:
+                    at[row] = (frame_of[q][0], float(frame_of[q][1]))
+                elif at is not None:
+                    at.pop(row, None)
         return best
+
+
+def _frame_number(video: VpdqHash, row: int) -> int:
+    return int(video.frame_number[row]) if video.frame_number is not None else row
+
+
+def frames_by_row(
+    columns: dict[str, Any], frames: pa.Table | None, rows: int
+) -> dict[int, VpdqHash]:
+    """Manifest row -> that video's frames (a frame table keyed by shard, position and
+    member), for the rows of this manifest table."""
+    if frames is None or not frames.num_rows:
+        return {}
+    where = {
+        (columns["shard"][row], columns["position"][row], columns["member"][row]): row
+        for row in range(rows)
+    }
+    keys = zip(
+        frames.column("shard").to_pylist(),
+        frames.column("position").to_pylist(),
+        frames.column("member").to_pylist(),
+        strict=True,
+    )
+    owner = np.array([where.get(key, -1) for key in keys], dtype=np.int64)
+    pdq = np.frombuffer(b"".join(frames.column("pdq").to_pylist()), np.uint8).reshape(-1, 32)
+    quality = frames.column("quality").to_numpy()
+    stamp = frames.column("timestamp").to_numpy()
+    number = frames.column("frame_number").to_numpy()
+    found = {}
+    for row in np.unique(owner[owner >= 0]).tolist():
+        mine = owner == row
+        found[row] = VpdqHash(pdq[mine], quality[mine], stamp[mine], number[mine])
+    return found
 
 
 def _match_exact(

@@ -201,12 +201,12 @@ class ReviewedMatcher(Matcher):
     match rows say which items the review allowed."""
 
     def __init__(self, matcher: Matcher, review: Review) -> None:
-        super().__init__(matcher.lists, matcher.settings)
+        super().__init__(matcher.lists, matcher.settings, video_indexes=matcher.video_indexes)
         self._indexes = matcher._indexes  # one index, built once, whichever object asks
         self.review = review
 
-    def match_table(self, manifest: pa.Table) -> pa.Table:
-        return mark_allowed(super().match_table(manifest), self.review.allow)
+    def match_table(self, manifest: pa.Table, frames: pa.Table | None = None) -> pa.Table:
+        return mark_allowed(super().match_table(manifest, frames), self.review.allow)
 
 
 def review_of(matcher: Matcher | None) -> Review:

@@ -18,6 +18,10 @@ Layout of a folder (format `SHARED_FORMAT`)::
     FOLDER/list-<n>-first-keys.npy  uint64[N]: their first 8 bytes (exact lists)
     FOLDER/list-<n>-pdq-offsets.npy uint32[chunks, 2**bits + 1] (non-empty PDQ lists)
     FOLDER/list-<n>-pdq-rows.npy    uint32[chunks, N]           (non-empty PDQ lists)
+    FOLDER/video-<n>-{entries,offsets,rows}.npy  vPDQ list n: its listed videos' kept
+                                    frames (uint8[F, 32]) and their PDQ index
+    FOLDER/video-<n>-owner.npy      int64[F]: the listed video each kept frame is of
+    FOLDER/video-<n>-kept.npy       int64[V]: kept frames per listed video
 
 Handling: the folder holds the list's entries. It is a cache of what the operator
 supplied, like the list file itself, not an output: it is created readable by its owner
@@ -63,6 +67,7 @@ from clearset.matching.pdq_index import (
     build_index_arrays,
     index_layout,
 )
+from clearset.matching.vpdq import VpdqIndex
 
 #: Version of the folder layout above; part of every key, so a new layout gets new folders.
 SHARED_FORMAT = 1
@@ -110,7 +115,16 @@ def matcher_key(matcher: Matcher) -> str:
     and loading record, the match settings and `SHARED_FORMAT`: anything that would make
     an opened Matcher differ from a fresh one gives another key.
     """
-    return _key_of(matcher.settings.to_dict(), [_list_record(hl) for hl in matcher.lists])
+    records = [_list_record(hl) for hl in matcher.lists] + _video_records(matcher)
+    return _key_of(matcher.settings.to_dict(), records)
+
+
+def _video_records(matcher: Matcher) -> list[dict[str, Any]]:
+    """Each vPDQ list's identity and listed video names (what a reopened index gets back)."""
+    return [
+        {"video": identity, "names": list(index.names), "min_quality": index.min_quality}
+        for identity, index in matcher.video_indexes
+    ]
 
 
 def shared_matcher(matcher: Matcher, root: Path) -> Matcher:
@@ -236,6 +250,18 @@ def _write(matcher: Matcher, key: str, place: Callable[[str], Path]) -> None:
             arrays.update(_save_pdq_index(matcher, number, place, prefix))
         record["arrays"] = arrays
         records.append(record)
+    for number, video in enumerate(_video_records(matcher)):
+        index = matcher.video_indexes[number][1]
+        prefix = f"video-{number}"
+        video["arrays"] = {
+            "kept": _save(place, f"{prefix}-kept.npy", index.kept_counts),
+            "owner": _save(place, f"{prefix}-owner.npy", index.owner),
+            **{
+                name: _save(place, f"{prefix}-{name}.npy", array)
+                for name, array in index.index.arrays.items()
+            },
+        }
+        records.append(video)
     body = {
         "kind": _KIND,
         "format": SHARED_FORMAT,
@@ -364,16 +390,41 @@ def open_matcher(folder: Path | str | Mapping[str, str], *, verify: bool = False
             raise _damaged(files, f"{SHARED_JSON} does not match its key")
         lists: list[HashList] = []
         indexes: dict[int, PDQIndex] = {}
-        for number, record in enumerate(body["lists"]):
+        videos: list[tuple[dict[str, Any], VpdqIndex]] = []
+        for record in body["lists"]:
+            if "video" in record:
+                videos.append((record["video"], _open_video(files, record)))
+                continue
             hash_list, index = _open_list(files, record, verify)
-            lists.append(hash_list)
             if index is not None:
-                indexes[number] = index
+                indexes[len(lists)] = index
+            lists.append(hash_list)
     except RunFolderError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _damaged(files, f"{SHARED_JSON}: malformed ({type(exc).__name__}: {exc})") from None
-    return Matcher(lists, settings, indexes=indexes)
+    return Matcher(lists, settings, indexes=indexes, video_indexes=videos)
+
+
+def _open_video(folder: _Files, record: dict[str, Any]) -> VpdqIndex:
+    """A saved vPDQ list's index, its arrays mapped read-only as they are."""
+    arrays = record["arrays"]
+    videos, frames = len(record["names"]), arrays["entries"]["shape"][0]
+    kept = _map(folder, arrays["kept"], np.int64, (videos,))
+    owner = _map(folder, arrays["owner"], np.int64, (frames,))
+    entries = _map(folder, arrays["entries"], np.uint8, (frames, 32))
+    offsets = _map(folder, arrays["offsets"], np.uint32, None)
+    rows = _map(folder, arrays["rows"], np.uint32, None)
+    try:
+        index = PDQIndex.from_arrays(entries, offsets, rows)
+    except ClearsetError as exc:
+        raise _damaged(folder, str(exc)) from None
+    return VpdqIndex(
+        None,
+        record["min_quality"],
+        arrays=(kept, owner, index),
+        names=tuple(str(name) for name in record["names"]),
+    )
 
 
 def _strip_arrays(record: dict[str, Any]) -> dict[str, Any]:

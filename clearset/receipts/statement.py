@@ -325,13 +325,19 @@ def _clean_record(clean: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _kept_fields(kept: Mapping[str, Any]) -> tuple[str, ...]:
+    """The kept record's fields: a set with videos counts them as a member kind."""
+    return (*_KEPT_FIELDS, "videos") if "videos" in kept else _KEPT_FIELDS
+
+
 def _kept_record(kept: Mapping[str, Any]) -> dict[str, Any]:
-    if set(kept) != set(_KEPT_FIELDS) or set(kept["leaves"]) != set(_LEAF_KINDS):
+    fields = _kept_fields(kept)
+    if set(kept) != set(fields) or set(kept["leaves"]) != set(_LEAF_KINDS):
         raise InputError(
             f"a kept record has exactly the fields {', '.join(_KEPT_FIELDS)}, its leaves "
             f"{', '.join(_LEAF_KINDS)}"
         )
-    record = {name: kept[name] for name in _KEPT_FIELDS if name != "leaves"}
+    record = {name: kept[name] for name in fields if name != "leaves"}
     record["leaves"] = {name: kept["leaves"][name] for name in _LEAF_KINDS}
     return record
 
@@ -340,15 +346,15 @@ def _kept_problem(kept: Any, tree_size: Any) -> str | None:
     """Why a statement's ``kept`` is not one, or None (absent counts as fine)."""
     if kept is None:
         return None
-    if not isinstance(kept, dict) or sorted(kept) != sorted(_KEPT_FIELDS):
+    if not isinstance(kept, dict) or sorted(kept) != sorted(_kept_fields(kept)):
         return "predicate.kept must hold " + ", ".join(_KEPT_FIELDS)
     leaves = kept["leaves"]
     if not isinstance(leaves, dict) or sorted(leaves) != sorted(_LEAF_KINDS):
         return "predicate.kept.leaves must hold " + ", ".join(_LEAF_KINDS)
-    values = [kept[n] for n in _KEPT_FIELDS if n != "leaves"] + list(leaves.values())
+    values = [kept[n] for n in _kept_fields(kept) if n != "leaves"] + list(leaves.values())
     if not all(_is_int(v) and v >= 0 for v in values):
         return "predicate.kept holds a value that is not a count"
-    if sum(kept[n] for n in KEPT_MEMBER_KINDS) != kept["members"]:
+    if sum(kept[n] for n in KEPT_MEMBER_KINDS) + kept.get("videos", 0) != kept["members"]:
         return "predicate.kept's member kinds do not add up to its members"
     if sum(leaves.values()) != tree_size:
         return "predicate.kept's leaves do not add up to the tree size"

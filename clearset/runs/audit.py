@@ -43,7 +43,9 @@ from clearset.matching.embeddings import (
     read_vectors,
     similar_pairs,
 )
+from clearset.matching.matcher import frames_by_row
 from clearset.matching.reference import check_threshold
+from clearset.matching.vpdq import VPDQ_QUERY_MATCH_PERCENT, VpdqHash, VpdqIndex, VpdqList
 from clearset.receipts.dsse import parse_envelope, receipt_digest
 from clearset.records import RunInfo
 from clearset.runfolder import RECEIPT_FILE, RunFolder, utc_now
@@ -65,6 +67,31 @@ LIMITS = (
     "versions of a training image. It misses copies that are re-composed, strongly "
     'cropped or stylised. "No copy found" means none at these settings for these '
     "generated images, not that the model cannot reproduce its training data."
+)
+#: What the video part of an audit can and cannot show (every output with videos says it).
+VIDEO_LIMITS = (
+    "A generated video reproduces a training video by Meta's vPDQ rule: at least 80 % of "
+    "its frames (one a second, quality 50 or more) within PDQ's distance of some frame of "
+    "the training video. It finds re-encoded, resized, trimmed and lightly cropped copies "
+    "of a training video; it misses copies that are re-composed, mirrored, strongly "
+    "cropped, re-timed far from one frame a second or stylised, and a short copied "
+    "passage inside a longer generated video (under 80 % of its frames) is reported only "
+    "as a lower match percentage, not a reproduction."
+)
+AUDIT_VIDEOS_PARQUET = "audit-videos.parquet"
+AUDIT_VIDEO_SCHEMA = pa.schema(
+    [
+        ("generated_key", pa.string()),
+        ("generated_file", pa.string()),
+        ("training_key", pa.string()),
+        ("training_shard", pa.string()),
+        ("training_member", pa.string()),
+        ("query_match_percent", pa.float32()),  # of the generated video's frames
+        ("target_match_percent", pa.float32()),  # of the training video's frames
+        ("frames_matched", pa.int32()),
+        ("distance", pa.int16()),  # closest pair of frames
+        ("reproduces", pa.bool_()),  # by Meta's rule (query % >= 80)
+    ]
 )
 
 #: The generated images' run folder inside AUDIT.
@@ -255,10 +282,11 @@ def _audit(
         retries=retries,
     )
     images = _hashed_images(generated_run)
-    if not images:
+    videos = _run_videos(generated_run)
+    if not images and not videos:
         raise InputError(
-            f"{source.url}: no images to audit ({_rows(generated_run):,} files read, none a "
-            "decodable image)"
+            f"{source.url}: no images or videos to audit ({_rows(generated_run):,} files "
+            "read, none a decodable image or video)"
         )
     generated_files = generated_run.manifest_files()
     sides = [read_side(f, min_quality, settings.dihedral) for f in generated_files]
@@ -322,7 +350,85 @@ def _audit(
         training={"run": str(run.path), "shards": len(markers), "rows": training_rows,
                   "searched": searched_training},
     )  # fmt: skip
+    if videos:
+        summary["videos"] = _audit_videos(videos, _run_videos(run), settings, staging)
     return AuditResult(staging, summary, table)
+
+
+def _run_videos(run: RunFolder) -> list[tuple[dict[str, Any], VpdqHash]]:
+    """Every hashed video of a run (its frame tables): (its manifest row's names, vPDQ)."""
+    found = []
+    for marker in run.done_markers():
+        path = run.frames_file(marker["shard_id"])
+        if not path.exists():
+            continue
+        frames = pq.read_table(path)
+        manifest = pq.read_table(run.manifest_file(marker["shard_id"]))
+        videos = frames_by_row(
+            {name: manifest.column(name).to_pylist() for name in ("shard", "position", "member")},
+            frames,
+            manifest.num_rows,
+        )
+        keys = manifest.column("key").to_pylist()
+        for row, video in sorted(videos.items()):
+            names = {"key": keys[row], "shard": marker["shard"],
+                     "member": manifest.column("member")[row].as_py()}  # fmt: skip
+            found.append((names, video))
+    return found
+
+
+def _audit_videos(
+    generated: list[tuple[dict[str, Any], VpdqHash]],
+    training: list[tuple[dict[str, Any], VpdqHash]],
+    settings: AuditSettings,
+    staging: Path,
+) -> dict[str, Any]:
+    """Which training videos each generated video reproduces: the training videos' frames
+    in one PDQ index, every generated video's frames searched in one batch (Meta's rule,
+    `clearset.matching.vpdq`). Writes AUDIT/audit-videos.parquet; the summary's part."""
+    rows: list[dict[str, Any]] = []
+    if training:
+        listed = VpdqList("training", tuple(str(n) for n in range(len(training))),
+                          tuple(video for _, video in training))  # fmt: skip
+        index = VpdqIndex(listed)
+        scores = index.scores_many([video for _, video in generated], distance=settings.threshold)
+        for (names, _), found in zip(generated, scores, strict=True):
+            for match in found:
+                train = training[match.video][0]
+                rows.append({
+                    "generated_key": names["key"],
+                    "generated_file": names["member"] or names["key"],
+                    "training_key": train["key"], "training_shard": train["shard"],
+                    "training_member": train["member"],
+                    "query_match_percent": match.query_match_percent,
+                    "target_match_percent": match.target_match_percent,
+                    "frames_matched": len(match.frames), "distance": match.distance,
+                    "reproduces": match.query_match_percent >= VPDQ_QUERY_MATCH_PERCENT,
+                })  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=AUDIT_VIDEO_SCHEMA)
+    pq.write_table(table, staging / AUDIT_VIDEOS_PARQUET, compression="zstd")
+    reproducing = {r["generated_key"] for r in rows if r["reproduces"]}
+    return {
+        "generated": len(generated),
+        "training": len(training),
+        "generated_reproducing": len(reproducing),
+        "pairs": len(rows),
+        "reproduced": [
+            {
+                k: r[k]
+                for k in (
+                    "generated_file",
+                    "training_key",
+                    "training_shard",
+                    "query_match_percent",
+                    "target_match_percent",
+                )
+            }  # fmt: skip
+            for r in rows
+            if r["reproduces"]
+        ],
+        "limits": VIDEO_LIMITS,
+    }
 
 
 def _rows(run: RunFolder) -> int:

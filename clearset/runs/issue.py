@@ -172,7 +172,7 @@ def issue_receipt(
         previous=previous_record,
         clean=clean,
         kept={
-            **kept.to_dict(),
+            **kept.receipt_dict(),
             "leaves": {"images": image_leaves, "other_members": tree.size - image_leaves},
         },
         exchange=exchange_record(run.path),

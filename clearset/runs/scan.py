@@ -449,7 +449,8 @@ def matching_record(matcher: Matcher) -> dict[str, Any]:
     """What run.json records of a match: the lists by identity, and the settings."""
     return {
         **matcher.settings.to_dict(),
-        "lists": [list_record(hl, matcher.settings) for hl in matcher.lists],
+        "lists": [list_record(hl, matcher.settings) for hl in matcher.lists]
+        + matcher.video_records(),
         **review_of(matcher).record(),
     }
 
@@ -475,5 +476,11 @@ def gather_matches(run: RunFolder, matcher: Matcher) -> dict[str, Any]:
                    if d == digest and t == kind}  # fmt: skip
         per_list.append({"name": hash_list.identity.name, "hash_type": kind, "matches": count,
                          "samples": len(samples)})  # fmt: skip
+    for identity, _ in matcher.video_indexes:
+        digest = identity["digest"]
+        hits = {k for k, d in zip(rows_keys, digests, strict=True) if d == digest}
+        count = sum(1 for d in digests if d == digest)
+        per_list.append({"name": identity["name"], "hash_type": "vpdq", "matches": count,
+                         "samples": len(hits)})  # fmt: skip
     review = summarise(table, matcher.lists, review_of(matcher))
     return {"rows": table.num_rows, "items": len(keys), "per_list": per_list, **review}

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.atomic import atomic_path
@@ -57,8 +58,7 @@ class MatchJob:
             return ReviewedMatcher(open_matcher(dict(self.index)), self.review)
         if self.index is not None:
             return ReviewedMatcher(open_matcher(Path(self.index)), self.review)
-        lists = [hl for spec in self.lists for hl in spec.load()]
-        return ReviewedMatcher(Matcher(lists, self.settings), self.review)
+        return ReviewedMatcher(Matcher.from_specs(self.lists, self.settings), self.review)
 
     def share(
         self,
@@ -128,10 +128,16 @@ def worker_matcher(job: MatchJob | None) -> Matcher | None:
 def write_shard_matches(run: RunFolder, shard_id: str, matcher: Matcher) -> dict[str, int]:
     """Match one shard's manifest and write RUN/matches/<shard>.parquet atomically."""
     manifest = pq.read_table(run.manifest_file(shard_id))
-    matches = matcher.match_table(manifest)
+    matches = matcher.match_table(manifest, shard_frames(run, shard_id))
     with atomic_path(run.matches_file(shard_id)) as tmp:
         pq.write_table(matches.cast(MATCH_SCHEMA), tmp, compression="zstd")
     return dict(Counter(matches.column("list_digest").to_pylist()))
+
+
+def shard_frames(run: RunFolder, shard_id: str) -> pa.Table | None:
+    """The shard's video frames (RUN/frames/<shard>.parquet), None when it has no video."""
+    path = run.frames_file(shard_id)
+    return pq.read_table(path) if path.exists() else None
 
 
 def match_task(run_dir: str, shard_id: str, staging_dir: str, job: MatchJob) -> int:
@@ -139,7 +145,7 @@ def match_task(run_dir: str, shard_id: str, staging_dir: str, job: MatchJob) -> 
     matcher = worker_matcher(job)
     assert matcher is not None
     manifest = pq.read_table(RunFolder(Path(run_dir)).manifest_file(shard_id))
-    matches = matcher.match_table(manifest)
+    matches = matcher.match_table(manifest, shard_frames(RunFolder(Path(run_dir)), shard_id))
     with atomic_path(RunFolder(Path(staging_dir)).matches_file(shard_id)) as tmp:
         pq.write_table(matches.cast(MATCH_SCHEMA), tmp, compression="zstd")
     return manifest.num_rows

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clearset.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from clearset.formats.base import ORIGINAL_SIZE, Item, ShardRef, Source, shard_fingerprint
 from clearset.hashing import crypto_digests, hash_bytes
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
-from clearset.manifest import STATUS_OTHER, UNREAD, ManifestWriter, row_account
+from clearset.hashing.video import hash_video, sniff_video
+from clearset.manifest import FRAMES_SCHEMA, STATUS_OTHER, UNREAD, ManifestWriter, row_account
 from clearset.matching.matcher import Matcher
 from clearset.progress import ProgressFn, report
 from clearset.runfolder import RunFolder, file_sha256
@@ -63,6 +66,10 @@ class ShardSummary:
     # Rows by status, then by reason's first word ("" for none): the scan's summary table,
     # read from the markers rather than from every shard's parquet.
     by_status: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Hashed videos among the ok rows: how many, their seconds and hashed frames.
+    videos: int = 0
+    video_seconds: float = 0.0
+    video_frames: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +104,8 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
         row.update(status=item.status or STATUS_MISSING, reason=item.missing_reason)
         return row
     picture = item.image_data if item.image_data is not None else item.data
+    if sniff_video(picture) is not None:
+        return _video_row(row, item, picture)
     hashes = hash_bytes(
         picture,
         exact_pdq=settings.exact_pdq,
@@ -131,6 +140,50 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
     return row
 
 
+#: Where `manifest_row` hands a video's frames to the shard's frame table (not a column).
+FRAMES = "_frames"
+
+
+def _video_row(row: dict[str, Any], item: Item, video: bytes) -> dict[str, Any]:
+    """A video member's row (by content, whatever its name): its byte digests, metadata
+    and vPDQ frames (under FRAMES). A file with no video stream (audio only) is `other`."""
+    hashes = hash_video(video)
+    if item.image_data is not None:
+        hashes.digests, hashes.size = crypto_digests(item.data or b""), len(item.data or b"")
+    status = hashes.status
+    if str(hashes.reason).startswith("no_video_stream"):
+        status = STATUS_OTHER
+    row.update(
+        size=hashes.size,
+        **hashes.digests,
+        width=hashes.width,
+        height=hashes.height,
+        format=hashes.container,
+        status=status,
+        reason=hashes.reason or item.note,
+        duration_s=hashes.duration_s,
+        frame_rate=hashes.frame_rate,
+        codec=hashes.codec,
+        rotation=hashes.rotation,
+        video_frames=len(hashes.frames) if status == STATUS_OK else None,
+    )
+    row[FRAMES] = [
+        {
+            "key": item.key,
+            "shard": item.shard,
+            "position": item.position,
+            "member": item.member,
+            "sha256": hashes.digests.get("sha256"),
+            "frame_number": frame.frame_number,
+            "timestamp": frame.timestamp,
+            "pdq": frame.pdq,
+            "quality": frame.quality,
+        }
+        for frame in hashes.frames
+    ]
+    return row
+
+
 #: Decode failures that mean "these bytes are no image at all", not "a broken image".
 NOT_IMAGE = frozenset({"not_an_image", "empty"})
 
@@ -160,6 +213,7 @@ def sweep_shard_tmp(run: RunFolder, shard_id: str) -> None:
     targets = (
         run.manifest_file(shard_id),
         run.matches_file(shard_id),
+        run.frames_file(shard_id),
         run.done_file(shard_id),
     )
     for target in targets:
@@ -217,14 +271,20 @@ def _scan_shard(
     read: dict[str, Any] = {}
     keys: set[str] = set()
     pending = [0, 0, 0]
+    frames: list[dict[str, Any]] = []
     target = run.manifest_file(shard.id)
     with atomic_path(target) as tmp:
         writer = ManifestWriter(tmp, MANIFEST_ROW_GROUP)
         try:
             for item in source.read_shard(shard, read):
                 row = manifest_row(item, settings)
+                frames.extend(row.pop(FRAMES, ()))
                 writer.add(row)
                 status[row["status"]] += 1
+                if row.get("video_frames") is not None:
+                    summary.videos += 1
+                    summary.video_seconds += row.get("duration_s") or 0.0
+                    summary.video_frames += row["video_frames"]
                 keys.add(row["key"])
                 why = (row.get("reason") or "").split(":", 1)[0]
                 account.setdefault(row_account(row), Counter())[why] += 1
@@ -244,6 +304,7 @@ def _scan_shard(
         writer.close()
         summary.rows = writer.count
     summary.samples = len(keys)
+    write_frames(run, shard.id, frames)
     if progress is not None and pending[0]:
         progress(*pending)
     summary.status = dict(status)
@@ -264,6 +325,18 @@ def _scan_shard(
         # bytes were read a moment ago (or spooled), so no need to check them again.
         clean_run_shard(source, shard, run.path, clean, check_source=False)
     return summary
+
+
+def write_frames(run: RunFolder, shard_id: str, frames: list[dict[str, Any]]) -> None:
+    """RUN/frames/<shard>.parquet, atomically, before the shard's marker: its videos'
+    frames. A shard without videos has none (and no file left from an earlier try)."""
+    target = run.frames_file(shard_id)
+    if not frames:
+        target.unlink(missing_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        pq.write_table(pa.Table.from_pylist(frames, schema=FRAMES_SCHEMA), tmp, compression="zstd")
 
 
 def is_local(url: str) -> bool:
