@@ -168,7 +168,8 @@ RetriesOpt = Annotated[
 @contextmanager
 def engine_for(name: str, address: str | None, workers: int | None) -> Iterator[Engine]:
     """The engine a command asked for, released when the command ends."""
-    storage.refuse_engine(name)
+    context = click.get_current_context(silent=True)
+    storage.refuse_engine(name, context.info_name if context else None)
     engine = make_engine(name, workers=workers, address=address)
     try:
         yield engine
