@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -311,39 +312,74 @@ def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run
     small: DemoData,
     local_run: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
+    from clearset.runs import clean as clean_run
+
+    retried: list[int] = []  # what the clean's orchestrator counted (observed, not changed)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        done = run_or_fail(*args, **kwargs)
+        retried.append(done.retried)
+        return done
+
+    run_or_fail = clean_run.run_or_fail
+    monkeypatch.setattr(clean_run, "run_or_fail", counted)
+
     # Each node its own cache (where its tasks make their mirrors); the driver's mirror
     # is this process's CLEARSET_CACHE: no folder is shared, only the bucket.
     caches = [tmp_path_factory.mktemp(f"node{n}") for n in range(2)]
-    quiet = {"include_dashboard": False}
+    # A removed node is declared dead within a second (Ray's default waits longer).
+    quick = {"health_check_period_ms": 200, "health_check_failure_threshold": 3}
+    quiet = {"include_dashboard": False, "_system_config": quick}
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "env_vars": {"CLEARSET_CACHE": str(caches[0])}, **quiet},
     )
     try:
-        cluster.add_node(num_cpus=1, env_vars={"CLEARSET_CACHE": str(caches[1])})
+        node = cluster.add_node(num_cpus=1, env_vars={"CLEARSET_CACHE": str(caches[1])})
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         cluster.wait_for_nodes()
         bucket = s3.make_bucket("raycluster")
         run, dest = f"{bucket}/run", f"{bucket}/dest"
         cli("scan", str(small.webdataset), "--out", run, "--engine", "ray", "--allow-missing",
             *lists(small), "--no-progress", check=True)  # fmt: skip
-        cli("clean", run, "--to", dest, "--engine", "ray", "--no-progress", check=True)
+        # Mid-clean, the second node goes while a task of its own is at work (its mirror
+        # folder is there): that shard alone is tried again, on the head.
+        removed = threading.Event()
+
+        def remove_when_busy() -> None:
+            tasks = caches[1] / "tasks"
+            for _ in range(20_000):
+                if tasks.is_dir() and any(tasks.iterdir()):
+                    cluster.remove_node(node, allow_graceful=False)
+                    removed.set()
+                    return
+                time.sleep(0.002)
+
+        remover = threading.Thread(target=remove_when_busy)
+        remover.start()
+        try:
+            cli("clean", run, "--to", dest, "--engine", "ray", "--no-progress", check=True)
+        finally:
+            remover.join()
     finally:
         ray.shutdown()
         cluster.shutdown()
+    assert removed.is_set(), "the node was removed while a task of its own ran"
+    assert retried == [1], "only the removed node's one shard was tried again"
     remote_run = bucket_files(run)
     assert results(remote_run) == results(local_files(local_run["run"]))
     assert bucket_files(dest) == local_files(local_run["dest"])
     assert not [k for k in remote_run if storage.local_only(k)], "no list index in the bucket"
-    # Tasks ran on both nodes, each in its own node's cache, and left no mirror behind.
-    for cache in caches:
-        tasks = cache / "tasks"
-        assert tasks.is_dir(), f"no task ran on the node with {cache}"
-        assert not list(tasks.iterdir())
+    # Tasks ran on both nodes, each in its own node's cache; those that ended left no
+    # mirror behind (the removed node's last one was killed inside its own).
+    head, gone = (cache / "tasks" for cache in caches)
+    assert head.is_dir() and not list(head.iterdir())
+    assert len(list(gone.iterdir())) == 1
     # The receipt over the Ray-made run has the local run's root.
     cli("receipt", run, "--key", str(local_run["keys"] / "clearset.key"), check=True)
     remote = storage.Store(run)
