@@ -143,6 +143,17 @@ class RunFolder:
         for part in ("manifest", "matches", "markers"):
             storage.pull(self.path, part)
 
+    def fetch_shard(self, shard_id: str) -> None:
+        """In a task working its own mirror of a bucket run folder (a Ray task on any
+        node, `storage.task_mirrors`): download run.json and this shard's manifest,
+        matches and marker, what cleaning it reads (one GET each); nothing elsewhere."""
+        storage.fetch(
+            self.run_json,
+            self.manifest_file(shard_id),
+            self.matches_file(shard_id),
+            self.done_file(shard_id),
+        )
+
     def done_markers(self) -> list[dict[str, Any]]:
         markers = []
         # Not a marker still being written (an atomic write's .tmp- name): a kill in that

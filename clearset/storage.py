@@ -27,15 +27,18 @@ function documents.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from clearset.errors import InputError, OutputError
@@ -229,15 +232,20 @@ class Store:
         return aborted
 
 
-def refuse_engine(engine: str) -> None:
-    """Outputs on an object store are written by this machine's processes only (the
-    local engine, or one rank per node): a Ray task on another node would write into
-    that node's disk, which nobody uploads, so its shards would be lost silently."""
-    if engine != "local" and _attached:
+#: Commands whose Ray tasks work a bucket output themselves (`task_mirrors`); the driver
+#: of every other command would wait on files its tasks wrote on other nodes' disks.
+RAY_COMMANDS = ("scan", "clean")
+
+
+def refuse_engine(engine: str, command: str | None = None) -> None:
+    """Outputs on an object store are written by this machine's processes, or by Ray
+    tasks of `RAY_COMMANDS`, which upload what they write themselves. Any other command's
+    Ray tasks would write into their nodes' disks, which nobody uploads."""
+    if engine != "local" and _attached and command not in RAY_COMMANDS:
         raise InputError(
-            f"--engine {engine}: {_attached[0]}: outputs on an object store need the local "
-            "engine (run one rank per node with --rank/--world-size); Ray workers on other "
-            "nodes would not upload what they write"
+            f"--engine {engine}: {_attached[0]}: with an output on an object store, "
+            f"`clearset {command}` needs the local engine (run one rank per node with "
+            "--rank/--world-size); only scan and clean run their Ray tasks against a bucket"
         )
 
 
@@ -392,3 +400,112 @@ def finishing_release(path: Path, name: str) -> None:
     found = remote_of(path / name, any_name=True)
     if found is not None:
         found[0].release(found[1])
+
+
+# ---------------------------------------------------------------- tasks on other machines
+
+#: Mirrors made for one task in this process (`task_mirrors`): empty but for what the
+#: task fetches, so `fetch` brings in the few files it reads.
+_task_mirrors: set[str] = set()
+
+
+def task_context() -> dict[str, str]:
+    """What a task that may run on another machine needs to work this command's buckets:
+    {this machine's mirror folder: URL}. Empty where no output is on an object store."""
+    return dict(_mirrors)
+
+
+@contextlib.contextmanager
+def task_mirrors(context: dict[str, str]) -> Iterator[dict[str, str]]:
+    """In a task sent from a driver on (maybe) another machine: a new, empty mirror of
+    each of the driver's URLs, in this machine's cache (`CLEARSET_CACHE`), registered so
+    that what the task writes is uploaded whole, markers last, as a rank's writes are;
+    yields {driver's folder: this task's folder} for `translate`. The folders are
+    removed when the task ends: the bucket holds what it wrote."""
+    if not context:
+        yield {}
+        return
+    top = cache_root().parent / "tasks"
+    top.mkdir(parents=True, exist_ok=True)
+    here = Path(tempfile.mkdtemp(prefix="task-", dir=top))
+    made: dict[str, str] = {}
+    try:
+        for n, (driver, url) in enumerate(sorted(context.items())):
+            local = here / str(n)
+            local.mkdir()
+            made[driver] = str(local)
+            _mirrors[str(local)] = url
+            _task_mirrors.add(str(local))
+        yield made
+    finally:
+        for folder in made.values():
+            _mirrors.pop(folder, None)
+            _task_mirrors.discard(folder)
+        shutil.rmtree(here, ignore_errors=True)
+
+
+def translate(value: Any, moved: dict[str, str]) -> Any:
+    """`value` (a task's arguments: strings, paths, tuples, lists, dicts, dataclasses)
+    with every path inside a driver's mirror folder moved to this task's (`moved`)."""
+    if not moved:
+        return value
+    if isinstance(value, str):
+        for old, new in moved.items():
+            if value == old or value.startswith(old + os.sep):
+                return new + value[len(old) :]
+        return value
+    if isinstance(value, PurePath):
+        text = translate(str(value), moved)
+        return value if text == str(value) else type(value)(text)
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(translate(v, moved) for v in value)
+    if isinstance(value, list):
+        return [translate(v, moved) for v in value]
+    if isinstance(value, dict):
+        return {k: translate(v, moved) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = {}
+        for f in dataclasses.fields(value):
+            if f.init:
+                old = getattr(value, f.name)
+                new = translate(old, moved)
+                if new is not old:
+                    changed[f.name] = new
+        return dataclasses.replace(value, **changed) if changed else value
+    return value
+
+
+def fetch(*paths: Path) -> None:
+    """In a task's own mirror (`task_mirrors`): download the named files it reads that
+    are not here yet, one GET each (absent objects are skipped). Nothing elsewhere: a
+    plain path, or a command's mirror, which `attach` filled."""
+    if not _task_mirrors:
+        return
+    for path in paths:
+        found = remote_of(path, any_name=True)
+        if found is None or path.exists():
+            continue
+        text = os.path.abspath(path)
+        if not any(text.startswith(local + os.sep) for local in _task_mirrors):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            found[0].get_file(found[1], path)
+
+
+def is_mirror(path: Path) -> bool:
+    """Whether `path` is this command's mirror of a folder on an object store."""
+    return os.path.abspath(path) in _mirrors
+
+
+def pull_all(path: Path) -> None:
+    """Bring into a command's mirror everything other writers (Ray tasks on any node)
+    uploaded under its URL: one listing, a GET per new or changed object."""
+    url = _mirrors.get(os.path.abspath(path))
+    if url is None:
+        return
+    remote = store(url)
+    for page in remote.list_pages():
+        for rel, size in page:
+            target = Path(path) / rel
+            if not local_only(rel) and not (target.is_file() and target.stat().st_size == size):
+                remote.get_file(rel, target)

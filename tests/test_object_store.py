@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,21 +289,103 @@ def test_two_ranks_at_once_and_a_flaky_server(
     assert not remote.exists(".finishing")
 
 
-@pytest.mark.parametrize("extra", [["--engine", "ray"], ["--engine", "ray", "--address", "auto"]])
-def test_ray_with_a_bucket_output_is_refused_in_one_line(
-    s3: S3Server, small: DemoData, extra: list[str]
+def test_ray_with_a_bucket_output_is_refused_where_its_tasks_cannot_work_it(
+    s3: S3Server, small: DemoData
 ) -> None:
-    # Ray tasks on other nodes would write into their own disks, never uploaded: refused
-    # before any engine starts (Ray need not be installed), nothing written to the bucket.
-    bucket = s3.make_bucket(f"ray{len(extra)}")
-    proc = cli("scan", str(small.webdataset), "--out", f"{bucket}/run", *lists(small),
-               "--allow-missing", "--no-progress", *extra)  # fmt: skip
+    # Only scan and clean run their Ray tasks against a bucket; another command's tasks
+    # would write into their own nodes' disks: refused before any engine starts (Ray
+    # need not be installed), in one line, nothing written to the bucket.
+    bucket = s3.make_bucket("rayrefused")
+    proc = cli("apply-removals", str(small.webdataset), str(small.pdq_list), "--to",
+               f"{bucket}/applied", "--engine", "ray", "--no-progress")  # fmt: skip
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    said = f"--engine ray: {bucket}/run: outputs on an object store need the local engine"
-    assert said in lines[0]
+    said = f"--engine ray: {bucket}/applied: with an output on an object store"
+    assert said in lines[0] and "`clearset apply-removals` needs the local engine" in lines[0]
     assert bucket_files(bucket) == {}
+
+
+@pytest.mark.ray
+def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run(
+    s3: S3Server,
+    small: DemoData,
+    local_run: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from clearset.runs import clean as clean_run
+
+    retried: list[int] = []  # what the clean's orchestrator counted (observed, not changed)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        done = run_or_fail(*args, **kwargs)
+        retried.append(done.retried)
+        return done
+
+    run_or_fail = clean_run.run_or_fail
+    monkeypatch.setattr(clean_run, "run_or_fail", counted)
+
+    # Each node its own cache (where its tasks make their mirrors); the driver's mirror
+    # is this process's CLEARSET_CACHE: no folder is shared, only the bucket.
+    caches = [tmp_path_factory.mktemp(f"node{n}") for n in range(2)]
+    # A removed node is declared dead within a second (Ray's default waits longer).
+    quick = {"health_check_period_ms": 200, "health_check_failure_threshold": 3}
+    quiet = {"include_dashboard": False, "_system_config": quick}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "env_vars": {"CLEARSET_CACHE": str(caches[0])}, **quiet},
+    )
+    try:
+        node = cluster.add_node(num_cpus=1, env_vars={"CLEARSET_CACHE": str(caches[1])})
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+        cluster.wait_for_nodes()
+        bucket = s3.make_bucket("raycluster")
+        run, dest = f"{bucket}/run", f"{bucket}/dest"
+        cli("scan", str(small.webdataset), "--out", run, "--engine", "ray", "--allow-missing",
+            *lists(small), "--no-progress", check=True)  # fmt: skip
+        # Mid-clean, the second node goes while a task of its own is at work (its mirror
+        # folder is there): that shard alone is tried again, on the head.
+        removed = threading.Event()
+
+        def remove_when_busy() -> None:
+            tasks = caches[1] / "tasks"
+            for _ in range(20_000):
+                if tasks.is_dir() and any(tasks.iterdir()):
+                    cluster.remove_node(node, allow_graceful=False)
+                    removed.set()
+                    return
+                time.sleep(0.002)
+
+        remover = threading.Thread(target=remove_when_busy)
+        remover.start()
+        try:
+            cli("clean", run, "--to", dest, "--engine", "ray", "--no-progress", check=True)
+        finally:
+            remover.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed.is_set(), "the node was removed while a task of its own ran"
+    assert retried == [1], "only the removed node's one shard was tried again"
+    remote_run = bucket_files(run)
+    assert results(remote_run) == results(local_files(local_run["run"]))
+    assert bucket_files(dest) == local_files(local_run["dest"])
+    assert not [k for k in remote_run if storage.local_only(k)], "no list index in the bucket"
+    # Tasks ran on both nodes, each in its own node's cache; those that ended left no
+    # mirror behind (the removed node's last one was killed inside its own).
+    head, gone = (cache / "tasks" for cache in caches)
+    assert head.is_dir() and not list(head.iterdir())
+    assert len(list(gone.iterdir())) == 1
+    # The receipt over the Ray-made run has the local run's root.
+    cli("receipt", run, "--key", str(local_run["keys"] / "clearset.key"), check=True)
+    remote = storage.Store(run)
+    assert receipt_root(remote.fs.cat_file(remote.key("receipt.dsse.json"))) == receipt_root(
+        (local_run["run"] / "receipt.dsse.json").read_bytes()
+    )
 
 
 def test_a_missing_bucket_or_bad_credentials_say_so_in_one_line_and_write_nothing(

@@ -120,9 +120,14 @@ def local_folder(ctx: click.Context, param: click.Parameter, value: Path | None)
 _URL_SLASHES = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+")
 
 
+#: The command that attached a bucket (what `storage.refuse_engine` judges).
+_bucket_command: list[str] = []
+
+
 def bucket_folder(ctx: click.Context, url: str) -> Path:
     """The local mirror of an object-store folder, filled from the bucket now and pushed
     back when the command ends, however it ends (`clearset.storage`)."""
+    _bucket_command.append(ctx.info_name or "")
     try:
         local = storage.attach(url)
     except OSError as exc:
@@ -168,7 +173,7 @@ RetriesOpt = Annotated[
 @contextmanager
 def engine_for(name: str, address: str | None, workers: int | None) -> Iterator[Engine]:
     """The engine a command asked for, released when the command ends."""
-    storage.refuse_engine(name)
+    storage.refuse_engine(name, _bucket_command[-1] if _bucket_command else None)
     engine = make_engine(name, workers=workers, address=address)
     try:
         yield engine

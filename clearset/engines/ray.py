@@ -20,8 +20,10 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from clearset import storage
 from clearset.engines.base import Outcome, Task
 from clearset.engines.local import default_workers
 from clearset.errors import InputError
@@ -71,14 +73,32 @@ class _Reporter:
         self.sent = time.monotonic()
 
 
-def _run_in_ray(fn: Callable[..., Any], args: tuple[Any, ...], queue: Any) -> Any:
+def _run_in_ray(
+    fn: Callable[..., Any], args: tuple[Any, ...], queue: Any, buckets: dict[str, str]
+) -> Any:
     reporter = _Reporter(queue)
     set_reporter(reporter)
     try:
-        return fn(*args)
+        # Outputs on an object store: this task works its own mirror on whatever node it
+        # runs, fetches the few files it reads and uploads what it writes (`storage`).
+        with storage.task_mirrors(buckets) as moved:
+            return fn(*storage.translate(args, moved))
     finally:
         reporter.flush()
         set_reporter(None)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A value put once into Ray's object store: each node holds one copy, which its
+    workers read (numpy arrays without a copy each, from the node's shared memory)."""
+
+    ref: Any
+
+    def get(self) -> Any:
+        import ray
+
+        return ray.get(self.ref)
 
 
 class RayEngine:
@@ -122,6 +142,11 @@ class RayEngine:
             if hasattr(ray.exceptions, name)
         )
 
+    def ship(self, value: Any) -> Shipped:
+        """`value` for the tasks of this engine on every node (see `Shipped`); freed
+        when the driver drops the last reference."""
+        return Shipped(self.ray.put(value))
+
     def run(self, tasks: Sequence[Task], on_progress: ProgressFn) -> Iterator[Outcome]:
         ray = self.ray
         from ray.util.queue import Queue
@@ -130,12 +155,13 @@ class RayEngine:
         remote = ray.remote(_run_in_ray).options(num_cpus=1, max_retries=0, retry_exceptions=False)
         waiting = list(reversed(tasks))
         running: dict[Any, Task] = {}
+        buckets = storage.task_context()
         try:
             while waiting or running:
                 # No more in flight than the workers asked for: a cluster may be shared.
                 while waiting and len(running) < self.workers:
                     task = waiting.pop()
-                    running[remote.remote(task.fn, task.args, queue)] = task
+                    running[remote.remote(task.fn, task.args, queue, buckets)] = task
                 ended, _ = ray.wait(list(running), num_returns=1, timeout=POLL)
                 _drain(queue, on_progress)
                 for ref in ended:

@@ -330,12 +330,33 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-class _Files:
-    """Where a saved Matcher's files are: a folder, or (name -> path) for memory files."""
+class IndexArrays(dict[str, Any]):
+    """A saved Matcher's files held in memory, file name -> array (its JSON as text):
+    what Ray's object store carries to workers on every node, once per node, where each
+    worker reads the arrays from the node's shared memory without a copy of its own."""
 
-    def __init__(self, where: Path | str | Mapping[str, str]) -> None:
-        self.paths = dict(where) if isinstance(where, Mapping) else None
-        self.folder = Path(where) if self.paths is None else None  # type: ignore[arg-type]
+
+def index_arrays(folder: Path) -> IndexArrays:
+    """The files of a folder `save_matcher` wrote, in memory (see `IndexArrays`)."""
+    files = IndexArrays()
+    for path in sorted(Path(folder).iterdir()):
+        if path.name == SHARED_JSON:
+            files[path.name] = path.read_text()
+        elif path.suffix == ".npy":
+            files[path.name] = np.load(path, allow_pickle=False)
+    return files
+
+
+class _Files:
+    """Where a saved Matcher's files are: a folder, (name -> path) for memory files, or
+    the arrays themselves (`IndexArrays`)."""
+
+    def __init__(self, where: Path | str | Mapping[str, str] | IndexArrays) -> None:
+        self.arrays = where if isinstance(where, IndexArrays) else None
+        self.paths = dict(where) if isinstance(where, Mapping) and self.arrays is None else None
+        self.folder = (
+            Path(where) if self.paths is None and self.arrays is None else None  # type: ignore[arg-type]
+        )
 
     def path(self, name: str) -> Path:
         if self.folder is not None:
@@ -348,10 +369,24 @@ class _Files:
     def __str__(self) -> str:
         return str(self.folder) if self.folder is not None else "the list index in memory"
 
+    def text(self, name: str) -> str:
+        if self.arrays is not None:
+            if name not in self.arrays:
+                raise FileNotFoundError(name)
+            return str(self.arrays[name])
+        return self.path(name).read_text()
+
+    def load(self, name: str) -> np.ndarray:
+        if self.arrays is not None:
+            if name not in self.arrays:
+                raise FileNotFoundError(name)
+            return np.asarray(self.arrays[name])
+        return np.load(self.path(name), mmap_mode="r", allow_pickle=False)
+
 
 def _read_json(folder: _Files) -> dict[str, Any]:
     try:
-        body = json.loads(folder.path(SHARED_JSON).read_text())
+        body = json.loads(folder.text(SHARED_JSON))
     except FileNotFoundError:
         raise _damaged(folder, f"no {SHARED_JSON}") from None
     except (OSError, ValueError) as exc:
@@ -370,9 +405,11 @@ def _damaged(folder: Path | _Files, problem: str) -> RunFolderError:
     return RunFolderError(f"{folder}: damaged list index: {problem}; delete it and run again")
 
 
-def open_matcher(folder: Path | str | Mapping[str, str], *, verify: bool = False) -> Matcher:
+def open_matcher(
+    folder: Path | str | Mapping[str, str] | IndexArrays, *, verify: bool = False
+) -> Matcher:
     """The Matcher saved in `folder` (or in the memory files of a `MemoryIndex.files`
-    mapping, given as a dict), its arrays memory-mapped read-only (shared between
+    mapping, given as a dict, or `IndexArrays`), its arrays memory-mapped read-only (shared between
     every process that opens it), its PDQ indexes adopted as they are: nothing is rebuilt
     or copied. Its `match_table` returns exactly what the saved Matcher's would.
 
@@ -474,7 +511,7 @@ def _map(
     if "/" in name or name.startswith("."):
         raise _damaged(folder, f"array file name {name!r}")
     try:
-        array = np.load(folder.path(name), mmap_mode="r", allow_pickle=False)
+        array = folder.load(name)
     except FileNotFoundError:
         raise _damaged(folder, f"{name} is missing") from None
     except (OSError, ValueError) as exc:

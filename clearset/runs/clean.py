@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from clearset import storage
 from clearset.atomic import TMP_PREFIX, atomic_path, sweep_tmp, write_json_atomic
 from clearset.documents.counts import marker_samples
 from clearset.engines import Engine, Task
@@ -114,6 +115,10 @@ def clean_run(
             for folder in (cleaned.manifest_dir, cleaned.markers_dir, cleaned.removals_dir):
                 sweep_tmp(folder)
             raise
+        if getattr(engine, "name", None) != "local":
+            # Outputs on an object store: tasks on other nodes uploaded what they wrote.
+            storage.pull_all(run.path)
+            storage.pull_all(Path(job.dest))
         # The copy is finished: the card joins it, and its bookkeeping leaves it (last).
         cards = publish_cards(Path(job.dest), info.source)
         counts = finish_clean(run, cards)

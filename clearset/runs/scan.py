@@ -47,7 +47,7 @@ from clearset.runs.clean import (
 )
 from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
 from clearset.stages.clean import CleanJob, dest_done_file
-from clearset.stages.match import MatchJob, drop_shared_index
+from clearset.stages.match import MatchJob, drop_shared_index, shipped
 from clearset.stages.scan import ScanSettings, scan_task
 
 #: RUN/failed/<shard>.json: why a shard failed every try (removed once it is done).
@@ -176,6 +176,8 @@ def _run_scan(
         # Every worker maps one built index instead of loading the lists again.
         same_machine = getattr(engine, "name", None) == "local"  # not Ray: workers anywhere
         match, matcher = match.share(run.path, matcher, owner, same_machine=same_machine)  # type: ignore[arg-type]  # matcher is set when match is
+        if storage.is_mirror(run.path):
+            match = shipped(match, engine)  # Ray on a bucket: the index is on no shared disk
     mine = split.take(shards) if split is not None else shards
     scanned = scanned_shards(run, mine)
     # A shard scanned before but not yet cleaned (--clean-to) is done, as `clearset
@@ -216,6 +218,11 @@ def _run_scan(
             for folder in (run.manifest_dir, run.markers_dir, run.matches_dir):
                 sweep_tmp(folder)
         raise
+    if getattr(engine, "name", None) != "local":
+        # Outputs on an object store: tasks on other nodes uploaded what they wrote.
+        storage.pull_all(run.path)
+        if clean is not None:
+            storage.pull_all(Path(clean.dest))
     result.shards_done = len(done.done)
     result.retried = done.retried
     result.failures = [(f.task.name, f.error) for f in done.failures]

@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset import storage
 from clearset.atomic import atomic_path, write_json_atomic
 from clearset.errors import InputError, RunFolderError
 from clearset.formats import FORMATS, rewriter_for
@@ -332,6 +333,10 @@ def clean_run_shard(
     run = RunFolder(Path(run_dir))
     cleaned = run.cleaned
     dest = Path(job.dest)
+    run.fetch_shard(shard.id)  # a Ray task's own mirror of a bucket: what it reads
+    storage.fetch(
+        dest_done_file(dest, shard.id), cleaned.done_file(shard.id), cleaned.manifest_file(shard.id)
+    )
     if dest_done_file(dest, shard.id).exists() and cleaned.is_done(shard.id):
         return CleanShardSummary(shard_id=shard.id, shard=shard.name, skipped=True)
     if not run.is_done(shard.id):

@@ -7,6 +7,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +17,9 @@ from clearset.matching.matcher import MATCH_SCHEMA, ListSpec, Matcher, MatchSett
 from clearset.matching.review import Review, ReviewedMatcher
 from clearset.matching.shared import (
     SHARED_FOLDER_PREFIX,
+    IndexArrays,
     MemoryIndex,
+    index_arrays,
     matcher_key,
     memory_index_possible,
     open_matcher,
@@ -39,6 +42,12 @@ SHARED_INDEX_DIR = ".list-index"
 _held: dict[tuple[str, str | None], MemoryIndex] = {}
 
 
+class Carried(Protocol):
+    """A value an engine carries to its workers on every node (`RayEngine.ship`)."""
+
+    def get(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class MatchJob:
     """Which lists to match and how: small, picklable, loaded where it is used.
@@ -48,12 +57,17 @@ class MatchJob:
 
     lists: tuple[ListSpec, ...]
     settings: MatchSettings
-    #: A folder, or (file name, /proc path) pairs of memory files (see `share`).
-    index: str | tuple[tuple[str, str], ...] | None = None
+    #: A folder, (file name, /proc path) pairs of memory files (see `share`), or the
+    #: index's arrays carried by the engine to every node (see `shipped`).
+    index: str | tuple[tuple[str, str], ...] | Carried | None = None
     #: The allow list and flood threshold (`clearset.matching.review`).
     review: Review = Review()
 
     def matcher(self) -> Matcher:
+        if self.index is not None and not isinstance(self.index, (str, tuple)):
+            arrays = self.index.get()
+            assert isinstance(arrays, IndexArrays)
+            return ReviewedMatcher(open_matcher(arrays), self.review)
         if isinstance(self.index, tuple):
             return ReviewedMatcher(open_matcher(dict(self.index)), self.review)
         if self.index is not None:
@@ -96,6 +110,17 @@ class MatchJob:
         mapped = ReviewedMatcher(shared_matcher(built, root), self.review)
         folder = root / f"{SHARED_FOLDER_PREFIX}{matcher_key(mapped)}"
         return replace(self, index=str(folder)), mapped
+
+
+def shipped(job: MatchJob, engine: Any) -> MatchJob:
+    """`job` (its index in a folder on this machine, from `share`) with its index carried
+    by `engine` to its workers on every node instead, where the engine can (Ray: one
+    copy per node in its object store, which the node's workers read). For outputs on an
+    object store: no path but the bucket is shared, and the index never goes there."""
+    ship = getattr(engine, "ship", None)
+    if ship is None or not isinstance(job.index, str):
+        return job
+    return replace(job, index=ship(index_arrays(Path(job.index))))
 
 
 def shared_index_root(run_dir: Path, owner: str | None = None) -> Path:
