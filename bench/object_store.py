@@ -55,10 +55,13 @@ def main() -> int:
                     cli("clean", run, "--to", dest, *common, check=True)
                     return time.perf_counter() - began
 
+                # local, bucket, local again: the first run pays the cold start (imports,
+                # numba's cache, the page cache), so local is the better of its two runs
                 local = both(str(demo.webdataset), str(top / "run"), str(top / "dest"))
                 server.proxy.reset()
                 in_bucket = both(f"{bucket}/source", f"{bucket}/run", f"{bucket}/dest")
                 counts = dict(server.proxy.counts)
+                local = min(local, both(str(demo.webdataset), str(top / "r2"), str(top / "d2")))
         finally:
             server.close()
     total = sum(counts.values())
@@ -75,4 +78,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from docs_block import write_docs_block  # bench/ is on sys.path when run as a script
+
+    with write_docs_block("object_store"):
+        status = main()
+    raise SystemExit(status)
