@@ -30,12 +30,7 @@ from clearset.hashing.borders import (
 )
 from clearset.hashing.crypto import crypto_digests
 from clearset.hashing.decode import DecodeFailure, check_pixels, open_image, to_display_rgb
-from clearset.hashing.fast_pdq import (
-    decode_jpeg_luma,
-    luma_from_rgb,
-    pdq_dihedral_from_reduced,
-    pdq_from_reduced,
-)
+from clearset.hashing.fast_pdq import decode_jpeg_pixels, luma_from_rgb
 from clearset.hashing.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 
 STATUS_OK = "ok"
@@ -142,24 +137,55 @@ def _fast_pdq(
     dihedral: bool = False,
     original_size: tuple[int, int] | None = None,
 ) -> None:
-    """Reduced-scale luma decode and the matching PDQ operator (JPEG only)."""
+    """Reduced-scale decode and one compiled pass (`fused`) for the rest (JPEG only).
+
+    `fast_pdq`'s numpy steps are the twin the tests hold this to, bit for bit."""
+    from clearset.hashing import fused  # numba: imported by the first picture, not clearset
+
     try:
-        reduced = decode_jpeg_luma(image)
+        decoded = decode_jpeg_pixels(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeFailure("decompression_bomb", str(exc).split(".")[0]) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         # Truncated JPEGs land here ("image file is truncated"), as on the reference path.
         raise DecodeFailure("corrupt", str(exc)) from None
-    result.width, result.height = reduced.width, reduced.height
+    rows, cols = decoded.rows, decoded.cols
+    result.width, result.height = cols.length, rows.length
+    block = rows.scale
+    recorded = None
+    if trim_borders and original_size is not None:
+        padding = recorded_padding(result.width, result.height, *original_size)
+        recorded = None if padding is None else in_units(padding, block)
+    passed = fused.fused_pdq(
+        decoded.pixels,
+        decoded.orientation,
+        (rows.length, rows.scale, rows.head),
+        (cols.length, cols.scale, cols.head),
+        dihedral=dihedral,
+        find_borders=trim_borders and recorded is None,
+    )
     if dihedral:
-        _set_dihedral(result, *pdq_dihedral_from_reduced(reduced))
+        _set_dihedral(result, passed.hashes, passed.quality)
     else:
-        result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
-    if trim_borders:
-        borders = _padding(reduced.luma, result, original_size, block=reduced.rows.scale)
-        if borders.any:
-            inner = reduced.crop(borders.top, borders.bottom, borders.left, borders.right)
-            result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_reduced(inner)
+        result.pdq, result.pdq_quality = passed.hashes[0], passed.quality
+    if not trim_borders:
+        return
+    borders = passed.borders
+    if recorded is not None:
+        # img2dataset's recorded size, where the pixels there are padding (`_padding`).
+        luma = fused.luma_view(passed)
+        holds = holds_padding(luma, recorded, block=block)
+        borders = recorded if holds else fused.find_borders_fused(passed, block)
+    if borders.any:
+        h, w = passed.height, passed.width
+        inner_rows = rows.crop(borders.top, h - borders.bottom)
+        inner_cols = cols.crop(borders.left, w - borders.right)
+        result.pdq_trimmed, result.pdq_trimmed_quality = fused.region_pdq(
+            passed,
+            borders,
+            (inner_rows.length, inner_rows.scale, inner_rows.head),
+            (inner_cols.length, inner_cols.scale, inner_cols.head),
+        )
 
 
 def hash_bytes(
