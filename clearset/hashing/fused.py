@@ -149,7 +149,6 @@ def _pairwise(values: np.ndarray, start: int, n: int) -> float:
 
 
 
-_pairwise64 = _pairwise32 = _pairwise
 
 
 @numba.njit(cache=True, nogil=True)
@@ -202,12 +201,15 @@ def _grid(
             for x in range(width):
                 gathered[base + x] += np.float64(luma[offset + x]) * weight
     col_taps = col_index.shape[1]
+    # Zeros and sizes numba cannot see as constants: a literal argument would compile
+    # the callee once more (each one costs seconds of a cold start).
+    origin = col_taps - col_taps
     for i in range(PDQ_GRID):
         base = i * width
         for j in range(PDQ_GRID):
             for t in range(col_taps):
                 taps[t] = gathered[base + col_index[j, t]] * col_weights[j, t]
-            grid[i, j] = _pairwise64(taps, 0, col_taps)
+            grid[i, j] = _pairwise(taps, origin, col_taps)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -230,24 +232,47 @@ def _quality(grid: np.ndarray) -> int:
 def _dct16(grid: np.ndarray, dct: np.ndarray, half: np.ndarray, products: np.ndarray,
            out: np.ndarray) -> None:
     """16x16 DCT: (dct @ grid) @ dct.T, each sum numpy's pairwise sum of 64 products."""
+    n = grid.shape[0]
+    origin = n - n  # not literals: see `_grid`
     for i in range(PDQ_DCT):
         for j in range(PDQ_GRID):
             for k in range(PDQ_GRID):
                 products[k] = dct[i, k] * grid[k, j]
-            half[i, j] = _pairwise(products, 0, PDQ_GRID)
+            half[i, j] = _pairwise(products, origin, n)
     for i in range(PDQ_DCT):
         for m in range(PDQ_DCT):
             for j in range(PDQ_GRID):
                 products[j] = half[i, j] * dct[m, j]
-            out[i, m] = _pairwise(products, 0, PDQ_GRID)
+            out[i, m] = _pairwise(products, origin, n)
 
 
 @numba.njit(cache=True, nogil=True)
 def _threshold(values: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:
-    """Bits above the lower median, packed as pdqhash orders them, into out[0:32]."""
-    scratch[:] = values
-    scratch.sort()
-    median = scratch[127]
+    """Bits above the lower median (the 128th smallest, as `np.partition(..., 127)`),
+    packed as pdqhash orders them, into out[0:32]. A hand-written quickselect: numba's
+    own sort costs seconds of compile time for nothing a median needs."""
+    for i in range(256):  # not `scratch[:] = values`: its shape check compiles strings
+        scratch[i] = values[i]
+    lo, hi, kth = 0, 255, 127
+    while lo < hi:
+        pivot = scratch[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while scratch[i] < pivot:
+                i += 1
+            while scratch[j] > pivot:
+                j -= 1
+            if i <= j:
+                scratch[i], scratch[j] = scratch[j], scratch[i]
+                i += 1
+                j -= 1
+        if kth <= j:
+            hi = j
+        elif kth >= i:
+            lo = i
+        else:
+            break
+    median = scratch[kth]
     for k in range(32):
         byte = 0
         for t in range(8):
@@ -308,7 +333,7 @@ def _line_mean(luma: np.ndarray, height: int, width: int, line: int, by_rows: bo
         base = line * width
         for x in range(width):
             scratch[x] = abs(luma[base + x] - colour)
-        return np.float32(np.float64(_pairwise32(scratch, 0, width)) / width)
+        return np.float32(np.float64(_pairwise(scratch, line - line, width)) / width)
     total = np.float32(0)
     for y in range(height):
         total += abs(luma[y * width + line] - colour)
@@ -342,12 +367,15 @@ def _axis(luma: np.ndarray, height: int, width: int, by_rows: bool, colour: np.f
           reach: int, slack: int, scratch: np.ndarray) -> tuple[int, int]:
     """`borders._axis`: (leading, trailing) centred padding lines, or (0, 0)."""
     n = height if by_rows else width
-    lead = _band(luma, height, width, by_rows, False, colour, reach, scratch)
-    if lead == 0:
-        return 0, 0
-    trail = _band(luma, height, width, by_rows, True, colour, reach, scratch)
-    if trail == 0:
-        return 0, 0
+    lead = trail = 0
+    for end in range(2):  # the flag from a loop, not a literal: one compiled `_band`
+        found = _band(luma, height, width, by_rows, end == 1, colour, reach, scratch)
+        if found == 0:
+            return 0, 0
+        if end == 0:
+            lead = found
+        else:
+            trail = found
     lead, trail = min(lead, trail), min(trail, lead + slack)
     if lead + trail < BORDER_MIN_FRACTION * n or n - lead - trail < BORDER_MIN_REMAINING * n:
         return 0, 0
@@ -373,8 +401,12 @@ def _borders(luma: np.ndarray, height: int, width: int, block: int, scratch: np.
                 break
         top = bottom = left = right = 0
         if not flat:
-            top, bottom = _axis(luma, height, width, True, colour, reach, slack, scratch)
-            left, right = _axis(luma, height, width, False, colour, reach, slack, scratch)
+            for axis in range(2):  # the flag from a loop: one compiled `_axis`
+                lead, trail = _axis(luma, height, width, axis == 0, colour, reach, slack, scratch)
+                if axis == 0:
+                    top, bottom = lead, trail
+                else:
+                    left, right = lead, trail
         area = top + bottom + left + right
         if area > best:  # the first colour (white) wins a tie, as `max` keeps the first
             best = area
@@ -420,7 +452,8 @@ def fused_pdq_kernel(pixels: np.ndarray, orientation: int, row_index: np.ndarray
     _luma(pixels, orient, luma)
     ints[_QUALITY] = 0
     if variants > 0:
-        ints[_QUALITY] = _pdq_region(luma, width, 0, 0, width, row_index, row_weights,
+        origin = width - width  # not literals: see `_grid`
+        ints[_QUALITY] = _pdq_region(luma, width, origin, origin, width, row_index, row_weights,
                                      col_index, col_weights, variants, gathered, grid,
                                      floats, hashes)
     if find:
@@ -435,8 +468,9 @@ def region_pdq_kernel(luma: np.ndarray, stride: int, top: int, left: int, width:
                       col_weights: np.ndarray, gathered: np.ndarray, grid: np.ndarray,
                       floats: np.ndarray, hashes: np.ndarray) -> int:
     """The hash and quality of a region of a luma buffer (a trimmed picture)."""
+    one = width // width if width else 1  # not a literal: see `_grid`
     return _pdq_region(luma, stride, top, left, width, row_index, row_weights, col_index,
-                       col_weights, 1, gathered, grid, floats, hashes)
+                       col_weights, one, gathered, grid, floats, hashes)
 
 
 @numba.njit(cache=True, nogil=True)
