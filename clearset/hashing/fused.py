@@ -148,9 +148,6 @@ def _pairwise(values: np.ndarray, start: int, n: int) -> float:
             return value
 
 
-
-
-
 @numba.njit(cache=True, nogil=True)
 def _luma(pixels: np.ndarray, orient: np.ndarray, luma: np.ndarray) -> None:
     """PDQ's luma of H x W x C uint8 pixels (C = 1 grey, 3 RGB), oriented for display,
@@ -158,6 +155,14 @@ def _luma(pixels: np.ndarray, orient: np.ndarray, luma: np.ndarray) -> None:
     height, width, channels = pixels.shape
     transpose, reverse_rows, reverse_cols = orient[0], orient[1], orient[2]
     rows, cols = (width, height) if transpose else (height, width)
+    if channels == 3 and not (transpose or reverse_rows or reverse_cols):
+        # The common case, as one straight loop the compiler can vectorise.
+        flat = pixels.reshape(height * width * 3)
+        for p in range(height * width):
+            luma[p] = (
+                np.float32(flat[3 * p]) * _W_R + np.float32(flat[3 * p + 1]) * _W_G
+            ) + np.float32(flat[3 * p + 2]) * _W_B
+        return
     for y in range(height):
         for x in range(width):
             if channels == 1:
@@ -193,13 +198,30 @@ def _grid(
     row_taps = row_index.shape[1]
     for i in range(PDQ_GRID):
         base = i * width
-        for x in range(width):
-            gathered[base + x] = 0.0
-        for t in range(row_taps):
-            weight = row_weights[i, t]
-            offset = (top + row_index[i, t]) * stride + left
-            for x in range(width):
-                gathered[base + x] += np.float64(luma[offset + x]) * weight
+        # 0 + p0 + p1 + ...: numpy's order along a middle axis, held in registers, four
+        # columns at a time so that four chains of additions overlap.
+        x = 0
+        while x + 4 <= width:
+            a0 = a1 = a2 = a3 = 0.0
+            for t in range(row_taps):
+                offset = (top + row_index[i, t]) * stride + left + x
+                weight = row_weights[i, t]
+                a0 += np.float64(luma[offset]) * weight
+                a1 += np.float64(luma[offset + 1]) * weight
+                a2 += np.float64(luma[offset + 2]) * weight
+                a3 += np.float64(luma[offset + 3]) * weight
+            gathered[base + x] = a0
+            gathered[base + x + 1] = a1
+            gathered[base + x + 2] = a2
+            gathered[base + x + 3] = a3
+            x += 4
+        while x < width:
+            total = 0.0
+            for t in range(row_taps):
+                offset = (top + row_index[i, t]) * stride + left
+                total += np.float64(luma[offset + x]) * row_weights[i, t]
+            gathered[base + x] = total
+            x += 1
     col_taps = col_index.shape[1]
     # Zeros and sizes numba cannot see as constants: a literal argument would compile
     # the callee once more (each one costs seconds of a cold start).
@@ -207,9 +229,16 @@ def _grid(
     for i in range(PDQ_GRID):
         base = i * width
         for j in range(PDQ_GRID):
-            for t in range(col_taps):
-                taps[t] = gathered[base + col_index[j, t]] * col_weights[j, t]
-            grid[i, j] = _pairwise(taps, origin, col_taps)
+            if col_taps < 8:
+                # numpy's pairwise sum of under 8 values is 0 + v0 + v1 + ... in order.
+                total = 0.0
+                for t in range(col_taps):
+                    total += gathered[base + col_index[j, t]] * col_weights[j, t]
+                grid[i, j] = total
+            else:
+                for t in range(col_taps):
+                    taps[t] = gathered[base + col_index[j, t]] * col_weights[j, t]
+                grid[i, j] = _pairwise(taps, origin, col_taps)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -229,8 +258,9 @@ def _quality(grid: np.ndarray) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _dct16(grid: np.ndarray, dct: np.ndarray, half: np.ndarray, products: np.ndarray,
-           out: np.ndarray) -> None:
+def _dct16(
+    grid: np.ndarray, dct: np.ndarray, half: np.ndarray, products: np.ndarray, out: np.ndarray
+) -> None:
     """16x16 DCT: (dct @ grid) @ dct.T, each sum numpy's pairwise sum of 64 products."""
     n = grid.shape[0]
     origin = n - n  # not literals: see `_grid`
@@ -282,8 +312,14 @@ def _threshold(values: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None
 
 
 @numba.njit(cache=True, nogil=True)
-def _hashes(coefficients: np.ndarray, signs: np.ndarray, variants: int, flat: np.ndarray,
-            scratch: np.ndarray, out: np.ndarray) -> None:
+def _hashes(
+    coefficients: np.ndarray,
+    signs: np.ndarray,
+    variants: int,
+    flat: np.ndarray,
+    scratch: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """The hash (variants=1) or all 8 rotations/flips (DIHEDRAL_NAMES order) into out."""
     for v in range(variants):
         for i in range(PDQ_DCT):
@@ -309,8 +345,9 @@ def _hashes(coefficients: np.ndarray, signs: np.ndarray, variants: int, flat: np
 
 
 @numba.njit(cache=True, nogil=True)
-def _line_ok(luma: np.ndarray, height: int, width: int, line: int, by_rows: bool,
-             colour: np.float32) -> bool:
+def _line_ok(
+    luma: np.ndarray, height: int, width: int, line: int, by_rows: bool, colour: np.float32
+) -> bool:
     """Whether every pixel of a row (or column) is within the tolerance of `colour`."""
     if by_rows:
         base = line * width
@@ -325,8 +362,15 @@ def _line_ok(luma: np.ndarray, height: int, width: int, line: int, by_rows: bool
 
 
 @numba.njit(cache=True, nogil=True)
-def _line_mean(luma: np.ndarray, height: int, width: int, line: int, by_rows: bool,
-               colour: np.float32, scratch: np.ndarray) -> np.float32:
+def _line_mean(
+    luma: np.ndarray,
+    height: int,
+    width: int,
+    line: int,
+    by_rows: bool,
+    colour: np.float32,
+    scratch: np.ndarray,
+) -> np.float32:
     """Mean distance from `colour` of a row (numpy's pairwise float32 sum, as
     `deviation.mean(axis=1)`) or a column (summed down the rows, as `deviation.T.mean`)."""
     if by_rows:
@@ -341,8 +385,16 @@ def _line_mean(luma: np.ndarray, height: int, width: int, line: int, by_rows: bo
 
 
 @numba.njit(cache=True, nogil=True)
-def _band(luma: np.ndarray, height: int, width: int, by_rows: bool, backwards: bool,
-          colour: np.float32, reach: int, scratch: np.ndarray) -> int:
+def _band(
+    luma: np.ndarray,
+    height: int,
+    width: int,
+    by_rows: bool,
+    backwards: bool,
+    colour: np.float32,
+    reach: int,
+    scratch: np.ndarray,
+) -> int:
     """Padding lines at one end of an axis: the exact run, then ringing up to `reach`."""
     n = height if by_rows else width
     run = 0
@@ -363,8 +415,16 @@ def _band(luma: np.ndarray, height: int, width: int, by_rows: bool, backwards: b
 
 
 @numba.njit(cache=True, nogil=True)
-def _axis(luma: np.ndarray, height: int, width: int, by_rows: bool, colour: np.float32,
-          reach: int, slack: int, scratch: np.ndarray) -> tuple[int, int]:
+def _axis(
+    luma: np.ndarray,
+    height: int,
+    width: int,
+    by_rows: bool,
+    colour: np.float32,
+    reach: int,
+    slack: int,
+    scratch: np.ndarray,
+) -> tuple[int, int]:
     """`borders._axis`: (leading, trailing) centred padding lines, or (0, 0)."""
     n = height if by_rows else width
     lead = trail = 0
@@ -383,8 +443,9 @@ def _axis(luma: np.ndarray, height: int, width: int, by_rows: bool, colour: np.f
 
 
 @numba.njit(cache=True, nogil=True)
-def _borders(luma: np.ndarray, height: int, width: int, block: int, scratch: np.ndarray,
-             out: np.ndarray) -> None:
+def _borders(
+    luma: np.ndarray, height: int, width: int, block: int, scratch: np.ndarray, out: np.ndarray
+) -> None:
     """`borders.find_borders` of the luma buffer into out[_TOP:_RIGHT + 1]."""
     out[_TOP] = out[_BOTTOM] = out[_LEFT] = out[_RIGHT] = 0
     if height < 2 or width < 2:
@@ -414,10 +475,22 @@ def _borders(luma: np.ndarray, height: int, width: int, block: int, scratch: np.
 
 
 @numba.njit(cache=True, nogil=True)
-def _pdq_region(luma: np.ndarray, stride: int, top: int, left: int, width: int,
-                row_index: np.ndarray, row_weights: np.ndarray, col_index: np.ndarray,
-                col_weights: np.ndarray, variants: int, gathered: np.ndarray,
-                grid: np.ndarray, floats: np.ndarray, hashes: np.ndarray) -> int:
+def _pdq_region(
+    luma: np.ndarray,
+    stride: int,
+    top: int,
+    left: int,
+    width: int,
+    row_index: np.ndarray,
+    row_weights: np.ndarray,
+    col_index: np.ndarray,
+    col_weights: np.ndarray,
+    variants: int,
+    gathered: np.ndarray,
+    grid: np.ndarray,
+    floats: np.ndarray,
+    hashes: np.ndarray,
+) -> int:
     """Hash(es) and quality of a luma region; returns the quality."""
     # The DCT's products reuse the taps: the grid is done by then. Only an axis over
     # 8,000 pixels decoded in full has more than 64 taps.
@@ -427,8 +500,20 @@ def _pdq_region(luma: np.ndarray, stride: int, top: int, left: int, width: int,
     coefficients = floats[start : start + 256].reshape((PDQ_DCT, PDQ_DCT))
     flat = floats[start + 256 : start + 512]
     scratch = floats[start + 512 : start + 768]
-    _grid(luma, stride, top, left, width, row_index, row_weights, col_index, col_weights,
-          gathered, taps, grid)
+    _grid(
+        luma,
+        stride,
+        top,
+        left,
+        width,
+        row_index,
+        row_weights,
+        col_index,
+        col_weights,
+        gathered,
+        taps,
+        grid,
+    )
     quality = _quality(grid)
     _dct16(grid, _DCT, half, taps, coefficients)
     _hashes(coefficients, _SIGNS, variants, flat, scratch, hashes)
@@ -436,11 +521,24 @@ def _pdq_region(luma: np.ndarray, stride: int, top: int, left: int, width: int,
 
 
 @numba.njit(cache=True, nogil=True)
-def fused_pdq_kernel(pixels: np.ndarray, orientation: int, row_index: np.ndarray,
-                     row_weights: np.ndarray, col_index: np.ndarray, col_weights: np.ndarray,
-                     variants: int, find: bool, block: int, luma: np.ndarray,
-                     gathered: np.ndarray, grid: np.ndarray, floats: np.ndarray,
-                     scratch32: np.ndarray, hashes: np.ndarray, ints: np.ndarray) -> None:
+def fused_pdq_kernel(
+    pixels: np.ndarray,
+    orientation: int,
+    row_index: np.ndarray,
+    row_weights: np.ndarray,
+    col_index: np.ndarray,
+    col_weights: np.ndarray,
+    variants: int,
+    find: bool,
+    block: int,
+    luma: np.ndarray,
+    gathered: np.ndarray,
+    grid: np.ndarray,
+    floats: np.ndarray,
+    scratch32: np.ndarray,
+    hashes: np.ndarray,
+    ints: np.ndarray,
+) -> None:
     """The whole per-picture pass: luma, hash(es), quality, and borders when `find`.
 
     `variants` is 0 (the picture is too small to hash: luma and borders only), 1 or 8.
@@ -453,9 +551,22 @@ def fused_pdq_kernel(pixels: np.ndarray, orientation: int, row_index: np.ndarray
     ints[_QUALITY] = 0
     if variants > 0:
         origin = width - width  # not literals: see `_grid`
-        ints[_QUALITY] = _pdq_region(luma, width, origin, origin, width, row_index, row_weights,
-                                     col_index, col_weights, variants, gathered, grid,
-                                     floats, hashes)
+        ints[_QUALITY] = _pdq_region(
+            luma,
+            width,
+            origin,
+            origin,
+            width,
+            row_index,
+            row_weights,
+            col_index,
+            col_weights,
+            variants,
+            gathered,
+            grid,
+            floats,
+            hashes,
+        )
     if find:
         _borders(luma, height, width, block, scratch32, ints)
     else:
@@ -463,19 +574,45 @@ def fused_pdq_kernel(pixels: np.ndarray, orientation: int, row_index: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
-def region_pdq_kernel(luma: np.ndarray, stride: int, top: int, left: int, width: int,
-                      row_index: np.ndarray, row_weights: np.ndarray, col_index: np.ndarray,
-                      col_weights: np.ndarray, gathered: np.ndarray, grid: np.ndarray,
-                      floats: np.ndarray, hashes: np.ndarray) -> int:
+def region_pdq_kernel(
+    luma: np.ndarray,
+    stride: int,
+    top: int,
+    left: int,
+    width: int,
+    row_index: np.ndarray,
+    row_weights: np.ndarray,
+    col_index: np.ndarray,
+    col_weights: np.ndarray,
+    gathered: np.ndarray,
+    grid: np.ndarray,
+    floats: np.ndarray,
+    hashes: np.ndarray,
+) -> int:
     """The hash and quality of a region of a luma buffer (a trimmed picture)."""
     one = width // width if width else 1  # not a literal: see `_grid`
-    return _pdq_region(luma, stride, top, left, width, row_index, row_weights, col_index,
-                       col_weights, one, gathered, grid, floats, hashes)
+    return _pdq_region(
+        luma,
+        stride,
+        top,
+        left,
+        width,
+        row_index,
+        row_weights,
+        col_index,
+        col_weights,
+        one,
+        gathered,
+        grid,
+        floats,
+        hashes,
+    )
 
 
 @numba.njit(cache=True, nogil=True)
-def borders_kernel(luma: np.ndarray, height: int, width: int, block: int,
-                   scratch32: np.ndarray, ints: np.ndarray) -> None:
+def borders_kernel(
+    luma: np.ndarray, height: int, width: int, block: int, scratch32: np.ndarray, ints: np.ndarray
+) -> None:
     """`borders.find_borders` of a luma buffer (when a recorded padding did not hold)."""
     _borders(luma, height, width, block, scratch32, ints)
 
@@ -562,9 +699,24 @@ def fused_pdq(
         row_index, row_weights = _EMPTY_INDEX, _EMPTY_WEIGHTS
         col_index, col_weights = _EMPTY_INDEX, _EMPTY_WEIGHTS
     variants = (8 if dihedral else 1) if hashable else 0
-    fused_pdq_kernel(pixels, orientation, row_index, row_weights, col_index, col_weights,
-                     variants, find_borders, rows[1], work.luma, work.gathered, work.grid,
-                     work.floats, work.scratch32, work.hashes, work.ints)
+    fused_pdq_kernel(
+        pixels,
+        orientation,
+        row_index,
+        row_weights,
+        col_index,
+        col_weights,
+        variants,
+        find_borders,
+        rows[1],
+        work.luma,
+        work.gathered,
+        work.grid,
+        work.floats,
+        work.scratch32,
+        work.hashes,
+        work.ints,
+    )
     ints = work.ints
     if hashable:
         hashes = [work.hashes[v].tobytes() for v in range(variants)]
@@ -606,7 +758,19 @@ def region_pdq(
     work = _WORKSPACE
     row_index, row_weights, col_index, col_weights = _operators(rows, cols)
     inner_width = result.width - borders.left - borders.right
-    quality = region_pdq_kernel(work.luma, result.width, borders.top, borders.left, inner_width,
-                                row_index, row_weights, col_index, col_weights, work.gathered,
-                                work.grid, work.floats, work.hashes)
+    quality = region_pdq_kernel(
+        work.luma,
+        result.width,
+        borders.top,
+        borders.left,
+        inner_width,
+        row_index,
+        row_weights,
+        col_index,
+        col_weights,
+        work.gathered,
+        work.grid,
+        work.floats,
+        work.hashes,
+    )
     return work.hashes[0].tobytes(), int(quality)
