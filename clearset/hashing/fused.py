@@ -24,7 +24,9 @@ machine code in a few hundred milliseconds; a cold cache compiles for several se
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
@@ -65,12 +67,20 @@ for _k, _ops in EXIF_ORIENTATION_OPS.items():
     _ORIENT[_k] = _ops
 _ORIENT.setflags(write=False)
 
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def _kernel(function: _Function) -> _Function:
+    """numba.njit, cached on disk and releasing the GIL, typed for mypy as what it wraps."""
+    return cast(_Function, numba.njit(cache=True, nogil=True)(function))
+
+
 # Slots of the kernel's integer outputs.
 _QUALITY, _TOP, _BOTTOM, _LEFT, _RIGHT = range(5)
 
 
-@numba.njit(cache=True, nogil=True)
-def _pairwise_block(values: np.ndarray, start: int, n: int) -> float:
+@_kernel
+def _pairwise_block(values: np.ndarray, start: int, n: int) -> Any:  # the array's dtype
     """numpy's pairwise sum of at most 128 values: 8 running sums, then the rest."""
     if n < 8:
         total = values[start] - values[start]  # zero of the array's precision
@@ -99,8 +109,8 @@ def _pairwise_block(values: np.ndarray, start: int, n: int) -> float:
     return total
 
 
-@numba.njit(cache=True, nogil=True)
-def _pairwise(values: np.ndarray, start: int, n: int) -> float:
+@_kernel
+def _pairwise(values: np.ndarray, start: int, n: int) -> Any:  # the array's dtype
     """numpy's pairwise summation of values[start:start + n] in its exact order, at the
     array's precision (float64 for the operators, float32 as `mean` sums a float32 row).
 
@@ -148,7 +158,7 @@ def _pairwise(values: np.ndarray, start: int, n: int) -> float:
             return value
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _luma(pixels: np.ndarray, orient: np.ndarray, luma: np.ndarray) -> None:
     """PDQ's luma of H x W x C uint8 pixels (C = 1 grey, 3 RGB), oriented for display,
     into the flat float32 buffer `luma` (row-major, the oriented shape)."""
@@ -179,7 +189,7 @@ def _luma(pixels: np.ndarray, orient: np.ndarray, luma: np.ndarray) -> None:
             luma[i * cols + j] = value
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _grid(
     luma: np.ndarray,
     stride: int,
@@ -241,7 +251,7 @@ def _grid(
                 grid[i, j] = _pairwise(taps, origin, col_taps)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _quality(grid: np.ndarray) -> int:
     """Meta's quality from the grid, as `fast_pdq.pdq_quality` (float32 differences)."""
     total = 0
@@ -257,7 +267,7 @@ def _quality(grid: np.ndarray) -> int:
     return min(total // 90, 100)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _dct16(
     grid: np.ndarray, dct: np.ndarray, half: np.ndarray, products: np.ndarray, out: np.ndarray
 ) -> None:
@@ -276,7 +286,7 @@ def _dct16(
             out[i, m] = _pairwise(products, origin, n)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _threshold(values: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:
     """Bits above the lower median (the 128th smallest, as `np.partition(..., 127)`),
     packed as pdqhash orders them, into out[0:32]. A hand-written quickselect: numba's
@@ -311,7 +321,7 @@ def _threshold(values: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None
         out[k] = byte
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _hashes(
     coefficients: np.ndarray,
     signs: np.ndarray,
@@ -344,7 +354,7 @@ def _hashes(
         _threshold(flat, scratch, out[v])
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _line_ok(
     luma: np.ndarray, height: int, width: int, line: int, by_rows: bool, colour: np.float32
 ) -> bool:
@@ -361,7 +371,7 @@ def _line_ok(
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _line_mean(
     luma: np.ndarray,
     height: int,
@@ -384,7 +394,7 @@ def _line_mean(
     return np.float32(np.float64(total) / height)
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _band(
     luma: np.ndarray,
     height: int,
@@ -414,7 +424,7 @@ def _band(
     return run + extra
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _axis(
     luma: np.ndarray,
     height: int,
@@ -442,7 +452,7 @@ def _axis(
     return lead, trail
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _borders(
     luma: np.ndarray, height: int, width: int, block: int, scratch: np.ndarray, out: np.ndarray
 ) -> None:
@@ -474,7 +484,7 @@ def _borders(
             out[_TOP], out[_BOTTOM], out[_LEFT], out[_RIGHT] = top, bottom, left, right
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def _pdq_region(
     luma: np.ndarray,
     stride: int,
@@ -520,7 +530,7 @@ def _pdq_region(
     return quality
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def fused_pdq_kernel(
     pixels: np.ndarray,
     orientation: int,
@@ -573,7 +583,7 @@ def fused_pdq_kernel(
         ints[_TOP] = ints[_BOTTOM] = ints[_LEFT] = ints[_RIGHT] = 0
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def region_pdq_kernel(
     luma: np.ndarray,
     stride: int,
@@ -609,7 +619,7 @@ def region_pdq_kernel(
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@_kernel
 def borders_kernel(
     luma: np.ndarray, height: int, width: int, block: int, scratch32: np.ndarray, ints: np.ndarray
 ) -> None:
