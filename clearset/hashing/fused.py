@@ -160,19 +160,28 @@ def _pairwise(values: np.ndarray, start: int, n: int) -> Any:  # the array's dty
 
 @_kernel
 def _luma(pixels: np.ndarray, orient: np.ndarray, luma: np.ndarray) -> None:
-    """PDQ's luma of H x W x C uint8 pixels (C = 1 grey, 3 RGB), oriented for display,
+    """PDQ's luma of H x W x C uint8 pixels (C = 1 grey, 3 RGB, 4 RGBX), oriented for display,
     into the flat float32 buffer `luma` (row-major, the oriented shape)."""
     height, width, channels = pixels.shape
     transpose, reverse_rows, reverse_cols = orient[0], orient[1], orient[2]
     rows, cols = (width, height) if transpose else (height, width)
-    if channels == 3 and not (transpose or reverse_rows or reverse_cols):
-        # The common case, as one straight loop the compiler can vectorise.
-        flat = pixels.reshape(height * width * 3)
-        for p in range(height * width):
-            luma[p] = (
-                np.float32(flat[3 * p]) * _W_R + np.float32(flat[3 * p + 1]) * _W_G
-            ) + np.float32(flat[3 * p + 2]) * _W_B
-        return
+    if channels >= 3 and not (transpose or reverse_rows or reverse_cols):
+        # The common case, as one straight loop of constant stride (RGBX as Pillow
+        # holds it, or RGB) that the compiler can vectorise.
+        if channels == 4:
+            rgbx = pixels.reshape(height * width * 4)
+            for p in range(height * width):
+                luma[p] = (
+                    np.float32(rgbx[4 * p]) * _W_R + np.float32(rgbx[4 * p + 1]) * _W_G
+                ) + np.float32(rgbx[4 * p + 2]) * _W_B
+            return
+        if channels == 3:
+            rgb = pixels.reshape(height * width * 3)
+            for p in range(height * width):
+                luma[p] = (
+                    np.float32(rgb[3 * p]) * _W_R + np.float32(rgb[3 * p + 1]) * _W_G
+                ) + np.float32(rgb[3 * p + 2]) * _W_B
+            return
     for y in range(height):
         for x in range(width):
             if channels == 1:
@@ -268,22 +277,44 @@ def _quality(grid: np.ndarray) -> int:
 
 
 @_kernel
+def _dot64(a: np.ndarray, i: int, b: np.ndarray, j: int) -> float:
+    """numpy's pairwise sum of a[i, :64] * b[j, :64]: 8 running sums, lane m adding
+    products m, m + 8, ..., combined as ((0+1)+(2+3))+((4+5)+(6+7)). The lanes are
+    independent, so the compiler may run them as vectors without reordering a sum."""
+    r0 = a[i, 0] * b[j, 0]
+    r1 = a[i, 1] * b[j, 1]
+    r2 = a[i, 2] * b[j, 2]
+    r3 = a[i, 3] * b[j, 3]
+    r4 = a[i, 4] * b[j, 4]
+    r5 = a[i, 5] * b[j, 5]
+    r6 = a[i, 6] * b[j, 6]
+    r7 = a[i, 7] * b[j, 7]
+    for c in range(8, 64, 8):
+        r0 += a[i, c] * b[j, c]
+        r1 += a[i, c + 1] * b[j, c + 1]
+        r2 += a[i, c + 2] * b[j, c + 2]
+        r3 += a[i, c + 3] * b[j, c + 3]
+        r4 += a[i, c + 4] * b[j, c + 4]
+        r5 += a[i, c + 5] * b[j, c + 5]
+        r6 += a[i, c + 6] * b[j, c + 6]
+        r7 += a[i, c + 7] * b[j, c + 7]
+    return ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+
+
+@_kernel
 def _dct16(
-    grid: np.ndarray, dct: np.ndarray, half: np.ndarray, products: np.ndarray, out: np.ndarray
+    grid: np.ndarray, dct: np.ndarray, half: np.ndarray, transposed: np.ndarray, out: np.ndarray
 ) -> None:
     """16x16 DCT: (dct @ grid) @ dct.T, each sum numpy's pairwise sum of 64 products."""
-    n = grid.shape[0]
-    origin = n - n  # not literals: see `_grid`
+    for k in range(PDQ_GRID):
+        for j in range(PDQ_GRID):
+            transposed[j, k] = grid[k, j]
     for i in range(PDQ_DCT):
         for j in range(PDQ_GRID):
-            for k in range(PDQ_GRID):
-                products[k] = dct[i, k] * grid[k, j]
-            half[i, j] = _pairwise(products, origin, n)
+            half[i, j] = _dot64(dct, i, transposed, j)
     for i in range(PDQ_DCT):
         for m in range(PDQ_DCT):
-            for j in range(PDQ_GRID):
-                products[j] = half[i, j] * dct[m, j]
-            out[i, m] = _pairwise(products, origin, n)
+            out[i, m] = _dot64(half, i, dct, m)
 
 
 @_kernel
@@ -502,8 +533,7 @@ def _pdq_region(
     hashes: np.ndarray,
 ) -> int:
     """Hash(es) and quality of a luma region; returns the quality."""
-    # The DCT's products reuse the taps: the grid is done by then. Only an axis over
-    # 8,000 pixels decoded in full has more than 64 taps.
+    # Only an axis over 8,000 pixels decoded in full has more than 64 taps.
     taps = floats[:64] if col_index.shape[1] <= 64 else np.empty(col_index.shape[1])
     half = floats[64 : 64 + PDQ_DCT * PDQ_GRID].reshape((PDQ_DCT, PDQ_GRID))
     start = 64 + PDQ_DCT * PDQ_GRID
@@ -525,7 +555,9 @@ def _pdq_region(
         grid,
     )
     quality = _quality(grid)
-    _dct16(grid, _DCT, half, taps, coefficients)
+    # The grid's transpose reuses the first pass's buffer: the grid is done by then.
+    transposed = gathered[: PDQ_GRID * PDQ_GRID].reshape((PDQ_GRID, PDQ_GRID))
+    _dct16(grid, _DCT, half, transposed, coefficients)
     _hashes(coefficients, _SIGNS, variants, flat, scratch, hashes)
     return quality
 

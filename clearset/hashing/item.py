@@ -32,7 +32,7 @@ from clearset.hashing.borders import (
 )
 from clearset.hashing.crypto import crypto_digests
 from clearset.hashing.decode import DecodeFailure, check_pixels, open_image, to_display_rgb
-from clearset.hashing.fast_pdq import DecodeAxis, decode_jpeg_pixels, luma_from_rgb
+from clearset.hashing.fast_pdq import DecodeAxis, decode_jpeg_pixels, luma_from_rgb, pixels_of
 from clearset.hashing.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 
 STATUS_OK = "ok"
@@ -175,9 +175,8 @@ def _full_fused_pdq(
     order (equal to pdqhash bit for bit on the tests' corpora), without pdqhash's float
     copies and numpy's border passes."""
     display = to_display_rgb(image)
-    rgb = np.asarray(display)
-    display.close()
-    image.close()
+    # A view of Pillow's buffer (no copy): the images are closed once the kernel is done.
+    rgb = pixels_of(display)
     height, width = rgb.shape[:2]
     _fused_hashes(
         rgb,
@@ -189,6 +188,8 @@ def _full_fused_pdq(
         dihedral,
         original_size,
     )
+    display.close()
+    image.close()
 
 
 def _fused_hashes(
