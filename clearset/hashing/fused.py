@@ -277,7 +277,7 @@ def _quality(grid: np.ndarray) -> int:
 
 
 @_kernel
-def _dot64(a: np.ndarray, i: int, b: np.ndarray, j: int) -> float:
+def _dot64(a: np.ndarray, i: int, b: np.ndarray, j: int) -> Any:  # float64
     """numpy's pairwise sum of a[i, :64] * b[j, :64]: 8 running sums, lane m adding
     products m, m + 8, ..., combined as ((0+1)+(2+3))+((4+5)+(6+7)). The lanes are
     independent, so the compiler may run them as vectors without reordering a sum."""
