@@ -5,6 +5,14 @@
 By default it times what `clearset scan` does by default (fast PDQ, border trimming);
 --exact-pdq times the reference PDQ path instead.
 
+    python bench/scan.py --img2dataset 256 --images 20000 --list-size 1000000
+
+times `clearset scan` (the CLI, one worker) of an img2dataset-style WebDataset of camera
+photos stored at SIZE x SIZE px (JPEG quality 85-95, with `original_width/height`
+beside each) against a list of `--list-size` random PDQ hashes, and prints its images/s
+against the per-image hashing rate (`hash_bytes` as a scan calls it, one process)
+measured on the same images in the same run.
+
 Prints items/s and MB/s for each worker count and the speed-up over one worker (the
 baseline measured in the same run, since these machines are noisy).
 """
@@ -18,10 +26,110 @@ import tempfile
 import time
 from pathlib import Path
 
-from clearset.demo import demo_items, write_webdataset
+from clearset.demo import DemoItem, demo_items, write_webdataset
 from clearset.engines.local import default_workers
 from clearset.formats import open_source
 from clearset.runs import ScanSettings, run_scan
+
+
+def _i2d_item(args: tuple[int, int, int]) -> DemoItem:
+    """One img2dataset-style item: a camera photo, cropped, tinted, with grain, at
+    `size` x `size` (its center_crop mode), recording a larger original size."""
+    import io
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.photos import photos
+
+    number, size, seed = args
+    rng = np.random.default_rng([seed, number])
+    library = photos()
+    names = sorted(library)
+    photo = library[names[number % len(names)]]
+    ph, pw = photo.shape[:2]
+    side = int(rng.integers(min(ph, pw) // 2, min(ph, pw) + 1))
+    y, x = int(rng.integers(0, ph - side + 1)), int(rng.integers(0, pw - side + 1))
+    image = Image.fromarray(photo[y : y + side, x : x + side]).resize((size, size), Image.BICUBIC)
+    pixels = np.asarray(image, np.float32) * rng.uniform(0.85, 1.15, 3)
+    pixels = pixels + rng.normal(0, rng.uniform(1, 4), pixels.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+        buffer, "JPEG", quality=int(rng.integers(85, 96))
+    )
+    original = int(side * 1.5)
+    return DemoItem(f"{number:09d}", "jpg", buffer.getvalue(), original, original, "a photo")
+
+
+def img2dataset_scan(size: int, images: int, list_size: int, shard_size: int) -> None:
+    """`clearset scan` (CLI, 1 worker) against the hashing rate, measured in one run."""
+    import multiprocessing as mp
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from clearset.hashing import hash_bytes
+
+    root = Path(tempfile.mkdtemp(prefix="clearset-bench-i2d-"))
+    try:
+        started = time.perf_counter()
+        with mp.Pool(os.cpu_count() or 1) as pool:
+            items = pool.map(_i2d_item, [(n, size, 7) for n in range(images)], chunksize=64)
+        write_webdataset(root / "src", items, shard_size)
+        rng = np.random.default_rng(11)
+        hashes = rng.integers(0, 256, (list_size, 32), dtype=np.uint8)
+        with open(root / "list.txt", "w") as out:
+            out.writelines(h.tobytes().hex() + "\n" for h in hashes)
+        print(
+            f"{images} JPEGs of {size} x {size} px ({sum(len(i.data) for i in items) / 1e6:.0f} MB)"
+            f" in {-(-images // shard_size)} shards, a list of {list_size:,} PDQ hashes; "
+            f"built in {time.perf_counter() - started:.0f} s"
+        )
+        # Hashing alone, as a scan calls it, one process (CPU time: the machine is shared).
+        sample = items[: min(len(items), 4000)]
+        hash_bytes(sample[0].data)
+        cpu = time.process_time()
+        for item in sample:
+            hash_bytes(item.data, original_size=(item.width, item.height))
+        rate = len(sample) / (time.process_time() - cpu)
+        write_webdataset(root / "small", items[:shard_size], shard_size)
+
+        def scan(source: str) -> tuple[float, float]:
+            """(wall, CPU) seconds of `clearset scan --workers 1` of `source`."""
+            run = root / f"run-{source}"
+            command = [sys.executable, "-m", "clearset.cli", "scan", str(root / source)]
+            command += ["--out", str(run), "--workers", "1", "--no-progress"]
+            command += ["--list", f"{root / 'list.txt'},type=pdq"]
+            wall, child = time.perf_counter(), resource_usage()
+            subprocess.run(command, check=True, capture_output=True)
+            return time.perf_counter() - wall, resource_usage() - child
+
+        small_wall, small_cpu = scan("small")
+        seconds, scan_cpu = scan("src")
+        marginal = (images - shard_size) / (scan_cpu - small_cpu)
+        print(f"hashing alone (hash_bytes, {len(sample)} images): {rate:8.1f} images/s (CPU)")
+        print(
+            f"clearset scan --workers 1, all {images}: {seconds:6.1f} s wall, {scan_cpu:6.1f} s "
+            f"CPU: {images / scan_cpu:7.1f} images/s per CPU second = "
+            f"{images / scan_cpu / rate:.2f}x the hashing rate, start-up included"
+        )
+        print(
+            f"  start-up (a scan of {shard_size} images: {small_cpu:.1f} s CPU) taken out: "
+            f"{marginal:7.1f} images/s = {marginal / rate:.2f}x the hashing rate"
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def resource_usage() -> float:
+    """CPU seconds of this process's finished children (the scan and its workers)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -32,7 +140,18 @@ def main() -> None:
     parser.add_argument(
         "--exact-pdq", action="store_true", help="time the reference PDQ path (default: fast)"
     )
+    parser.add_argument(
+        "--img2dataset",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help="time the CLI on an img2dataset-style set of SIZE-px photos against a list",
+    )
+    parser.add_argument("--list-size", type=int, default=1_000_000)
     args = parser.parse_args()
+    if args.img2dataset:
+        img2dataset_scan(args.img2dataset, args.images, args.list_size, 1000)
+        return
 
     root = Path(tempfile.mkdtemp(prefix="clearset-bench-"))
     try:

@@ -68,6 +68,7 @@ _NUMBA = "numba kernels compile on import (~0.5-0.7 s): loaded only when first u
 FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("clearset.matching.pdq_index", "clearset.matching.pdq_kernels"): _NUMBA,
     ("clearset.receipts.batch_sha", "clearset.receipts.sha_kernel"): _NUMBA,
+    ("clearset.hashing.item", "clearset.hashing.fused"): _NUMBA,
 }
 
 

@@ -203,9 +203,16 @@ def pdq_quality(grid: np.ndarray) -> int:
 
 
 def _dct16(grid: np.ndarray) -> np.ndarray:
-    """PDQ's 16 x 16 DCT coefficients of the 64 x 64 grid (rows: vertical frequency)."""
+    """PDQ's 16 x 16 DCT coefficients of the 64 x 64 grid (rows: vertical frequency).
+
+    `dct @ grid @ dct.T`, each sum taken along a contiguous last axis (numpy's pairwise
+    summation, a fixed order) rather than by BLAS, whose order and fused multiply-adds
+    depend on the CPU: the result is the same on every machine, and the compiled twin
+    (`fused`) takes the same sums bit for bit.
+    """
     dct = _dct_matrix()
-    return cast(np.ndarray, dct @ grid @ dct.T)
+    half = (dct[:, None, :] * grid.T[None, :, :]).sum(axis=2)  # (16, 64): dct @ grid
+    return cast(np.ndarray, (half[:, None, :] * dct[None, :, :]).sum(axis=2))
 
 
 def _hash_from_dct(coefficients: np.ndarray) -> bytes:
@@ -293,8 +300,14 @@ def pdq_dihedral_from_luma(
 
 
 def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
-    """PDQ's luma (0.299 R + 0.587 G + 0.114 B) of an HxWx3 uint8 array, as float32."""
-    return rgb.astype(np.float32) @ _LUMA_WEIGHTS
+    """PDQ's luma ((0.299 R + 0.587 G) + 0.114 B, float32) of an HxWx3 uint8 array.
+
+    Element by element in that order, not `@ weights`: BLAS's sgemv rounds a fifth of
+    the pixels differently by the batch it is given, which no twin can follow.
+    """
+    r, g, b = (rgb[..., c].astype(np.float32) for c in range(3))
+    w_r, w_g, w_b = _LUMA_WEIGHTS
+    return cast(np.ndarray, (r * w_r + g * w_g) + b * w_b)
 
 
 def pdq_from_rgb_full(rgb: np.ndarray) -> tuple[bytes, int]:
@@ -371,12 +384,47 @@ def orient(array: np.ndarray, orientation: int) -> tuple[np.ndarray, tuple[bool,
     return array, (reverse_rows, reverse_cols)
 
 
-def decode_jpeg_luma(
+def pixels_of(image: Image.Image) -> np.ndarray:
+    """A loaded L or RGB image's pixels as H x W x C uint8 (C 1, or 4: RGBX).
+
+    Through Arrow (Pillow 11.2 and later): a view of Pillow's own buffer, where RGB is
+    held as RGBX, with no copy; `np.asarray` copies every pixel through Pillow's raw
+    encoder, which on a 256-px picture costs a tenth of its decode. Falls back to the
+    copy (H x W x 3) where Pillow cannot export (older Pillow, an image in several
+    memory blocks)."""
+    height, width = image.height, image.width
+    try:
+        import pyarrow as pa
+
+        array = pa.array(image)
+        if pa.types.is_fixed_size_list(array.type):
+            array = array.flatten()
+        flat = array.to_numpy(zero_copy_only=True)
+        if flat.dtype == np.uint8 and flat.size % max(1, height * width) == 0:
+            return cast(np.ndarray, flat.reshape(height, width, -1))
+    except Exception:  # noqa: BLE001, S110 - any failure to export: take the copy
+        pass
+    pixels = np.asarray(image)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+@dataclass(frozen=True, slots=True)
+class ReducedPixels:
+    """A JPEG decoded at reduced scale, as stored (not yet oriented), with the axis maps
+    of the picture as shown: what the compiled kernel (`fused`) starts from."""
+
+    pixels: np.ndarray  # H x W x C uint8, C 1 (grey), 3 (RGB) or 4 (RGBX), C-contiguous
+    orientation: int  # EXIF orientation, 1-8
+    rows: DecodeAxis  # of the oriented picture
+    cols: DecodeAxis
+
+
+def decode_jpeg_pixels(
     image: Image.Image,
     block_per_window: float = FAST_PDQ_BLOCK_PER_WINDOW,
     full_decode_below: int = FAST_PDQ_FULL_DECODE_BELOW,
-) -> ReducedLuma:
-    """Decode an opened, not yet loaded JPEG at reduced scale straight to oriented luma.
+) -> ReducedPixels:
+    """Decode an opened, not yet loaded JPEG at reduced scale to grey or RGB pixels.
 
     Raises Pillow's own errors (OSError for truncated data); the caller maps them.
     """
@@ -389,19 +437,34 @@ def decode_jpeg_luma(
     drafted = image.draft(FAST_PDQ_DECODE_MODE, request)
     actual = round(stored_width / drafted[1][2]) if drafted and request else 1
     image.load()
-    if image.mode == "L":
-        luma = np.asarray(image)
-    else:
-        # RGB as decoded, or CMYK converted: PDQ's luma from the reduced picture.
-        luma = luma_from_rgb(np.asarray(image.convert("RGB")))
-    oriented, (reverse_rows, reverse_cols) = orient(luma, orientation)
+    # RGB as decoded, or CMYK converted.
+    pixels = pixels_of(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+    _, (reverse_rows, reverse_cols) = orient(pixels[:1, :1, 0], orientation)
     if EXIF_ORIENTATION_OPS[orientation][0]:
         stored_width, stored_height = stored_height, stored_width
-    return ReducedLuma(
-        luma=oriented,
+    return ReducedPixels(
+        pixels=np.ascontiguousarray(pixels),
+        orientation=orientation,
         rows=DecodeAxis.plain(stored_height, actual, reverse_rows),
         cols=DecodeAxis.plain(stored_width, actual, reverse_cols),
     )
+
+
+def decode_jpeg_luma(
+    image: Image.Image,
+    block_per_window: float = FAST_PDQ_BLOCK_PER_WINDOW,
+    full_decode_below: int = FAST_PDQ_FULL_DECODE_BELOW,
+) -> ReducedLuma:
+    """Decode an opened, not yet loaded JPEG at reduced scale straight to oriented luma
+    (the numpy twin of what `fused` does with `decode_jpeg_pixels`).
+
+    Raises Pillow's own errors (OSError for truncated data); the caller maps them.
+    """
+    decoded = decode_jpeg_pixels(image, block_per_window, full_decode_below)
+    pixels = decoded.pixels
+    luma = pixels[:, :, 0] if pixels.shape[2] == 1 else luma_from_rgb(pixels)
+    oriented, _ = orient(luma, decoded.orientation)
+    return ReducedLuma(luma=oriented, rows=decoded.rows, cols=decoded.cols)
 
 
 def pdq_from_reduced(reduced: ReducedLuma) -> tuple[bytes, int]:

@@ -1,10 +1,12 @@
 """Hash one item's bytes: every signal, with a status and reason when decoding fails.
 
-PDQ takes one of two paths. The default fast path decodes a JPEG at reduced scale to
-RGB, takes PDQ's luma and applies Meta's filter through a matching operator
-(`fast_pdq`): within a few bits of the reference, several times faster. With
-`exact_pdq=True`, and for every format other than JPEG, the reference path runs: full
-decode to display RGB and `pdqhash`, bit-equal to other tools. With `trim_borders`,
+PDQ takes one of three paths. The default fast path decodes a JPEG at reduced scale to
+RGB and runs one compiled pass (`fused`: PDQ's luma, Meta's filter through a matching
+operator, quality, DCT, hash, borders): within a few bits of the reference, several
+times faster. PNG and WebP are decoded in full and take the same compiled pass at full
+scale: pdqhash's algorithm with its sums in a fixed order. With `exact_pdq=True`, and
+for every other format, the reference path runs: full decode to display RGB and
+`pdqhash`, bit-equal to other tools. With `trim_borders`,
 letterbox and pillarbox bands are found and the picture inside is hashed too
 (`pdq_trimmed`); `pdq` always stays the hash as stored. With `dihedral`, the 7 other
 rotations and flips come from the same pass (`pdq_dihedral`): PDQ's 8 orientations are
@@ -30,12 +32,7 @@ from clearset.hashing.borders import (
 )
 from clearset.hashing.crypto import crypto_digests
 from clearset.hashing.decode import DecodeFailure, check_pixels, open_image, to_display_rgb
-from clearset.hashing.fast_pdq import (
-    decode_jpeg_luma,
-    luma_from_rgb,
-    pdq_dihedral_from_reduced,
-    pdq_from_reduced,
-)
+from clearset.hashing.fast_pdq import DecodeAxis, decode_jpeg_pixels, luma_from_rgb, pixels_of
 from clearset.hashing.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 
 STATUS_OK = "ok"
@@ -44,6 +41,8 @@ STATUS_MISSING = "missing"  # no bytes at all (failed download, URL-only metadat
 
 #: Formats (as Pillow names them) the fast path handles; the rest take the reference path.
 FAST_PDQ_FORMATS = frozenset({"JPEG"})
+#: Formats decoded in full (no DCT scaling) and hashed by the compiled pass, not pdqhash.
+FULL_FUSED_FORMATS = frozenset({"PNG", "WEBP"})
 
 
 @dataclass(slots=True)
@@ -142,24 +141,106 @@ def _fast_pdq(
     dihedral: bool = False,
     original_size: tuple[int, int] | None = None,
 ) -> None:
-    """Reduced-scale luma decode and the matching PDQ operator (JPEG only)."""
+    """Reduced-scale decode and one compiled pass (`fused`) for the rest (JPEG only).
+
+    `fast_pdq`'s numpy steps are the twin the tests hold this to, bit for bit."""
     try:
-        reduced = decode_jpeg_luma(image)
+        decoded = decode_jpeg_pixels(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeFailure("decompression_bomb", str(exc).split(".")[0]) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         # Truncated JPEGs land here ("image file is truncated"), as on the reference path.
         raise DecodeFailure("corrupt", str(exc)) from None
-    result.width, result.height = reduced.width, reduced.height
+    _fused_hashes(
+        decoded.pixels,
+        decoded.orientation,
+        decoded.rows,
+        decoded.cols,
+        result,
+        trim_borders,
+        dihedral,
+        original_size,
+    )
+
+
+def _full_fused_pdq(
+    image: Image.Image,
+    result: ItemHashes,
+    trim_borders: bool,
+    dihedral: bool = False,
+    original_size: tuple[int, int] | None = None,
+) -> None:
+    """PNG and WebP: a full decode to display RGB, as the reference path makes it, then
+    the compiled pass at full scale: the reference's algorithm with its sums in a fixed
+    order (equal to pdqhash bit for bit on the tests' corpora), without pdqhash's float
+    copies and numpy's border passes."""
+    display = to_display_rgb(image)
+    # A view of Pillow's buffer (no copy): the images are closed once the kernel is done.
+    rgb = pixels_of(display)
+    height, width = rgb.shape[:2]
+    _fused_hashes(
+        rgb,
+        1,
+        DecodeAxis.plain(height, 1),
+        DecodeAxis.plain(width, 1),
+        result,
+        trim_borders,
+        dihedral,
+        original_size,
+    )
+    display.close()
+    image.close()
+
+
+def _fused_hashes(
+    pixels: np.ndarray,
+    orientation: int,
+    rows: DecodeAxis,
+    cols: DecodeAxis,
+    result: ItemHashes,
+    trim_borders: bool,
+    dihedral: bool,
+    original_size: tuple[int, int] | None,
+) -> None:
+    """Everything after decoding, in one kernel call (two where a picture has borders)."""
+    from clearset.hashing import fused  # numba: imported by the first picture, not clearset
+
+    result.width, result.height = cols.length, rows.length
+    block = rows.scale
+    recorded = None
+    if trim_borders and original_size is not None:
+        padding = recorded_padding(result.width, result.height, *original_size)
+        recorded = None if padding is None else in_units(padding, block)
+    passed = fused.fused_pdq(
+        pixels,
+        orientation,
+        (rows.length, rows.scale, rows.head),
+        (cols.length, cols.scale, cols.head),
+        dihedral=dihedral,
+        find_borders=trim_borders and recorded is None,
+    )
     if dihedral:
-        _set_dihedral(result, *pdq_dihedral_from_reduced(reduced))
+        _set_dihedral(result, passed.hashes, passed.quality)
     else:
-        result.pdq, result.pdq_quality = pdq_from_reduced(reduced)
-    if trim_borders:
-        borders = _padding(reduced.luma, result, original_size, block=reduced.rows.scale)
-        if borders.any:
-            inner = reduced.crop(borders.top, borders.bottom, borders.left, borders.right)
-            result.pdq_trimmed, result.pdq_trimmed_quality = pdq_from_reduced(inner)
+        result.pdq, result.pdq_quality = passed.hashes[0], passed.quality
+    if not trim_borders:
+        return
+    borders = passed.borders
+    if recorded is not None:
+        # img2dataset's recorded size, where the pixels there are padding (`_padding`).
+        luma = fused.luma_view(passed)
+        holds = holds_padding(luma, recorded, block=block)
+        borders = recorded if holds else fused.find_borders_fused(passed, block)
+    if borders.any:
+        h, w = passed.height, passed.width
+        inner_rows = rows.crop(borders.top, h - borders.bottom)
+        inner_cols = cols.crop(borders.left, w - borders.right)
+        result.pdq_trimmed, result.pdq_trimmed_quality = fused.region_pdq(
+            passed,
+            borders,
+            (inner_rows.length, inner_rows.scale, inner_rows.head),
+            (inner_cols.length, inner_cols.scale, inner_cols.head),
+        )
 
 
 def hash_bytes(
@@ -191,6 +272,8 @@ def hash_bytes(
         check_pixels(opened.image, cap)
         if not exact_pdq and opened.format in FAST_PDQ_FORMATS:
             _fast_pdq(opened.image, result, trim_borders, dihedral, original_size)
+        elif not exact_pdq and opened.format in FULL_FUSED_FORMATS:
+            _full_fused_pdq(opened.image, result, trim_borders, dihedral, original_size)
         else:
             _reference_pdq(opened.image, result, trim_borders, dihedral, original_size)
     except DecodeFailure as failure:
