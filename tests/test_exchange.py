@@ -4,6 +4,7 @@ against a local scan with the same list; two holders; every refusal in one line.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -93,9 +94,12 @@ def test_verify_passes_with_request_and_with_proofs(chain: dict[str, Path]) -> N
     done = _verify(chain, "--request", str(chain["req"]))
     assert done.returncode == 0, done.stderr
     assert "is the request's" in done.stdout
+    # one count vocabulary: samples and members, never "items"
+    assert re.search(r"\(\d+ samples? matched \(\d+ members?\) by the holder\)", done.stdout)
     done = _verify(chain, "--proof", str(chain["proofs"]))
     assert done.returncode == 0, done.stderr
-    assert "proven not in the tree" in done.stdout
+    assert re.search(r"\d+ matched members? \(by SHA-256\) proven not in the tree", done.stdout)
+    assert "item" not in done.stdout
 
 
 def test_request_names_no_key_url_caption_or_path(chain: dict[str, Path]) -> None:
@@ -531,6 +535,8 @@ def test_the_holders_allow_list_holds_rows_back_and_the_statement_says_so(review
     assert review["allow_list"] == {"digest": allow.digest, "entries": 1}
     assert review["held_back"]["rows"] >= 1 and review["held_back"]["samples"] == 1
     assert f"held back {review['held_back']['rows']:,} match row" in reviewed["said"].stdout
+    assert "request rows (members) matched)" in reviewed["said"].stdout
+    assert re.search(r": \d+ samples? matched \(\d+ members?\); run", reviewed["applied"].stdout)
     # the allow list's values never leave the holder
     for path in reviewed["ans"].iterdir():
         assert reviewed["sha"][reviewed["held"]].hex().encode() not in path.read_bytes()

@@ -84,7 +84,7 @@ def request_command(
             console=console,
         )
     out.print(
-        f"request: {dest} ({index['rows']:,} rows, {', '.join(index['hash_types'])}), "
+        f"request: {dest} ({index['rows']:,} rows (members), {', '.join(index['hash_types'])}), "
         f"digest {index['digest']}" + ("" if index["signed"] else " (not signed: no --key)"),
         highlight=False,
         soft_wrap=True,
@@ -181,7 +181,7 @@ def apply_command(
             "--allow-list",
             metavar="FILE",
             help="SHA-256 values the builder reviewed as false positives (as for `match "
-            "--allow-list`): every match of the run whose item it holds is marked allowed, "
+            "--allow-list`): every match of the run whose member it holds is marked allowed, "
             "kept by clean and counted in the receipt.",
         ),
     ] = None,

@@ -188,7 +188,7 @@ def prove(
     proof_version: ProofVersionOpt = PROOF_VERSION,
     answer: Annotated[
         Path | None,
-        typer.Option(help="Prove, in one batch, that no item this applied answer matched is in."),
+        typer.Option(help="Prove, in one batch, that no member this applied answer matched is in."),
     ] = None,
 ) -> None:
     """Prove one item in the receipted set (inclusion) or not in it (non-inclusion)."""

@@ -517,7 +517,7 @@ def apply_answer(
     run_dir: Path, ans: Path, holder_key: Ed25519PublicKey, allow: AllowList | None = None
 ) -> dict[str, Any]:
     """Check an answer and record its matches in the run (see the module doc). With
-    `allow` (the builder's allow list), every match row of the run whose item it holds is
+    `allow` (the builder's allow list), every match row of the run whose member it holds is
     marked allowed (kept by clean, counted in the receipt), and it becomes the run's allow
     list; without it, a run whose matches were reviewed with one is refused (the new
     rows could not be reviewed the same way)."""
@@ -529,8 +529,8 @@ def apply_answer(
     if allow is None and had is not None:
         raise InputError(
             f"{run.path}: its matches were reviewed with allow list {had['digest']} "
-            f"({plural(had['entries'], 'entry', 'entries')}); give it with --allow-list so this answer's "
-            "matches are reviewed too"
+            f"({plural(had['entries'], 'entry', 'entries')}); give it with --allow-list so "
+            "this answer's matches are reviewed too"
         )
     try:
         predicate, digest, signer, table = read_answer(ans, holder_key)
@@ -744,7 +744,7 @@ def matched_text(matched: Any) -> str:
 
 
 def answer_matched_sha256(run_dir: Path, ans: Path) -> tuple[str, list[bytes]]:
-    """(answer digest, the SHA-256 of every item an applied answer matched), sorted."""
+    """(answer digest, the SHA-256 of every member an applied answer matched), sorted."""
     run = RunFolder(Path(run_dir))
     digest = fmt.sha256_hex(_read(ans / fmt.ANSWER_INDEX, "an answer folder"))
     folder = _exchange(run) / "answers" / digest
@@ -852,7 +852,7 @@ def verify_exchange(
         in_kept = matched_sha & set(leaves)
         if in_kept:
             raise VerificationError(
-                f"an item the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) "
+                f"a member the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) "
                 "is kept in the set"
             )
         if tree_size > len(leaves):
@@ -864,7 +864,7 @@ def verify_exchange(
             found = _kept_group(leaves, tree_size - len(leaves), root, members, first_of)
             named = f" (SHA-256 {found.hex()})" if found is not None else ""
             raise VerificationError(
-                f"an item the holder matched{named} is kept in the set: the tree holds "
+                f"a member the holder matched{named} is kept in the set: the tree holds "
                 f"{tree_size:,} leaves, more than the request's {len(leaves):,} left after the "
                 "holders' matches"
             )
@@ -875,7 +875,7 @@ def verify_exchange(
                 )
             lines.append(
                 f"root {root} is the request's {len(leaves):,} leaves less the samples the "
-                "holders matched: no matched item is in the tree"
+                "holders matched: no matched member is in the tree"
             )
             return lines
         lines.append(
@@ -885,7 +885,7 @@ def verify_exchange(
         )  # fmt: skip
         if proofs is None:
             raise VerificationError(
-                "give --proof (`clearset prove RUN --answer ANS`) to show the matched items "
+                "give --proof (`clearset prove RUN --answer ANS`) to show the matched members "
                 "are not in the tree" + ("" if all_given else ", or every answer the receipt cites")
             )
     elif proofs is None:
@@ -905,11 +905,11 @@ def verify_exchange(
         verify_proof(proof, statement)
         if proof.get("type") != "non-inclusion":
             raise VerificationError(
-                f"an item the holder matched (SHA-256 {proof.get('sha256')}) is kept in the set"
+                f"a member the holder matched (SHA-256 {proof.get('sha256')}) is kept in the set"
             )
         shown.add(bytes.fromhex(proof["sha256"]))
     if matched_sha is not None and len(checked) == 1 and not matched_sha <= shown:
-        raise VerificationError("the proofs batch leaves out an item the holder matched")
+        raise VerificationError("the proofs batch leaves out a member the holder matched")
     if len(shown) < _matched_members(mine.get("matched")):
         raise VerificationError("the proofs batch proves fewer members than the holder matched")
     lines.append(f"{plural(len(shown), 'matched member')} (by SHA-256) proven not in the tree")
