@@ -581,3 +581,30 @@ def test_the_builders_allow_list_keeps_and_counts_and_status_shows_the_flood(
     err = reviewed["again"].stderr.strip()
     assert reviewed["again"].returncode == 2 and len(err.splitlines()) == 1, err
     assert f"reviewed with allow list {allow.digest}" in err and "--allow-list" in err
+
+
+def test_verify_compares_the_request_and_receipt_manifests(chain: dict[str, Path]) -> None:
+    import base64
+
+    from clearset.receipts.dsse import load_private_key
+
+    other = chain["root"] / "req-other-scan"
+    if not other.exists():
+        shutil.copytree(chain["req"], other)
+        envelope = json.loads((other / fmt.REQUEST_ENVELOPE).read_text())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        statement["predicate"]["run"]["manifest_digest"]["sha256"] = "ab" * 32
+        key = load_private_key(chain["builder"] / "clearset.key")
+        (other / fmt.REQUEST_ENVELOPE).write_text(json.dumps(fmt.sign(statement, key)))
+    done = _verify(chain, "--request", str(other))
+    err = done.stderr.strip()
+    assert done.returncode == 1 and len(err.splitlines()) == 1, err
+    assert f"made from scan manifest {'ab' * 32}" in err and "another scan" in err
+    done = _verify(chain, "--request", str(chain["req"]))
+    assert done.returncode == 0 and "request and receipt name the same scan manifest" in done.stdout
+    # --request alone is a usage error, not ignored
+    alone = cli("verify", str(chain["run"] / "receipt.dsse.json"), "--pubkey",
+                str(chain["builder"] / "clearset.pub"), "--request", str(chain["req"]))  # fmt: skip
+    err = alone.stderr.strip()
+    assert alone.returncode == 2 and "--request goes with --answer" in err, err
+    assert len(err.splitlines()) == 1

@@ -283,6 +283,8 @@ def verify_command(
     Exit 0 valid, 1 invalid (anything that is not a valid receipt or proof), 2 a usage
     error (a file that cannot be read, a bad option).
     """
+    if request is not None and not answer:
+        raise InputError("--request goes with --answer ANS --holder-pubkey HOLDER.pub")
     key = load_public_key(pubkey)
     raw_proof = _read_bytes(proof) if proof is not None else None
     try:

@@ -789,6 +789,26 @@ def _kept_group(
     return None
 
 
+def _same_scan(statement: dict[str, Any], req: Path) -> str:
+    """The request's statement and the receipt name the same scan's manifest (the line
+    saying so), or VerificationError: the request is not of the scan the receipt covers."""
+    where = req / fmt.REQUEST_ENVELOPE
+    try:
+        request_statement, _ = fmt.open_envelope(
+            _read(where, "a request folder"), str(where), fmt.REQUEST_PREDICATE, None
+        )
+        theirs = request_statement["predicate"]["run"]["manifest_digest"]["sha256"]
+        ours = statement["predicate"]["run"]["manifest_digest"]["sha256"]
+    except (KeyError, TypeError):
+        raise VerificationError(f"{where}: its statement names no run manifest digest") from None
+    if theirs != ours:
+        raise VerificationError(
+            f"{req}: made from scan manifest {theirs}, but the receipt's scan manifest is {ours} "
+            "(a request of another scan)"
+        )
+    return f"request and receipt name the same scan manifest {ours}"
+
+
 def verify_exchange(
     statement: dict[str, Any],
     answers: list[tuple[Path, Ed25519PublicKey]],
@@ -819,6 +839,7 @@ def verify_exchange(
     matched_sha: set[bytes] | None = None
     if req is not None:
         index, digest_req, _ = read_request(req)
+        lines.append(_same_scan(statement, req))
         rows = pa.concat_tables(
             [pq.read_table(req / f["name"], columns=["row_id", "group", "sha256"])
              for f in index["files"]]
