@@ -4,6 +4,7 @@ against a local scan with the same list; two holders; every refusal in one line.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def test_same_cleaned_copy_and_root_as_a_local_scan(chain: dict[str, Path]) -> N
     assert cited["requests"] == [request_digest]
     (one,) = cited["answers"]
     assert one["digest"] == answer_digest and one["label"] == "Example hotline"
-    assert one["lists"][0]["name"] == "watch-pdq" and one["matched"] > 0
+    assert one["lists"][0]["name"] == "watch-pdq"
+    assert one["matched"]["samples"] > 0 and one["matched"]["members"] >= one["matched"]["samples"]
     # report and removals treat them as local matches
     removals = pq.read_table(chain["run"] / "removals.parquet")
     assert removals.num_rows == pq.read_table(chain["local"] / "removals.parquet").num_rows
@@ -92,9 +94,12 @@ def test_verify_passes_with_request_and_with_proofs(chain: dict[str, Path]) -> N
     done = _verify(chain, "--request", str(chain["req"]))
     assert done.returncode == 0, done.stderr
     assert "is the request's" in done.stdout
+    # one count vocabulary: samples and members, never "items"
+    assert re.search(r"\(\d+ samples? matched \(\d+ members?\) by the holder\)", done.stdout)
     done = _verify(chain, "--proof", str(chain["proofs"]))
     assert done.returncode == 0, done.stderr
-    assert "proven not in the tree" in done.stdout
+    assert re.search(r"\d+ matched members? \(by SHA-256\) proven not in the tree", done.stdout)
+    assert "item" not in done.stdout
 
 
 def test_request_names_no_key_url_caption_or_path(chain: dict[str, Path]) -> None:
@@ -412,10 +417,11 @@ def test_report_and_status_name_the_holder(chain: dict[str, Path]) -> None:
     done = cli("status", str(run), "--json", check=True)
     (one,) = json.loads(done.stdout)["answers"]
     assert one["answer_digest"] == answer_digest and one["holder_key_id"] == key_id
-    assert one["label"] == "Example hotline" and one["matched"]["items"] > 0
+    assert one["label"] == "Example hotline" and one["matched"]["samples"] > 0
     done = cli("status", str(run), check=True)
     assert (f"applied answer {answer_digest} from holder Example hotline (key {key_id}): "
-            f"{one['matched']['items']:,} items matched") in done.stdout  # fmt: skip
+            f"{one['matched']['samples']:,} samples matched ({one['matched']['members']:,} "
+            "members") in done.stdout  # fmt: skip
 
 
 def test_bad_folders_and_files_each_one_line(chain: dict[str, Path], demo_data: DemoData) -> None:
@@ -453,3 +459,152 @@ def test_bad_folders_and_files_each_one_line(chain: dict[str, Path], demo_data: 
         assert done.returncode in (1, 2) and why in err and len(err.splitlines()) == 1, (args, err)
         assert not out.exists() and not list(root.glob(".tmp-*"))
     assert (chain["run"] / "run.json").read_bytes() == before
+
+
+# ------------------------------------------------------------------ review aids, both sides
+
+
+def _answer_statement(ans: Path) -> dict:
+    import base64
+
+    envelope = json.loads((ans / fmt.ANSWER_ENVELOPE).read_text())
+    return json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+
+
+@pytest.fixture(scope="module")
+def reviewed(chain: dict[str, Path], demo_data: DemoData) -> dict:
+    """The holder answers the chain's request with an allow list (one matched member) and
+    a flood threshold that the list's busiest entry reaches; the builder applies that
+    answer to a copy of the run with its own allow list (another matched member), cleans
+    and signs."""
+    from clearset.settings import PDQ_MIN_QUALITY
+
+    root = chain["root"]
+    rows = pa.concat_tables([pq.read_table(p) for p in sorted(chain["req"].glob("rows-*.parquet"))])
+    matched = sorted(
+        set(pq.read_table(chain["ans"] / fmt.ANSWER_ROWS).column("row_id").to_pylist())
+    )
+    table = rows.to_pylist()
+    sha = {r["row_id"]: r["sha256"] for r in table}
+    group = {r["row_id"]: r["group"] for r in table}
+    held = matched[0]
+    kept = next(r for r in matched if group[r] != group[held])
+    # A planted flood: a one-entry list (the PDQ of the kept member) whose threshold
+    # reaches its 6 nearest members, as a benign image colliding with an entry would.
+    centre = next(r["pdq"] for r in table if r["row_id"] == kept)
+    near = sorted(
+        bin(int.from_bytes(r["pdq"], "big") ^ int.from_bytes(centre, "big")).count("1")
+        for r in table if r["pdq"] is not None and (r["pdq_quality"] or 0) >= PDQ_MIN_QUALITY
+    )  # fmt: skip
+    busiest = sum(1 for d in near if d <= near[5])
+    flood_list = root / "flood-pdq.txt"
+    flood_list.write_text(centre.hex() + "\n")
+    flood = f"{flood_list},type=pdq,name=flood,threshold={near[5]}"
+    holder_allow, builder_allow = root / "holder-allow.txt", root / "builder-allow.txt"
+    holder_allow.write_text(f"# reviewed by the holder\n{sha[held].hex()}\n")
+    builder_allow.write_text(f"{sha[kept].hex()}\n")
+    ans = root / "ans-reviewed"
+    said = cli("exchange", "answer", str(chain["req"]), "--list", str(demo_data.pdq_list),
+               "--list", flood, "--key", str(chain["holder"] / "clearset.key"), "--out", str(ans),
+               "--label", "Example hotline", "--allow-list", str(holder_allow),
+               "--flood-threshold", str(busiest), "-w", "1", check=True)  # fmt: skip
+    run = root / "run-reviewed"
+    shutil.copytree(chain["run"], run)
+    for old in (run / "exchange" / "answers").iterdir():
+        shutil.rmtree(old)
+    applied = cli("exchange", "apply", str(run), str(ans), "--holder-pubkey",
+                  str(chain["holder"] / "clearset.pub"), "--allow-list", str(builder_allow),
+                  check=True)  # fmt: skip
+    again = cli("exchange", "apply", str(run), str(ans), "--holder-pubkey",
+                str(chain["holder"] / "clearset.pub"))  # fmt: skip
+    cli("clean", str(run), "--to", str(root / "clean-reviewed"), "-w", "1", check=True)
+    cli("receipt", str(run), "--key", str(chain["builder"] / "clearset.key"), check=True)
+    return {"ans": ans, "said": said, "run": run, "held": held, "kept": kept, "sha": sha,
+            "busiest": busiest, "holder_allow": holder_allow, "builder_allow": builder_allow,
+            "applied": applied, "again": again,
+}  # fmt: skip
+
+
+def test_the_holders_allow_list_holds_rows_back_and_the_statement_says_so(reviewed: dict) -> None:
+    from clearset.matching.review import load_allow_list
+
+    ids = pq.read_table(reviewed["ans"] / fmt.ANSWER_ROWS).column("row_id").to_pylist()
+    assert reviewed["held"] not in ids and reviewed["kept"] in ids
+    review = _answer_statement(reviewed["ans"])["review"]
+    allow = load_allow_list(reviewed["holder_allow"])
+    assert review["allow_list"] == {"digest": allow.digest, "entries": 1}
+    assert review["held_back"]["rows"] >= 1 and review["held_back"]["samples"] == 1
+    assert f"held back {review['held_back']['rows']:,} match row" in reviewed["said"].stdout
+    assert "request rows (members) matched)" in reviewed["said"].stdout
+    assert re.search(r": \d+ samples? matched \(\d+ members?\); run", reviewed["applied"].stdout)
+    # the allow list's values never leave the holder
+    for path in reviewed["ans"].iterdir():
+        assert reviewed["sha"][reviewed["held"]].hex().encode() not in path.read_bytes()
+
+
+def test_the_holders_floods_are_named_by_ordinal_never_by_entry(
+    reviewed: dict, demo_data: DemoData
+) -> None:
+    floods = _answer_statement(reviewed["ans"])["review"]["floods"]
+    assert floods and floods[0]["images"] >= reviewed["busiest"]
+    assert [(f["list_name"], f["entry_ordinal"], f["entries"]) for f in floods] == [("flood", 1, 1)]
+    assert "entry" not in floods[0] and "list_digest" not in floods[0]
+    assert "warning: entry #" in reviewed["said"].stderr
+    entries = [line.split()[-1] for line in demo_data.pdq_list.read_text().splitlines()
+               if line.strip() and not line.startswith("#")]  # fmt: skip
+    for path in reviewed["ans"].iterdir():
+        data = path.read_bytes().lower()
+        assert not [e for e in entries if len(e) == 64 and e.lower().encode() in data], path
+
+
+def test_the_builders_allow_list_keeps_and_counts_and_status_shows_the_flood(
+    chain: dict[str, Path], reviewed: dict
+) -> None:
+    from clearset.matching.review import load_allow_list
+
+    run = reviewed["run"]
+    matches = pq.read_table(run / "matches.parquet")
+    allowed = {
+        bytes(row["sha256"]) for row in matches.select(["sha256", "allowed"]).to_pylist()
+        if row["allowed"]
+    }  # fmt: skip
+    assert allowed == {reviewed["sha"][reviewed["kept"]]}
+    kept = set(read_cleaned_manifest(run, ["sha256"]).column("sha256").to_pylist())
+    assert reviewed["sha"][reviewed["kept"]] in kept
+    allow = load_allow_list(reviewed["builder_allow"])
+    review = _receipt(run)["predicate"]["review"]
+    assert review == {"allow_list": {"digest": allow.digest, "entries": 1}, "allowed_kept": 1}
+    assert "1 matched sample allowed by review" in reviewed["applied"].stdout
+    status = cli("status", str(run), check=True).stdout
+    assert "warning: entry #" in status and "reported by holder Example hotline" in status
+    # a run reviewed with an allow list refuses an answer applied without it, in one line
+    err = reviewed["again"].stderr.strip()
+    assert reviewed["again"].returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"reviewed with allow list {allow.digest}" in err and "--allow-list" in err
+
+
+def test_verify_compares_the_request_and_receipt_manifests(chain: dict[str, Path]) -> None:
+    import base64
+
+    from clearset.receipts.dsse import load_private_key
+
+    other = chain["root"] / "req-other-scan"
+    if not other.exists():
+        shutil.copytree(chain["req"], other)
+        envelope = json.loads((other / fmt.REQUEST_ENVELOPE).read_text())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        statement["predicate"]["run"]["manifest_digest"]["sha256"] = "ab" * 32
+        key = load_private_key(chain["builder"] / "clearset.key")
+        (other / fmt.REQUEST_ENVELOPE).write_text(json.dumps(fmt.sign(statement, key)))
+    done = _verify(chain, "--request", str(other))
+    err = done.stderr.strip()
+    assert done.returncode == 1 and len(err.splitlines()) == 1, err
+    assert f"made from scan manifest {'ab' * 32}" in err and "another scan" in err
+    done = _verify(chain, "--request", str(chain["req"]))
+    assert done.returncode == 0 and "request and receipt name the same scan manifest" in done.stdout
+    # --request alone is a usage error, not ignored
+    alone = cli("verify", str(chain["run"] / "receipt.dsse.json"), "--pubkey",
+                str(chain["builder"] / "clearset.pub"), "--request", str(chain["req"]))  # fmt: skip
+    err = alone.stderr.strip()
+    assert alone.returncode == 2 and "--request goes with --answer" in err, err
+    assert len(err.splitlines()) == 1

@@ -24,10 +24,25 @@ from clearset.cli.app import (
     out,
     show_progress,
 )
+from clearset.cli.options import FloodThresholdOpt, review_job
 from clearset.errors import InputError
 from clearset.exchange import format as fmt
-from clearset.exchange.run import answer_request, apply_answer, make_request
+from clearset.exchange.run import (
+    answer_request,
+    answer_review_lines,
+    apply_answer,
+    make_request,
+    matched_text,
+)
+from clearset.matching.review import (
+    FLOOD_THRESHOLD,
+    load_allow_list,
+    review_lines,
+    review_section,
+)
 from clearset.receipts import load_public_key
+from clearset.records import RunInfo
+from clearset.runfolder import RunFolder
 from clearset.runs.tasks import DEFAULT_RETRIES
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 
@@ -69,7 +84,7 @@ def request_command(
             console=console,
         )
     out.print(
-        f"request: {dest} ({index['rows']:,} rows, {', '.join(index['hash_types'])}), "
+        f"request: {dest} ({index['rows']:,} rows (members), {', '.join(index['hash_types'])}), "
         f"digest {index['digest']}" + ("" if index["signed"] else " (not signed: no --key)"),
         highlight=False,
         soft_wrap=True,
@@ -100,6 +115,18 @@ def answer_command(
             "to this (private) file.",
         ),
     ] = None,
+    allow_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--allow-list",
+            metavar="FILE",
+            help="SHA-256 values the holder reviewed as false positives (one hex value a "
+            "line, # comments; or parquet with a sha256 column): their matches are held back "
+            "from the answer, and the signed statement gives the list's digest and how many "
+            "rows it held back.",
+        ),
+    ] = None,
+    flood_threshold: FloodThresholdOpt = FLOOD_THRESHOLD,
     workers: WorkersOpt = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
@@ -107,7 +134,9 @@ def answer_command(
     progress: ProgressOpt = None,
 ) -> None:
     """Match a request against the holder's lists; write the signed answer."""
-    job = match_job(lists, skip_invalid, threshold, min_quality)
+    job = review_job(
+        match_job(lists, skip_invalid, threshold, min_quality), allow_list, flood_threshold
+    )
     if job is None:
         raise InputError("exchange answer: give at least one --list")
     if label is not None and (not label.strip() or "\n" in label):
@@ -129,10 +158,14 @@ def answer_command(
         )
     out.print(
         f"answer: {dest} ({predicate['matched']['row_ids']:,} of "
-        f"{predicate['rows_searched']:,} rows matched), digest {predicate['digest']}",
+        f"{predicate['rows_searched']:,} request rows (members) matched), "
+        f"digest {predicate['digest']}",
         highlight=False,
         soft_wrap=True,
     )
+    for line in answer_review_lines(predicate["review"]):
+        said = console if line.startswith("warning:") else out
+        said.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @exchange_app.command("apply")
@@ -142,12 +175,28 @@ def apply_command(
     holder_pubkey: Annotated[
         Path, typer.Option("--holder-pubkey", help="The holder's public key (PEM).")
     ],
+    allow_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--allow-list",
+            metavar="FILE",
+            help="SHA-256 values the builder reviewed as false positives (as for `match "
+            "--allow-list`): every match of the run whose member it holds is marked allowed, "
+            "kept by clean and counted in the receipt.",
+        ),
+    ] = None,
 ) -> None:
     """Check a holder's answer and record its matches in the run."""
-    applied = apply_answer(run_dir, answer, load_public_key(holder_pubkey))
+    allow = load_allow_list(allow_list) if allow_list is not None else None
+    applied = apply_answer(run_dir, answer, load_public_key(holder_pubkey), allow)
     out.print(
         f"applied answer {applied['answer_digest']} (holder key {applied['holder_key_id']}): "
-        f"{applied['matched']['items']:,} items matched; run `clearset clean` next",
+        f"{matched_text(applied['matched'])}; run `clearset clean` next",
         highlight=False,
         soft_wrap=True,
     )
+    review = review_section(RunInfo.read(RunFolder(run_dir)).matching or {},
+                            RunFolder(run_dir).read_info()["counts"]["matches"])  # fmt: skip
+    for line in review_lines(review):
+        said = console if line.startswith("warning:") else out
+        said.print(line, markup=False, highlight=False, soft_wrap=True)

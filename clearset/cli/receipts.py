@@ -188,7 +188,7 @@ def prove(
     proof_version: ProofVersionOpt = PROOF_VERSION,
     answer: Annotated[
         Path | None,
-        typer.Option(help="Prove, in one batch, that no item this applied answer matched is in."),
+        typer.Option(help="Prove, in one batch, that no member this applied answer matched is in."),
     ] = None,
 ) -> None:
     """Prove one item in the receipted set (inclusion) or not in it (non-inclusion)."""
@@ -283,6 +283,8 @@ def verify_command(
     Exit 0 valid, 1 invalid (anything that is not a valid receipt or proof), 2 a usage
     error (a file that cannot be read, a bad option).
     """
+    if request is not None and not answer:
+        raise InputError("--request goes with --answer ANS --holder-pubkey HOLDER.pub")
     key = load_public_key(pubkey)
     raw_proof = _read_bytes(proof) if proof is not None else None
     try:

@@ -31,12 +31,19 @@ from rich.console import Console
 
 from clearset import TOOL_NAME, __version__
 from clearset.atomic import atomic_path, write_json_atomic
-from clearset.documents.counts import manifest_digest
+from clearset.documents.counts import manifest_digest, plural
 from clearset.engines import Engine, Task
 from clearset.errors import InputError, OutputError, RunFolderError, VerificationError
 from clearset.exchange import format as fmt
 from clearset.exchange.stage import answer_task, request_task
 from clearset.matching.matcher import MATCH_SCHEMA, threshold_of
+from clearset.matching.review import (
+    AllowList,
+    Review,
+    flood_line,
+    mark_allowed,
+    summarise,
+)
 from clearset.receipts.dsse import load_private_key
 from clearset.receipts.merkle import root_of
 from clearset.receipts.proofs import verify_proof
@@ -265,7 +272,7 @@ def answer_request(
                  (str(req / entry["name"]), job, str(staging / f"part-{n:05d}.parquet")))
             for n, entry in enumerate(index["files"])
         ]  # fmt: skip
-        searched: dict[str, int] = {}
+        searched: dict[str, tuple[int, pa.Table]] = {}
         try:
             run_or_fail(
                 engine,
@@ -274,8 +281,8 @@ def answer_request(
                 show_progress=show_progress,
                 console=console,
                 retries=retries,
-                counts=lambda rows: (rows, 0, 0),
-                on_done=lambda task, rows: searched.__setitem__(task.id, rows),
+                counts=lambda result: (result[0], 0, 0),
+                on_done=lambda task, result: searched.__setitem__(task.id, result),
                 error=InputError,
                 after="no answer was written",
             )
@@ -325,7 +332,7 @@ def answer_request(
         predicate = {
             "version": fmt.VERSION,
             "request": {"sha256": digest, "signed_by": signer},
-            "rows_searched": sum(searched.values()),
+            "rows_searched": sum(rows for rows, _ in searched.values()),
             "lists": lists,
             "thresholds": {
                 "pdq_threshold": job.settings.pdq_threshold,
@@ -336,6 +343,9 @@ def answer_request(
                 "row_ids": pc.count_distinct(table.column("row_id")).as_py(),
                 "per_list": per_list,
             },
+            "review": answer_review(
+                [review for _, review in searched.values()], matcher.lists, job.review, lists
+            ),
             "label": label,
             "tool": {"name": TOOL_NAME, "version": __version__},
             "time": utc_now()[:19] + "Z",
@@ -353,6 +363,57 @@ def answer_request(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {**predicate, "digest": answer_digest}
+
+
+#: What an answer statement says of each flooding entry: its list, its ordinal, counts.
+_FLOOD_FIELDS = ("list_name", "list_version", "hash_type", "entry_ordinal", "entries", "images",
+                 "samples")  # fmt: skip
+
+
+def answer_review(
+    tables: list[pa.Table], hash_lists: list[Any], review: Review, disclosed: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The answer statement's review: the holder's allow list (digest and entries, never
+    values) and the rows it held back, and every flooding entry by list and ordinal (never
+    its value). Request rows are members; a row's group is its sample."""
+    table = pa.concat_tables(tables) if tables else None
+    summary: dict[str, Any]
+    if table is None or table.num_rows == 0:
+        summary = {"allowed": {"rows": 0, "samples": 0}, "floods": []}
+    else:
+        summary = summarise(table, hash_lists, review)
+    held = summary["allowed"]
+    names = {(e["name"], e["hash_type"]) for e in disclosed}
+    return {
+        "allow_list": None if review.allow is None else review.allow.identity(),
+        "held_back": {"rows": held["rows"], "samples": held["samples"]},
+        "flood_threshold": review.flood_threshold,
+        "floods": [
+            {k: f[k] for k in _FLOOD_FIELDS}
+            for f in summary["floods"]
+            if (f["list_name"], f["hash_type"]) in names
+        ],
+    }
+
+
+def answer_review_lines(review: dict[str, Any]) -> list[str]:
+    """The holder's review in words: what its allow list held back, and each flood."""
+    lines = []
+    allow = review.get("allow_list")
+    if allow is not None:
+        held = review["held_back"]
+        lines.append(
+            f"held back {plural(held['rows'], 'match row')} ({plural(held['samples'], 'sample')}) "
+            f"the holder's review allowed: allow list {allow['digest']}, "
+            f"{allow['entries']:,} entries"
+        )
+    hint = (
+        "review the request rows matching this list, and add reviewed false positives to "
+        "an --allow-list"
+    )
+    threshold = review.get("flood_threshold")
+    lines += [flood_line(f, threshold, hint) for f in review.get("floods") or []]
+    return lines
 
 
 # ------------------------------------------------------------------ reading an answer
@@ -452,12 +513,25 @@ def _locate(request: dict[str, Any], row_ids: list[int]) -> dict[str, list[tuple
     return found
 
 
-def apply_answer(run_dir: Path, ans: Path, holder_key: Ed25519PublicKey) -> dict[str, Any]:
-    """Check an answer and record its matches in the run (see the module doc)."""
+def apply_answer(
+    run_dir: Path, ans: Path, holder_key: Ed25519PublicKey, allow: AllowList | None = None
+) -> dict[str, Any]:
+    """Check an answer and record its matches in the run (see the module doc). With
+    `allow` (the builder's allow list), every match row of the run whose member it holds is
+    marked allowed (kept by clean, counted in the receipt), and it becomes the run's allow
+    list; without it, a run whose matches were reviewed with one is refused (the new
+    rows could not be reviewed the same way)."""
     run = RunFolder(Path(run_dir))
     info = RunInfo.read(run)
     if not info.finished:
         raise RunFolderError(f"{run.path}: the scan is not finished; re-run it first")
+    had = (info.matching or {}).get("allow_list")
+    if allow is None and had is not None:
+        raise InputError(
+            f"{run.path}: its matches were reviewed with allow list {had['digest']} "
+            f"({plural(had['entries'], 'entry', 'entries')}); give it with --allow-list so "
+            "this answer's matches are reviewed too"
+        )
     try:
         predicate, digest, signer, table = read_answer(ans, holder_key)
         request = _request_map(run, predicate["request"]["sha256"], ans)
@@ -471,6 +545,8 @@ def apply_answer(run_dir: Path, ans: Path, holder_key: Ed25519PublicKey) -> dict
         by_row.setdefault(row["row_id"], []).append(row)
     item_columns = ["key", "shard", "position", "member", "url", "sha256"]
     per_shard: dict[str, pa.Table] = {}
+    located_rows = [r for located in rows_by_shard.values() for r in located]
+    samples = 0
     for shard_id, located in rows_by_shard.items():
         manifest = pq.read_table(run.manifest_file(shard_id), columns=item_columns)
         found = []
@@ -493,7 +569,8 @@ def apply_answer(run_dir: Path, ans: Path, holder_key: Ed25519PublicKey) -> dict
                     "distance": match["distance"],
                     "rotation": None,
                 })  # fmt: skip
-        per_shard[shard_id] = pa.Table.from_pylist(found, schema=MATCH_SCHEMA)
+        samples += len({(row["shard"], row["key"]) for row in found})
+        per_shard[shard_id] = mark_allowed(pa.Table.from_pylist(found, schema=MATCH_SCHEMA), allow)
     folder = _exchange(run) / "answers" / digest
     staging = folder.with_name(f".tmp-{os.getpid()}-{digest}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -509,16 +586,17 @@ def apply_answer(run_dir: Path, ans: Path, holder_key: Ed25519PublicKey) -> dict
         "holder_key_id": signer,
         "label": predicate.get("label"),
         "lists": predicate["lists"],
-        "matched": {"rows": table.num_rows,
-                    "items": sum(len(v) for v in rows_by_shard.values())},
+        "matched": {"rows": table.num_rows, "members": len(located_rows), "samples": samples},
+        "review": predicate.get("review"),
         "applied": utc_now(),
     }  # fmt: skip
     write_json_atomic(staging / "applied.json", applied)
     shutil.rmtree(folder, ignore_errors=True)  # the same answer applied again
     os.replace(staging, folder)
-    merge_answers(run)
+    merge_answers(run, allow)
     run.record("exchange-apply", answer=digest, holder_key_id=signer,
-               matched_items=applied["matched"]["items"])  # fmt: skip
+               matched_samples=samples, matched_members=len(located_rows),
+               allow_list=None if allow is None else allow.identity())  # fmt: skip
     return applied
 
 
@@ -551,9 +629,11 @@ def answer_list_records(applied: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def merge_answers(run: RunFolder) -> None:
+def merge_answers(run: RunFolder, allow: AllowList | None = None) -> None:
     """Put every applied answer's matches in RUN/matches/ beside the local ones, its lists
-    in run.json's matching, and gather RUN/matches.parquet again."""
+    in run.json's matching, and gather RUN/matches.parquet again. Every row is marked
+    allowed or not by `allow`, the run's allow list from now on (`mark_allowed`); the
+    holders' floods join the local ones in the match counts."""
     applied = applied_answers(run)
     info = run.read_info()
     matching = info["settings"].get("matching") or {
@@ -578,7 +658,7 @@ def merge_answers(run: RunFolder) -> None:
             )
             if extra.exists():
                 parts.append(pq.read_table(extra).cast(MATCH_SCHEMA))
-        table = pa.concat_tables(parts)
+        table = mark_allowed(pa.concat_tables(parts), allow)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         tables.append(table)
@@ -598,8 +678,22 @@ def merge_answers(run: RunFolder) -> None:
                 if d == lst["digest"] and k == lst["hash_type"]]  # fmt: skip
         per_list.append({"name": lst["name"], "hash_type": lst["hash_type"], "matches": len(hits),
                          "samples": len({(shards[i], names[i]) for i in hits})})  # fmt: skip
-    info.setdefault("counts", {})["matches"] = {
+    review = Review(allow)
+    matching.pop("allow_list", None)
+    matching.update(review.record())
+    before = info.setdefault("counts", {}).get("matches") or {}
+    summary = summarise(table, [], review)
+    local_floods = [f for f in before.get("floods") or [] if "answer" not in f]
+    holder_floods = [
+        {**f, "holder": a.get("label"), "holder_key_id": a["holder_key_id"],
+         "answer": a["answer_digest"]}
+        for a in applied for f in (a.get("review") or {}).get("floods") or []
+    ]  # fmt: skip
+    info["counts"]["matches"] = {
         "rows": table.num_rows, "items": len(keys), "per_list": per_list,
+        "allow_list": summary["allow_list"], "allowed": summary["allowed"],
+        "flood_threshold": before.get("flood_threshold", review.flood_threshold),
+        "floods": local_floods + holder_floods,
     }  # fmt: skip
     info["exchange"] = {
         "answers": [{k: a[k] for k in ("answer_digest", "request_digest", "holder_key_id",
@@ -623,7 +717,8 @@ def exchange_record(run_dir: Path) -> dict[str, Any] | None:
                 "holder_key_id": a["holder_key_id"],
                 "label": a.get("label"),
                 "lists": a["lists"],
-                "matched": a["matched"]["items"],
+                "matched": {k: a["matched"][k] for k in ("samples", "members")},
+                "review": a.get("review"),
             }
             for a in applied
         ],
@@ -633,8 +728,23 @@ def exchange_record(run_dir: Path) -> dict[str, Any] | None:
 # ------------------------------------------------------------------ prove and verify
 
 
+def _matched_members(matched: Any) -> int:
+    if isinstance(matched, dict) and isinstance(matched.get("members"), int):
+        return int(matched["members"])
+    raise VerificationError("the receipt's exchange citation has no matched members count")
+
+
+def matched_text(matched: Any) -> str:
+    """An applied answer's matched counts in words: "5 samples matched (6 members)"."""
+    if not isinstance(matched, dict):
+        return "? samples matched"
+    samples, members = matched.get("samples"), matched.get("members")
+    text = f"{plural(int(samples or 0), 'sample')} matched"
+    return text + f" ({plural(int(members or 0), 'member')})"
+
+
 def answer_matched_sha256(run_dir: Path, ans: Path) -> tuple[str, list[bytes]]:
-    """(answer digest, the SHA-256 of every item an applied answer matched), sorted."""
+    """(answer digest, the SHA-256 of every member an applied answer matched), sorted."""
     run = RunFolder(Path(run_dir))
     digest = fmt.sha256_hex(_read(ans / fmt.ANSWER_INDEX, "an answer folder"))
     folder = _exchange(run) / "answers" / digest
@@ -679,6 +789,26 @@ def _kept_group(
     return None
 
 
+def _same_scan(statement: dict[str, Any], req: Path) -> str:
+    """The request's statement and the receipt name the same scan's manifest (the line
+    saying so), or VerificationError: the request is not of the scan the receipt covers."""
+    where = req / fmt.REQUEST_ENVELOPE
+    try:
+        request_statement, _ = fmt.open_envelope(
+            _read(where, "a request folder"), str(where), fmt.REQUEST_PREDICATE, None
+        )
+        theirs = request_statement["predicate"]["run"]["manifest_digest"]["sha256"]
+        ours = statement["predicate"]["run"]["manifest_digest"]["sha256"]
+    except (KeyError, TypeError):
+        raise VerificationError(f"{where}: its statement names no run manifest digest") from None
+    if theirs != ours:
+        raise VerificationError(
+            f"{req}: made from scan manifest {theirs}, but the receipt's scan manifest is {ours} "
+            "(a request of another scan)"
+        )
+    return f"request and receipt name the same scan manifest {ours}"
+
+
 def verify_exchange(
     statement: dict[str, Any],
     answers: list[tuple[Path, Ed25519PublicKey]],
@@ -699,7 +829,7 @@ def verify_exchange(
     checked = [_cited(statement, ans, key) for ans, key in answers]
     lines = [
         f"answer {digest} signed by holder key {signer}, cited by the receipt "
-        f"({mine.get('matched')} items matched by the holder)"
+        f"({matched_text(mine.get('matched'))} by the holder)"
         for _, digest, _, mine, signer in checked
     ]
     cited = {a.get("digest") for a in (statement["predicate"].get("exchange") or {}).get(
@@ -709,6 +839,7 @@ def verify_exchange(
     matched_sha: set[bytes] | None = None
     if req is not None:
         index, digest_req, _ = read_request(req)
+        lines.append(_same_scan(statement, req))
         rows = pa.concat_tables(
             [pq.read_table(req / f["name"], columns=["row_id", "group", "sha256"])
              for f in index["files"]]
@@ -742,7 +873,7 @@ def verify_exchange(
         in_kept = matched_sha & set(leaves)
         if in_kept:
             raise VerificationError(
-                f"an item the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) "
+                f"a member the holder matched (SHA-256 {sorted(in_kept)[0].hex()}) "
                 "is kept in the set"
             )
         if tree_size > len(leaves):
@@ -754,7 +885,7 @@ def verify_exchange(
             found = _kept_group(leaves, tree_size - len(leaves), root, members, first_of)
             named = f" (SHA-256 {found.hex()})" if found is not None else ""
             raise VerificationError(
-                f"an item the holder matched{named} is kept in the set: the tree holds "
+                f"a member the holder matched{named} is kept in the set: the tree holds "
                 f"{tree_size:,} leaves, more than the request's {len(leaves):,} left after the "
                 "holders' matches"
             )
@@ -765,7 +896,7 @@ def verify_exchange(
                 )
             lines.append(
                 f"root {root} is the request's {len(leaves):,} leaves less the samples the "
-                "holders matched: no matched item is in the tree"
+                "holders matched: no matched member is in the tree"
             )
             return lines
         lines.append(
@@ -775,7 +906,7 @@ def verify_exchange(
         )  # fmt: skip
         if proofs is None:
             raise VerificationError(
-                "give --proof (`clearset prove RUN --answer ANS`) to show the matched items "
+                "give --proof (`clearset prove RUN --answer ANS`) to show the matched members "
                 "are not in the tree" + ("" if all_given else ", or every answer the receipt cites")
             )
     elif proofs is None:
@@ -795,12 +926,12 @@ def verify_exchange(
         verify_proof(proof, statement)
         if proof.get("type") != "non-inclusion":
             raise VerificationError(
-                f"an item the holder matched (SHA-256 {proof.get('sha256')}) is kept in the set"
+                f"a member the holder matched (SHA-256 {proof.get('sha256')}) is kept in the set"
             )
         shown.add(bytes.fromhex(proof["sha256"]))
     if matched_sha is not None and len(checked) == 1 and not matched_sha <= shown:
-        raise VerificationError("the proofs batch leaves out an item the holder matched")
-    if len(shown) < int(mine.get("matched") or 0):
-        raise VerificationError("the proofs batch proves fewer items than the holder matched")
-    lines.append(f"{len(shown):,} matched items proven not in the tree")
+        raise VerificationError("the proofs batch leaves out a member the holder matched")
+    if len(shown) < _matched_members(mine.get("matched")):
+        raise VerificationError("the proofs batch proves fewer members than the holder matched")
+    lines.append(f"{plural(len(shown), 'matched member')} (by SHA-256) proven not in the tree")
     return lines

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from clearset.atomic import atomic_path
 from clearset.errors import InputError
 from clearset.exchange.format import ANSWER_SCHEMA, file_sha256, request_schema
+from clearset.matching.review import not_allowed, with_allowed_column
 from clearset.stages.match import MatchJob, worker_matcher
 
 
@@ -42,9 +43,18 @@ def request_task(
     return rows.num_rows, file_sha256(Path(out_path))
 
 
-def answer_task(rows_path: str, job: MatchJob, out_path: str) -> int:
+#: What `answer_task` hands back to the holder's own process for review (`summarise`):
+#: the match rows' list, entry and sample. Entries stay in the holder's memory: they are
+#: never written to the answer.
+REVIEW_COLUMNS = ("list_digest", "list_name", "list_version", "hash_type", "entry", "shard",
+                  "key", "allowed")  # fmt: skip
+
+
+def answer_task(rows_path: str, job: MatchJob, out_path: str) -> tuple[int, pa.Table]:
     """Match one request rows file; write its matches (row id, list, type, field,
-    distance: never an entry) to `out_path`. Returns the rows searched."""
+    distance: never an entry) to `out_path`, less those the holder's allow list holds
+    (`job.review`). Returns (rows searched, every match row's `REVIEW_COLUMNS`, allowed
+    ones included, for the holder's flood count and held-back count)."""
     matcher = worker_matcher(job)
     assert matcher is not None
     table = pq.read_table(rows_path)
@@ -55,13 +65,17 @@ def answer_task(rows_path: str, job: MatchJob, out_path: str) -> int:
         raise InputError(f"{rows_path}: a row_id is repeated")
     n = table.num_rows
     empty = pa.nulls(n, pa.string())
-    query = table.append_column("key", pc.cast(ids, pa.string()))
+    # A request row is one member; its group (the first member's row id) is its sample.
+    group = table.column("group") if "group" in table.column_names else ids
+    query = table.append_column("key", pc.cast(pc.fill_null(group, ids), pa.string()))
     query = query.append_column("shard", pa.array([""] * n, pa.string()))
     query = query.append_column("position", ids)
     query = query.append_column("member", empty).append_column("url", empty)
     if "sha256" not in query.column_names:
         query = query.append_column("sha256", pa.nulls(n, pa.binary(32)))
-    matches = matcher.match_table(query)
+    matches = with_allowed_column(matcher.match_table(query))
+    review = matches.select(list(REVIEW_COLUMNS))
+    matches = not_allowed(matches)  # reviewed false positives: held back, counted
     answer = pa.table(
         {
             "row_id": matches.column("position"),
@@ -73,4 +87,4 @@ def answer_task(rows_path: str, job: MatchJob, out_path: str) -> int:
     ).cast(ANSWER_SCHEMA)
     with atomic_path(Path(out_path)) as tmp:
         pq.write_table(answer, tmp, compression="zstd")
-    return n
+    return n, review

@@ -287,19 +287,31 @@ def floods(
     return found
 
 
-def flood_line(flood: dict[str, Any], threshold: int | None = None) -> str:
-    """One printable line for one flooding entry."""
+def flood_line(flood: dict[str, Any], threshold: int | None = None, hint: str | None = None) -> str:
+    """One printable line for one flooding entry (`hint`: what to do, when not the local
+    path's; a flood a list holder reported, with its ``answer``, says so)."""
     entry = (
         f"entry #{flood['entry_ordinal']:,} of {flood['entries']:,}"
         if flood.get("entry_ordinal") is not None
         else "one entry"
     )
     limit = f" (flood threshold {threshold:,})" if threshold is not None else ""
+    if hint is None and flood.get("answer"):
+        by = flood.get("holder") or f"key {flood.get('holder_key_id')}"
+        limit += f", reported by holder {by} in answer {str(flood['answer'])[:16]}"
+        hint = (
+            "review this list's matches from that answer (matches.parquet), and add reviewed "
+            "false positives to an --allow-list"
+        )
     return (
         f"warning: {entry} of list {flood['list_name']!r} ({flood['hash_type']}) matched "
         f"{flood['images']:,} images in {flood['samples']:,} samples{limit}: often a benign "
-        "image colliding with the entry; review these matches (rows with this list and entry "
-        "in matches.parquet), and add reviewed false positives to an --allow-list"
+        "image colliding with the entry; "
+        + (
+            hint
+            or "review these matches (rows with this list and entry in matches.parquet), and "
+            "add reviewed false positives to an --allow-list"
+        )
     )
 
 

@@ -13,6 +13,7 @@ from clearset.atomic import write_json_atomic
 from clearset.engines import Engine, Task
 from clearset.errors import RunFolderError
 from clearset.exchange.run import applied_answers, merge_answers
+from clearset.matching.review import review_of
 from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, lists_identity, utc_now
 from clearset.runlock import run_lock
@@ -110,7 +111,7 @@ def _match(
     info["matched"] = utc_now()
     run.write_info(info)
     if applied_answers(run):  # a holder's answers combine with the new local matches
-        merge_answers(run)
+        merge_answers(run, review_of(matcher).allow)
         summary = run.read_info()["counts"]["matches"]
     run.record(
         "match",

@@ -12,6 +12,7 @@ from typing import Any
 
 from clearset.documents.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.errors import ClearsetError
+from clearset.exchange.run import matched_text
 from clearset.formats import source_from_spec
 from clearset.matching.review import review_lines, review_section
 from clearset.receipts.dsse import envelope_payload
@@ -172,7 +173,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         lines.append(
             f"applied answer {answer['answer_digest']} from holder "
             f"{answer.get('label') or 'unnamed'} (key {answer['holder_key_id']}): "
-            f"{answer['matched']['items']:,} items matched"
+            f"{matched_text(answer['matched'])}"
         )
     lines += review_lines(status.get("review") or {})
     for rank in status["ranks"]:
