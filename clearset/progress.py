@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any, cast
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,14 +44,16 @@ class ShownStream(io.TextIOBase):
         return getattr(found, "rich_proxied_file", found)
 
     def write(self, text: str) -> int:
-        self.stream.write(storage.shown(text))
+        if self.stream is not None:  # None: no stream at all (pythonw), as rich allows
+            self.stream.write(storage.shown(text))
         return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        if self.stream is not None:
+            self.stream.flush()
 
     def isatty(self) -> bool:
-        return bool(self.stream.isatty())
+        return self.stream is not None and bool(self.stream.isatty())
 
     def fileno(self) -> int:
         return int(self.stream.fileno())
@@ -66,7 +68,8 @@ class ShownStream(io.TextIOBase):
 
 def literal_console(stderr: bool = False) -> Console:
     """A console that prints text as given (`LITERAL`) through a `ShownStream`."""
-    return Console(file=ShownStream("stderr" if stderr else "stdout"), **LITERAL)
+    stream = ShownStream("stderr" if stderr else "stdout")
+    return Console(file=cast("IO[str]", stream), **LITERAL)  # rich wants a typing.IO
 
 
 ProgressFn = Callable[[int, int, int], None]  # (items, errors, bytes) since the last call

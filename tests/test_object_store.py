@@ -179,6 +179,25 @@ def test_every_stage_in_a_bucket_equals_the_local_run(
     assert not [m for m in mirrors if m in proc.stdout + proc.stderr], proc.stderr
 
 
+def test_mirror_paths_are_shown_as_their_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clearset.progress import literal_console
+
+    top = str(tmp_path / "buckets")
+    monkeypatch.setattr(storage, "_mirrors", {})
+    assert storage.url_of(f"{top}/1/x") == f"{top}/1/x", "no bucket attached: unchanged"
+    mirrors = {f"{top}/1": "s3://b/run", f"{top}/1/cleaned": "s3://b/copy", f"{top}/10": "gs://c"}
+    monkeypatch.setattr(storage, "_mirrors", mirrors)
+    assert storage.url_of(f"{top}/1") == "s3://b/run"
+    assert storage.url_of(Path(top) / "1" / "cleaned" / "a.tar") == "s3://b/copy/a.tar"
+    assert storage.url_of(f"{top}/10/m") == "gs://c/m" and storage.url_of("/x") == "/x"
+    assert storage.local_path("s3://b/copy/a.tar") == Path(top) / "1" / "cleaned" / "a.tar"
+    # printed lines, through whatever sys.stdout is at the time of writing
+    literal_console().print(f"run {top}/1: copy {top}/1/cleaned, {top}/10/m [b]")
+    assert capsys.readouterr().out == "run s3://b/run: copy s3://b/copy, gs://c/m [b]\n"
+
+
 def test_the_finishing_lock_is_a_conditional_write(s3: S3Server) -> None:
     remote = storage.Store(s3.make_bucket("lock") + "/run")
     assert remote.create_if_absent(".finishing", b"one")
