@@ -8,20 +8,69 @@ engine running them installed with `set_reporter` (nothing, when no one listens)
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any, cast
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from clearset import storage
 from clearset.errors import InputError
 
 #: Console settings that print text as given: no markup (`[b]`), no emoji codes (`:100:`),
 #: no highlighting. Every console clearset prints through is made with them.
 LITERAL: dict[str, Any] = {"markup": False, "emoji": False, "highlight": False, "soft_wrap": True}
+
+
+class ShownStream(io.TextIOBase):
+    """sys.stdout or sys.stderr, looked up at each write (so pytest's capture and click's
+    CliRunner still see it), with every path inside a bucket's local mirror written as
+    its URL (`storage.shown`): the mirror is this machine's working copy, never what the
+    user typed or may share. Unchanged text where no bucket is attached."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+
+    @property
+    def stream(self) -> Any:
+        found = getattr(sys, self._name)
+        # rich's Live swaps in a FileProxy that prints through the console: write past it
+        return getattr(found, "rich_proxied_file", found)
+
+    def write(self, text: str) -> int:
+        if self.stream is not None:  # None: no stream at all (pythonw), as rich allows
+            self.stream.write(storage.shown(text))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream is not None and bool(self.stream.isatty())
+
+    def fileno(self) -> int:
+        return int(self.stream.fileno())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.stream, "encoding", None) or "utf-8")
+
+    def writable(self) -> bool:
+        return True
+
+
+def literal_console(stderr: bool = False) -> Console:
+    """A console that prints text as given (`LITERAL`) through a `ShownStream`."""
+    stream = ShownStream("stderr" if stderr else "stdout")
+    return Console(file=cast("IO[str]", stream), **LITERAL)  # rich wants a typing.IO
+
 
 ProgressFn = Callable[[int, int, int], None]  # (items, errors, bytes) since the last call
 
@@ -100,7 +149,7 @@ class Meter:
         self.label, self.errors_label = label, errors_label
         self.start = time.monotonic()
         self.fraction = 0.0  # of this session's shards; never moves back
-        console = console or Console(stderr=True, **LITERAL)
+        console = console or literal_console(stderr=True)
         self.as_lines = enabled and not console.is_terminal
         self.stream = console.file
         self.progress: Any

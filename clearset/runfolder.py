@@ -260,7 +260,7 @@ class RunFolder:
     def _other_lists(self, recorded: Any, settings: dict[str, Any], *, finished: bool) -> str:
         """Why a scan may not resume with these lists, and the command that matches a run
         against other lists instead (`clearset match`: it reads no image again)."""
-        match = f"`clearset match {shlex.quote(str(self.path))} --list LIST`"
+        match = f"`clearset match {shlex.quote(storage.url_of(self.path))} --list LIST`"
         matches = [e for e in self.read_history() if e.get("op") == "match"]
         if matches:
             last = matches[-1]

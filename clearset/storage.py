@@ -291,6 +291,56 @@ def remote_of(path: Path, *, any_name: bool = False) -> tuple[Store, str] | None
     return None
 
 
+def _mirror_forms() -> list[tuple[str, str]]:
+    """(local folder, URL) of every mirror of this process, also under its real path (a
+    cache behind a symbolic link), the longest folder first."""
+    forms: dict[str, str] = {}
+    for local, url in _mirrors.items():
+        forms.setdefault(local, url)
+        forms.setdefault(os.path.realpath(local), url)
+    return sorted(forms.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+
+def url_of(path: str | os.PathLike[str]) -> str:
+    """What a path stands for where users see or share it: the URL (`s3://b/run/x`) of a
+    path inside a mirror, the longest mirror first; the path unchanged otherwise (and
+    always where no bucket is attached). The mirror is this machine's working copy; its
+    path must never reach a record, a document, a receipt or a printed line."""
+    text = os.fspath(path)
+    if not _mirrors:
+        return text
+    for local, url in _mirror_forms():
+        if text == local:
+            return url
+        if text.startswith(local + os.sep):
+            return f"{url}/{text[len(local) + 1 :].replace(os.sep, '/')}"
+    return text
+
+
+def shown(text: str) -> str:
+    """`text` (a line to print) with every mirror path in it replaced by its URL."""
+    if not _mirrors:
+        return text
+    for local, url in _mirror_forms():
+        if local in text:
+            text = text.replace(local + os.sep, url + "/").replace(local, url)
+    return text
+
+
+def local_path(location: str) -> Path:
+    """The local folder a recorded location (`url_of`'s answer) is worked in on this
+    machine: the mirror of a URL clearset writes to, or the path itself."""
+    if not is_url(location) or location.split("://", 1)[0] not in OUTPUT_PROTOCOLS:
+        return Path(location)
+    location = location.rstrip("/")
+    for local, url in sorted(_mirrors.items(), key=lambda kv: len(kv[1]), reverse=True):
+        if location == url:
+            return Path(local)
+        if location.startswith(url + "/"):
+            return Path(local) / location[len(url) + 1 :]
+    return mirror_for(location)
+
+
 _stores: dict[str, Store] = {}
 #: The URLs this command attached (until it pushes them back at its end).
 _attached: list[str] = []

@@ -4,6 +4,7 @@ real code, each result compared byte for byte with the same run on a local path.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -94,16 +95,20 @@ def receipt_root(envelope: bytes) -> dict[str, Any]:
     return dict(statement["predicate"]["tree"])
 
 
-def pipeline(demo: DemoData, run: str, dest: str, applied: str, keys: Path) -> None:
-    """scan, clean, report, receipt, apply-removals into the given places."""
+def pipeline(demo: DemoData, run: str, dest: str, applied: str, keys: Path) -> str:
+    """scan, clean, report, receipt, apply-removals into the given places; what they
+    printed (stdout and stderr)."""
     src = str(demo.webdataset)
-    cli("scan", src, "--out", run, "--workers", "1", "--allow-missing", *lists(demo),
-        "--no-progress", check=True)  # fmt: skip
-    cli("clean", run, "--to", dest, "--workers", "1", "--no-progress", check=True)
-    cli("report", run, check=True)
-    cli("receipt", run, "--key", str(keys / "clearset.key"), check=True)
-    cli("apply-removals", src, f"{run}/removals.parquet", "--to", applied,
-        "--workers", "1", "--no-progress", check=True)  # fmt: skip
+    done = [
+        cli("scan", src, "--out", run, "--workers", "1", "--allow-missing", *lists(demo),
+            "--no-progress", check=True),
+        cli("clean", run, "--to", dest, "--workers", "1", "--no-progress", check=True),
+        cli("report", run, check=True),
+        cli("receipt", run, "--key", str(keys / "clearset.key"), check=True),
+        cli("apply-removals", src, f"{run}/removals.parquet", "--to", applied,
+            "--workers", "1", "--no-progress", check=True),
+    ]  # fmt: skip
+    return "".join(proc.stdout + proc.stderr for proc in done)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +126,7 @@ def test_every_stage_in_a_bucket_equals_the_local_run(
 ) -> None:
     bucket = s3.make_bucket("whole")
     run, dest, applied = f"{bucket}/run", f"{bucket}/dest", f"{bucket}/applied"
-    pipeline(small, run, dest, applied, local_run["keys"])
+    printed = pipeline(small, run, dest, applied, local_run["keys"])
 
     remote_run = bucket_files(run)
     local = local_files(local_run["run"])
@@ -149,6 +154,51 @@ def test_every_stage_in_a_bucket_equals_the_local_run(
     same = ("type", "index", "path", "root", "tree_size", "sha256")
     assert json.loads(proof)["type"] == "inclusion"
     assert {k: json.loads(proof)[k] for k in same} == {k: json.loads(local_proof)[k] for k in same}
+
+    # What users see and share names the bucket, never this machine's mirror folder.
+    for args in (["status", run], ["status", run, "--json"], ["document", run, "-f", "croissant"],
+                 ["document", run, "-f", "eu-ai-act"]):  # fmt: skip
+        proc = cli(*args, check=True)
+        printed += proc.stdout + proc.stderr
+        if "--json" in args:
+            assert json.loads(proc.stdout)["run"] == run
+    printed += proof
+    assert f"{run}/receipt.dsse.json" in printed and f"cleaned copy: {dest}" in printed
+    mirrors = {os.environ["CLEARSET_CACHE"], os.path.realpath(os.environ["CLEARSET_CACHE"])}
+    assert not [m for m in mirrors if m in printed], printed
+    names = [k for page in remote.list_pages() for k, _ in page]
+    got = remote.fs.cat([remote.key(k) for k in names])  # s3fs: concurrent GETs
+    every = {k: got[remote.key(k)] for k in names}
+    assert any(k.startswith("documents/") for k in every)
+    leaks = [k for k, data in every.items() for m in mirrors if m.encode() in data]
+    assert not leaks, f"objects naming the mirror: {leaks}"
+    clean_json = json.loads(every["cleaned/clean.json"])
+    assert (clean_json["destination"], clean_json["identity"]["run"]) == (dest, run)
+    statement = json.loads(base64.b64decode(json.loads(every["receipt.dsse.json"])["payload"]))
+    assert statement["predicate"]["clean"]["destination"] == "dest"  # the URL's last part
+    # an error names the URL too: a scan into a prefix that holds other objects
+    proc = cli("scan", str(small.webdataset), "--out", dest, *lists(small), "--no-progress")
+    assert proc.returncode != 0 and proc.stderr.startswith(f"clearset: error: {dest}")
+    assert not [m for m in mirrors if m in proc.stdout + proc.stderr], proc.stderr
+
+
+def test_mirror_paths_are_shown_as_their_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clearset.progress import literal_console
+
+    top = str(tmp_path / "buckets")
+    monkeypatch.setattr(storage, "_mirrors", {})
+    assert storage.url_of(f"{top}/1/x") == f"{top}/1/x", "no bucket attached: unchanged"
+    mirrors = {f"{top}/1": "s3://b/run", f"{top}/1/cleaned": "s3://b/copy", f"{top}/10": "gs://c"}
+    monkeypatch.setattr(storage, "_mirrors", mirrors)
+    assert storage.url_of(f"{top}/1") == "s3://b/run"
+    assert storage.url_of(Path(top) / "1" / "cleaned" / "a.tar") == "s3://b/copy/a.tar"
+    assert storage.url_of(f"{top}/10/m") == "gs://c/m" and storage.url_of("/x") == "/x"
+    assert storage.local_path("s3://b/copy/a.tar") == Path(top) / "1" / "cleaned" / "a.tar"
+    # printed lines, through whatever sys.stdout is at the time of writing
+    literal_console().print(f"run {top}/1: copy {top}/1/cleaned, {top}/10/m [b]")
+    assert capsys.readouterr().out == "run s3://b/run: copy s3://b/copy, gs://c/m [b]\n"
 
 
 def test_the_finishing_lock_is_a_conditional_write(s3: S3Server) -> None:

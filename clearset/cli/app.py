@@ -16,7 +16,6 @@ from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from clearset import __version__, storage
@@ -24,7 +23,7 @@ from clearset.engines import Engine, make_engine
 from clearset.errors import InputError
 from clearset.hashing import types as hash_types
 from clearset.matching.matcher import ListSpec, MatchSettings
-from clearset.progress import LITERAL, progress_interval
+from clearset.progress import literal_console, progress_interval
 from clearset.stages.match import MatchJob
 
 #: `clearset --help` lists commands in the order of the work, not alphabetically; a
@@ -71,8 +70,8 @@ app = typer.Typer(
 # typed, a `[` in a path must never be read as a style tag, and `FILE:100:` must not
 # become an emoji (`:100:` is one). soft_wrap: a long path or hash stays on one line,
 # also in a log file where the width would otherwise be 80 columns.
-console = Console(stderr=True, **LITERAL)
-out = Console(**LITERAL)
+console = literal_console(stderr=True)
+out = literal_console()
 
 EXIT_ERROR = 2
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clearset import TOOL_NAME, __version__
+from clearset import TOOL_NAME, __version__, storage
 from clearset.documents.counts import (
     LeafCounts,
     SetCounts,
@@ -518,7 +518,7 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
     source = info.source
     receipt = _receipt(run)
     source_name = receipt.source_name if receipt else source_label(str(source.get("url") or ""))
-    destination = Path(str(record.destination))
+    destination = storage.local_path(str(record.destination))
     files = sorted({name for marker in markers for name in marker.get("files") or []})
     lists = [
         {k: entry.get(k) for k in ("name", "version", "digest", "hash_type", "threshold")}
@@ -533,7 +533,7 @@ def gather(run_dir: str | Path, answers: Answers | None = None) -> RunFacts:
         source_name=source_name,
         dataset_name=receipt.dataset_name if receipt else source_name,
         destination=destination,
-        destination_name=source_label(str(destination)),
+        destination_name=source_label(str(record.destination)),
         receipt=receipt,
         lists=lists,
         domains=_domains(manifest),

@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from clearset import storage
 from clearset.atomic import atomic_path, write_json_atomic
 from clearset.documents.counts import SetCounts, plural, run_counts
 from clearset.errors import ClearsetError, RunFolderError
@@ -142,7 +143,7 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "state": {k: v for k, v in state.items() if k != "matches_gathered"},
         "shows_urls": show_urls,
         "run": {
-            "path": str(run.path),
+            "path": storage.url_of(run.path),
             "source": info.source,
             "tool": info.tool,
             "started": info.started,
@@ -217,7 +218,7 @@ def run_state(run: RunFolder, info: RunInfo) -> dict[str, Any]:
             else f"{done:,} shards (of a total not known now)"
         )
         why = f"; {len(failed):,} failed (first: {failed[0].get('error')})" if failed else ""
-        scan = shlex.join(["clearset", "scan", source_url, "--out", str(run.path)])
+        scan = shlex.join(["clearset", "scan", source_url, "--out", storage.url_of(run.path)])
         state.update(
             partial=True,
             scan="not finished",
@@ -240,7 +241,8 @@ def run_state(run: RunFolder, info: RunInfo) -> dict[str, Any]:
             partial=True,
             scan="match not finished",
             problem="the last `clearset match` did not finish gathering its matches",
-            to_finish=f"re-run the same `clearset match {shlex.quote(str(run.path))} --list ...`",
+            to_finish="re-run the same `clearset match "
+            f"{shlex.quote(storage.url_of(run.path))} --list ...`",
         )
     return state
 
@@ -281,7 +283,7 @@ def _clean_section(run: RunFolder, cleaned: dict[str, Any] | None) -> dict[str, 
         "started": cleaned.get("started"),
         "finished": cleaned.get("finished"),
         "counts": cleaned.get("counts"),
-        "removal_list": str(removals_path) if removals_path.exists() else None,
+        "removal_list": storage.url_of(removals_path) if removals_path.exists() else None,
         "dropped_undecodable": dropped,
         # After a `clearset match` with other lists the copy no longer reflects them.
         "stale": cleaned.get("identity", {}).get("matching")

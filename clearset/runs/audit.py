@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from clearset import __version__
+from clearset import __version__, storage
 from clearset.atomic import write_json_atomic
 from clearset.documents.audit_page import HTML_IMAGE_ROWS, render_audit_html, thumbnail
 from clearset.documents.counts import manifest_digest
@@ -347,7 +347,7 @@ def _audit(
     summary = _summary(
         table, settings, min_quality, stream_training,
         generated={"images": images, "searched": len(generated_ids), "rows": _rows(generated_run)},
-        training={"run": str(run.path), "shards": len(markers), "rows": training_rows,
+        training={"run": storage.url_of(run.path), "shards": len(markers), "rows": training_rows,
                   "searched": searched_training},
     )  # fmt: skip
     if videos:

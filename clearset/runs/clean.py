@@ -436,7 +436,7 @@ def refuse_overlap(source_url: str, shards: list[ShardRef], dest: Path, what: st
 
 def _identity(run: RunFolder, info: RunInfo, options: CleanOptions) -> dict[str, Any]:
     return {
-        "run": str(run.path.resolve()),
+        "run": storage.url_of(run.path.resolve()),
         "run_started": info.started,
         "source": info.source,
         "matching": info.matching,
@@ -469,7 +469,7 @@ def prepare_clean(run: RunFolder, info: RunInfo, job: CleanJob, shards: list[Sha
             "options or lists); choose a new --to (or remove it)"
         )
     prepare_destination(dest, identity)
-    wanted = {"destination": str(dest.resolve()), "identity": identity}
+    wanted = {"destination": storage.url_of(dest.resolve()), "identity": identity}
     replaced = None
     if record is not None and {k: record.get(k) for k in wanted} != wanted:
         # This run was cleaned before to elsewhere or otherwise: the new clean becomes
@@ -502,7 +502,7 @@ def finished_here(record: dict[str, Any] | None, dest: Path) -> bool:
     return bool(
         record
         and record.get("finished")
-        and record.get("destination") == str(dest.resolve())
+        and record.get("destination") == storage.url_of(dest.resolve())
         and dest.is_dir()
         and not (state_dir(dest) / STATE_FILE).exists()
     )
@@ -514,7 +514,7 @@ def _holds_an_earlier_clean(run: RunFolder, record: dict[str, Any] | None, dest:
     named = {e.get("destination") for e in run.read_history() if e.get("op") == "clean"}
     if record and record.get("finished"):
         named.add(record.get("destination"))
-    return str(dest.resolve()) in named
+    return storage.url_of(dest.resolve()) in named
 
 
 def finish_clean(

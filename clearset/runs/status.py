@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clearset import storage
 from clearset.documents.counts import LeafCounts, RunCounts, SetCounts, run_counts, statement_counts
 from clearset.errors import ClearsetError
 from clearset.exchange.run import matched_text
@@ -34,7 +35,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     counts = summarise_markers(run)
     counts.pop("account")
     status: dict[str, Any] = {
-        "run": str(run.path),
+        "run": storage.url_of(run.path),
         "source": info.source_url,
         "finished": info.finished,
         "shards_done": counts["shards_done"],
