@@ -178,7 +178,9 @@ def test_help_texts_are_whole_sentences(columns: str) -> None:
         # A summary broken over two source lines shows its break in the help.
         assert "\n" not in summary and summary.endswith((".", ")")), (name, summary)
         text = _help(name, columns=columns)
-        assert "…" not in text and "..." not in re.sub(r"\w\.\.\. <|}\.\.\.", "", text), text
+        assert "…" not in text and "..." not in re.sub(
+            r"\w\.\.\. <|}\.\.\.|COMMAND \[ARGS\]\.\.\.", "", text
+        ), text
 
 
 def test_matched_items_note_explains_extra_rows(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def request_command(
     retries: RetriesOpt = DEFAULT_RETRIES,
     progress: ProgressOpt = None,
 ) -> None:
-    """Write a request for a list holder: row ids and hashes only, signed."""
+    """Write a request for a list holder: hashes only."""
     hash_types = fmt.parse_hash_types(hashes)
     with engine_for(engine, address, workers) as runner:
         index = make_request(
@@ -133,7 +133,7 @@ def answer_command(
     retries: RetriesOpt = DEFAULT_RETRIES,
     progress: ProgressOpt = None,
 ) -> None:
-    """Match a request against the holder's lists; write the signed answer."""
+    """Answer a request from the holder's lists, signed."""
     job = review_job(
         match_job(lists, skip_invalid, threshold, min_quality), allow_list, flood_threshold
     )
