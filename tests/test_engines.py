@@ -424,8 +424,11 @@ def test_the_lists_are_loaded_once_and_workers_map_the_index_which_is_gone_after
 
     loads: list[str] = []
     opened: list[Any] = []
-    real_load, real_open = ListSpec.load, stage.open_matcher
-    monkeypatch.setattr(ListSpec, "load", lambda spec: loads.append(spec.path) or real_load(spec))
+    # load_all: every list file is read through it (hash lists and vPDQ lists, issue 26)
+    real_load, real_open = ListSpec.load_all, stage.open_matcher
+    monkeypatch.setattr(
+        ListSpec, "load_all", lambda spec: loads.append(spec.path) or real_load(spec)
+    )
     monkeypatch.setattr(stage, "open_matcher", lambda f: opened.append(f) or real_open(f))
     run = tmp_path / "run"
     scan(demo_data, run, LocalEngine(1))  # in this process, so the patches see the tasks
