@@ -15,6 +15,7 @@ import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -72,20 +73,35 @@ def maybe_image(data: bytes) -> bool:
     know, a test that raises) answers True, and Pillow decides."""
     if data.startswith(_COMMON_MAGIC):
         return True
-    Image.init()
     prefix = data[:16]
     try:
-        for name in Image.ID:
-            _, accept = Image.OPEN[name]
-            if accept is None:
-                known = _NO_ACCEPT.get(name)
-                if known is None or known(data):
-                    return True
-            elif accept(prefix):
+        for accept, known in _plugin_tests():
+            if accept is not None and accept(prefix):
+                return True
+            if known is not None and known(data):
                 return True
     except Exception:
         return True
     return False
+
+
+_Tests = list[tuple[Callable[[bytes], Any] | None, Callable[[bytes], bool] | None]]
+_tests: tuple[tuple[Any, ...], _Tests] = ((), [])
+
+
+def _plugin_tests() -> _Tests:
+    """(accept, test) for each plugin Pillow would try, built again when plugins change."""
+    global _tests
+    Image.init()
+    names = tuple(Image.ID)
+    if _tests[0] != (names, *Image.OPEN.values()):
+        tests: _Tests = []
+        for name in names:
+            accept = Image.OPEN[name][1]
+            known = _NO_ACCEPT.get(name, lambda data: True) if accept is None else None
+            tests.append((accept, known))
+        _tests = ((names, *Image.OPEN.values()), tests)
+    return _tests[1]
 
 
 def open_image(data: bytes) -> OpenedImage:
