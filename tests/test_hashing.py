@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 
 import numpy as np
 import pdqhash
@@ -190,4 +191,11 @@ def test_members_that_are_no_image_are_rows_as_before() -> None:
         assert (result.status, result.reason) == ("error", "not_an_image: no known image format")
     pcd_like = bytes(2048) + b"PCD_" + bytes(1600)
     assert maybe_image(pcd_like)
+    # A SPIDER header (no magic: 27 floats Pillow checks), either byte order.
+    header = [0.0] * 27
+    header[0] = header[1] = header[4] = header[11] = header[12] = 1.0
+    header[21] = header[22] = 1024.0
+    for order in (">", "<"):
+        spider = struct.pack(order + "27f", *header) + bytes(1024 * 1024)
+        assert _pillow_opens(spider) and maybe_image(spider)
     assert maybe_image(encode_jpeg(Image.new("RGB", (8, 8)), 90))

@@ -48,9 +48,15 @@ _COMMON_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"GIF8")
 def _spider(data: bytes) -> bool:
     if len(data) < 108:
         return False
-    from PIL.SpiderImagePlugin import isSpiderHeader
+    from PIL import SpiderImagePlugin as spider
 
-    return any(isSpiderHeader(struct.unpack(order, data[:108])) for order in (">27f", "<27f"))
+    for order in (">", "<"):
+        # `isSpiderHeader` says no unless its fifth value (iform) is one of these.
+        if struct.unpack_from(order + "f", data, 16)[0] not in spider.iforms:
+            continue
+        if spider.isSpiderHeader(struct.unpack(order + "27f", data[:108])):
+            return True
+    return False
 
 
 #: Pillow's plugins with no `_accept` check, each of which `Image.open` instantiates for
