@@ -144,22 +144,24 @@ class ManifestWriter:
         self._schema = manifest_schema()
         self._columns = tuple(self._schema.names)
         self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
-        self._rows: dict[str, list[Any]] = {name: [] for name in self._columns}
+        # Rows as added, turned into columns once per row group (not once per row).
+        self._rows: list[dict[str, Any]] = []
         self._row_group = row_group
         self.count = 0
 
     def add(self, row: dict[str, Any]) -> None:
-        for name in self._columns:
-            self._rows[name].append(row.get(name))
+        self._rows.append(row)
         self.count += 1
-        if len(self._rows["key"]) >= self._row_group:
+        if len(self._rows) >= self._row_group:
             self._flush()
 
     def _flush(self) -> None:
-        if self._rows["key"]:
-            table = pa.Table.from_pydict(self._rows, schema=self._schema)
+        if self._rows:
+            rows = self._rows
+            columns = {name: [row.get(name) for row in rows] for name in self._columns}
+            table = pa.Table.from_pydict(columns, schema=self._schema)
             self._writer.write_table(table)
-            self._rows = {name: [] for name in self._columns}
+            self._rows = []
 
     def close(self) -> None:
         self._flush()

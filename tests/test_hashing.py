@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 
 import numpy as np
 import pdqhash
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from clearset.demo import bomb_png, encode_jpeg, iter_demo_images
 from clearset.hashing import hash_bytes
+from clearset.hashing.decode import maybe_image
 from clearset.hashing.pdq import DIHEDRAL_NAMES, pdq_dihedral_from_rgb, pdq_from_rgb
 
 
@@ -154,3 +158,44 @@ def test_dihedral_hashes_match_pdqhash_order() -> None:
     distance = bin(int.from_bytes(rotated, "big") ^ int.from_bytes(hashes[2], "big")).count("1")
     assert distance <= 10
     assert quality == pdq_from_rgb(rgb)[1]
+
+
+def _pillow_opens(data: bytes) -> bool:
+    try:
+        Image.open(io.BytesIO(data))
+    except Exception:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(str.encode),
+        st.lists(st.sampled_from(b"\x00\x01\x1c\n P6#%!BMGIF8"), max_size=120).map(bytes),
+        st.binary(min_size=2048, max_size=2100).map(lambda d: d[:2048] + b"PCD_" + d[2048:]),
+    )
+)
+def test_maybe_image_says_no_only_where_pillow_finds_no_format(data: bytes) -> None:
+    """The sniff that spares captions and .json members Pillow's every-plugin search
+    never turns away bytes Pillow would open (nor changes any member's row)."""
+    if _pillow_opens(data):
+        assert maybe_image(data)
+
+
+def test_members_that_are_no_image_are_rows_as_before() -> None:
+    for data in (b"a photo", b'{"key": "000000001", "url": "https://x.example/1.jpg"}'):
+        assert not maybe_image(data)
+        result = hash_bytes(data)
+        assert (result.status, result.reason) == ("error", "not_an_image: no known image format")
+    pcd_like = bytes(2048) + b"PCD_" + bytes(1600)
+    assert maybe_image(pcd_like)
+    # A SPIDER header (no magic: 27 floats Pillow checks), either byte order.
+    header = [0.0] * 27
+    header[0] = header[1] = header[4] = header[11] = header[12] = 1.0
+    header[21] = header[22] = 1024.0
+    for order in (">", "<"):
+        spider = struct.pack(order + "27f", *header) + bytes(1024 * 1024)
+        assert _pillow_opens(spider) and maybe_image(spider)
+    assert maybe_image(encode_jpeg(Image.new("RGB", (8, 8)), 90))

@@ -215,7 +215,7 @@ def normalise_hex(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     text = value.strip().lower()
-    return text if text and all(c in "0123456789abcdef" for c in text) else None
+    return text if text and not text.strip("0123456789abcdef") else None
 
 
 def expand_paths(url: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:

@@ -136,7 +136,10 @@ def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarM
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for info in tar:
                     member = TarMember(name=info.name, kind=member_kind(info))
-                    if member.kind == "file":
+                    plain = info.sparse is None and 0 < info.size <= MAX_MEMBER_BYTES
+                    if member.kind == "file" and plain:
+                        member.data = _file_bytes(tar, info)
+                    elif member.kind == "file":
                         handle = tar.extractfile(info)
                         member.data, member.streamed = read_bounded(handle, size=info.size)
                     else:
@@ -147,6 +150,18 @@ def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarM
                 record.update(file_sha256=hashing.digest.hexdigest(), file_bytes=hashing.size)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{url}: not a readable tar shard ({exc})") from None
+
+
+def _file_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    """A regular member's bytes straight from the tar stream: what `extractfile(info)
+    .read()` returns (and the same error for a cut-off member), without its two file
+    objects per member."""
+    stream: Any = tar.fileobj
+    stream.seek(info.offset_data)
+    data: bytes = stream.read(info.size)
+    if len(data) != info.size:
+        raise tarfile.ReadError("unexpected end of data")
+    return data
 
 
 @dataclass
@@ -173,18 +188,23 @@ class WebDatasetSource:
             if bad_url or bad_status:
                 note = note or "bad_metadata: url or status is not text"
             names = tuple(display_name(m.name) for m in members)
-            for member in members:
+            # The same for every member of the key: worked out once.
+            shown_key = display_name(key)
+            sha256 = normalise_hex(row.get("sha256") or meta.get("sha256"))
+            md5 = normalise_hex(row.get("md5") or meta.get("md5"))
+            extra = original_size(row) or original_size(meta)
+            for member, shown in zip(members, names, strict=True):
                 _, ext = split_ext(member.name)
                 yield Item(
-                    key=display_name(key),
+                    key=shown_key,
                     shard=shard.name,
                     position=position,
                     members=names,
-                    member=display_name(member.name),
+                    member=shown,
                     data=member.data,
                     url=url,
-                    upstream_sha256=normalise_hex(row.get("sha256") or meta.get("sha256")),
-                    upstream_md5=normalise_hex(row.get("md5") or meta.get("md5")),
+                    upstream_sha256=sha256,
+                    upstream_md5=md5,
                     upstream_status=status,
                     missing_reason=_kind_reason(member),
                     status="other" if member.kind != "file" else None,
@@ -192,7 +212,7 @@ class WebDatasetSource:
                     image_data=_gunzipped(member),
                     streamed=member.streamed,
                     note=note,
-                    extra=original_size(row) or original_size(meta),
+                    extra=dict(extra),
                 )
                 position += 1
         # Keys the side file knows but the tar lacks: failed downloads, mostly.

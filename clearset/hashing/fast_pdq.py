@@ -363,8 +363,20 @@ def choose_scale(
     return 1
 
 
+#: The `info` keys Pillow's `getexif` reads an orientation from (EXIF, XMP).
+_ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
 def exif_orientation(image: Image.Image) -> int:
     """The EXIF orientation tag (1-8), 1 when absent or unreadable."""
+    info = image.info
+    if (
+        getattr(image, "_exif", None) is None
+        and not hasattr(image, "tag_v2")
+        and not any(key in info for key in _ORIENTATION_SOURCES)
+    ):
+        # Nowhere `getexif` looks (no APP1 EXIF block, no XMP): skip building an Exif.
+        return 1
     try:
         value = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the hash
@@ -398,7 +410,11 @@ def pixels_of(image: Image.Image) -> np.ndarray:
 
         array = pa.array(image)
         if pa.types.is_fixed_size_list(array.type):
-            array = array.flatten()
+            # The child array itself where the list array starts at its start and has
+            # no nulls (always, from Pillow): `flatten` would run a compute kernel.
+            size = len(array) * array.type.list_size
+            plain = array.offset == 0 and array.null_count == 0 and len(array.values) == size
+            array = array.values if plain else array.flatten()
         flat = array.to_numpy(zero_copy_only=True)
         if flat.dtype == np.uint8 and flat.size % max(1, height * width) == 0:
             return cast(np.ndarray, flat.reshape(height, width, -1))
