@@ -53,6 +53,19 @@ MIRRORS_ENV = "CLEARSET_BUCKET_MIRRORS"
 OUTPUT_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
 #: Objects listed per request (S3's maximum page).
 PAGE = 1000
+#: Environment variable: the parts of one multipart upload sent at once (default 4).
+UPLOADS_ENV = "CLEARSET_UPLOADS"
+
+
+def upload_concurrency() -> int:
+    """How many parts of one file a process uploads at once. Each process (a worker, a
+    rank, a Ray task) uploads its files one after another, so this bounds a worker's
+    upload connections, and its part buffers to this many times s3fs's part size (50 MiB):
+    4 by default (s3fs's own default is 10), `CLEARSET_UPLOADS` to change it."""
+    try:
+        return max(1, int(os.environ.get(UPLOADS_ENV) or 4))
+    except ValueError:
+        raise InputError(f"{UPLOADS_ENV}={os.environ[UPLOADS_ENV]}: not a whole number") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -113,8 +126,12 @@ class Store:
     def put_file(self, local: Path, rel: str) -> None:
         """Upload `local` whole under `rel`: one PUT, or a multipart upload that becomes
         visible only on completion and is aborted when it fails (s3fs does both)."""
+        # s3fs splits a file over its part size into parts sent concurrently: bounded.
+        bound = (
+            {"max_concurrency": upload_concurrency()} if hasattr(self.fs, "max_concurrency") else {}
+        )
         try:
-            self.fs.put_file(str(local), self.key(rel))
+            self.fs.put_file(str(local), self.key(rel), **bound)
         except OSError as exc:
             self.fs.invalidate_cache(self.key(rel))
             raise OutputError(

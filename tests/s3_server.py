@@ -36,12 +36,15 @@ def free_port() -> int:
 
 class FaultProxy:
     """Forwards HTTP requests to `upstream`; counts them by method, and answers every
-    `fail_every`-th one with 503 SlowDown (S3's own "retry me") without forwarding it."""
+    `fail_every`-th one with 503 SlowDown (S3's own "retry me") without forwarding it.
+    `seen` keeps (method, path and query) of each request counted, to find where they
+    come from."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.fail_every = 0
         self.counts: dict[str, int] = {}
+        self.seen: list[tuple[str, str]] = []
         self.failed = 0
         self._seen = 0
         self._lock = threading.Lock()
@@ -63,6 +66,7 @@ class FaultProxy:
                         proxy.failed += 1
                     else:
                         proxy.counts[self.command] = proxy.counts.get(self.command, 0) + 1
+                        proxy.seen.append((self.command, self.path))
                 auth = self.headers.get("Authorization") or ""
                 if auth and f"Credential={CREDENTIALS['AWS_ACCESS_KEY_ID']}/" not in auth:
                     # moto's server takes any key; S3 refuses an unknown one, so this does.
@@ -120,6 +124,7 @@ class FaultProxy:
     def reset(self) -> None:
         with self._lock:
             self.counts, self.failed, self._seen = {}, 0, 0
+            self.seen = []
 
     def close(self) -> None:
         self.server.shutdown()

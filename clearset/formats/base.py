@@ -314,6 +314,7 @@ def shard_fingerprint(shard: ShardRef) -> dict[str, Any]:
                 found = os.lstat(path)
                 size, stamp = found.st_size, str(found.st_mtime_ns)
             else:
+                list_folder_once(fs, path)
                 info = fs.info(path)
                 stamp = next((str(info[k]) for k in _STAMP_KEYS if info.get(k) is not None), "")
                 size = int(info.get("size") or 0)
@@ -322,6 +323,30 @@ def shard_fingerprint(shard: ShardRef) -> dict[str, Any]:
         total += size
         digest.update(f"{path}\0{size}\0{stamp}\n".encode("utf-8", "surrogateescape"))
     return {"files": len(paths), "bytes": total, "stamp": digest.hexdigest()}
+
+
+#: (file system, folder) -> that folder's listing, taken once per process.
+_listed: dict[tuple[int, str], list[dict[str, Any]]] = {}
+
+
+def list_folder_once(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Make `fs` answer the size, stamp and existence of every file in `path`'s folder
+    from one listing (in pages, 1,000 names each on S3), taken the first time a process
+    asks, not from a HEAD request per file and per question: reading and cleaning a
+    shard ask about its tar and side files about ten times. The listing goes into the
+    file system's own listings cache (which `info`, `exists` and `open` consult), and
+    back into it if something cleared the cache since. Sources are never written during
+    a run, so a listing taken at a process's first shard stays true for its last."""
+    folder = fs._parent(path)
+    key = (id(fs), folder)
+    if key not in _listed:
+        try:
+            _listed[key] = fs.ls(folder, detail=True)
+        except (OSError, FileNotFoundError):
+            return  # asked one file at a time, as before
+    cache = getattr(fs, "dircache", None)
+    if cache is not None and folder not in cache:
+        cache[folder] = _listed[key]
 
 
 # What filesystems call a file's version: local mtime, S3/GCS/Azure etags and times.
