@@ -16,7 +16,7 @@ import pytest
 
 from clearset.demo import DemoData
 from clearset.exchange import format as fmt
-from clearset.runfolder import read_cleaned_manifest
+from clearset.runfolder import file_sha256, read_cleaned_manifest
 from tests.conftest import cli
 
 
@@ -186,7 +186,7 @@ def _rewrite_rows(ans: Path, table: pa.Table) -> None:
     """Alter the matches file and re-point answer.json at it (the signature then fails)."""
     pq.write_table(table, ans / fmt.ANSWER_ROWS)
     index = json.loads((ans / fmt.ANSWER_INDEX).read_text())
-    index["files"][0]["sha256"] = fmt.file_sha256(ans / fmt.ANSWER_ROWS)
+    index["files"][0]["sha256"] = file_sha256(ans / fmt.ANSWER_ROWS)
     index["rows"] = table.num_rows
     (ans / fmt.ANSWER_INDEX).write_bytes(fmt.index_bytes(index))
 
@@ -435,7 +435,7 @@ def test_bad_folders_and_files_each_one_line(chain: dict[str, Path], demo_data: 
     trunc = _bad_answer(chain, "truncated")
     (trunc / fmt.ANSWER_ROWS).write_bytes((trunc / fmt.ANSWER_ROWS).read_bytes()[:40])
     index = json.loads((trunc / fmt.ANSWER_INDEX).read_text())
-    index["files"][0]["sha256"] = fmt.file_sha256(trunc / fmt.ANSWER_ROWS)
+    index["files"][0]["sha256"] = file_sha256(trunc / fmt.ANSWER_ROWS)
     (trunc / fmt.ANSWER_INDEX).write_bytes(fmt.index_bytes(index))
     _resign(trunc, holder)
     notjson = _bad_answer(chain, "not-json")

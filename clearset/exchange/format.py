@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -94,14 +93,6 @@ def parse_hash_types(text: str) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------ digests and statements
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_hex(data: bytes) -> str:

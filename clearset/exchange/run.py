@@ -49,7 +49,7 @@ from clearset.receipts.merkle import root_of
 from clearset.receipts.proofs import verify_proof
 from clearset.receipts.statement import parse_json
 from clearset.records import RunInfo
-from clearset.runfolder import RunFolder, refuse_unaccounted, utc_now
+from clearset.runfolder import RunFolder, file_sha256, refuse_unaccounted, utc_now
 from clearset.runs.tasks import DEFAULT_RETRIES, choose_engine, run_or_fail
 from clearset.settings import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY
 from clearset.stages.match import MatchJob, drop_shared_index
@@ -211,7 +211,7 @@ def read_request(
         path = req / name
         if not path.exists():
             raise InputError(f"{path}: missing (request.json names it)")
-        if fmt.file_sha256(path) != entry.get("sha256"):
+        if file_sha256(path) != entry.get("sha256"):
             raise InputError(f"{path}: its SHA-256 differs from request.json's (altered)")
         try:
             found = pq.read_schema(path)
@@ -302,7 +302,7 @@ def answer_request(
             "rows": table.num_rows,
             "files": [
                 {"name": fmt.ANSWER_ROWS, "rows": table.num_rows,
-                 "sha256": fmt.file_sha256(staging / fmt.ANSWER_ROWS)}
+                 "sha256": file_sha256(staging / fmt.ANSWER_ROWS)}
             ],
         }  # fmt: skip
         raw = fmt.index_bytes(answer_index)
@@ -459,7 +459,7 @@ def read_answer(
         raise VerificationError(f"{where}: files must name {fmt.ANSWER_ROWS} alone")
     if not rows_path.exists():
         raise VerificationError(f"{rows_path}: missing (answer.json names it)")
-    if fmt.file_sha256(rows_path) != files[0]["sha256"]:
+    if file_sha256(rows_path) != files[0]["sha256"]:
         raise VerificationError(f"{rows_path}: altered (its SHA-256 differs from answer.json's)")
     try:
         table = pq.read_table(rows_path)

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 
 from clearset.atomic import atomic_path
 from clearset.errors import InputError
-from clearset.exchange.format import ANSWER_SCHEMA, file_sha256, request_schema
+from clearset.exchange.format import ANSWER_SCHEMA, request_schema
 from clearset.matching.review import not_allowed, with_allowed_column
+from clearset.runfolder import file_sha256
 from clearset.stages.match import MatchJob, worker_matcher
 
 

@@ -1,12 +1,7 @@
 """vPDQ lists and Meta's video match rule, on the same exact PDQ index the images use.
 
-A vPDQ hash is a video's list of frame features (PDQ, quality, timestamp). Lists of them
-come as python-threatexchange and HMA write them: a signal string that is a JSON list of
-``"pdq_hex,quality,seconds"`` strings (`vpdq_to_json`), one per listed video, in a
-threatexchange text file (``vpdq <signal>`` or ``video_vpdq <signal>`` lines), a CSV/TSV
-export with a signal type and a signal column, or JSON lines ``{"signal_type": "vpdq",
-"signal": ...}``; and as Meta's `vpdq` tools write one video's hash file, one
-``frame_number,quality,pdq_hex,seconds`` line per frame.
+A vPDQ hash is a video's list of frame features (PDQ, quality, timestamp); the list
+files that hold them are read by `clearset.lists.vpdq`, which says their shapes.
 
 Meta's rule (`vpdq_brute_matcher.match_VPDQ_hash_brute`): drop frames below quality 50
 and frames whose hash repeats one already kept (per video), on both sides; a query frame
