@@ -89,6 +89,23 @@ def _read(path: Path, what: str) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def _read_index(
+    folder: Path, kind: str, name: str, form: str, error: type[Exception]
+) -> tuple[str, str, dict[str, Any]]:
+    """A request's or answer's index file checked for its format and version: (the SHA-256
+    of its bytes - the request's or answer's digest -, its path as errors say it, it)."""
+    _folder(folder, kind)
+    raw = _read(folder / name, f"a{'n' if kind[0] in 'aeiou' else ''} {kind} folder")
+    where = str(folder / name)
+    index = parse_json(raw, where)
+    if not isinstance(index, dict) or index.get("format") != form:
+        raise error(f"{where}: not a clearset exchange {kind}")
+    if index.get("version") != fmt.VERSION:
+        raise error(f"{where}: {kind} format version {index.get('version')!r}, "
+                    f"this clearset reads {fmt.VERSION}")  # fmt: skip
+    return fmt.sha256_hex(raw), where, index
+
+
 # ------------------------------------------------------------------ request (builder)
 
 
@@ -184,16 +201,9 @@ def read_request(
 ) -> tuple[dict[str, Any], str, str | None]:
     """A request folder checked: (index, digest, signer key id or None). Every rows
     file must be the one request.json names (its SHA-256) and of the format's schema."""
-    _folder(req, "request")
-    raw = _read(req / fmt.REQUEST_INDEX, "a request folder")
-    digest = fmt.sha256_hex(raw)
-    where = str(req / fmt.REQUEST_INDEX)
-    index = parse_json(raw, where)
-    if not isinstance(index, dict) or index.get("format") != fmt.REQUEST_FORMAT:
-        raise InputError(f"{where}: not a clearset exchange request")
-    if index.get("version") != fmt.VERSION:
-        raise InputError(f"{where}: request format version {index.get('version')!r}, "
-                         f"this clearset reads {fmt.VERSION}")  # fmt: skip
+    digest, where, index = _read_index(
+        req, "request", fmt.REQUEST_INDEX, fmt.REQUEST_FORMAT, InputError
+    )
     hash_types = index.get("hash_types")
     files = index.get("files")
     if (
@@ -424,15 +434,9 @@ def read_answer(
 ) -> tuple[dict[str, Any], str, str | None, pa.Table]:
     """An answer folder checked: (statement predicate, answer digest, signer, rows).
     VerificationError with one line for anything that makes it not this holder's answer."""
-    _folder(ans, "answer")
-    raw = _read(ans / fmt.ANSWER_INDEX, "an answer folder")
-    digest = fmt.sha256_hex(raw)
-    where = str(ans / fmt.ANSWER_INDEX)
-    index = parse_json(raw, where)
-    if not isinstance(index, dict) or index.get("format") != fmt.ANSWER_FORMAT:
-        raise VerificationError(f"{where}: not a clearset exchange answer")
-    if index.get("version") != fmt.VERSION:
-        raise VerificationError(f"{where}: answer format version {index.get('version')!r}")
+    digest, where, index = _read_index(
+        ans, "answer", fmt.ANSWER_INDEX, fmt.ANSWER_FORMAT, VerificationError
+    )
     data = _read(ans / fmt.ANSWER_ENVELOPE, "an answer folder")
     statement, signer = fmt.open_envelope(
         data, str(ans / fmt.ANSWER_ENVELOPE), fmt.ANSWER_PREDICATE, holder_key
