@@ -26,6 +26,7 @@ from conftest import cli  # noqa: E402
 from s3_server import S3Server, s3_environment  # noqa: E402
 
 from clearset import storage  # noqa: E402
+from clearset.engines import make_engine  # noqa: E402
 from clearset.demo import DemoData, build_demo_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -391,6 +392,19 @@ def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run
     )
     try:
         node = cluster.add_node(num_cpus=1, env_vars={"CLEARSET_CACHE": str(caches[1])})
+        # With a cluster running on this machine, an engine given no address still
+        # starts a Ray of its own, as the docs say (a bare ray.init joins the cluster
+        # and refused the CPUs asked for: a test beside this one failed so in CI).
+        # (Its token-auth mode is pinned: a new local Ray turns token auth on for the
+        # whole process, and the cluster's nodes would then refuse this driver.)
+        with monkeypatch.context() as pinned:
+            pinned.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE", "disabled"))
+            own = make_engine("ray", workers=1)
+            try:
+                assert own.started and own.workers == 1
+                assert len(ray.nodes()) == 1 and ray.cluster_resources()["CPU"] == 1
+            finally:
+                own.close()
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         cluster.wait_for_nodes()
         bucket = s3.make_bucket("raycluster")
@@ -428,10 +442,12 @@ def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run
     assert bucket_files(dest) == local_files(local_run["dest"])
     assert not [k for k in remote_run if storage.local_only(k)], "no list index in the bucket"
     # Tasks ran on both nodes, each in its own node's cache; those that ended left no
-    # mirror behind (the removed node's last one was killed inside its own).
+    # mirror behind.
     head, gone = (cache / "tasks" for cache in caches)
     assert head.is_dir() and not list(head.iterdir())
-    assert len(list(gone.iterdir())) == 1
+    # At most the one shard tried again left its mirror there (none when its task had
+    # already cleaned up, or ended, before the node went).
+    assert len(list(gone.iterdir())) <= retried[0]
     # The receipt over the Ray-made run has the local run's root.
     cli("receipt", run, "--key", str(local_run["keys"] / "clearset.key"), check=True)
     remote = storage.Store(run)

@@ -117,7 +117,10 @@ class RayEngine:
             }
             try:
                 if address is None:
-                    ray.init(num_cpus=workers or default_workers(), **options)
+                    # "local": a Ray of its own even where `ray start` (or another
+                    # command's cluster) left an address file behind, which a bare
+                    # init would join, and refuse for the num_cpus given.
+                    ray.init(address="local", num_cpus=workers or default_workers(), **options)
                 else:
                     check_reachable(address)
                     with _quiet_core():
