@@ -26,8 +26,8 @@ from conftest import cli  # noqa: E402
 from s3_server import S3Server, s3_environment  # noqa: E402
 
 from clearset import storage  # noqa: E402
-from clearset.engines import make_engine  # noqa: E402
 from clearset.demo import DemoData, build_demo_data  # noqa: E402
+from clearset.engines import make_engine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,12 +122,20 @@ def local_run(small: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {**places, "keys": keys}
 
 
-def test_every_stage_in_a_bucket_equals_the_local_run(
-    s3: S3Server, small: DemoData, local_run: dict[str, Path]
-) -> None:
+@pytest.fixture(scope="module")
+def bucket_run(s3: S3Server, small: DemoData, local_run: dict[str, Path]) -> dict[str, str]:
+    """The local run's pipeline with everything in a bucket (this module's mirrors)."""
     bucket = s3.make_bucket("whole")
     run, dest, applied = f"{bucket}/run", f"{bucket}/dest", f"{bucket}/applied"
     printed = pipeline(small, run, dest, applied, local_run["keys"])
+    return {"run": run, "dest": dest, "applied": applied, "printed": printed}
+
+
+def test_every_stage_in_a_bucket_equals_the_local_run(
+    s3: S3Server, small: DemoData, local_run: dict[str, Path], bucket_run: dict[str, str]
+) -> None:
+    run, dest, applied = bucket_run["run"], bucket_run["dest"], bucket_run["applied"]
+    printed = bucket_run["printed"]
 
     remote_run = bucket_files(run)
     local = local_files(local_run["run"])
@@ -181,6 +189,76 @@ def test_every_stage_in_a_bucket_equals_the_local_run(
     proc = cli("scan", str(small.webdataset), "--out", dest, *lists(small), "--no-progress")
     assert proc.returncode != 0 and proc.stderr.startswith(f"clearset: error: {dest}")
     assert not [m for m in mirrors if m in proc.stdout + proc.stderr], proc.stderr
+
+
+def _objects_read(s3: S3Server) -> list[str]:
+    """The objects the proxy saw fetched (GET without a query: not a listing), by name
+    below the bucket."""
+    return sorted(
+        path.split("/", 2)[2]
+        for method, path in s3.proxy.seen
+        if method == "GET" and "?" not in path
+    )
+
+
+def test_a_cold_mirror_fetches_only_what_each_command_reads(
+    s3: S3Server,
+    bucket_run: dict[str, str],
+    local_run: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow.parquet as pq
+
+    from clearset.runfolder import COMMAND_READS
+
+    run = bucket_run["run"]
+    remote = storage.Store(run)
+    kept = pq.read_table(local_run["run"] / "cleaned" / "manifest").column("sha256")[0]
+    commands = {
+        "status": [run],
+        "report": [run],
+        "prove": [run, "--sha256", kept.as_py().hex()],
+        "document": [run, "-f", "croissant"],
+    }
+    warm = {cmd: cli(cmd, *args) for cmd, args in commands.items()}
+    assert all(proc.returncode == 0 for proc in warm.values()), warm
+    before = {k for page in remote.list_pages() for k, _ in page}
+    for cmd, args in commands.items():
+        # Another machine: a fresh cache, nothing of the run in it, no mirror known.
+        monkeypatch.setenv("CLEARSET_CACHE", str(tmp_path / cmd))
+        monkeypatch.setattr(storage, "_mirrors", {})
+        monkeypatch.setattr(storage, "_borrowed", {})
+        s3.proxy.reset()
+        cold = cli(cmd, *args, check=True)
+        assert (cold.stdout, cold.stderr) == (warm[cmd].stdout, warm[cmd].stderr)
+        read = _objects_read(s3)
+        assert len(read) == len(set(read)), "one GET per object read"
+        got = [name.removeprefix("run/") for name in read if name.startswith("run/")]
+        assert got and all(storage.within(name, COMMAND_READS[cmd]) for name in got), got
+        assert "run.json" in got
+        # never the cleaned copy's manifest or removals (but for the document, which
+        # describes the copy), nor the per-shard matches, nor the cleaned copy itself
+        assert not [n for n in got if n.startswith(("cleaned/removals/", "matches/"))], got
+        assert ("cleaned/manifest/00000.tar.parquet" in got) == (cmd == "document"), got
+        elsewhere = [name for name in read if not name.startswith("run/")]
+        if cmd == "document":  # the Croissant description hashes every file of the copy
+            assert sorted(elsewhere) == sorted(f"dest/{n}" for n in local_files(local_run["dest"]))
+        else:
+            assert not elsewhere, elsewhere
+        assert any(n.startswith("manifest/") for n in got) == (cmd in ("report", "document"))
+    # A partly fetched mirror deletes and uploads nothing it did not read.
+    assert {k for page in remote.list_pages() for k, _ in page} == before
+    assert not s3.proxy.counts.get("DELETE")
+    # The receipt over a cold mirror: the same tree, and it reads no scan manifest.
+    monkeypatch.setenv("CLEARSET_CACHE", str(tmp_path / "receipt"))
+    s3.proxy.reset()
+    cli("receipt", run, "--key", str(local_run["keys"] / "clearset.key"), check=True)
+    got = [name.removeprefix("run/") for name in _objects_read(s3)]
+    assert not [n for n in got if n.startswith(("manifest/", "matches/", "cleaned/removals/"))]
+    assert receipt_root(remote.fs.cat_file(remote.key("receipt.dsse.json"))) == receipt_root(
+        (local_run["run"] / "receipt.dsse.json").read_bytes()
+    )
 
 
 def test_mirror_paths_are_shown_as_their_urls(
