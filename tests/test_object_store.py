@@ -23,7 +23,7 @@ pytest.importorskip("s3fs", reason="the object-store tests need s3fs: pip instal
 pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
 
 from conftest import cli  # noqa: E402
-from s3_server import S3Server, s3_environment  # noqa: E402
+from s3_server import FaultProxy, S3Server, s3_environment  # noqa: E402
 
 from clearset import storage  # noqa: E402
 from clearset.demo import DemoData, build_demo_data  # noqa: E402
@@ -96,20 +96,36 @@ def receipt_root(envelope: bytes) -> dict[str, Any]:
     return dict(statement["predicate"]["tree"])
 
 
-def pipeline(demo: DemoData, run: str, dest: str, applied: str, keys: Path) -> str:
+def pipeline(
+    demo: DemoData,
+    run: str,
+    dest: str,
+    applied: str,
+    keys: Path,
+    proxy: FaultProxy | None = None,
+    seen: dict[str, list[tuple[str, str]]] | None = None,
+) -> str:
     """scan, clean, report, receipt, apply-removals into the given places; what they
-    printed (stdout and stderr)."""
+    printed (stdout and stderr). With `proxy`: the requests each command made, in `seen`."""
     src = str(demo.webdataset)
-    done = [
-        cli("scan", src, "--out", run, "--workers", "1", "--allow-missing", *lists(demo),
-            "--no-progress", check=True),
-        cli("clean", run, "--to", dest, "--workers", "1", "--no-progress", check=True),
-        cli("report", run, check=True),
-        cli("receipt", run, "--key", str(keys / "clearset.key"), check=True),
-        cli("apply-removals", src, f"{run}/removals.parquet", "--to", applied,
-            "--workers", "1", "--no-progress", check=True),
+    commands = [
+        ["scan", src, "--out", run, "--workers", "1", "--allow-missing", *lists(demo),
+         "--no-progress"],
+        ["clean", run, "--to", dest, "--workers", "1", "--no-progress"],
+        ["report", run],
+        ["receipt", run, "--key", str(keys / "clearset.key")],
+        ["apply-removals", src, f"{run}/removals.parquet", "--to", applied, "--workers", "1",
+         "--no-progress"],
     ]  # fmt: skip
-    return "".join(proc.stdout + proc.stderr for proc in done)
+    printed = ""
+    for args in commands:
+        if proxy is not None:
+            proxy.reset()
+        proc = cli(*args, check=True)
+        printed += proc.stdout + proc.stderr
+        if proxy is not None and seen is not None:
+            seen[args[0]] = list(proxy.seen)
+    return printed
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +139,17 @@ def local_run(small: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 @pytest.fixture(scope="module")
-def bucket_run(s3: S3Server, small: DemoData, local_run: dict[str, Path]) -> dict[str, str]:
+def bucket_run(s3: S3Server, small: DemoData, local_run: dict[str, Path]) -> dict[str, Any]:
     """The local run's pipeline with everything in a bucket (this module's mirrors)."""
     bucket = s3.make_bucket("whole")
     run, dest, applied = f"{bucket}/run", f"{bucket}/dest", f"{bucket}/applied"
-    printed = pipeline(small, run, dest, applied, local_run["keys"])
-    return {"run": run, "dest": dest, "applied": applied, "printed": printed}
+    seen: dict[str, list[tuple[str, str]]] = {}
+    printed = pipeline(small, run, dest, applied, local_run["keys"], s3.proxy, seen)
+    return {"run": run, "dest": dest, "applied": applied, "printed": printed, "seen": seen}
 
 
 def test_every_stage_in_a_bucket_equals_the_local_run(
-    s3: S3Server, small: DemoData, local_run: dict[str, Path], bucket_run: dict[str, str]
+    s3: S3Server, small: DemoData, local_run: dict[str, Path], bucket_run: dict[str, Any]
 ) -> None:
     run, dest, applied = bucket_run["run"], bucket_run["dest"], bucket_run["applied"]
     printed = bucket_run["printed"]
@@ -201,9 +218,31 @@ def _objects_read(s3: S3Server) -> list[str]:
     )
 
 
+def test_no_request_per_shard_but_the_uploads(
+    bucket_run: dict[str, Any], local_run: dict[str, Path]
+) -> None:
+    # The scan and the clean of the bucket run above, request by request: a HEAD only
+    # where a listing of a folder found nothing (s3fs then asks whether it is a file),
+    # never one per shard or per object; no object downloaded (this machine wrote them).
+    shards = len(list((local_run["run"] / "markers").iterdir()))
+    assert shards >= 6
+    for command, folders in (("scan", ["run"]), ("clean", ["run", "dest"])):
+        seen = bucket_run["seen"][command]
+        heads = [path for method, path in seen if method == "HEAD"]
+        assert len(heads) <= 2, heads
+        assert all(path.rsplit("/", 1)[-1] in folders for path in heads), heads
+        assert not [p for m, p in seen if m == "GET" and "?" not in p], "no object fetched"
+        # a few listings of the folders themselves (attach, sweep, the end's push), none
+        # of a shard's own prefix
+        listings = [p for m, p in seen if m == "GET" and "list-type=2" in p]
+        assert len(listings) <= 8 and not [p for p in listings if "0000" in p], listings
+        puts = sum(1 for m, _ in seen if m == "PUT")
+        assert puts >= shards, "each shard's files are uploaded"
+
+
 def test_a_cold_mirror_fetches_only_what_each_command_reads(
     s3: S3Server,
-    bucket_run: dict[str, str],
+    bucket_run: dict[str, Any],
     local_run: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
