@@ -346,6 +346,20 @@ def shown(text: str) -> str:
     return text
 
 
+def with_urls(exc: BaseException) -> BaseException:
+    """`exc`, its message's mirror paths replaced by their URLs (`shown`): for an error
+    raised in a task on another node, whose mirror folder nobody else can see, and which
+    a driver prints and records (RUN/failed/) as it is."""
+    if _mirrors:
+        exc.args = tuple(shown(a) if isinstance(a, str) else a for a in exc.args)
+        if isinstance(exc, OSError):
+            for name in ("filename", "filename2"):
+                value = getattr(exc, name)
+                if isinstance(value, str):
+                    setattr(exc, name, shown(value))
+    return exc
+
+
 def local_path(location: str) -> Path:
     """The local folder a recorded location (`url_of`'s answer) is worked in on this
     machine: the mirror of a URL clearset writes to, or the path itself."""

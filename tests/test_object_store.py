@@ -319,6 +319,38 @@ def test_mirror_paths_are_shown_as_their_urls(
     assert capsys.readouterr().out == "run s3://b/run: copy s3://b/copy, gs://c/m [b]\n"
 
 
+def _corrupt(run: str) -> None:
+    from clearset.errors import RunFolderError
+
+    raise RunFolderError(f"{run}/manifest/a.parquet: corrupt manifest file")
+
+
+def _missing(run: str) -> None:
+    Path(run, "manifest", "b.parquet").read_bytes()
+
+
+def test_an_error_in_a_task_on_another_node_names_the_bucket_not_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ray task works a mirror of its own (made and removed on its node); what it
+    # raises is printed and recorded (RUN/failed/) by the driver, which never sees it.
+    from clearset.engines.base import Outcome, Task
+    from clearset.engines.ray import _run_in_ray
+    from clearset.runs.tasks import why
+
+    monkeypatch.setenv("CLEARSET_CACHE", str(tmp_path / "node"))
+    monkeypatch.setattr(storage, "_mirrors", {})
+    driver = str(tmp_path / "driver")  # the driver's mirror, on its own machine
+    for fn, said in ((_corrupt, "s3://b/run/manifest/a.parquet: corrupt manifest file"),
+                     (_missing, "s3://b/run/manifest/b.parquet")):  # fmt: skip
+        with pytest.raises(Exception) as raised:
+            _run_in_ray(fn, (driver,), None, {driver: "s3://b/run"})
+        line = why(Outcome(Task("a", "a.tar", fn, ()), error=raised.value))
+        assert said in line and str(tmp_path) not in line, line
+    assert isinstance(raised.value, FileNotFoundError), "the error keeps its type"
+    assert not list((tmp_path / "node" / "tasks").iterdir()), "the task's folder is gone"
+
+
 def test_the_finishing_lock_is_a_conditional_write(s3: S3Server) -> None:
     remote = storage.Store(s3.make_bucket("lock") + "/run")
     assert remote.create_if_absent(".finishing", b"one")
@@ -558,6 +590,11 @@ def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run
     assert results(remote_run) == results(local_files(local_run["run"]))
     assert bucket_files(dest) == local_files(local_run["dest"])
     assert not [k for k in remote_run if storage.local_only(k)], "no list index in the bucket"
+    # No record names a node's folder (a task's mirror): clean.json, markers, failures.
+    objects = storage.Store(run)
+    found = objects.fs.cat([objects.key(k) for k in remote_run])
+    nodes = [str(cache).encode() for cache in caches]
+    assert not [k for k, data in found.items() for n in nodes if n in data]
     # Tasks ran on both nodes, each in its own node's cache; those that ended left no
     # mirror behind.
     head, gone = (cache / "tasks" for cache in caches)
