@@ -70,6 +70,32 @@ CLEAN_OUTPUTS = (
     "documents",  # `clearset document` drafts describe one clean and cite its receipt
 )
 
+#: What the commands that read a run folder (and write no more than a few files of their
+#: own into it) read of it, by command: names, and folders ending in "/". A run folder on
+#: an object store is fetched for them only so far (`storage.attach`); another file they
+#: open is fetched on first use (`storage.fetch`), and a command not named here fetches
+#: the whole folder. The records every one of them may read are small: run.json, the
+#: history, the markers (what counts), the ranks' and failed shards' notes, the receipt.
+RECORDS = ("run.json", HISTORY_FILE, "markers/", "failed/", "ranks/", "exchange/",
+           RECEIPT_FILE, f"{CLEANED_DIR}/clean.json", f"{CLEANED_DIR}/markers/")  # fmt: skip
+_FACTS = (*RECORDS, "manifest/", "frames/", "matches.parquet", REMOVALS_FILE)
+COMMAND_READS: dict[str, tuple[str, ...]] = {
+    "status": RECORDS,
+    "report": (*_FACTS, "report.json", "report.html"),
+    "prove": (*RECORDS, TREE_FILE, SALT_FILE),
+    "document": (*_FACTS, f"{CLEANED_DIR}/manifest/", "documents/"),
+    "receipt": (
+        *RECORDS,
+        "frames/",
+        "matches.parquet",
+        REMOVALS_FILE,
+        f"{CLEANED_DIR}/manifest/",
+        TREE_FILE,
+        SALT_FILE,
+        ".receipt-build/",
+    ),
+}
+
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -135,7 +161,7 @@ class RunFolder:
         return self.removals_dir / f"{shard_id}.parquet"
 
     def is_done(self, shard_id: str) -> bool:
-        return self.done_file(shard_id).exists() and self.manifest_file(shard_id).exists()
+        return self.done_file(shard_id).exists() and storage.exists(self.manifest_file(shard_id))
 
     def refresh(self) -> None:
         """For a run folder on an object store: bring in the shards other ranks finished

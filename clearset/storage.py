@@ -8,7 +8,9 @@ of the same layout (its *mirror*, under `CLEARSET_CACHE`, default
 
 - `attach(url)` fills the mirror from the bucket (listed in pages, one GET per object
   that is not already there whole) and aborts the multipart uploads an interrupted
-  writer left under the URL;
+  writer left under the URL; `attach(url, reads=...)`, for a command that declares the
+  parts of the folder it reads (`clearset.runfolder.COMMAND_READS`), fetches only those,
+  keeps the listing, and `fetch` brings in any other file it opens, on first use;
 - every file clearset writes is written whole locally and renamed (`clearset.atomic`),
   and *then* uploaded under its final name (`publish`): a single PUT, or a multipart
   upload that only its completion makes visible, aborted when it fails. So an object
@@ -344,6 +346,20 @@ def shown(text: str) -> str:
     return text
 
 
+def with_urls(exc: BaseException) -> BaseException:
+    """`exc`, its message's mirror paths replaced by their URLs (`shown`): for an error
+    raised in a task on another node, whose mirror folder nobody else can see, and which
+    a driver prints and records (RUN/failed/) as it is."""
+    if _mirrors:
+        exc.args = tuple(shown(a) if isinstance(a, str) else a for a in exc.args)
+        if isinstance(exc, OSError):
+            for name in ("filename", "filename2"):
+                value = getattr(exc, name)
+                if isinstance(value, str):
+                    setattr(exc, name, shown(value))
+    return exc
+
+
 def local_path(location: str) -> Path:
     """The local folder a recorded location (`url_of`'s answer) is worked in on this
     machine: the mirror of a URL clearset writes to, or the path itself."""
@@ -355,10 +371,15 @@ def local_path(location: str) -> Path:
             return Path(local)
         if location.startswith(url + "/"):
             return Path(local) / location[len(url) + 1 :]
-    return mirror_for(location)
+    found = mirror_for(location)
+    _borrowed.setdefault(str(found), set())  # attached by none: `fetch` reads the bucket
+    return found
 
 
 _stores: dict[str, Store] = {}
+#: Mirrors of URLs no command attached, made for reading a recorded location (`local_path`):
+#: {folder: the files `fetch` brought in from the bucket}.
+_borrowed: dict[str, set[str]] = {}
 #: The URLs this command attached (until it pushes them back at its end).
 _attached: list[str] = []
 
@@ -374,22 +395,92 @@ def publish(path: Path) -> None:
     found = remote_of(path)
     if found is not None:
         found[0].put_file(path, found[1])
+        viewed = _in_view(path)
+        if viewed is not None:
+            viewed[0].listed[viewed[2]] = path.stat().st_size
+            viewed[0].fetched.add(viewed[2])
 
 
-def attach(url: str) -> Path:
+@dataclass
+class _View:
+    """A mirror attached for a command that reads only part of the folder."""
+
+    reads: tuple[str, ...]
+    #: {name: size} of every object under the URL when it was attached (and since
+    #: uploaded by this command).
+    listed: dict[str, int]
+    #: Names fetched on first use (`fetch`), outside `reads`.
+    fetched: set[str] = field(default_factory=set)
+
+    def covers(self, rel: str) -> bool:
+        return within(rel, self.reads) or rel in self.fetched
+
+
+#: local mirror folder -> its view, for mirrors attached with `reads`.
+_views: dict[str, _View] = {}
+
+
+def within(rel: str, parts: tuple[str, ...]) -> bool:
+    """Whether the object `rel` is one of `parts`: a name, or a folder ending in "/"."""
+    return any(rel == part or (part.endswith("/") and rel.startswith(part)) for part in parts)
+
+
+def _same(target: Path, size: int) -> bool:
+    return target.is_file() and target.stat().st_size == size
+
+
+def attach(url: str, reads: tuple[str, ...] | None = None) -> Path:
     """Fill this machine's mirror of `url` from the bucket; the mirror's path. Objects
-    already in the mirror at the same size are not downloaded again."""
+    already in the mirror at the same size are not downloaded again.
+
+    `reads`: the parts of the folder the command reads (names, and folders ending in
+    "/"): only those are downloaded (and what this machine kept of them that the bucket
+    no longer holds is dropped); the listing is kept, so `exists` answers for every other
+    object and `fetch` downloads one on first use. A cold mirror then costs the listing
+    and a GET per object read, not a GET per object under the URL."""
     remote = store(url)
     remote.check()
     local = mirror_for(url)
+    listed: dict[str, int] = {}
     for page in remote.list_pages():
         for rel, size in page:
-            target = local / rel
-            if not local_only(rel) and not (target.is_file() and target.stat().st_size == size):
-                remote.get_file(rel, target)
+            if local_only(rel):
+                continue
+            listed[rel] = size
+            if (reads is None or within(rel, reads)) and not _same(local / rel, size):
+                remote.get_file(rel, local / rel)
     local.mkdir(parents=True, exist_ok=True)
+    if reads is not None:
+        for part in reads:
+            here = local / part
+            found = here.rglob("*") if part.endswith("/") and here.is_dir() else [here]
+            for path in found:
+                rel = path.relative_to(local).as_posix()
+                if path.is_file() and rel not in listed and not local_only(rel):
+                    path.unlink()  # gone from the bucket since this machine last saw it
+        _views[str(local)] = _View(tuple(reads), listed)
     _attached.append(remote.url)
     return local
+
+
+def _in_view(path: Path) -> tuple[_View, str, str] | None:
+    """(view, mirror folder, object name) of a path inside a mirror attached with reads."""
+    if not _views:
+        return None
+    text = os.path.abspath(path)
+    for local, view in _views.items():
+        if text.startswith(local + os.sep):
+            return view, local, text[len(local) + 1 :].replace(os.sep, "/")
+    return None
+
+
+def exists(path: Path) -> bool:
+    """Whether a file is there: on disk, or, in a mirror attached with `reads`, for a
+    name outside them, in the bucket's listing (it is fetched only when read)."""
+    found = _in_view(path)
+    if found is None or found[0].covers(found[2]):
+        return path.exists()
+    return found[2] in found[0].listed
 
 
 def sweep(path: Path) -> None:
@@ -436,14 +527,21 @@ def push(local: Path, *, delete: bool) -> None:
         return
     with contextlib.suppress(ValueError):
         _attached.remove(url)
+    # A mirror attached with reads holds only what its command read: the rest of it may
+    # be what this machine saw long ago, so it is neither uploaded nor a reason to delete.
+    view = _views.pop(str(local), None)
     remote = store(url)
     listed = {rel: size for page in remote.list_pages() for rel, size in page}
     for path in sorted(local.rglob("*"), key=_markers_last):
         rel = path.relative_to(local).as_posix()
+        if view is not None and not view.covers(rel):
+            continue
         if path.is_file() and not local_only(rel) and listed.get(rel) != path.stat().st_size:
             remote.put_file(path, rel)
     if delete:
         for rel in listed:
+            if view is not None and not view.covers(rel):
+                continue
             if not local_only(rel) and not (local / rel).is_file():
                 remote.delete(rel)
 
@@ -543,17 +641,42 @@ def translate(value: Any, moved: dict[str, str]) -> Any:
 
 
 def fetch(*paths: Path) -> None:
-    """In a task's own mirror (`task_mirrors`): download the named files it reads that
-    are not here yet, one GET each (absent objects are skipped). Nothing elsewhere: a
-    plain path, or a command's mirror, which `attach` filled."""
-    if not _task_mirrors:
+    """Make the named files, which the caller is about to read, the bucket's, one GET
+    each at most (absent objects are skipped):
+
+    - in a mirror attached with `reads`: a file the listing holds and the mirror does not
+      (at that size), from then on part of what the command read;
+    - in a task's own mirror (`task_mirrors`): a file not here yet;
+    - in a mirror this command did not attach (a cleaned copy a document reads): the
+      object, once, whatever this machine kept of it.
+
+    Nothing for a plain path, or a mirror `attach` filled whole."""
+    if not _mirrors:
         return
     for path in paths:
+        viewed = _in_view(path)
+        if viewed is not None:
+            view, local, rel = viewed
+            size = view.listed.get(rel)
+            if local_only(rel) or view.covers(rel):
+                continue
+            if size is None:
+                path.unlink(missing_ok=True)  # gone from the bucket since this machine saw it
+                continue
+            view.fetched.add(rel)
+            if not _same(path, size):
+                store(_mirrors[local]).get_file(rel, path)
+            continue
         found = remote_of(path, any_name=True)
-        if found is None or path.exists():
+        if found is None:
             continue
         text = os.path.abspath(path)
-        if not any(text.startswith(local + os.sep) for local in _task_mirrors):
+        borrowed = next((b for b in _borrowed if text.startswith(b + os.sep)), None)
+        task = any(text.startswith(local + os.sep) for local in _task_mirrors)
+        if borrowed is not None and text not in _borrowed[borrowed]:
+            _borrowed[borrowed].add(text)
+            path.unlink(missing_ok=True)  # what this machine kept is no promise
+        elif not (task and not path.exists()):
             continue
         with contextlib.suppress(FileNotFoundError):
             found[0].get_file(found[1], path)

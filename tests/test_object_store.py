@@ -23,11 +23,11 @@ pytest.importorskip("s3fs", reason="the object-store tests need s3fs: pip instal
 pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
 
 from conftest import cli  # noqa: E402
-from s3_server import S3Server, s3_environment  # noqa: E402
+from s3_server import FaultProxy, S3Server, s3_environment  # noqa: E402
 
 from clearset import storage  # noqa: E402
-from clearset.engines import make_engine  # noqa: E402
 from clearset.demo import DemoData, build_demo_data  # noqa: E402
+from clearset.engines import make_engine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,20 +96,36 @@ def receipt_root(envelope: bytes) -> dict[str, Any]:
     return dict(statement["predicate"]["tree"])
 
 
-def pipeline(demo: DemoData, run: str, dest: str, applied: str, keys: Path) -> str:
+def pipeline(
+    demo: DemoData,
+    run: str,
+    dest: str,
+    applied: str,
+    keys: Path,
+    proxy: FaultProxy | None = None,
+    seen: dict[str, list[tuple[str, str]]] | None = None,
+) -> str:
     """scan, clean, report, receipt, apply-removals into the given places; what they
-    printed (stdout and stderr)."""
+    printed (stdout and stderr). With `proxy`: the requests each command made, in `seen`."""
     src = str(demo.webdataset)
-    done = [
-        cli("scan", src, "--out", run, "--workers", "1", "--allow-missing", *lists(demo),
-            "--no-progress", check=True),
-        cli("clean", run, "--to", dest, "--workers", "1", "--no-progress", check=True),
-        cli("report", run, check=True),
-        cli("receipt", run, "--key", str(keys / "clearset.key"), check=True),
-        cli("apply-removals", src, f"{run}/removals.parquet", "--to", applied,
-            "--workers", "1", "--no-progress", check=True),
+    commands = [
+        ["scan", src, "--out", run, "--workers", "1", "--allow-missing", *lists(demo),
+         "--no-progress"],
+        ["clean", run, "--to", dest, "--workers", "1", "--no-progress"],
+        ["report", run],
+        ["receipt", run, "--key", str(keys / "clearset.key")],
+        ["apply-removals", src, f"{run}/removals.parquet", "--to", applied, "--workers", "1",
+         "--no-progress"],
     ]  # fmt: skip
-    return "".join(proc.stdout + proc.stderr for proc in done)
+    printed = ""
+    for args in commands:
+        if proxy is not None:
+            proxy.reset()
+        proc = cli(*args, check=True)
+        printed += proc.stdout + proc.stderr
+        if proxy is not None and seen is not None:
+            seen[args[0]] = list(proxy.seen)
+    return printed
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +138,21 @@ def local_run(small: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {**places, "keys": keys}
 
 
-def test_every_stage_in_a_bucket_equals_the_local_run(
-    s3: S3Server, small: DemoData, local_run: dict[str, Path]
-) -> None:
+@pytest.fixture(scope="module")
+def bucket_run(s3: S3Server, small: DemoData, local_run: dict[str, Path]) -> dict[str, Any]:
+    """The local run's pipeline with everything in a bucket (this module's mirrors)."""
     bucket = s3.make_bucket("whole")
     run, dest, applied = f"{bucket}/run", f"{bucket}/dest", f"{bucket}/applied"
-    printed = pipeline(small, run, dest, applied, local_run["keys"])
+    seen: dict[str, list[tuple[str, str]]] = {}
+    printed = pipeline(small, run, dest, applied, local_run["keys"], s3.proxy, seen)
+    return {"run": run, "dest": dest, "applied": applied, "printed": printed, "seen": seen}
+
+
+def test_every_stage_in_a_bucket_equals_the_local_run(
+    s3: S3Server, small: DemoData, local_run: dict[str, Path], bucket_run: dict[str, Any]
+) -> None:
+    run, dest, applied = bucket_run["run"], bucket_run["dest"], bucket_run["applied"]
+    printed = bucket_run["printed"]
 
     remote_run = bucket_files(run)
     local = local_files(local_run["run"])
@@ -183,6 +208,98 @@ def test_every_stage_in_a_bucket_equals_the_local_run(
     assert not [m for m in mirrors if m in proc.stdout + proc.stderr], proc.stderr
 
 
+def _objects_read(s3: S3Server) -> list[str]:
+    """The objects the proxy saw fetched (GET without a query: not a listing), by name
+    below the bucket."""
+    return sorted(
+        path.split("/", 2)[2]
+        for method, path in s3.proxy.seen
+        if method == "GET" and "?" not in path
+    )
+
+
+def test_no_request_per_shard_but_the_uploads(
+    bucket_run: dict[str, Any], local_run: dict[str, Path]
+) -> None:
+    # The scan and the clean of the bucket run above, request by request: a HEAD only
+    # where a listing of a folder found nothing (s3fs then asks whether it is a file),
+    # never one per shard or per object; no object downloaded (this machine wrote them).
+    shards = len(list((local_run["run"] / "markers").iterdir()))
+    assert shards >= 6
+    for command, folders in (("scan", ["run"]), ("clean", ["run", "dest"])):
+        seen = bucket_run["seen"][command]
+        heads = [path for method, path in seen if method == "HEAD"]
+        assert len(heads) <= 2, heads
+        assert all(path.rsplit("/", 1)[-1] in folders for path in heads), heads
+        assert not [p for m, p in seen if m == "GET" and "?" not in p], "no object fetched"
+        # a few listings of the folders themselves (attach, sweep, the end's push), none
+        # of a shard's own prefix
+        listings = [p for m, p in seen if m == "GET" and "list-type=2" in p]
+        assert len(listings) <= 8 and not [p for p in listings if "0000" in p], listings
+        puts = sum(1 for m, _ in seen if m == "PUT")
+        assert puts >= shards, "each shard's files are uploaded"
+
+
+def test_a_cold_mirror_fetches_only_what_each_command_reads(
+    s3: S3Server,
+    bucket_run: dict[str, Any],
+    local_run: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow.parquet as pq
+
+    from clearset.runfolder import COMMAND_READS
+
+    run = bucket_run["run"]
+    remote = storage.Store(run)
+    kept = pq.read_table(local_run["run"] / "cleaned" / "manifest").column("sha256")[0]
+    commands = {
+        "status": [run],
+        "report": [run],
+        "prove": [run, "--sha256", kept.as_py().hex()],
+        "document": [run, "-f", "croissant"],
+    }
+    warm = {cmd: cli(cmd, *args) for cmd, args in commands.items()}
+    assert all(proc.returncode == 0 for proc in warm.values()), warm
+    before = {k for page in remote.list_pages() for k, _ in page}
+    for cmd, args in commands.items():
+        # Another machine: a fresh cache, nothing of the run in it, no mirror known.
+        monkeypatch.setenv("CLEARSET_CACHE", str(tmp_path / cmd))
+        monkeypatch.setattr(storage, "_mirrors", {})
+        monkeypatch.setattr(storage, "_borrowed", {})
+        s3.proxy.reset()
+        cold = cli(cmd, *args, check=True)
+        assert (cold.stdout, cold.stderr) == (warm[cmd].stdout, warm[cmd].stderr)
+        read = _objects_read(s3)
+        assert len(read) == len(set(read)), "one GET per object read"
+        got = [name.removeprefix("run/") for name in read if name.startswith("run/")]
+        assert got and all(storage.within(name, COMMAND_READS[cmd]) for name in got), got
+        assert "run.json" in got
+        # never the cleaned copy's manifest or removals (but for the document, which
+        # describes the copy), nor the per-shard matches, nor the cleaned copy itself
+        assert not [n for n in got if n.startswith(("cleaned/removals/", "matches/"))], got
+        assert ("cleaned/manifest/00000.tar.parquet" in got) == (cmd == "document"), got
+        elsewhere = [name for name in read if not name.startswith("run/")]
+        if cmd == "document":  # the Croissant description hashes every file of the copy
+            assert sorted(elsewhere) == sorted(f"dest/{n}" for n in local_files(local_run["dest"]))
+        else:
+            assert not elsewhere, elsewhere
+        assert any(n.startswith("manifest/") for n in got) == (cmd in ("report", "document"))
+    # A partly fetched mirror deletes and uploads nothing it did not read.
+    assert {k for page in remote.list_pages() for k, _ in page} == before
+    assert not s3.proxy.counts.get("DELETE")
+    # The receipt over a cold mirror: the same tree, and it reads no scan manifest.
+    monkeypatch.setenv("CLEARSET_CACHE", str(tmp_path / "receipt"))
+    s3.proxy.reset()
+    cli("receipt", run, "--key", str(local_run["keys"] / "clearset.key"), check=True)
+    got = [name.removeprefix("run/") for name in _objects_read(s3)]
+    assert not [n for n in got if n.startswith(("manifest/", "matches/", "cleaned/removals/"))]
+    assert receipt_root(remote.fs.cat_file(remote.key("receipt.dsse.json"))) == receipt_root(
+        (local_run["run"] / "receipt.dsse.json").read_bytes()
+    )
+
+
 def test_mirror_paths_are_shown_as_their_urls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,6 +317,38 @@ def test_mirror_paths_are_shown_as_their_urls(
     # printed lines, through whatever sys.stdout is at the time of writing
     literal_console().print(f"run {top}/1: copy {top}/1/cleaned, {top}/10/m [b]")
     assert capsys.readouterr().out == "run s3://b/run: copy s3://b/copy, gs://c/m [b]\n"
+
+
+def _corrupt(run: str) -> None:
+    from clearset.errors import RunFolderError
+
+    raise RunFolderError(f"{run}/manifest/a.parquet: corrupt manifest file")
+
+
+def _missing(run: str) -> None:
+    Path(run, "manifest", "b.parquet").read_bytes()
+
+
+def test_an_error_in_a_task_on_another_node_names_the_bucket_not_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ray task works a mirror of its own (made and removed on its node); what it
+    # raises is printed and recorded (RUN/failed/) by the driver, which never sees it.
+    from clearset.engines.base import Outcome, Task
+    from clearset.engines.ray import _run_in_ray
+    from clearset.runs.tasks import why
+
+    monkeypatch.setenv("CLEARSET_CACHE", str(tmp_path / "node"))
+    monkeypatch.setattr(storage, "_mirrors", {})
+    driver = str(tmp_path / "driver")  # the driver's mirror, on its own machine
+    for fn, said in ((_corrupt, "s3://b/run/manifest/a.parquet: corrupt manifest file"),
+                     (_missing, "s3://b/run/manifest/b.parquet")):  # fmt: skip
+        with pytest.raises(Exception) as raised:
+            _run_in_ray(fn, (driver,), None, {driver: "s3://b/run"})
+        line = why(Outcome(Task("a", "a.tar", fn, ()), error=raised.value))
+        assert said in line and str(tmp_path) not in line, line
+    assert isinstance(raised.value, FileNotFoundError), "the error keeps its type"
+    assert not list((tmp_path / "node" / "tasks").iterdir()), "the task's folder is gone"
 
 
 def test_the_finishing_lock_is_a_conditional_write(s3: S3Server) -> None:
@@ -441,6 +590,11 @@ def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run
     assert results(remote_run) == results(local_files(local_run["run"]))
     assert bucket_files(dest) == local_files(local_run["dest"])
     assert not [k for k in remote_run if storage.local_only(k)], "no list index in the bucket"
+    # No record names a node's folder (a task's mirror): clean.json, markers, failures.
+    objects = storage.Store(run)
+    found = objects.fs.cat([objects.key(k) for k in remote_run])
+    nodes = [str(cache).encode() for cache in caches]
+    assert not [k for k, data in found.items() for n in nodes if n in data]
     # Tasks ran on both nodes, each in its own node's cache; those that ended left no
     # mirror behind.
     head, gone = (cache / "tasks" for cache in caches)

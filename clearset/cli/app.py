@@ -24,6 +24,7 @@ from clearset.errors import InputError
 from clearset.hashing import types as hash_types
 from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.progress import literal_console, progress_interval
+from clearset.runfolder import COMMAND_READS
 from clearset.stages.match import MatchJob
 
 #: `clearset --help` lists commands in the order of the work, not alphabetically; a
@@ -99,6 +100,13 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 def local_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An output folder argument (see `_folder`): a bucket's is fetched whole."""
+    return _folder(ctx, param, value, None)
+
+
+def _folder(
+    ctx: click.Context, param: click.Parameter, value: Path | None, reads: tuple[str, ...] | None
+) -> Path | None:
     """Outputs go to a local or shared POSIX path, or to an object store's URL (`s3://`,
     `gs://`, `az://`): that is worked in a local mirror and uploaded object by object
     (`clearset.storage`). Other URLs are refused (a Path would quietly make a local
@@ -106,7 +114,7 @@ def local_folder(ctx: click.Context, param: click.Parameter, value: Path | None)
     if value is not None and _URL.match(str(value)):
         url = _URL_SLASHES.sub(r"\1://", str(value))
         if url.split("://", 1)[0] in storage.OUTPUT_PROTOCOLS:
-            return bucket_folder(ctx, url)
+            return bucket_folder(ctx, url, reads)
         option = (param.opts or [param.name or "path"])[0]
         raise InputError(
             f"{option} {value}: outputs must be a local or shared folder (NFS, Lustre, a "
@@ -123,12 +131,12 @@ _URL_SLASHES = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+")
 _bucket_command: list[str] = []
 
 
-def bucket_folder(ctx: click.Context, url: str) -> Path:
+def bucket_folder(ctx: click.Context, url: str, reads: tuple[str, ...] | None = None) -> Path:
     """The local mirror of an object-store folder, filled from the bucket now and pushed
     back when the command ends, however it ends (`clearset.storage`)."""
     _bucket_command.append(ctx.info_name or "")
     try:
-        local = storage.attach(url)
+        local = storage.attach(url, reads)
     except OSError as exc:
         raise InputError(f"{url}: cannot read the bucket: {exc}") from None
 
@@ -141,8 +149,9 @@ def bucket_folder(ctx: click.Context, url: str) -> Path:
 
 
 def run_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """A run folder argument: a path, or an object store's URL (see `local_folder`)."""
-    return local_folder(ctx, param, value)
+    """A run folder argument: a path, or an object store's URL (see `local_folder`), of
+    which the command fetches what it declares it reads (`COMMAND_READS`)."""
+    return _folder(ctx, param, value, COMMAND_READS.get(ctx.info_name or ""))
 
 
 EngineOpt = Annotated[

@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clearset import storage
 from clearset.errors import ClearsetError
 from clearset.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
 from clearset.receipts.issue import source_label
@@ -155,6 +156,7 @@ def marker_samples(marker: Mapping[str, Any], manifest: Path, field: str = "samp
     recorded = marker.get(field)
     if isinstance(recorded, int):
         return recorded
+    storage.fetch(manifest)  # a bucket run: read on first use
     try:
         keys = pq.read_table(manifest, columns=["key"]).column("key")
     except (OSError, ValueError):
@@ -202,7 +204,8 @@ def kept_counts(run: RunFolder) -> SetCounts:
         image_rows += marker.get("items_kept", marker["rows"])  # rows that are not other
         unreadable += marker.get("undecodable_kept", 0)
         without_bytes += marker.get("kept_without_bytes", 0)
-        if run.frames_file(marker["shard_id"]).exists():  # the shard held videos
+        if storage.exists(run.frames_file(marker["shard_id"])):  # the shard held videos
+            storage.fetch(manifest)
             found = manifest_videos(manifest)
             videos, seconds, frames = videos + found[0], seconds + found[1], frames + found[2]
     return SetCounts(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from clearset import TOOL_NAME, __version__
+from clearset import TOOL_NAME, __version__, storage
 from clearset.documents.counts import plural
 from clearset.documents.facts import (
     RunFacts,
@@ -221,6 +221,7 @@ def _distribution(facts: RunFacts) -> tuple[list[dict[str, Any]], list[dict[str,
 
 def _file_object(root: Path, name: str) -> dict[str, Any]:
     path = root / name
+    storage.fetch(path)  # a copy in a bucket: hashed as it is there
     try:
         size = path.stat().st_size
         sha256 = file_sha256(path)

@@ -631,6 +631,7 @@ def _collection(destination: Path, files: list[str]) -> Collection:
     """img2dataset's `_stats.json` (kept in the cleaned copy, counts corrected): its
     download window and the images it skipped for an X-Robots-Tag directive."""
     stats = [destination / name for name in files if name.endswith("_stats.json")]
+    storage.fetch(*stats)  # a cleaned copy in a bucket: its stats, as they are there
     starts: list[float] = []
     ends: list[float] = []
     skipped = 0

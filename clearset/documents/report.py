@@ -263,6 +263,7 @@ def _match_rows(run: RunFolder, *, gathered: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for marker in run.done_markers():
         path = run.matches_file(marker["shard_id"])
+        storage.fetch(path)  # a bucket run: read on first use
         if path.exists():
             rows += pq.read_table(path).to_pylist()
     return rows

@@ -82,7 +82,11 @@ def _run_in_ray(
         # Outputs on an object store: this task works its own mirror on whatever node it
         # runs, fetches the few files it reads and uploads what it writes (`storage`).
         with storage.task_mirrors(buckets) as moved:
-            return fn(*storage.translate(args, moved))
+            try:
+                return fn(*storage.translate(args, moved))
+            except BaseException as exc:
+                storage.with_urls(exc)  # read on the driver: by URL, not this node's folder
+                raise
     finally:
         reporter.flush()
         set_reporter(None)

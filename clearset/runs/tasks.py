@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from clearset import storage
 from clearset.engines.base import Engine, Outcome, Task
 from clearset.engines.local import LocalEngine
 from clearset.errors import ClearsetError, OutputError
@@ -79,7 +80,8 @@ def why(outcome: Outcome) -> str:
             f"{outcome.task.name}: the worker running it died (killed, out of memory or node lost)"
         )
     error = outcome.error
-    text = " ".join(str(error).split()) if error is not None else ""
+    # recorded (RUN/failed/) and printed: a mirror's file by its URL
+    text = storage.shown(" ".join(str(error).split())) if error is not None else ""
     if isinstance(error, ClearsetError):
         return text
     return (
