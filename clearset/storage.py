@@ -186,6 +186,17 @@ class Store:
             self.fs.rm_file(self.key(rel))
         self.fs.invalidate_cache(self.key(rel))
 
+    def delete_many(self, rels: list[str]) -> None:
+        """Delete these objects in as few requests as the store allows (S3: one
+        DeleteObjects request per 1,000 keys), not one each."""
+        if not rels:
+            return
+        keys = [self.key(rel) for rel in rels]
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(keys)
+        for key in keys:
+            self.fs.invalidate_cache(key)
+
     def create_if_absent(self, rel: str, data: bytes) -> bool:
         """Write `data` under `rel` only if nothing is there; whether this call made it.
 
@@ -539,17 +550,28 @@ def push(local: Path, *, delete: bool) -> None:
         if path.is_file() and not local_only(rel) and listed.get(rel) != path.stat().st_size:
             remote.put_file(path, rel)
     if delete:
-        for rel in listed:
-            if view is not None and not view.covers(rel):
-                continue
-            if not local_only(rel) and not (local / rel).is_file():
-                remote.delete(rel)
+        gone = [
+            rel
+            for rel in listed
+            if (view is None or view.covers(rel))
+            and not local_only(rel)
+            and not (local / rel).is_file()
+        ]
+        # Markers and records first: none may be left vouching for a deleted object.
+        remote.delete_many([rel for rel in gone if _vouches(rel)])
+        remote.delete_many([rel for rel in gone if not _vouches(rel)])
+
+
+def _vouches(name: str) -> bool:
+    """Whether this file is a marker or record, vouching for others."""
+    return any(f"{d}/" in f"/{name}" for d in ("/markers", "/.clearset-clean")) or name.endswith(
+        (".json", ".jsonl")
+    )
 
 
 def _markers_last(path: Path) -> tuple[bool, Path]:
     """Upload order: what a marker or record vouches for before the marker or record."""
-    name = path.as_posix()
-    return ("/markers/" in name or name.endswith((".json", ".jsonl"))), path
+    return _vouches(path.as_posix()), path
 
 
 def finishing_claim(path: Path, name: str, data: bytes) -> bool | None:

@@ -238,6 +238,10 @@ def test_no_request_per_shard_but_the_uploads(
         assert len(listings) <= 8 and not [p for p in listings if "0000" in p], listings
         puts = sum(1 for m, _ in seen if m == "PUT")
         assert puts >= shards, "each shard's files are uploaded"
+        # What a command removes at its end (the clean's per-shard markers) goes in
+        # batched DeleteObjects requests (markers first), not a DELETE each.
+        assert not [p for m, p in seen if m == "DELETE"], "no object deleted one by one"
+    assert [p for m, p in bucket_run["seen"]["clean"] if m == "POST" and "delete" in p]
 
 
 def test_a_cold_mirror_fetches_only_what_each_command_reads(
