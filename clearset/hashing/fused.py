@@ -23,6 +23,7 @@ machine code in a few hundred milliseconds; a cold cache compiles for several se
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ from clearset.hashing.fast_pdq import (
 )
 
 _W_R, _W_G, _W_B = (np.float32(w) for w in _LUMA_WEIGHTS)
+# uint32 constants: a Python int would widen the word's arithmetic to 64 bits.
+_BYTE, _EIGHT, _SIXTEEN = np.uint32(0xFF), np.uint32(8), np.uint32(16)
+_LITTLE_ENDIAN = sys.byteorder == "little"
 _HUNDRED = np.float32(100)
 _TWO_FIFTY_FIVE = np.float32(255)
 _ZERO32 = np.float32(0)
@@ -171,6 +175,17 @@ def _luma(pixels: np.ndarray, orient: np.ndarray, luma: np.ndarray) -> None:
     if channels >= 3 and not (transpose or reverse_rows or reverse_cols):
         # The common case, as one straight loop of constant stride (RGBX as Pillow
         # holds it, or RGB) that the compiler can vectorise.
+        if channels == 4 and _LITTLE_ENDIAN:
+            # A pixel as one 32-bit word (R in the low byte): the compiler makes vectors
+            # of word loads and shifts, about twice as fast as four strided byte loads.
+            words = pixels.reshape(height * width * 4).view(np.uint32)
+            for p in range(height * width):
+                word = words[p]
+                luma[p] = (
+                    np.float32(np.int32(word & _BYTE)) * _W_R
+                    + np.float32(np.int32((word >> _EIGHT) & _BYTE)) * _W_G
+                ) + np.float32(np.int32((word >> _SIXTEEN) & _BYTE)) * _W_B
+            return
         if channels == 4:
             rgbx = pixels.reshape(height * width * 4)
             for p in range(height * width):
@@ -232,7 +247,7 @@ def _grid(
     Each sum is independent of its neighbours, so the loops run across them (a row's
     pixels, then a grid row's 64 samples) and the compiler makes vectors of them, while
     each sum itself is still taken in numpy's order. `col_index_t`/`col_weights_t` are
-    the column operator transposed (taps x 64), for that second pass.
+    the column operator transposed (taps x 64, unsigned), for that second pass.
     """
     row_taps = row_index.shape[1]
     for i in range(PDQ_GRID):
@@ -749,7 +764,8 @@ def _operators(length_rows: tuple[int, int, int], length_cols: tuple[int, int, i
         rows.weights,
         cols.index,
         cols.weights,
-        _frozen(cols.index.T),
+        # Unsigned: numba checks a signed index for wrap-around at every gather.
+        _frozen(cols.index.T.astype(np.uint64)),
         _frozen(cols.weights.T),
     )
 
@@ -761,7 +777,7 @@ _EMPTY_OPERATORS: _Operators = (
     _EMPTY_WEIGHTS,
     _EMPTY_INDEX,
     _EMPTY_WEIGHTS,
-    _frozen(_EMPTY_INDEX.T),
+    _frozen(_EMPTY_INDEX.T.astype(np.uint64)),
     _frozen(_EMPTY_WEIGHTS.T),
 )
 
