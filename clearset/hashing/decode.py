@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,9 @@ def _plugin_tests() -> _Tests:
     return _tests[1]
 
 
+_WARNINGS_LOCK = threading.Lock()
+
+
 def open_image(data: bytes) -> OpenedImage:
     """Open `data` with Pillow without decoding pixels. Raises DecodeFailure."""
     if not data:
@@ -117,7 +121,11 @@ def open_image(data: bytes) -> OpenedImage:
     if not maybe_image(data):
         raise DecodeFailure("not_an_image", "no known image format")
     try:
-        with warnings.catch_warnings():
+        # The lock: `catch_warnings` swaps the process's one list of filters, so two
+        # threads in it at once (a worker's hashing threads) could each restore the
+        # other's, and leave the warning an error for good, or not an error when it must
+        # be. Opening reads only the header, holding the GIL: the lock costs no overlap.
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             # Above MAX_IMAGE_PIXELS Pillow only warns; we treat it as the bomb it may be.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
