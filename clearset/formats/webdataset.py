@@ -234,6 +234,10 @@ class _MemberData:
         return data
 
 
+#: `tarfile` itself, typed loosely: its header helpers (`nti`, `nts`, `calc_chksums`) and
+#: `InvalidHeaderError` are not in its typed API, and using them keeps every judgement of
+#: a header field tarfile's own.
+_tarfile: Any = tarfile
 #: Header types read here: regular files and folders (all an img2dataset shard holds).
 #: Any other (pax and GNU extended headers, links, sparse files, devices) hands the rest
 #: of the stream to `tarfile`.
@@ -287,15 +291,15 @@ def _stream_members(stream: Any) -> Iterator[TarMember]:
             next(handed_on)  # the lead-in
             yield from handed_on
             return
-        name = tarfile.nts(header[0:100], encoding, errors)
-        prefix = tarfile.nts(header[345:500], encoding, errors)
+        name = _tarfile.nts(header[0:100], encoding, errors)
+        prefix = _tarfile.nts(header[345:500], encoding, errors)
         if kind == "dir":
             name = name.rstrip("/")
         if prefix:
             name = prefix + "/" + name
         member = TarMember(name=name.rstrip("/") if kind == "dir" else name, kind=kind)
         if kind == "dir":
-            member.linkname = tarfile.nts(header[157:257], encoding, errors) or None
+            member.linkname = _tarfile.nts(header[157:257], encoding, errors) or None
             offset += tarfile.BLOCKSIZE  # a folder's size, if any, is not skipped
             padding = 0
         else:
@@ -314,11 +318,11 @@ def _stream_members(stream: Any) -> Iterator[TarMember]:
 def _plain_header(header: bytes) -> tuple[str | None, int]:
     """("file" or "dir", size) of a valid header of a plain file or folder, (None, 0)
     for a valid header of any other type; tarfile's HeaderError for an invalid one."""
-    checksum = tarfile.nti(header[148:156])
+    checksum = _tarfile.nti(header[148:156])
     if checksum != 256 + sum(header) - sum(header[148:156]) and checksum not in (
-        tarfile.calc_chksums(header)
+        _tarfile.calc_chksums(header)
     ):
-        raise tarfile.InvalidHeaderError("bad checksum")
+        raise _tarfile.InvalidHeaderError("bad checksum")
     kind = header[156:157]
     if kind not in _PLAIN_TYPES:
         # Whatever else `frombuf` would refuse, it refuses when handed on too.
@@ -326,15 +330,15 @@ def _plain_header(header: bytes) -> tuple[str | None, int]:
         return None, 0
     for start, end in _NUMBER_FIELDS:
         if not _OCTAL.fullmatch(header, start, end):
-            tarfile.nti(header[start:end])  # not plain octal: tarfile's own judgement
+            _tarfile.nti(header[start:end])  # not plain octal: tarfile's own judgement
     field = header[124:136]
     if _OCTAL.fullmatch(field):
         size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
     else:
-        size = tarfile.nti(field)
+        size = _tarfile.nti(field)
     if size < 0:
         return None, 0  # a negative base-256 size: whatever tarfile makes of it
-    name_ends_slash = tarfile.nts(header[0:100], tarfile.ENCODING, "surrogateescape").endswith("/")
+    name_ends_slash = _tarfile.nts(header[0:100], tarfile.ENCODING, "surrogateescape").endswith("/")
     if kind == tarfile.DIRTYPE or (kind == tarfile.AREGTYPE and name_ends_slash):
         return "dir", size
     return "file", size
