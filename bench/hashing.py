@@ -430,17 +430,6 @@ def reference_full(data: bytes) -> None:
     pdq_from_rgb(np.asarray(to_display_rgb(open_image(data).image)))
 
 
-def _cpu_per_image(function: Callable[[bytes], object], datas: list[bytes], repeats: int) -> float:
-    """Least CPU seconds per image over `repeats` passes (the machine is shared)."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.process_time()
-        for data in datas:
-            function(data)
-        best = min(best, time.process_time() - started)
-    return best / len(datas)
-
-
 def _least_per_image(
     paths: tuple[Callable[[bytes], object], ...], datas: list[bytes], repeats: int
 ) -> list[float]:
