@@ -159,6 +159,15 @@ def test_thin_and_tiny_pictures(shape: tuple[int, int, int]) -> None:
         assert fused.fused_pdq(pixels, 1, (shape[0], 1, 1), (shape[1], 1, 1)).hashes == [bytes(32)]
 
 
+def test_an_axis_with_over_128_taps() -> None:
+    """17,000 px wide, decoded in full: 265 column taps, past the 8-lane path's 128 (numpy
+    then sums in halves); short, so that it stays cheap."""
+    rng = np.random.default_rng(17)
+    pixels = rng.integers(0, 256, (6, 17_000, 1)).astype(np.uint8)
+    _check(pixels)
+    _check(pixels, 6)  # the long axis as rows
+
+
 @pytest.mark.parametrize("odd", [(7, 301), (129, 257), (63, 65), (211, 97)])
 def test_odd_sizes(odd: tuple[int, int], photos: list[np.ndarray]) -> None:
     pixels = np.asarray(Image.fromarray(photos[0]).resize((odd[1], odd[0])))

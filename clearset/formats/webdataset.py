@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import posixpath
+import re
 import tarfile
 import zlib
 from collections.abc import Container, Iterator
@@ -133,23 +134,30 @@ def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarM
             stream: Any = hashing
             if url.endswith(GZIP_SUFFIXES):
                 stream = gzip.GzipFile(fileobj=hashing, mode="rb")  # type: ignore[call-overload]  # read forward only: never seeks
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for info in tar:
-                    member = TarMember(name=info.name, kind=member_kind(info))
-                    plain = info.sparse is None and 0 < info.size <= MAX_MEMBER_BYTES
-                    if member.kind == "file" and plain:
-                        member.data = _file_bytes(tar, info)
-                    elif member.kind == "file":
-                        handle = tar.extractfile(info)
-                        member.data, member.streamed = read_bounded(handle, size=info.size)
-                    else:
-                        member.linkname = info.linkname or None
-                    yield member
+            yield from _stream_members(stream)
             hashing.drain()  # the end-of-archive padding is part of the file too
             if record is not None:
                 record.update(file_sha256=hashing.digest.hexdigest(), file_bytes=hashing.size)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{url}: not a readable tar shard ({exc})") from None
+
+
+def tarfile_members(stream: Any) -> Iterator[TarMember]:
+    """The members of a tar stream as `tarfile` reads them (mode "r|"): the reference
+    `_stream_members` is held to, and what it hands a stream to at the first header it
+    does not read itself."""
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for info in tar:
+            member = TarMember(name=info.name, kind=member_kind(info))
+            plain = info.sparse is None and 0 < info.size <= MAX_MEMBER_BYTES
+            if member.kind == "file" and plain:
+                member.data = _file_bytes(tar, info)
+            elif member.kind == "file":
+                handle = tar.extractfile(info)
+                member.data, member.streamed = read_bounded(handle, size=info.size)
+            else:
+                member.linkname = info.linkname or None
+            yield member
 
 
 def _file_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
@@ -162,6 +170,178 @@ def _file_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     if len(data) != info.size:
         raise tarfile.ReadError("unexpected end of data")
     return data
+
+
+class _TarStream:
+    """Reads from a forward-only stream exactly as `tarfile`'s stream mode does (the same
+    `read(RECORDSIZE)` calls at the same moments, so that a broken gzip stream fails at
+    the same member with the same error), keeping what it read ahead."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    def read(self, size: int) -> bytes:
+        """`size` bytes, fewer only at the end of the stream (`tarfile._Stream.__read`)."""
+        if len(self.buffer) >= size:
+            data, self.buffer = self.buffer[:size], self.buffer[size:]
+            return data
+        have, parts = len(self.buffer), [self.buffer]
+        while have < size:
+            block = self.stream.read(tarfile.RECORDSIZE)
+            if not block:
+                break
+            parts.append(block)
+            have += len(block)
+        joined = b"".join(parts)
+        self.buffer = joined[size:]
+        return joined[:size]
+
+    def handed_on(self, first: bytes) -> _HandedOn:
+        """The rest of the stream, `first` (bytes already taken) ahead of it."""
+        return _HandedOn(first + self.buffer, self.stream)
+
+
+@dataclass
+class _HandedOn:
+    """A file object over some bytes and then a stream, for `tarfile` to read on from."""
+
+    head: bytes
+    stream: Any
+
+    def read(self, size: int = -1) -> bytes:
+        if self.head:
+            data, self.head = self.head, b""
+            return data
+        block: bytes = self.stream.read(size)
+        return block
+
+
+@dataclass
+class _MemberData:
+    """The file object `extractfile` gives for a member too large to hold: `size` bytes,
+    and tarfile's error when the stream ends before them."""
+
+    stream: _TarStream
+    left: int
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        data = self.stream.read(size)
+        if len(data) != size:
+            raise tarfile.ReadError("unexpected end of data")
+        self.left -= size
+        return data
+
+
+#: `tarfile` itself, typed loosely: its header helpers (`nti`, `nts`, `calc_chksums`) and
+#: `InvalidHeaderError` are not in its typed API, and using them keeps every judgement of
+#: a header field tarfile's own.
+_tarfile: Any = tarfile
+#: Header types read here: regular files and folders (all an img2dataset shard holds).
+#: Any other (pax and GNU extended headers, links, sparse files, devices) hands the rest
+#: of the stream to `tarfile`.
+_PLAIN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+#: A valid, empty regular member ahead of a handed-on stream: `tarfile` then reads the
+#: real header at an offset past 0, where its rules for a bad header are those it would
+#: have applied reading the whole archive (at offset 0 a bad header is an error, later
+#: the end of the archive).
+_LEAD_IN = tarfile.TarInfo("lead-in").tobuf(tarfile.USTAR_FORMAT)
+#: (start, end) of the numeric header fields `TarInfo.frombuf` parses besides size and
+#: checksum: mode, uid, gid, mtime, devmajor, devminor.
+_NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345))
+#: A numeric field `tarfile.nti` surely reads (octal digits, spaces around them, then a
+#: NUL and anything): checked with one match instead of its decode and `int` per field.
+_OCTAL = re.compile(rb"[ ]*[0-7]*[ ]*(?:\x00[\x00-\xff]*)?")
+
+
+def _stream_members(stream: Any) -> Iterator[TarMember]:
+    """The members of an uncompressed tar stream: the same members, bytes and errors as
+    `tarfile_members` (`tests/test_tar_reader.py` holds it to that on broken archives),
+    with the header of a plain file or folder parsed here. `tarfile.TarInfo.frombuf`
+    spent ~30 us a header in Python (three checksums of 512 bytes, a dozen fields),
+    about a tenth of a scan's time for a 256-px picture with its .txt and .json."""
+    source = _TarStream(stream)
+    offset = 0  # of the next header
+    padding = 0  # after the last member's data, before the next header
+    encoding, errors = tarfile.ENCODING, "surrogateescape"
+    while True:
+        if padding and len(source.read(padding)) != padding:
+            raise tarfile.ReadError("unexpected end of data")
+        try:
+            header = source.read(tarfile.BLOCKSIZE)
+        except zlib.error as exc:
+            raise tarfile.ReadError(f"zlib error: {exc}") from None
+        # `TarFile.next`'s rules: a missing, short or bad first header is an error; a
+        # later one ends the archive, as an all-zero block does anywhere.
+        if len(header) != tarfile.BLOCKSIZE:
+            if offset == 0:
+                raise tarfile.ReadError("empty file" if not header else "truncated header")
+            return
+        if header.count(0) == tarfile.BLOCKSIZE:
+            return
+        try:
+            kind, size = _plain_header(header)
+        except tarfile.HeaderError as exc:
+            if offset == 0:
+                raise tarfile.ReadError(str(exc)) from None
+            return
+        if kind is None:
+            handed_on = tarfile_members(source.handed_on(_LEAD_IN + header))
+            next(handed_on)  # the lead-in
+            yield from handed_on
+            return
+        name = _tarfile.nts(header[0:100], encoding, errors)
+        prefix = _tarfile.nts(header[345:500], encoding, errors)
+        if kind == "dir":
+            name = name.rstrip("/")
+        if prefix:
+            name = prefix + "/" + name
+        member = TarMember(name=name.rstrip("/") if kind == "dir" else name, kind=kind)
+        if kind == "dir":
+            member.linkname = _tarfile.nts(header[157:257], encoding, errors) or None
+            offset += tarfile.BLOCKSIZE  # a folder's size, if any, is not skipped
+            padding = 0
+        else:
+            if 0 < size <= MAX_MEMBER_BYTES:
+                member.data = source.read(size)
+                if len(member.data) != size:
+                    raise tarfile.ReadError("unexpected end of data")
+            else:
+                member.data, member.streamed = read_bounded(_MemberData(source, size), size=size)
+            blocks = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            offset += tarfile.BLOCKSIZE + blocks
+            padding = blocks - size
+        yield member
+
+
+def _plain_header(header: bytes) -> tuple[str | None, int]:
+    """("file" or "dir", size) of a valid header of a plain file or folder, (None, 0)
+    for a valid header of any other type; tarfile's HeaderError for an invalid one."""
+    checksum = _tarfile.nti(header[148:156])
+    if checksum != 256 + sum(header) - sum(header[148:156]) and checksum not in (
+        _tarfile.calc_chksums(header)
+    ):
+        raise _tarfile.InvalidHeaderError("bad checksum")
+    kind = header[156:157]
+    if kind not in _PLAIN_TYPES:
+        # Whatever else `frombuf` would refuse, it refuses when handed on too.
+        tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
+        return None, 0
+    for start, end in _NUMBER_FIELDS:
+        if not _OCTAL.fullmatch(header, start, end):
+            _tarfile.nti(header[start:end])  # not plain octal: tarfile's own judgement
+    field = header[124:136]
+    if _OCTAL.fullmatch(field):
+        size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    else:
+        size = _tarfile.nti(field)
+    if size < 0:
+        return None, 0  # a negative base-256 size: whatever tarfile makes of it
+    name_ends_slash = _tarfile.nts(header[0:100], tarfile.ENCODING, "surrogateescape").endswith("/")
+    if kind == tarfile.DIRTYPE or (kind == tarfile.AREGTYPE and name_ends_slash):
+        return "dir", size
+    return "file", size
 
 
 @dataclass

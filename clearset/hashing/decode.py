@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,15 +81,19 @@ def maybe_image(data: bytes) -> bool:
     if data.startswith(_COMMON_MAGIC):
         return True
     prefix = data[:16]
+    tests = _plugin_tests()
     try:
-        for accept, known in _plugin_tests():
-            if accept is not None and accept(prefix):
-                return True
-            if known is not None and known(data):
-                return True
+        # The `_accept` tests see only the prefix: their answer is kept per prefix (an
+        # img2dataset shard's .json members all start alike), for the plugins loaded now.
+        accepted = _accepted.get(prefix)
+        if accepted is None:
+            accepted = any(accept(prefix) for accept, _ in tests if accept is not None)
+            if len(_accepted) >= _ACCEPTED_KEPT:
+                _accepted.clear()
+            _accepted[prefix] = accepted
+        return accepted or any(known(data) for _, known in tests if known is not None)
     except Exception:
         return True
-    return False
 
 
 _Tests = list[tuple[Callable[[bytes], Any] | None, Callable[[bytes], bool] | None]]
@@ -107,7 +112,17 @@ def _plugin_tests() -> _Tests:
             known = _NO_ACCEPT.get(name, lambda data: True) if accept is None else None
             tests.append((accept, known))
         _tests = ((names, *Image.OPEN.values()), tests)
+        _accepted.clear()
     return _tests[1]
+
+
+#: Whether any plugin's `_accept` took a prefix, by prefix (for the plugins in `_tests`),
+#: and how many prefixes are kept before starting over.
+_accepted: dict[bytes, bool] = {}
+_ACCEPTED_KEPT = 65_536
+
+
+_WARNINGS_LOCK = threading.Lock()
 
 
 def open_image(data: bytes) -> OpenedImage:
@@ -117,7 +132,11 @@ def open_image(data: bytes) -> OpenedImage:
     if not maybe_image(data):
         raise DecodeFailure("not_an_image", "no known image format")
     try:
-        with warnings.catch_warnings():
+        # The lock: `catch_warnings` swaps the process's one list of filters, so two
+        # threads in it at once (a worker's hashing threads) could each restore the
+        # other's, and leave the warning an error for good, or not an error when it must
+        # be. Opening reads only the header, holding the GIL: the lock costs no overlap.
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             # Above MAX_IMAGE_PIXELS Pillow only warns; we treat it as the bomb it may be.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))

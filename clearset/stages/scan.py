@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clearset.atomic import TMP_PREFIX, atomic_path, write_json_atomic
+from clearset.errors import InputError
 from clearset.formats.base import ORIGINAL_SIZE, Item, ShardRef, Source, shard_fingerprint
 from clearset.hashing import crypto_digests, hash_bytes
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
@@ -36,6 +38,68 @@ from clearset.stages.match import MatchJob, worker_matcher, write_shard_matches
 
 #: How many items a worker hashes between progress reports.
 PROGRESS_EVERY = 32
+
+#: Environment variable: how many threads of a worker hash items (decode, digests, the
+#: PDQ kernel: the bulk of that work releases the GIL) while its main thread reads the
+#: shard and writes the manifest. Unset or 1: no threads, the worker hashes in its main
+#: thread (the default: a worker per core is the engines' default, and handing items to
+#: threads then only costs CPU). 2 or more fits a worker with cores to spare (one
+#: worker on a machine, or fewer workers than cores): the rows come out in the same
+#: order and the manifest is byte for byte the same.
+HASH_THREADS_ENV = "CLEARSET_HASH_THREADS"
+#: Items handed to a hashing thread at a time (fewer hand-offs), and batches in flight
+#: per thread: at most threads x HASH_BATCHES_PER_THREAD x HASH_BATCH items are held.
+HASH_BATCH = 8
+HASH_BATCHES_PER_THREAD = 2
+
+
+def hash_threads() -> int:
+    """The hashing threads a worker uses (`HASH_THREADS_ENV`); 1 means none besides its
+    main thread. A value that is not a positive integer is an error a user can act on."""
+    value = os.environ.get(HASH_THREADS_ENV, "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"{HASH_THREADS_ENV}={value!r}: expected a positive whole number")
+    return int(value)
+
+
+def manifest_rows(
+    items: Iterable[Item], settings: ScanSettings, threads: int = 1
+) -> Iterator[dict[str, Any]]:
+    """`manifest_row` of each item, in the items' order. With `threads` > 1 the rows are
+    made by that many threads while this one goes on reading items: Pillow's decoders,
+    hashlib and the compiled PDQ kernel release the GIL, so reading a tar, decoding and
+    hashing overlap. Memory stays bounded: at most `threads` x HASH_BATCHES_PER_THREAD
+    batches of HASH_BATCH items are read ahead."""
+    if threads <= 1:
+        for item in items:
+            yield manifest_row(item, settings)
+        return
+
+    def rows_of(batch: list[Item]) -> list[dict[str, Any]]:
+        return [manifest_row(item, settings) for item in batch]
+
+    pending: deque[Future[list[dict[str, Any]]]] = deque()
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="clearset-hash")
+    try:
+        batch: list[Item] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) < HASH_BATCH:
+                continue
+            pending.append(pool.submit(rows_of, batch))
+            batch = []
+            while len(pending) >= threads * HASH_BATCHES_PER_THREAD:
+                yield from pending.popleft().result()
+        if batch:
+            pending.append(pool.submit(rows_of, batch))
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        # An error (or a consumer that stops early): drop what has not started, wait for
+        # what has, so that no thread outlives the shard.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -272,12 +336,12 @@ def _scan_shard(
     keys: set[str] = set()
     pending = [0, 0, 0]
     frames: list[dict[str, Any]] = []
+    threads = hash_threads()
     target = run.manifest_file(shard.id)
     with atomic_path(target) as tmp:
         writer = ManifestWriter(tmp, MANIFEST_ROW_GROUP)
         try:
-            for item in source.read_shard(shard, read):
-                row = manifest_row(item, settings)
+            for row in manifest_rows(source.read_shard(shard, read), settings, threads):
                 frames.extend(row.pop(FRAMES, ()))
                 writer.add(row)
                 status[row["status"]] += 1

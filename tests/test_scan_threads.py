@@ -1,0 +1,87 @@
+"""A worker's hashing threads (`CLEARSET_HASH_THREADS`): the same manifest, byte for byte.
+
+The threads only overlap reading, decoding and hashing; the rows must come out in the
+order the shard holds them, whatever the threads finish first, and an error must reach
+the scan as it does without them (no partial output).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from clearset.demo import demo_items, write_webdataset
+from clearset.errors import InputError
+from clearset.formats import open_source
+from clearset.runfolder import RunFolder
+from clearset.stages import scan as scan_stage
+from clearset.stages.scan import HASH_THREADS_ENV, ScanSettings, hash_threads, scan_shard
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One shard of 10 samples (6 pictures and the demo's 4 broken members; each with
+    a .txt and a .json): 30 members, not a multiple of the hand-off batch."""
+    root = tmp_path_factory.mktemp("threads")
+    write_webdataset(root / "src", demo_items(seed=27, count=6), 100)
+    return root / "src"
+
+
+def _scan(src: Path, run_dir: Path, threads: str | None, monkeypatch: pytest.MonkeyPatch):
+    if threads is None:
+        monkeypatch.delenv(HASH_THREADS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(HASH_THREADS_ENV, threads)
+    source = open_source(str(src))
+    (ref,) = source.shards()
+    summary = scan_shard(source, ref, run_dir, ScanSettings(dihedral=True))
+    return RunFolder(run_dir).manifest_file(ref.id).read_bytes(), summary
+
+
+def test_threads_write_the_same_manifest(
+    shard: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, plain_summary = _scan(shard, tmp_path / "plain", None, monkeypatch)
+    # A batch of one item and few in flight: threads finish out of order most often.
+    monkeypatch.setattr(scan_stage, "HASH_BATCH", 1)
+    threaded, threaded_summary = _scan(shard, tmp_path / "one", "3", monkeypatch)
+    monkeypatch.setattr(scan_stage, "HASH_BATCH", 8)
+    batched, batched_summary = _scan(shard, tmp_path / "eight", "2", monkeypatch)
+    assert plain == threaded == batched
+    assert plain_summary.rows == threaded_summary.rows == batched_summary.rows == 30
+    assert plain_summary.status == threaded_summary.status == batched_summary.status
+    assert plain_summary.status.get("error")  # the broken members went through too
+
+
+def test_an_error_in_a_thread_reaches_the_scan(
+    shard: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real = scan_stage.manifest_row
+
+    def failing(item, settings):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 20:  # after some rows, before the end
+            raise RuntimeError("hashing failed")
+        return real(item, settings)
+
+    monkeypatch.setattr(scan_stage, "manifest_row", failing)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="hashing failed"):
+        _scan(shard, run_dir, "2", monkeypatch)
+    # Nothing written, not even a temporary file, and no thread left running.
+    manifests = RunFolder(run_dir).manifest_dir
+    assert not manifests.exists() or not list(manifests.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("clearset-hash")]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_thread_count_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(HASH_THREADS_ENV, value)
+    with pytest.raises(InputError, match=HASH_THREADS_ENV):
+        hash_threads()
+    monkeypatch.setenv(HASH_THREADS_ENV, " 4 ")
+    assert hash_threads() == 4
