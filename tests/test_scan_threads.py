@@ -85,3 +85,18 @@ def test_a_bad_thread_count_is_refused(value: str, monkeypatch: pytest.MonkeyPat
         hash_threads()
     monkeypatch.setenv(HASH_THREADS_ENV, " 4 ")
     assert hash_threads() == 4
+
+
+def test_a_scan_with_a_bad_thread_count_stops_before_any_work(
+    shard: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import cli
+
+    monkeypatch.setenv(HASH_THREADS_ENV, "lots")
+    run = tmp_path / "run"
+    proc = cli("scan", str(shard), "--out", str(run), "--no-progress")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"clearset: error: {HASH_THREADS_ENV}='lots': expected a positive whole number\n"
+    )
+    assert not run.exists(), "no run folder begun"

@@ -48,7 +48,7 @@ from clearset.runs.clean import (
 from clearset.runs.tasks import DEFAULT_RETRIES, Failure, choose_engine, in_memory, run_tasks
 from clearset.stages.clean import CleanJob, dest_done_file
 from clearset.stages.match import MatchJob, drop_shared_index, shipped
-from clearset.stages.scan import ScanSettings, scan_task
+from clearset.stages.scan import ScanSettings, hash_threads, scan_task
 
 #: RUN/failed/<shard>.json: why a shard failed every try (removed once it is done).
 FAILED_DIR = "failed"
@@ -142,6 +142,7 @@ def _run_scan(
     is written to the clean destination without its matched keys as soon as it is
     matched (see `clearset.stages.clean`), and RUN/removals.parquet is gathered at the end.
     """
+    hash_threads()  # a bad CLEARSET_HASH_THREADS refused here, not in every shard's task
     run = RunFolder(Path(run_dir))
     shards = source.shards()
     refuse_overlap(source.url, shards, run.path, what="--out")
