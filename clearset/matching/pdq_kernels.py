@@ -231,3 +231,128 @@ def brute_kernel(
                             found_distances[slot_starts[query] + kept] = distance
                         kept += 1
                 found[query] = kept
+
+
+#: Queries per tile in `mih_sorted_kernel`: a tile's sorted chunk values stay in L1 while
+#: every probe of the chunk is swept over them (256 to 2048 measured alike).
+_SORTED_TILE = 1024
+
+
+@numba.njit(parallel=True, cache=True)
+def mih_sorted_kernel(
+    words: np.ndarray,
+    starts: np.ndarray,
+    bits: int,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    flips: np.ndarray,
+    radii: np.ndarray,
+    flip_counts: np.ndarray,
+    queries: np.ndarray,
+    threshold: int,
+    slot_starts: np.ndarray,
+    slot_counts: np.ndarray,
+    found: np.ndarray,
+    found_rows: np.ndarray,
+    found_distances: np.ndarray,
+) -> None:
+    """`mih_kernel`'s search, a chunk at a time over the queries sorted by that chunk's value.
+
+    Sorted, neighbouring queries probe neighbouring buckets, so a tile of them sweeps each
+    probe's offsets in ascending order (cache lines and pages shared, loads issued ahead)
+    instead of as ~2,800 scattered misses per query. The candidates are first checked on
+    128 of their bits copied into bucket order for the chunk (16 bytes per entry, made
+    once per chunk and call: the index's only transient memory of the list's size), so
+    the random read of a candidate's whole hash is left to the ~1e-9 of random pairs that
+    pass. Pays off once a batch probes most buckets (`PDQIndex` decides); same pairs, same
+    outputs as `mih_kernel` (the order of a query's matches within its slots aside).
+    """
+    n_queries = queries.shape[0]
+    n_chunks = starts.shape[0]
+    for query in range(n_queries):
+        found[query] = 0
+    order = np.empty(n_queries, dtype=np.uint64)
+    sorted_values = np.empty(n_queries, dtype=np.int64)
+    sorted_queries = np.empty(n_queries, dtype=np.int64)
+    sorted_words = np.empty((n_queries, 4), dtype=np.uint64)
+    n_tiles = (n_queries + _SORTED_TILE - 1) // _SORTED_TILE
+    n_entries = words.shape[0]
+    keys = np.empty((n_entries, 2), dtype=np.uint64)
+    flat_keys = keys.reshape(-1)
+    for chunk in range(n_chunks):
+        n_probes = flip_counts[chunk]
+        if n_probes == 0:
+            continue
+        start = starts[chunk]
+        for query in prange(n_queries):
+            value = np.uint64(chunk_value(queries[query], start, bits))
+            order[query] = (value << np.uint64(32)) | np.uint64(query)
+        order.sort()
+        for position in prange(n_queries):
+            query = np.int64(order[position] & np.uint64(0xFFFFFFFF))
+            sorted_queries[position] = query
+            sorted_values[position] = np.int64(order[position] >> np.uint64(32))
+            for word in range(4):
+                sorted_words[position, word] = queries[query, word]
+        chunk_offsets = offsets[chunk]
+        chunk_rows = rows[chunk]
+        # Two of the four words that the chunk's bits are not in, in bucket order: a
+        # candidate whose 128 bits there already differ by more than the threshold (all
+        # but ~1e-9 of random ones) is rejected without reading its hash at random.
+        # Any bits give a lower bound of the distance (exact recall holds for every choice);
+        # bits outside the chunk, where the pair may differ freely, reject the most.
+        first_word, second_word = 0, 3
+        if start + bits <= 128:
+            first_word, second_word = 2, 3
+        elif start >= 128:
+            first_word, second_word = 0, 1
+        for slot in prange(n_entries):
+            entry = np.int64(chunk_rows[slot])
+            keys[slot, 0] = words[entry, first_word]
+            keys[slot, 1] = words[entry, second_word]
+        for tile in prange(n_tiles):
+            first = tile * _SORTED_TILE
+            last = min(first + _SORTED_TILE, n_queries)
+            for flip in range(n_probes):
+                mask = flips[flip]
+                for position in range(first, last):
+                    # Loads two steps ahead: the bucket's offsets, then its keys.
+                    if position + 16 < last:
+                        prefetch(chunk_offsets, sorted_values[position + 16] ^ mask)
+                    if position + 8 < last:
+                        ahead = np.int64(chunk_offsets[sorted_values[position + 8] ^ mask])
+                        if ahead < n_entries:
+                            prefetch(flat_keys, 2 * ahead)
+                    probe = sorted_values[position] ^ mask
+                    low = np.int64(chunk_offsets[probe])
+                    high = np.int64(chunk_offsets[probe + 1])
+                    query_words = sorted_words[position]
+                    for slot in range(low, high):
+                        if (
+                            popcount64(keys[slot, 0] ^ query_words[first_word])
+                            + popcount64(keys[slot, 1] ^ query_words[second_word])
+                            > threshold
+                        ):
+                            continue
+                        entry = np.int64(chunk_rows[slot])
+                        distance = hamming256(words[entry], query_words)
+                        if distance > threshold:
+                            continue
+                        seen = False
+                        for earlier in range(chunk):
+                            if radii[earlier] < 0:
+                                continue
+                            differing = chunk_value(
+                                words[entry], starts[earlier], bits
+                            ) ^ chunk_value(query_words, starts[earlier], bits)
+                            if np.int64(popcount64(np.uint64(differing))) <= radii[earlier]:
+                                seen = True
+                                break
+                        if seen:
+                            continue
+                        query = sorted_queries[position]
+                        kept = found[query]
+                        if kept < slot_counts[query]:
+                            found_rows[slot_starts[query] + kept] = entry
+                            found_distances[slot_starts[query] + kept] = distance
+                        found[query] = kept + 1
