@@ -76,6 +76,22 @@ _QUERY_BATCH = 1 << 19
 #: bench/match.py: 1.5-3x faster from ~20 probes per bucket. It only affects speed.
 _SORTED_MIN_PROBES_PER_BUCKET = 8.0
 
+#: Fewest queries searched by `mih_sorted_kernel`: it starts a few parallel loops per
+#: chunk, which small batches (a small list's scan of a small shard) do not pay back.
+_SORTED_MIN_QUERIES = 4096
+
+#: Fewest queries that `mih_sorted_kernel` splits between threads (only tests force it
+#: on fewer than `_SORTED_MIN_QUERIES`).
+_PARALLEL_MIN_QUERIES = 1024
+
+#: Bytes of one chunk's offsets and bucket-ordered keys that `mih_sorted_kernel` works
+#: on at a time (a window of chunk values): about what a core's L2 cache holds.
+_WINDOW_BYTES = 1 << 20
+
+#: Bytes of bucket-ordered keys `mih_sorted_kernel` holds at once (a span of windows):
+#: its working memory beyond the batch, whatever the list's size (16 bytes an entry).
+_SPAN_BYTES = 1 << 26
+
 #: Results kept per query in the first pass; queries with more are searched again with
 #: room for all of them (only lists with many near-duplicates get there).
 _FIRST_PASS_CAPACITY = 8
@@ -318,11 +334,7 @@ class PDQIndex:
             [sum(math.comb(self._bits, w) for w in range(r + 1)) if r >= 0 else 0 for r in radii],
             dtype=np.int64,
         )
-        kernel = _kernels().mih_kernel
-        probes_per_bucket = len(query_words) * int(flip_counts.sum()) / (1 << self._bits)
-        if probes_per_bucket >= _SORTED_MIN_PROBES_PER_BUCKET:
-            kernel = _kernels().mih_sorted_kernel
-        kernel(
+        arguments = (
             self._words,
             self._starts,
             self._bits,
@@ -335,4 +347,27 @@ class PDQIndex:
             threshold,
             *outputs,
         )
+        probes_per_bucket = len(query_words) * int(flip_counts.sum()) / (1 << self._bits)
+        if (
+            probes_per_bucket >= _SORTED_MIN_PROBES_PER_BUCKET
+            and len(query_words) >= _SORTED_MIN_QUERIES
+        ):
+            kernels = _kernels()
+            parts = kernels.thread_count() if len(query_words) >= _PARALLEL_MIN_QUERIES else 1
+            kernels.mih_sorted_kernel(*arguments, *self.window_bits(), parts)
+        else:
+            _kernels().mih_kernel(*arguments)
         return found, found_rows, found_distances
+
+    def window_bits(self) -> tuple[int, int]:
+        """(window, span) bits of `mih_sorted_kernel`: chunk values per window (as many as
+        keep a window's offsets and bucket-ordered keys within `_WINDOW_BYTES`) and per
+        span whose keys it holds at once (within `_SPAN_BYTES`)."""
+
+        def fitting(budget: int) -> int:
+            chunk_bytes = 16 * len(self) + 4 * (1 << self._bits)
+            pieces = max(1, math.ceil(chunk_bytes / budget))
+            return max(0, self._bits - math.ceil(math.log2(pieces)))
+
+        window = fitting(_WINDOW_BYTES)
+        return window, max(window, fitting(_SPAN_BYTES))
