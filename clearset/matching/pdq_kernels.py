@@ -300,11 +300,11 @@ def mih_sorted_kernel(
             order[query] = (value << np.uint64(32)) | np.uint64(query)
         order.sort()
         for position in range(n_queries):
-            query = np.int64(order[position] & np.uint64(0xFFFFFFFF))
-            sorted_queries[position] = query
+            row = np.int64(order[position] & np.uint64(0xFFFFFFFF))
+            sorted_queries[position] = row
             sorted_values[position] = np.int64(order[position] >> np.uint64(32))
             for word in range(4):
-                sorted_words[position, word] = queries[query, word]
+                sorted_words[position, word] = queries[row, word]
         # A loop, not an array expression: numba would make that a parallel loop too.
         for window in range(n_windows + 1):
             runs[window] = np.searchsorted(sorted_values, window << window_bits)
