@@ -61,6 +61,7 @@ def force(monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
         sorted_from = 0.0 if strategy == "mih-sorted" else math.inf
         monkeypatch.setattr(pdq_index, "_SORTED_MIN_PROBES_PER_BUCKET", sorted_from)
         monkeypatch.setattr(pdq_index, "_SORTED_MIN_QUERIES", 0)
+        monkeypatch.setattr(pdq_index, "_SORTED_MIN_ENTRIES", 0)
         # Small windows, so that the tests' small lists are searched in several.
         monkeypatch.setattr(pdq_index, "_WINDOW_BYTES", 1 << 12)
     elif strategy == "brute":

@@ -80,6 +80,11 @@ _SORTED_MIN_PROBES_PER_BUCKET = 8.0
 #: chunk, which small batches (a small list's scan of a small shard) do not pay back.
 _SORTED_MIN_QUERIES = 4096
 
+#: Fewest list entries searched by `mih_sorted_kernel`: a smaller index sits in cache,
+#: where it gains nothing (measured on bench/match.py: 0.7x at 1e4 entries, 1.07x at 1e5,
+#: 2-3x from 1e6).
+_SORTED_MIN_ENTRIES = 1 << 18
+
 #: Fewest queries that `mih_sorted_kernel` splits between threads (only tests force it
 #: on fewer than `_SORTED_MIN_QUERIES`).
 _PARALLEL_MIN_QUERIES = 1024
@@ -351,6 +356,7 @@ class PDQIndex:
         if (
             probes_per_bucket >= _SORTED_MIN_PROBES_PER_BUCKET
             and len(query_words) >= _SORTED_MIN_QUERIES
+            and len(self) >= _SORTED_MIN_ENTRIES
         ):
             kernels = _kernels()
             parts = kernels.thread_count() if len(query_words) >= _PARALLEL_MIN_QUERIES else 1
