@@ -63,7 +63,7 @@ def force(monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
         monkeypatch.setattr(pdq_index, "_SORTED_MIN_QUERIES", 0)
         monkeypatch.setattr(pdq_index, "_SORTED_MIN_ENTRIES", 0)
         # Small windows, so that the tests' small lists are searched in several.
-        monkeypatch.setattr(pdq_index, "_WINDOW_BYTES", 1 << 12)
+        monkeypatch.setattr(pdq_index, "_WINDOW_BYTES", 1 << 16)
     elif strategy == "brute":
         monkeypatch.setattr(pdq_index, "_RANDOM_ACCESS_COST", math.inf)
 
@@ -171,20 +171,21 @@ def test_sorted_kernel_queries_sharing_chunk_values(
     # Sorting by a chunk's value ties equal values: repeated queries, and queries that
     # differ only outside one chunk, must each keep their own matches.
     force(monkeypatch, "mih-sorted")
-    monkeypatch.setattr(pdq_index, "_PARALLEL_MIN_QUERIES", 0)  # threads split the runs
     rng = np.random.default_rng(13)
     near = planted_queries(rng, entries[:20], [0, 3, 31], per_flip=20)
     same_chunk = flip_bits(np.repeat(entries[:3], 8, 0), rng.integers(200, 256, (24, 4)))
     queries = np.concatenate([near, near[::-1], same_chunk, random_hashes(rng, 40)])
     # Windows of one chunk value, of 2**9, of the whole chunk; keys copied for 2**11 or
     # 2**12 values at a time (8 or 4 spans a chunk), or for the whole chunk.
-    for window_bytes, span_bytes, bits in (
-        (1, 1 << 14, (0, 11)),
-        (1 << 12, 1 << 15, (9, 12)),
-        (1 << 30, 1 << 30, (index._bits, index._bits)),
+    # The last also with the threads splitting every run.
+    for window_bytes, span_bytes, bits, parallel_from in (
+        (1, 1 << 14, (0, 11), 1024),
+        (1 << 12, 1 << 15, (9, 12), 1024),
+        (1 << 30, 1 << 30, (index._bits, index._bits), 0),
     ):
         monkeypatch.setattr(pdq_index, "_WINDOW_BYTES", window_bytes)
         monkeypatch.setattr(pdq_index, "_SPAN_BYTES", span_bytes)
+        monkeypatch.setattr(pdq_index, "_PARALLEL_MIN_QUERIES", parallel_from)
         assert index.window_bits() == bits
         for threshold in (0, 31):
             assert_same(
