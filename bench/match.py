@@ -8,7 +8,10 @@ run so that a noisy machine moves both sides alike:
 * queries/s of PDQIndex.search over all queries, and of faiss IndexBinaryFlat.range_search
   over a sample of them (Flat is far too slow for all of them at 1e7), and the ratio;
 * whether the index returns exactly what Flat returns on that sample, and its recall
-  against clearset.matching.reference.brute_force_search on a smaller sample.
+  against clearset.matching.reference.brute_force_search on a smaller sample;
+* the two multi-index kernels on one batch of `--kernel-sample` random queries: the
+  query-by-query one and the sorted, windowed one that large batches use (their queries/s,
+  ratio, and whether they return the same pairs).
 
 Each size runs in a child process so that peak RSS belongs to that size alone. numba's
 compile time is measured once, first, in a child with an empty numba cache.
@@ -113,6 +116,26 @@ def run_size(args: argparse.Namespace, size: int) -> dict:
     ours_s = time.perf_counter() - started
     ours_qps = n_queries / ours_s
 
+    # The two multi-index kernels on the same batch of random queries: the query-by-query
+    # one (what every batch used before) and the sorted, windowed one large batches use.
+    from clearset.matching import pdq_index
+
+    kernel_n = min(n_queries, args.kernel_sample)
+    kernel_queries = np.ascontiguousarray(queries[:kernel_n])
+    kernels = {}
+    for name, sorted_from in (("query-by-query", float("inf")), ("sorted", 0.0)):
+        knobs = ("_SORTED_MIN_PROBES_PER_BUCKET", "_SORTED_MIN_QUERIES", "_SORTED_MIN_ENTRIES")
+        saved = [getattr(pdq_index, knob) for knob in knobs]
+        for knob, value in zip(knobs, (sorted_from, 0, 0), strict=True):
+            setattr(pdq_index, knob, value)
+        index.search(kernel_queries[:64], threshold)
+        started = time.perf_counter()
+        kernels[name] = index.search(kernel_queries, threshold)
+        kernels[name + "_qps"] = kernel_n / (time.perf_counter() - started)
+        for knob, value in zip(knobs, saved, strict=True):
+            setattr(pdq_index, knob, value)
+    kernels_same = same(kernels["query-by-query"], kernels["sorted"])
+
     flat = faiss.IndexBinaryFlat(256)
     started = time.perf_counter()
     flat.add(entries)
@@ -185,6 +208,10 @@ def run_size(args: argparse.Namespace, size: int) -> dict:
         "wide_threshold": wide,
         "wide_qps": wide_qps,
         "wide_exact": wide_exact,
+        "kernel_sample": kernel_n,
+        "per_query_kernel_qps": kernels["query-by-query_qps"],
+        "sorted_kernel_qps": kernels["sorted_qps"],
+        "kernels_same": kernels_same,
         "rss_end_mib": peak_rss_mib(),
     }
 
@@ -224,6 +251,12 @@ def report(result: dict) -> None:
         f"  threshold {r['wide_threshold']}     {r['wide_qps']:10,.0f} queries/s  "
         f"exact vs brute {r['wide_exact']}"
     )
+    print(
+        f"  MIH kernels      query-by-query {r['per_query_kernel_qps']:,.0f} queries/s, sorted "
+        f"{r['sorted_kernel_qps']:,.0f} queries/s: "
+        f"{r['sorted_kernel_qps'] / r['per_query_kernel_qps']:.2f} x on the same "
+        f"{r['kernel_sample']:,} random queries; same pairs: {r['kernels_same']}"
+    )
     print(f"  peak RSS at end  {r['rss_end_mib']:8.0f} MiB (with faiss's copy of the list)")
     sys.stdout.flush()
 
@@ -251,13 +284,20 @@ def main() -> None:
     parser.add_argument(
         "--brute-budget", type=float, default=5e8, help="numpy brute-force sample = budget / size"
     )
+    parser.add_argument(
+        "--kernel-sample",
+        type=float,
+        default=2e5,
+        help="queries each multi-index kernel searches in one batch, for their ratio",
+    )
     parser.add_argument("--one-size", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.queries = "1e4,1e5", 2e4
+        args.sizes, args.queries, args.kernel_sample = "1e4,1e5", 2e4, 2e4
         args.flat_budget, args.brute_budget = 4e8, 5e7
     args.queries = int(args.queries)
+    args.kernel_sample = int(args.kernel_sample)
 
     if args.compile:
         print(RESULT_PREFIX + json.dumps(measure_compile()))
@@ -272,6 +312,7 @@ def main() -> None:
         f"--queries={args.queries}",
         f"--flat-budget={args.flat_budget}",
         f"--brute-budget={args.brute_budget}",
+        f"--kernel-sample={args.kernel_sample}",
     ]
     with tempfile.TemporaryDirectory() as cache_dir:
         os.environ["NUMBA_CACHE_DIR"] = cache_dir
@@ -293,13 +334,17 @@ def main() -> None:
         results.append(child([*passed, f"--one-size={size}"]))
         report(results[-1])
     print(f"total {time.perf_counter() - started:.0f} s")
-    print("size        build_s  peak_rss_MiB  ours_q/s   flat_q/s  ratio  exact  recall")
+    print(
+        "size        build_s  peak_rss_MiB  ours_q/s   flat_q/s  ratio  exact  recall  "
+        "sorted/query-by-query"
+    )
     for r in results:
-        exact = r["flat_exact"] and r["brute_exact"] and r["wide_exact"]
+        exact = r["flat_exact"] and r["brute_exact"] and r["wide_exact"] and r["kernels_same"]
         print(
             f"{r['size']:<11,} {r['build_s']:7.1f}  {r['rss_after_build_mib']:12.0f}  "
             f"{r['ours_qps']:8,.0f}  {r['flat_qps']:9,.0f}  {r['ours_qps'] / r['flat_qps']:5.1f}  "
-            f"{exact!s:5}  {r['recall']:.4f}"
+            f"{exact!s:5}  {r['recall']:.4f}  "
+            f"{r['sorted_kernel_qps'] / r['per_query_kernel_qps']:.2f} x"
         )
 
 

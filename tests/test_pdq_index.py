@@ -53,13 +53,25 @@ def assert_same(got: tuple, expected: tuple) -> None:
         np.testing.assert_array_equal(got_part, expected_part, err_msg=name)
 
 
-@pytest.fixture(params=["auto", "mih", "brute"])
-def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the index's own choice, and with each strategy forced."""
-    if request.param == "mih":
+def force(monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    """Make every search use `strategy`: "mih" (query by query), "mih-sorted" (a chunk at
+    a time over sorted queries), "brute", or "auto" (the index's own choice)."""
+    if strategy in ("mih", "mih-sorted"):
         monkeypatch.setattr(pdq_index, "_RANDOM_ACCESS_COST", 0.0)
-    elif request.param == "brute":
+        sorted_from = 0.0 if strategy == "mih-sorted" else math.inf
+        monkeypatch.setattr(pdq_index, "_SORTED_MIN_PROBES_PER_BUCKET", sorted_from)
+        monkeypatch.setattr(pdq_index, "_SORTED_MIN_QUERIES", 0)
+        monkeypatch.setattr(pdq_index, "_SORTED_MIN_ENTRIES", 0)
+        # Small windows, so that the tests' small lists are searched in several.
+        monkeypatch.setattr(pdq_index, "_WINDOW_BYTES", 1 << 16)
+    elif strategy == "brute":
         monkeypatch.setattr(pdq_index, "_RANDOM_ACCESS_COST", math.inf)
+
+
+@pytest.fixture(params=["auto", "mih", "mih-sorted", "brute"])
+def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the index's own choice, and with each strategy and kernel forced."""
+    force(monkeypatch, request.param)
     return request.param
 
 
@@ -142,12 +154,43 @@ def test_duplicates_in_the_list_are_all_reported(strategy: str) -> None:
     assert np.bincount(query_rows).max() >= copies
 
 
-def test_many_query_batches(monkeypatch: pytest.MonkeyPatch, entries: np.ndarray) -> None:
+@pytest.mark.parametrize("kernel", ["mih", "mih-sorted"])
+def test_many_query_batches(
+    monkeypatch: pytest.MonkeyPatch, entries: np.ndarray, index: PDQIndex, kernel: str
+) -> None:
+    force(monkeypatch, kernel)
     monkeypatch.setattr(pdq_index, "_QUERY_BATCH", 7)
     rng = np.random.default_rng(3)
     queries = planted_queries(rng, entries, [0, 20, 31, 32], per_flip=15)
-    index = PDQIndex(entries)
     assert_same(index.search(queries, 31), brute_force_search(entries, queries, 31))
+
+
+def test_sorted_kernel_queries_sharing_chunk_values(
+    monkeypatch: pytest.MonkeyPatch, entries: np.ndarray, index: PDQIndex
+) -> None:
+    # Sorting by a chunk's value ties equal values: repeated queries, and queries that
+    # differ only outside one chunk, must each keep their own matches.
+    force(monkeypatch, "mih-sorted")
+    rng = np.random.default_rng(13)
+    near = planted_queries(rng, entries[:20], [0, 3, 31], per_flip=20)
+    same_chunk = flip_bits(np.repeat(entries[:3], 8, 0), rng.integers(200, 256, (24, 4)))
+    queries = np.concatenate([near, near[::-1], same_chunk, random_hashes(rng, 40)])
+    # Windows of one chunk value, of 2**9, of the whole chunk; keys copied for 2**11 or
+    # 2**12 values at a time (8 or 4 spans a chunk), or for the whole chunk.
+    # The last also with the threads splitting every run.
+    for window_bytes, span_bytes, bits, parallel_from in (
+        (1, 1 << 14, (0, 11), 1024),
+        (1 << 12, 1 << 15, (9, 12), 1024),
+        (1 << 30, 1 << 30, (index._bits, index._bits), 0),
+    ):
+        monkeypatch.setattr(pdq_index, "_WINDOW_BYTES", window_bytes)
+        monkeypatch.setattr(pdq_index, "_SPAN_BYTES", span_bytes)
+        monkeypatch.setattr(pdq_index, "_PARALLEL_MIN_QUERIES", parallel_from)
+        assert index.window_bits() == bits
+        for threshold in (0, 31):
+            assert_same(
+                index.search(queries, threshold), brute_force_search(entries, queries, threshold)
+            )
 
 
 @pytest.mark.parametrize("list_size", [0, 1, 200])
@@ -167,7 +210,13 @@ def test_small_and_empty_inputs(list_size: int, query_count: int, strategy: str)
         assert len(index.search(queries, 256)[0]) == list_size * query_count
 
 
-def test_chunk_layouts_all_exact(entries: np.ndarray) -> None:
+@pytest.mark.parametrize("kernel", ["auto", "mih-sorted"])
+def test_chunk_layouts_all_exact(
+    monkeypatch: pytest.MonkeyPatch, entries: np.ndarray, kernel: str
+) -> None:
+    # Chunks that span two words, and the sorted kernel's bucket-order keys taken from
+    # words the chunk overlaps: recall stays exact whichever bits the keys hold.
+    force(monkeypatch, kernel)
     rng = np.random.default_rng(11)
     queries = planted_queries(rng, entries, [0, 9, 10, 11, 31, 32], per_flip=10)
     for chunks, chunk_bits in [(1, 8), (4, 12), (8, 20), (16, 16), (32, 8), (11, 23)]:

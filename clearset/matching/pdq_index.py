@@ -64,8 +64,38 @@ MIN_CHUNK_BITS = 8
 #: only affects speed, never results.
 _RANDOM_ACCESS_COST = 5.0
 
-#: Queries searched per kernel call; bounds the per-query result buffers.
-_QUERY_BATCH = 1 << 16
+#: Most queries searched per kernel call; bounds the per-query result buffers (~100 MiB
+#: at 2**19 queries, the sorted kernel's copies included). Large, because the sorted
+#: kernel gains with the density of queries per bucket.
+_QUERY_BATCH = 1 << 19
+
+#: Probes per bucket (a batch's queries times each query's probes, over 2**bits) from
+#: which a batch is searched by `mih_sorted_kernel` (queries sorted per chunk, candidates
+#: checked on bucket-ordered copies) rather than `mih_kernel` (query by query). Below it,
+#: copying 16 bytes per list entry per chunk costs more than it saves. Measured on
+#: bench/match.py: 1.5-3x faster from ~20 probes per bucket. It only affects speed.
+_SORTED_MIN_PROBES_PER_BUCKET = 8.0
+
+#: Fewest queries searched by `mih_sorted_kernel`: it starts a few parallel loops per
+#: chunk, which small batches (a small list's scan of a small shard) do not pay back.
+_SORTED_MIN_QUERIES = 4096
+
+#: Fewest list entries searched by `mih_sorted_kernel`: a smaller index sits in cache,
+#: where it gains nothing (measured on bench/match.py: 0.7x at 1e4 entries, 1.07x at 1e5,
+#: 2-3x from 1e6).
+_SORTED_MIN_ENTRIES = 1 << 18
+
+#: Fewest queries that `mih_sorted_kernel` splits between threads (only tests force it
+#: on fewer than `_SORTED_MIN_QUERIES`).
+_PARALLEL_MIN_QUERIES = 1024
+
+#: Bytes of one chunk's offsets and bucket-ordered keys that `mih_sorted_kernel` works
+#: on at a time (a window of chunk values): about what a core's L2 cache holds.
+_WINDOW_BYTES = 1 << 20
+
+#: Bytes of bucket-ordered keys `mih_sorted_kernel` holds at once (a span of windows):
+#: its working memory beyond the batch, whatever the list's size (16 bytes an entry).
+_SPAN_BYTES = 1 << 26
 
 #: Results kept per query in the first pass; queries with more are searched again with
 #: room for all of them (only lists with many near-duplicates get there).
@@ -235,14 +265,16 @@ class PDQIndex:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int16)
         strategy, radii = self.plan(threshold)
         query_words = queries.view(np.uint64)
+        # Batches of equal size: a small last one would pay the sorted kernel's per-call
+        # copies for few queries.
+        n_batches = -(-len(queries) // _QUERY_BATCH)
+        bounds = [len(queries) * number // n_batches for number in range(n_batches + 1)]
         batches = [
-            self._search_batch(
-                query_words[start : start + _QUERY_BATCH], threshold, strategy, radii
-            )
-            for start in range(0, len(queries), _QUERY_BATCH)
+            self._search_batch(query_words[start:stop], threshold, strategy, radii)
+            for start, stop in zip(bounds, bounds[1:], strict=False)
         ]
         query_rows = np.concatenate(
-            [rows + number * _QUERY_BATCH for number, (rows, _, _) in enumerate(batches)]
+            [rows + bounds[number] for number, (rows, _, _) in enumerate(batches)]
         )
         entry_rows = np.concatenate([rows for _, rows, _ in batches])
         distances = np.concatenate([distances for _, _, distances in batches])
@@ -307,7 +339,7 @@ class PDQIndex:
             [sum(math.comb(self._bits, w) for w in range(r + 1)) if r >= 0 else 0 for r in radii],
             dtype=np.int64,
         )
-        _kernels().mih_kernel(
+        arguments = (
             self._words,
             self._starts,
             self._bits,
@@ -320,4 +352,28 @@ class PDQIndex:
             threshold,
             *outputs,
         )
+        probes_per_bucket = len(query_words) * int(flip_counts.sum()) / (1 << self._bits)
+        if (
+            probes_per_bucket >= _SORTED_MIN_PROBES_PER_BUCKET
+            and len(query_words) >= _SORTED_MIN_QUERIES
+            and len(self) >= _SORTED_MIN_ENTRIES
+        ):
+            kernels = _kernels()
+            parts = kernels.thread_count() if len(query_words) >= _PARALLEL_MIN_QUERIES else 1
+            kernels.mih_sorted_kernel(*arguments, *self.window_bits(), parts)
+        else:
+            _kernels().mih_kernel(*arguments)
         return found, found_rows, found_distances
+
+    def window_bits(self) -> tuple[int, int]:
+        """(window, span) bits of `mih_sorted_kernel`: chunk values per window (as many as
+        keep a window's offsets and bucket-ordered keys within `_WINDOW_BYTES`) and per
+        span whose keys it holds at once (within `_SPAN_BYTES`)."""
+
+        def fitting(budget: int) -> int:
+            chunk_bytes = 16 * len(self) + 4 * (1 << self._bits)
+            pieces = max(1, math.ceil(chunk_bytes / budget))
+            return max(0, self._bits - math.ceil(math.log2(pieces)))
+
+        window = fitting(_WINDOW_BYTES)
+        return window, max(window, fitting(_SPAN_BYTES))
