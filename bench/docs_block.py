@@ -79,9 +79,24 @@ def write_docs_block(name: str) -> Iterator[None]:
     if not re.fullmatch(r"[a-z0-9_-]+", block):
         raise SystemExit(f"{FLAG}={block}: a block name is lower-case letters, digits, - and _")
     replace_block(PAGE.read_text(), block, "")  # fail before the run, not after it
-    command = " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    command = " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *_shown(sys.argv[1:])])
     captured = io.StringIO()
     with redirect_stdout(_Tee(sys.stdout, captured)):  # type: ignore[type-var]
         yield
     PAGE.write_text(replace_block(PAGE.read_text(), block, render(command, captured.getvalue())))
     print(f"wrote the {block} block of {PAGE}", file=sys.stderr)
+
+
+def _shown(args: list[str]) -> list[str]:
+    """The arguments as a reader would retype them: where the work folder was (`--dir`)
+    is this machine's business, not part of what was measured."""
+    shown: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--dir":
+            skip = True
+        elif not arg.startswith("--dir="):
+            shown.append(arg)
+    return shown
