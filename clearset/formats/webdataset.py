@@ -179,14 +179,19 @@ class _TarStream:
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
+        # What was read ahead is `buffer[start:]`: a read takes its bytes by moving
+        # `start`, not by copying the rest of the record each time.
         self.buffer = b""
+        self.start = 0
 
     def read(self, size: int) -> bytes:
         """`size` bytes, fewer only at the end of the stream (`tarfile._Stream.__read`)."""
-        if len(self.buffer) >= size:
-            data, self.buffer = self.buffer[:size], self.buffer[size:]
-            return data
-        have, parts = len(self.buffer), [self.buffer]
+        start = self.start
+        end = start + size
+        if len(self.buffer) >= end:
+            self.start = end
+            return self.buffer[start:end]
+        have, parts = len(self.buffer) - start, [self.buffer[start:]]
         while have < size:
             block = self.stream.read(tarfile.RECORDSIZE)
             if not block:
@@ -194,12 +199,13 @@ class _TarStream:
             parts.append(block)
             have += len(block)
         joined = b"".join(parts)
-        self.buffer = joined[size:]
+        # Only the rest is kept (less than a record): never a large member's bytes twice.
+        self.buffer, self.start = joined[size:], 0
         return joined[:size]
 
     def handed_on(self, first: bytes) -> _HandedOn:
         """The rest of the stream, `first` (bytes already taken) ahead of it."""
-        return _HandedOn(first + self.buffer, self.stream)
+        return _HandedOn(first + self.buffer[self.start :], self.stream)
 
 
 @dataclass
@@ -338,8 +344,10 @@ def _plain_header(header: bytes) -> tuple[str | None, int]:
         size = _tarfile.nti(field)
     if size < 0:
         return None, 0  # a negative base-256 size: whatever tarfile makes of it
-    name_ends_slash = _tarfile.nts(header[0:100], tarfile.ENCODING, "surrogateescape").endswith("/")
-    if kind == tarfile.DIRTYPE or (kind == tarfile.AREGTYPE and name_ends_slash):
+    if kind == tarfile.DIRTYPE or (
+        kind == tarfile.AREGTYPE
+        and _tarfile.nts(header[0:100], tarfile.ENCODING, "surrogateescape").endswith("/")
+    ):
         return "dir", size
     return "file", size
 
@@ -359,7 +367,7 @@ class WebDatasetSource:
         side = _read_side_parquet(shard.path)
         seen: set[str] = set()
         position = 0
-        for key, members in _grouped(tar_members(shard.path, record)):
+        for key, members, exts in _grouped(tar_members(shard.path, record)):
             seen.add(key)
             meta, note = _member_json(members)
             row = side.get(key, {})
@@ -373,8 +381,7 @@ class WebDatasetSource:
             sha256 = normalise_hex(row.get("sha256") or meta.get("sha256"))
             md5 = normalise_hex(row.get("md5") or meta.get("md5"))
             extra = original_size(row) or original_size(meta)
-            for member, shown in zip(members, names, strict=True):
-                _, ext = split_ext(member.name)
+            for member, shown, ext in zip(members, names, exts, strict=True):
                 yield Item(
                     key=shown_key,
                     shard=shard.name,
@@ -429,19 +436,26 @@ def member_key(name: str) -> str:
     return key if key is not None else name
 
 
-def _grouped(members: Iterator[TarMember]) -> Iterator[tuple[str, list[TarMember]]]:
-    """(key, members) for consecutive members sharing a key, in tar order."""
+def _grouped(
+    members: Iterator[TarMember],
+) -> Iterator[tuple[str, list[TarMember], list[str | None]]]:
+    """(key, members, their extensions) for consecutive members sharing a key (as
+    `member_key` gives it), in tar order."""
     current_key: str | None = None
     current: list[TarMember] = []
+    exts: list[str | None] = []
     for member in members:
-        key = member_key(member.name)
+        key, ext = split_ext(member.name)
+        if key is None:
+            key = member.name
         if key != current_key and current:
-            yield current_key or "", current
-            current = []
+            yield current_key or "", current, exts
+            current, exts = [], []
         current_key = key
         current.append(member)
+        exts.append(ext)
     if current:
-        yield current_key or "", current
+        yield current_key or "", current, exts
 
 
 def _kind_reason(member: TarMember) -> str | None:
