@@ -134,7 +134,11 @@ def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarM
             stream: Any = hashing
             if url.endswith(GZIP_SUFFIXES):
                 stream = gzip.GzipFile(fileobj=hashing, mode="rb")  # type: ignore[call-overload]  # read forward only: never seeks
-            yield from _stream_members(stream)
+            # A plain tar is read 256 KiB at a time (a gzip stream a record at a time,
+            # as tarfile reads it, so that a broken one fails where tarfile's would).
+            yield from _stream_members(
+                stream, tarfile.RECORDSIZE if stream is not hashing else _BLOCK
+            )
             hashing.drain()  # the end-of-archive padding is part of the file too
             if record is not None:
                 record.update(file_sha256=hashing.digest.hexdigest(), file_bytes=hashing.size)
@@ -172,13 +176,20 @@ def _file_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     return data
 
 
+#: How much of a plain (uncompressed) tar is read at a time (a few times this is what
+#: reading a shard holds at once).
+_BLOCK = 1 << 18
+
+
 class _TarStream:
     """Reads from a forward-only stream exactly as `tarfile`'s stream mode does (the same
     `read(RECORDSIZE)` calls at the same moments, so that a broken gzip stream fails at
-    the same member with the same error), keeping what it read ahead."""
+    the same member with the same error), keeping what it read ahead. A plain tar's
+    stream may be read in larger `block`s: fewer calls, the same bytes and errors."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, block: int = tarfile.RECORDSIZE) -> None:
         self.stream = stream
+        self.block = block
         # What was read ahead is `buffer[start:]`: a read takes its bytes by moving
         # `start`, not by copying the rest of the record each time.
         self.buffer = b""
@@ -193,7 +204,7 @@ class _TarStream:
             return self.buffer[start:end]
         have, parts = len(self.buffer) - start, [self.buffer[start:]]
         while have < size:
-            block = self.stream.read(tarfile.RECORDSIZE)
+            block = self.stream.read(self.block)
             if not block:
                 break
             parts.append(block)
@@ -261,13 +272,13 @@ _NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (3
 _OCTAL = re.compile(rb"[ ]*[0-7]*[ ]*(?:\x00[\x00-\xff]*)?")
 
 
-def _stream_members(stream: Any) -> Iterator[TarMember]:
+def _stream_members(stream: Any, block: int = tarfile.RECORDSIZE) -> Iterator[TarMember]:
     """The members of an uncompressed tar stream: the same members, bytes and errors as
     `tarfile_members` (`tests/test_tar_reader.py` holds it to that on broken archives),
     with the header of a plain file or folder parsed here. `tarfile.TarInfo.frombuf`
     spent ~30 us a header in Python (three checksums of 512 bytes, a dozen fields),
     about a tenth of a scan's time for a 256-px picture with its .txt and .json."""
-    source = _TarStream(stream)
+    source = _TarStream(stream, block)
     offset = 0  # of the next header
     padding = 0  # after the last member's data, before the next header
     encoding, errors = tarfile.ENCODING, "surrogateescape"
