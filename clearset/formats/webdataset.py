@@ -270,6 +270,11 @@ _NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (3
 #: A numeric field `tarfile.nti` surely reads (octal digits, spaces around them, then a
 #: NUL and anything): checked with one match instead of its decode and `int` per field.
 _OCTAL = re.compile(rb"[ ]*[0-7]*[ ]*(?:\x00[\x00-\xff]*)?")
+#: Those fields (mode, uid, gid, mtime, devmajor, devminor: bytes 100-124, 136-148 and
+#: 329-345 of a header) as found in headers already read: members of a shard mostly share
+#: them, and a header whose fields are here needs no check. At most this many are kept.
+_PLAIN_NUMBERS: set[bytes] = set()
+_PLAIN_NUMBERS_KEPT = 4096
 
 
 def _stream_members(stream: Any, block: int = tarfile.RECORDSIZE) -> Iterator[TarMember]:
@@ -336,7 +341,10 @@ def _plain_header(header: bytes) -> tuple[str | None, int]:
     """("file" or "dir", size) of a valid header of a plain file or folder, (None, 0)
     for a valid header of any other type; tarfile's HeaderError for an invalid one."""
     checksum = _tarfile.nti(header[148:156])
-    if checksum != 256 + sum(header) - sum(header[148:156]) and checksum not in (
+    # sum(header), from adler32's low half: 1 + the sum of the bytes modulo 65521, exact
+    # for 256 bytes (at most 65,280), in C rather than a Python loop over 512 ints.
+    total = (zlib.adler32(header[:256]) & 0xFFFF) + (zlib.adler32(header[256:]) & 0xFFFF) - 2
+    if checksum != 256 + total - sum(header[148:156]) and checksum not in (
         _tarfile.calc_chksums(header)
     ):
         raise _tarfile.InvalidHeaderError("bad checksum")
@@ -345,9 +353,14 @@ def _plain_header(header: bytes) -> tuple[str | None, int]:
         # Whatever else `frombuf` would refuse, it refuses when handed on too.
         tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
         return None, 0
-    for start, end in _NUMBER_FIELDS:
-        if not _OCTAL.fullmatch(header, start, end):
-            _tarfile.nti(header[start:end])  # not plain octal: tarfile's own judgement
+    numbers = header[100:124] + header[136:148] + header[329:345]
+    if numbers not in _PLAIN_NUMBERS:
+        for start, end in _NUMBER_FIELDS:
+            if not _OCTAL.fullmatch(header, start, end):
+                _tarfile.nti(header[start:end])  # not plain octal: tarfile's own judgement
+        if len(_PLAIN_NUMBERS) >= _PLAIN_NUMBERS_KEPT:
+            _PLAIN_NUMBERS.clear()
+        _PLAIN_NUMBERS.add(numbers)
     field = header[124:136]
     if _OCTAL.fullmatch(field):
         size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
