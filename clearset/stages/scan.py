@@ -374,8 +374,15 @@ def _scan_shard(
                 keys.add(row["key"])
                 why = (row.get("reason") or "").split(":", 1)[0]
                 counted = row_account(row)
-                account.setdefault(counted, Counter())[why] += 1
-                by_status.setdefault(row["status"], Counter())[why] += 1
+                # Get, then make: `setdefault(k, Counter())` would build a Counter a row.
+                counts = account.get(counted)
+                if counts is None:
+                    counts = account[counted] = Counter()
+                counts[why] += 1
+                counts = by_status.get(row["status"])
+                if counts is None:
+                    counts = by_status[row["status"]] = Counter()
+                counts[why] += 1
                 if why:
                     reasons[why] += 1
                 size = row.get("size") or 0
