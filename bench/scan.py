@@ -16,7 +16,10 @@ measured on the same images in the same run: rounds of (hashing, then for each o
 `--rounds` (3). It prints each scan's rate per CPU second and per second of wall time:
 with CLEARSET_HASH_THREADS=1 a worker is one thread, and the two tell the same story;
 with 2 it hashes on two threads beside the one reading the shard, which shortens the
-wall time (on cores to spare) and not the CPU time.
+wall time (on cores to spare) and not the CPU time. `--compare-tree DIR` (another
+commit's tree, e.g. `git archive c13a40d | tar -x -C DIR`) also runs every scan with
+that tree's clearset, in the same rounds, against the same hashing rate (this tree's
+`hash_bytes`): a before/after in one run on a machine whose load moves between runs.
 
 Prints items/s and MB/s for each worker count and the speed-up over one worker (the
 baseline measured in the same run, since these machines are noisy).
@@ -75,6 +78,7 @@ def img2dataset_scan(
     shard_size: int,
     rounds: int = 3,
     thread_counts: tuple[int, ...] = (1, 2),
+    compare_tree: Path | None = None,
 ) -> None:
     """`clearset scan` (CLI, 1 worker) against the hashing rate, measured in one run."""
     import multiprocessing as mp
@@ -112,29 +116,37 @@ def img2dataset_scan(
 
         write_webdataset(root / "small", items[:shard_size], shard_size)
 
-        def scan(source: str, threads: int) -> tuple[float, float]:
+        trees: dict[str, Path | None] = {"": None}
+        if compare_tree is not None:
+            trees[f" [{compare_tree}]"] = compare_tree
+
+        def scan(source: str, threads: int, tree: Path | None = None) -> tuple[float, float]:
             """(wall, CPU) seconds of `clearset scan --workers 1` of `source`, its worker
-            hashing on `threads` threads (CLEARSET_HASH_THREADS; 1: none)."""
+            hashing on `threads` threads (CLEARSET_HASH_THREADS; 1: none), with the
+            clearset of `tree` (None: this one)."""
             run = root / f"run-{source}"
             shutil.rmtree(run, ignore_errors=True)
             command = [sys.executable, "-m", "clearset.cli", "scan", str(root / source)]
             command += ["--out", str(run), "--workers", "1", "--no-progress"]
             command += ["--list", f"{root / 'list.txt'},type=pdq"]
             env = {**os.environ, "CLEARSET_HASH_THREADS": str(threads)}
+            if tree is not None:
+                env["PYTHONPATH"] = str(tree)
             wall, child = time.perf_counter(), resource_usage()
             subprocess.run(command, check=True, capture_output=True, env=env)
             return time.perf_counter() - wall, resource_usage() - child
 
         # Untimed first: it fills numba's on-disk caches (a fresh checkout compiles the
         # matcher's and the hasher's kernels once), which no timed scan should pay.
-        scan("small", 1)
+        for tree in trees.values():
+            scan("small", 1, tree)
         # Rounds of (hashing, then per thread count a one-shard and a whole scan), each
         # figure the least of its rounds: on a shared machine a lone pass of each,
         # minutes apart, can differ by a third, which is the whole of the ratio looked for.
         hash_cpu: list[float] = []
         hash_wall: list[float] = []
-        cpu: dict[tuple[int, str], list[float]] = {}
-        wall: dict[tuple[int, str], list[float]] = {}
+        cpu: dict[tuple[int, str, str], list[float]] = {}
+        wall: dict[tuple[int, str, str], list[float]] = {}
         for _ in range(rounds):
             started, cpu_started = time.perf_counter(), time.process_time()
             hashing()
@@ -142,14 +154,17 @@ def img2dataset_scan(
             hash_wall.append(time.perf_counter() - started)
             line = f"  round: hashing {len(sample) / hash_cpu[-1]:7.1f} images/s (CPU)"
             for threads in thread_counts:
-                for source in ("small", "src"):
-                    seconds, used = scan(source, threads)
-                    cpu.setdefault((threads, source), []).append(used)
-                    wall.setdefault((threads, source), []).append(seconds)
-                taken_out = (images - shard_size) / (
-                    wall[threads, "src"][-1] - wall[threads, "small"][-1]
-                )
-                line += f"; threads={threads}: {taken_out:7.1f} images/s (wall, start-up out)"
+                for name, tree in trees.items():
+                    for source in ("small", "src"):
+                        seconds, used = scan(source, threads, tree)
+                        cpu.setdefault((threads, source, name), []).append(used)
+                        wall.setdefault((threads, source, name), []).append(seconds)
+                    taken_out = (images - shard_size) / (
+                        cpu[threads, "src", name][-1] - cpu[threads, "small", name][-1]
+                    )
+                    line += (
+                        f"; threads={threads}{name}: {taken_out:7.1f} images/s (CPU, start-up out)"
+                    )
             print(line)
         rate = len(sample) / min(hash_cpu)
         wall_rate = len(sample) / min(hash_wall)
@@ -157,14 +172,15 @@ def img2dataset_scan(
             f"hashing alone (hash_bytes, {len(sample)} images, one thread): {rate:8.1f} "
             f"images/s per CPU second, {wall_rate:8.1f} images/s of wall time"
         )
-        for threads in thread_counts:
-            best_scan, best_small = min(cpu[threads, "src"]), min(cpu[threads, "small"])
-            best_wall, small_wall = min(wall[threads, "src"]), min(wall[threads, "small"])
+        for threads, name in ((t, n) for t in thread_counts for n in trees):
+            best_scan, best_small = min(cpu[threads, "src", name]), min(cpu[threads, "small", name])
+            best_wall = min(wall[threads, "src", name])
+            small_wall = min(wall[threads, "small", name])
             marginal = (images - shard_size) / (best_scan - best_small)
             marginal_wall = (images - shard_size) / (best_wall - small_wall)
             label = "no hashing threads" if threads == 1 else f"{threads} hashing threads"
             print(
-                f"clearset scan --workers 1, {label} (CLEARSET_HASH_THREADS={threads}), "
+                f"clearset scan{name} --workers 1, {label} (CLEARSET_HASH_THREADS={threads}), "
                 f"all {images}: {best_wall:6.1f} s wall, {best_scan:6.1f} s CPU"
             )
             print(
@@ -212,10 +228,20 @@ def main() -> None:
         default="1,2",
         help="--img2dataset: the worker's hashing threads to time (CLEARSET_HASH_THREADS)",
     )
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--img2dataset: also time every scan with the clearset of this tree (a before)",
+    )
     args = parser.parse_args()
     if args.img2dataset:
         threads = tuple(int(n) for n in args.hash_threads.split(","))
-        img2dataset_scan(args.img2dataset, args.images, args.list_size, 1000, args.rounds, threads)
+        compare = args.compare_tree.resolve() if args.compare_tree else None
+        img2dataset_scan(
+            args.img2dataset, args.images, args.list_size, 1000, args.rounds, threads, compare
+        )
         return
 
     root = Path(tempfile.mkdtemp(prefix="clearset-bench-"))

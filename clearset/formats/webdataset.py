@@ -134,7 +134,11 @@ def tar_members(url: str, record: dict[str, Any] | None = None) -> Iterator[TarM
             stream: Any = hashing
             if url.endswith(GZIP_SUFFIXES):
                 stream = gzip.GzipFile(fileobj=hashing, mode="rb")  # type: ignore[call-overload]  # read forward only: never seeks
-            yield from _stream_members(stream)
+            # A plain tar is read 256 KiB at a time (a gzip stream a record at a time,
+            # as tarfile reads it, so that a broken one fails where tarfile's would).
+            yield from _stream_members(
+                stream, tarfile.RECORDSIZE if stream is not hashing else _BLOCK
+            )
             hashing.drain()  # the end-of-archive padding is part of the file too
             if record is not None:
                 record.update(file_sha256=hashing.digest.hexdigest(), file_bytes=hashing.size)
@@ -172,34 +176,47 @@ def _file_bytes(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     return data
 
 
+#: How much of a plain (uncompressed) tar is read at a time (a few times this is what
+#: reading a shard holds at once).
+_BLOCK = 1 << 18
+
+
 class _TarStream:
     """Reads from a forward-only stream exactly as `tarfile`'s stream mode does (the same
     `read(RECORDSIZE)` calls at the same moments, so that a broken gzip stream fails at
-    the same member with the same error), keeping what it read ahead."""
+    the same member with the same error), keeping what it read ahead. A plain tar's
+    stream may be read in larger `block`s: fewer calls, the same bytes and errors."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, block: int = tarfile.RECORDSIZE) -> None:
         self.stream = stream
+        self.block = block
+        # What was read ahead is `buffer[start:]`: a read takes its bytes by moving
+        # `start`, not by copying the rest of the record each time.
         self.buffer = b""
+        self.start = 0
 
     def read(self, size: int) -> bytes:
         """`size` bytes, fewer only at the end of the stream (`tarfile._Stream.__read`)."""
-        if len(self.buffer) >= size:
-            data, self.buffer = self.buffer[:size], self.buffer[size:]
-            return data
-        have, parts = len(self.buffer), [self.buffer]
+        start = self.start
+        end = start + size
+        if len(self.buffer) >= end:
+            self.start = end
+            return self.buffer[start:end]
+        have, parts = len(self.buffer) - start, [self.buffer[start:]]
         while have < size:
-            block = self.stream.read(tarfile.RECORDSIZE)
+            block = self.stream.read(self.block)
             if not block:
                 break
             parts.append(block)
             have += len(block)
         joined = b"".join(parts)
-        self.buffer = joined[size:]
+        # Only the rest is kept (less than a record): never a large member's bytes twice.
+        self.buffer, self.start = joined[size:], 0
         return joined[:size]
 
     def handed_on(self, first: bytes) -> _HandedOn:
         """The rest of the stream, `first` (bytes already taken) ahead of it."""
-        return _HandedOn(first + self.buffer, self.stream)
+        return _HandedOn(first + self.buffer[self.start :], self.stream)
 
 
 @dataclass
@@ -253,15 +270,20 @@ _NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (3
 #: A numeric field `tarfile.nti` surely reads (octal digits, spaces around them, then a
 #: NUL and anything): checked with one match instead of its decode and `int` per field.
 _OCTAL = re.compile(rb"[ ]*[0-7]*[ ]*(?:\x00[\x00-\xff]*)?")
+#: Those fields (mode, uid, gid, mtime, devmajor, devminor: bytes 100-124, 136-148 and
+#: 329-345 of a header) as found in headers already read: members of a shard mostly share
+#: them, and a header whose fields are here needs no check. At most this many are kept.
+_PLAIN_NUMBERS: set[bytes] = set()
+_PLAIN_NUMBERS_KEPT = 4096
 
 
-def _stream_members(stream: Any) -> Iterator[TarMember]:
+def _stream_members(stream: Any, block: int = tarfile.RECORDSIZE) -> Iterator[TarMember]:
     """The members of an uncompressed tar stream: the same members, bytes and errors as
     `tarfile_members` (`tests/test_tar_reader.py` holds it to that on broken archives),
     with the header of a plain file or folder parsed here. `tarfile.TarInfo.frombuf`
     spent ~30 us a header in Python (three checksums of 512 bytes, a dozen fields),
     about a tenth of a scan's time for a 256-px picture with its .txt and .json."""
-    source = _TarStream(stream)
+    source = _TarStream(stream, block)
     offset = 0  # of the next header
     padding = 0  # after the last member's data, before the next header
     encoding, errors = tarfile.ENCODING, "surrogateescape"
@@ -319,7 +341,10 @@ def _plain_header(header: bytes) -> tuple[str | None, int]:
     """("file" or "dir", size) of a valid header of a plain file or folder, (None, 0)
     for a valid header of any other type; tarfile's HeaderError for an invalid one."""
     checksum = _tarfile.nti(header[148:156])
-    if checksum != 256 + sum(header) - sum(header[148:156]) and checksum not in (
+    # sum(header), from adler32's low half: 1 + the sum of the bytes modulo 65521, exact
+    # for 256 bytes (at most 65,280), in C rather than a Python loop over 512 ints.
+    total = (zlib.adler32(header[:256]) & 0xFFFF) + (zlib.adler32(header[256:]) & 0xFFFF) - 2
+    if checksum != 256 + total - sum(header[148:156]) and checksum not in (
         _tarfile.calc_chksums(header)
     ):
         raise _tarfile.InvalidHeaderError("bad checksum")
@@ -328,9 +353,14 @@ def _plain_header(header: bytes) -> tuple[str | None, int]:
         # Whatever else `frombuf` would refuse, it refuses when handed on too.
         tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
         return None, 0
-    for start, end in _NUMBER_FIELDS:
-        if not _OCTAL.fullmatch(header, start, end):
-            _tarfile.nti(header[start:end])  # not plain octal: tarfile's own judgement
+    numbers = header[100:124] + header[136:148] + header[329:345]
+    if numbers not in _PLAIN_NUMBERS:
+        for start, end in _NUMBER_FIELDS:
+            if not _OCTAL.fullmatch(header, start, end):
+                _tarfile.nti(header[start:end])  # not plain octal: tarfile's own judgement
+        if len(_PLAIN_NUMBERS) >= _PLAIN_NUMBERS_KEPT:
+            _PLAIN_NUMBERS.clear()
+        _PLAIN_NUMBERS.add(numbers)
     field = header[124:136]
     if _OCTAL.fullmatch(field):
         size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
@@ -338,8 +368,10 @@ def _plain_header(header: bytes) -> tuple[str | None, int]:
         size = _tarfile.nti(field)
     if size < 0:
         return None, 0  # a negative base-256 size: whatever tarfile makes of it
-    name_ends_slash = _tarfile.nts(header[0:100], tarfile.ENCODING, "surrogateescape").endswith("/")
-    if kind == tarfile.DIRTYPE or (kind == tarfile.AREGTYPE and name_ends_slash):
+    if kind == tarfile.DIRTYPE or (
+        kind == tarfile.AREGTYPE
+        and _tarfile.nts(header[0:100], tarfile.ENCODING, "surrogateescape").endswith("/")
+    ):
         return "dir", size
     return "file", size
 
@@ -359,7 +391,7 @@ class WebDatasetSource:
         side = _read_side_parquet(shard.path)
         seen: set[str] = set()
         position = 0
-        for key, members in _grouped(tar_members(shard.path, record)):
+        for key, members, exts in _grouped(tar_members(shard.path, record)):
             seen.add(key)
             meta, note = _member_json(members)
             row = side.get(key, {})
@@ -373,8 +405,7 @@ class WebDatasetSource:
             sha256 = normalise_hex(row.get("sha256") or meta.get("sha256"))
             md5 = normalise_hex(row.get("md5") or meta.get("md5"))
             extra = original_size(row) or original_size(meta)
-            for member, shown in zip(members, names, strict=True):
-                _, ext = split_ext(member.name)
+            for member, shown, ext in zip(members, names, exts, strict=True):
                 yield Item(
                     key=shown_key,
                     shard=shard.name,
@@ -429,19 +460,26 @@ def member_key(name: str) -> str:
     return key if key is not None else name
 
 
-def _grouped(members: Iterator[TarMember]) -> Iterator[tuple[str, list[TarMember]]]:
-    """(key, members) for consecutive members sharing a key, in tar order."""
+def _grouped(
+    members: Iterator[TarMember],
+) -> Iterator[tuple[str, list[TarMember], list[str | None]]]:
+    """(key, members, their extensions) for consecutive members sharing a key (as
+    `member_key` gives it), in tar order."""
     current_key: str | None = None
     current: list[TarMember] = []
+    exts: list[str | None] = []
     for member in members:
-        key = member_key(member.name)
+        key, ext = split_ext(member.name)
+        if key is None:
+            key = member.name
         if key != current_key and current:
-            yield current_key or "", current
-            current = []
+            yield current_key or "", current, exts
+            current, exts = [], []
         current_key = key
         current.append(member)
+        exts.append(ext)
     if current:
-        yield current_key or "", current
+        yield current_key or "", current, exts
 
 
 def _kind_reason(member: TarMember) -> str | None:

@@ -26,6 +26,7 @@ from clearset.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from clearset.errors import InputError
 from clearset.formats.base import ORIGINAL_SIZE, Item, ShardRef, Source, shard_fingerprint
 from clearset.hashing import crypto_digests, hash_bytes
+from clearset.hashing.decode import maybe_image
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
 from clearset.hashing.video import hash_video, sniff_video
 from clearset.manifest import FRAMES_SCHEMA, STATUS_OTHER, UNREAD, ManifestWriter, row_account
@@ -170,6 +171,14 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
     picture = item.image_data if item.image_data is not None else item.data
     if sniff_video(picture) is not None:
         return _video_row(row, item, picture)
+    if not item.expect_image and item.image_data is None and picture and not maybe_image(picture):
+        # A caption, a .json: what `hash_bytes` makes of it (its digests, "not_an_image"),
+        # without opening it (an exception and a result object per member: img2dataset
+        # has two such members a sample).
+        row["size"] = len(picture)
+        row.update(crypto_digests(picture))
+        row.update(_NOT_AN_IMAGE)
+        return row
     hashes = hash_bytes(
         picture,
         exact_pdq=settings.exact_pdq,
@@ -250,6 +259,19 @@ def _video_row(row: dict[str, Any], item: Item, video: bytes) -> dict[str, Any]:
 
 #: Decode failures that mean "these bytes are no image at all", not "a broken image".
 NOT_IMAGE = frozenset({"not_an_image", "empty"})
+#: The rest of the row of a member that is no image (`manifest_row`), as `hash_bytes`
+#: leaves it: no picture hashes, no size or format.
+_NOT_AN_IMAGE: dict[str, Any] = {
+    "pdq": None,
+    "pdq_quality": None,
+    "pdq_trimmed": None,
+    "pdq_trimmed_quality": None,
+    "width": None,
+    "height": None,
+    "format": None,
+    "status": STATUS_OTHER,
+    "reason": "not_an_image",
+}
 
 
 def scan_task(
@@ -351,14 +373,23 @@ def _scan_shard(
                     summary.video_frames += row["video_frames"]
                 keys.add(row["key"])
                 why = (row.get("reason") or "").split(":", 1)[0]
-                account.setdefault(row_account(row), Counter())[why] += 1
-                by_status.setdefault(row["status"], Counter())[why] += 1
+                counted = row_account(row)
+                # Get, then make: `setdefault(k, Counter())` would build a Counter a row.
+                counts = account.get(counted)
+                if counts is None:
+                    counts = account[counted] = Counter()
+                counts[why] += 1
+                counts = by_status.get(row["status"])
+                if counts is None:
+                    counts = by_status[row["status"]] = Counter()
+                counts[why] += 1
                 if why:
                     reasons[why] += 1
-                summary.bytes += row.get("size") or 0
+                size = row.get("size") or 0
+                summary.bytes += size
                 pending[0] += 1
-                pending[1] += row_account(row) == UNREAD
-                pending[2] += row.get("size") or 0
+                pending[1] += counted == UNREAD
+                pending[2] += size
                 if progress is not None and pending[0] >= PROGRESS_EVERY:
                     progress(*pending)
                     pending = [0, 0, 0]
