@@ -367,15 +367,15 @@ def test_the_plan_is_in_the_build_folder(tmp_path, monkeypatch):
 def test_receipt_command_takes_the_engine_options(tmp_path, cleaned_run):
     from clearset.receipts.issue import sorted_leaf_chunks
     from clearset.runs.issue import kept_hashes
-    from tests.conftest import run_cli
+    from tests.conftest import cli
 
-    run_cli("keygen", str(tmp_path / "keys"), check=True)
-    done = run_cli("receipt", str(cleaned_run), "--key", str(tmp_path / "keys" / "clearset.key"),
-                   "--workers", "2", "--retries", "0", "--no-progress", check=True)  # fmt: skip
+    cli("keygen", str(tmp_path / "keys"), check=True)
+    done = cli("receipt", str(cleaned_run), "--key", str(tmp_path / "keys" / "clearset.key"),
+               "--workers", "2", "--retries", "0", "--no-progress", check=True)  # fmt: skip
     twin = MerkleTree.build(sorted_leaf_chunks(kept_hashes(cleaned_run)))
     assert twin.root.hex() in done.stdout
     assert MerkleTree.open(cleaned_run / "tree.bin").root == twin.root
     assert not (cleaned_run / BUILD_DIR).exists()
-    wrong = run_cli("receipt", str(cleaned_run), "--key", str(tmp_path / "keys" / "clearset.key"),
-                    "--address", "auto")  # fmt: skip
+    wrong = cli("receipt", str(cleaned_run), "--key", str(tmp_path / "keys" / "clearset.key"),
+                "--address", "auto")  # fmt: skip
     assert wrong.returncode != 0 and "--address" in wrong.stderr

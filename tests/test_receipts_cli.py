@@ -18,7 +18,7 @@ from clearset.matching.matcher import ListSpec, MatchSettings
 from clearset.runfolder import read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.stages.clean import CleanJob
-from tests.conftest import run_cli
+from tests.conftest import cli
 
 
 def _scan_and_clean(demo: DemoData, root: Path, lists: tuple[ListSpec, ...]) -> Path:
@@ -46,9 +46,9 @@ def signed(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> dic
         (ListSpec(str(demo_data.pdq_list)), ListSpec(str(demo_data.md5_list))),
     )
     keys = root / "keys"
-    run_cli("keygen", str(keys), check=True)
-    run_cli("receipt", str(old), "--key", str(keys / "clearset.key"), check=True)
-    run_cli(
+    cli("keygen", str(keys), check=True)
+    cli("receipt", str(old), "--key", str(keys / "clearset.key"), check=True)
+    cli(
         "receipt", str(new), "--key", str(keys / "clearset.key"), "--previous", str(old), check=True
     )
     return {"old": old, "new": new, "keys": keys, "root": root}
@@ -65,7 +65,7 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(signed: dict[str, Path
     mode = stat.S_IMODE((signed["keys"] / "clearset.key").stat().st_mode)
     assert mode == 0o600
     assert (signed["keys"] / "clearset.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
-    again = run_cli("keygen", str(signed["keys"]))
+    again = cli("keygen", str(signed["keys"]))
     assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1
 
 
@@ -92,8 +92,8 @@ def test_receipt_covers_exactly_the_kept_items(
 def _prove_and_verify(signed: dict[str, Path], *args: str) -> tuple[dict, str, int]:
     run, pub = signed["new"], signed["keys"] / "clearset.pub"
     proof_path = signed["root"] / "proof.json"
-    run_cli("prove", str(run), *args, "--out", str(proof_path), check=True)
-    proc = run_cli(
+    cli("prove", str(run), *args, "--out", str(proof_path), check=True)
+    proc = cli(
         "verify", str(run / "receipt.dsse.json"), "--pubkey", str(pub), "--proof", str(proof_path)
     )
     return json.loads(proof_path.read_text()), proc.stdout + proc.stderr, proc.returncode
@@ -138,7 +138,7 @@ def test_tampered_proofs_fail_with_a_reason(
         proof["index"] = (proof["index"] + 1) % proof["tree_size"]
     bad = signed["root"] / f"bad-{edit}.json"
     bad.write_text(json.dumps(proof))
-    proc = run_cli(
+    proc = cli(
         "verify", str(signed["new"] / "receipt.dsse.json"),
         "--pubkey", str(signed["keys"] / "clearset.pub"), "--proof", str(bad),
     )  # fmt: skip
@@ -157,19 +157,17 @@ def test_tampered_receipt_or_wrong_key_fails(signed: dict[str, Path], tmp_path: 
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps(envelope))
     pub = str(signed["keys"] / "clearset.pub")
-    proc = run_cli("verify", str(forged), "--pubkey", pub)
+    proc = cli("verify", str(forged), "--pubkey", pub)
     assert proc.returncode == 1 and "invalid" in proc.stderr
-    run_cli("keygen", str(tmp_path / "other"), check=True)
-    proc = run_cli(
+    cli("keygen", str(tmp_path / "other"), check=True)
+    proc = cli(
         "verify",
         str(signed["new"] / "receipt.dsse.json"),
         "--pubkey",
         str(tmp_path / "other" / "clearset.pub"),
     )
     assert proc.returncode == 1
-    assert (
-        run_cli("verify", str(signed["new"] / "receipt.dsse.json"), "--pubkey", pub).returncode == 0
-    )
+    assert cli("verify", str(signed["new"] / "receipt.dsse.json"), "--pubkey", pub).returncode == 0
 
 
 def test_diff_receipts_proves_in_old_not_in_new(signed: dict[str, Path]) -> None:
@@ -179,7 +177,7 @@ def test_diff_receipts_proves_in_old_not_in_new(signed: dict[str, Path]) -> None
     new_removed = pq.read_table(signed["new"] / "removals.parquet").column("sha256").to_pylist()
     target = next(h for h in new_removed if h not in old_removed)
     proof_path = signed["root"] / "removed.json"
-    run_cli(
+    cli(
         "diff-receipts",
         str(signed["old"]),
         str(signed["new"]),
@@ -198,14 +196,12 @@ def test_diff_receipts_proves_in_old_not_in_new(signed: dict[str, Path]) -> None
         "--proof",
         str(proof_path),
     )
-    proc = run_cli(*args, "--old-receipt", str(signed["old"] / "receipt.dsse.json"))
+    proc = cli(*args, "--old-receipt", str(signed["old"] / "receipt.dsse.json"))
     assert proc.returncode == 0 and "was in the old set and is not in the new" in proc.stdout
-    assert run_cli(*args).returncode != 0  # the old receipt is needed
+    assert cli(*args).returncode != 0  # the old receipt is needed
     # an item in both versions cannot be shown removed
     kept = read_cleaned_manifest(signed["new"], ["sha256"]).column("sha256").to_pylist()
-    proc = run_cli(
-        "diff-receipts", str(signed["old"]), str(signed["new"]), "--sha256", kept[0].hex()
-    )
+    proc = cli("diff-receipts", str(signed["old"]), str(signed["new"]), "--sha256", kept[0].hex())
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -216,15 +212,15 @@ def test_receipt_needs_a_cleaned_run(
     run_scan(
         open_source(str(demo_data.hf_parquet)), run, ScanSettings(), workers=1, show_progress=False
     )
-    proc = run_cli("receipt", str(run), "--key", str(signed["keys"] / "clearset.key"))
+    proc = cli("receipt", str(run), "--key", str(signed["keys"] / "clearset.key"))
     assert proc.returncode != 0 and "clearset clean" in proc.stderr
     assert not (run / "receipt.dsse.json").exists() and not (run / "tree.bin").exists()
 
 
 def test_prove_needs_exactly_one_target(signed: dict[str, Path]) -> None:
-    proc = run_cli("prove", str(signed["new"]))
+    proc = cli("prove", str(signed["new"]))
     assert proc.returncode != 0 and "exactly one of --sha256" in proc.stderr
-    proc = run_cli("prove", str(signed["new"]), "--sha256", "xyz")
+    proc = cli("prove", str(signed["new"]), "--sha256", "xyz")
     assert proc.returncode != 0 and "not 64 hex digits" in proc.stderr
 
 
@@ -245,17 +241,17 @@ def test_receipt_refuses_a_clean_older_than_the_last_match(
     demo_data: DemoData, tmp_path: Path, signed: dict[str, Path]
 ) -> None:
     run = _scan_and_clean(demo_data, tmp_path, (ListSpec(str(demo_data.md5_list)),))
-    run_cli("match", str(run), "--list", str(demo_data.pdq_list), check=True)
+    cli("match", str(run), "--list", str(demo_data.pdq_list), check=True)
     key = str(signed["keys"] / "clearset.key")
-    proc = run_cli("receipt", str(run), "--key", key)
+    proc = cli("receipt", str(run), "--key", key)
     assert proc.returncode != 0 and "before the last `clearset match`" in proc.stderr
     assert not (run / "receipt.dsse.json").exists()
-    run_cli("report", str(run), check=True)
+    cli("report", str(run), check=True)
     assert json.loads((run / "report.json").read_text())["clean"]["stale"] is True
     assert "Stale:" in (run / "report.html").read_text()
-    run_cli("clean", str(run), "--to", str(tmp_path / "recleaned"), check=True)
-    run_cli("receipt", str(run), "--key", key, check=True)
-    run_cli("report", str(run), check=True)
+    cli("clean", str(run), "--to", str(tmp_path / "recleaned"), check=True)
+    cli("receipt", str(run), "--key", key, check=True)
+    cli("report", str(run), check=True)
     assert json.loads((run / "report.json").read_text())["clean"]["stale"] is False
     lists = _statement(run)["predicate"]["lists"]
     assert [entry["name"] for entry in lists] == ["watch-pdq"]
@@ -266,7 +262,7 @@ def test_a_proof_that_is_not_a_proof_is_invalid_not_an_error(signed: dict[str, P
     for text in ("[1, 2]", "{}", "not json"):
         bad = signed["root"] / "junk-proof.json"
         bad.write_text(text)
-        proc = run_cli(
+        proc = cli(
             "verify", str(signed["new"] / "receipt.dsse.json"), "--pubkey", pub, "--proof", str(bad)
         )
         assert proc.returncode == 1 and proc.stderr.startswith("invalid: "), (text, proc.stderr)
@@ -327,7 +323,7 @@ def test_previous_receipt_without_a_valid_signature_is_refused(
         assert _one_line_error(code, err) and "does not verify" in err, err
         assert _nothing_issued(run)
     # Signed by another key than the signing key: refused unless that key is named.
-    run_cli("keygen", str(tmp_path / "other"), check=True)
+    cli("keygen", str(tmp_path / "other"), check=True)
     other = str(tmp_path / "other" / "clearset.key")
     previous = str(signed["old"] / "receipt.dsse.json")
     code, _, err = _cli(capsys, "receipt", str(run), "--key", other, "--previous", previous)
@@ -376,7 +372,7 @@ def test_malformed_previous_from_a_fresh_interpreter(
     run = _copy_run(unsigned, tmp_path)
     bad = tmp_path / "previous.json"
     bad.write_bytes(b"[" * 100_000)
-    proc = run_cli(
+    proc = cli(
         "receipt", str(run), "--key", str(signed["keys"] / "clearset.key"), "--previous", str(bad)
     )
     assert _one_line_error(proc.returncode, proc.stderr), proc.stderr
@@ -522,7 +518,7 @@ def test_verify_keeps_exit_2_for_usage_errors(
     kept_old = set(pq.read_table(signed["old"] / "removals.parquet").column("sha256").to_pylist())
     removed = pq.read_table(signed["new"] / "removals.parquet").column("sha256").to_pylist()
     target = next(h for h in removed if h not in kept_old)
-    run_cli(
+    cli(
         "diff-receipts", str(signed["old"]), str(signed["new"]), "--sha256", target,
         "--out", str(proof), check=True,
     )  # fmt: skip
