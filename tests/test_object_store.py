@@ -558,6 +558,13 @@ def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run
                 assert len(ray.nodes()) == 1 and ray.cluster_resources()["CPU"] == 1
             finally:
                 own.close()
+            # ... and joins the cluster RAY_ADDRESS names (a `ray job submit` driver's).
+            pinned.setenv("RAY_ADDRESS", cluster.address)
+            joined = make_engine("ray")
+            try:
+                assert len(ray.nodes()) == 2 and joined.workers == 2
+            finally:
+                joined.close()
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         cluster.wait_for_nodes()
         bucket = s3.make_bucket("raycluster")

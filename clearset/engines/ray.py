@@ -113,6 +113,8 @@ class RayEngine:
     def __init__(self, workers: int | None = None, *, address: str | None = None) -> None:
         ray = self.ray = _import_ray()
         self.started = False
+        # A driver that `ray job submit` started has its cluster in RAY_ADDRESS.
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
             options: dict[str, Any] = {
                 "include_dashboard": False,
