@@ -26,7 +26,6 @@ from clearset.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from clearset.errors import InputError
 from clearset.formats.base import ORIGINAL_SIZE, Item, ShardRef, Source, shard_fingerprint
 from clearset.hashing import crypto_digests, hash_bytes
-from clearset.hashing.decode import maybe_image
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
 from clearset.hashing.video import hash_video, sniff_video
 from clearset.manifest import FRAMES_SCHEMA, STATUS_OTHER, UNREAD, ManifestWriter, row_account
@@ -171,14 +170,6 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
     picture = item.image_data if item.image_data is not None else item.data
     if sniff_video(picture) is not None:
         return _video_row(row, item, picture)
-    if not item.expect_image and item.image_data is None and picture and not maybe_image(picture):
-        # A caption, a .json: what `hash_bytes` makes of it (its digests, "not_an_image"),
-        # without opening it (an exception and a result object per member: img2dataset
-        # has two such members a sample).
-        row["size"] = len(picture)
-        row.update(crypto_digests(picture))
-        row.update(_NOT_AN_IMAGE)
-        return row
     hashes = hash_bytes(
         picture,
         exact_pdq=settings.exact_pdq,
@@ -259,19 +250,6 @@ def _video_row(row: dict[str, Any], item: Item, video: bytes) -> dict[str, Any]:
 
 #: Decode failures that mean "these bytes are no image at all", not "a broken image".
 NOT_IMAGE = frozenset({"not_an_image", "empty"})
-#: The rest of the row of a member that is no image (`manifest_row`), as `hash_bytes`
-#: leaves it: no picture hashes, no size or format.
-_NOT_AN_IMAGE: dict[str, Any] = {
-    "pdq": None,
-    "pdq_quality": None,
-    "pdq_trimmed": None,
-    "pdq_trimmed_quality": None,
-    "width": None,
-    "height": None,
-    "format": None,
-    "status": STATUS_OTHER,
-    "reason": "not_an_image",
-}
 
 
 def scan_task(
