@@ -163,25 +163,34 @@ def _closed_port() -> int:
 
 @pytest.mark.ray
 @pytest.mark.parametrize(
-    "form", ["{host}:{port}", "ray://{host}:{port}", "no-such-host.invalid:6379"]
+    ("form", "given"),
+    [
+        ("{host}:{port}", "--address"),
+        ("ray://{host}:{port}", "--address"),
+        ("no-such-host.invalid:6379", "--address"),
+        ("{host}:{port}", "RAY_ADDRESS"),  # what a `ray job submit` driver has
+    ],
 )
 def test_a_ray_address_nobody_answers_fails_at_once_in_one_line(
-    demo_data: DemoData, tmp_path: Path, form: str
+    demo_data: DemoData, tmp_path: Path, form: str, given: str
 ) -> None:
     pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
     address = form.format(host="127.0.0.1", port=_closed_port())
     run = tmp_path / "run"
     # Before, Ray retried for minutes with a warning every few seconds: the timeout is a
     # generous bound on a loaded machine, not a measure.
+    by_option = given == "--address"
     proc = subprocess.run(
         [sys.executable, "-m", "clearset.cli", "scan", str(demo_data.webdataset), "--out",
-         str(run), "--engine", "ray", "--address", address],
-        capture_output=True, text=True, timeout=120, env={**os.environ},
+         str(run), "--engine", "ray", *(["--address", address] if by_option else [])],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, **({} if by_option else {"RAY_ADDRESS": address})},
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("reading ")]
     assert len(errors) == 1, proc.stderr
-    assert errors[0].startswith(f"clearset: error: --engine ray --address {address}: no Ray")
+    shown = f"--address {address}" if by_option else f"RAY_ADDRESS={address}"
+    assert errors[0].startswith(f"clearset: error: --engine ray {shown}: no Ray")
     assert not run.exists()
 
 

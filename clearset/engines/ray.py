@@ -114,7 +114,11 @@ class RayEngine:
         ray = self.ray = _import_ray()
         self.started = False
         # A driver that `ray job submit` started has its cluster in RAY_ADDRESS.
-        address = address or os.environ.get("RAY_ADDRESS") or None
+        address = address or None
+        shown = f"--address {address}"
+        if address is None and os.environ.get("RAY_ADDRESS"):
+            address = os.environ["RAY_ADDRESS"]
+            shown = f"RAY_ADDRESS={address}"
         if not ray.is_initialized():
             options: dict[str, Any] = {
                 "include_dashboard": False,
@@ -128,7 +132,7 @@ class RayEngine:
                     # init would join, and refuse for the num_cpus given.
                     ray.init(address="local", num_cpus=workers or default_workers(), **options)
                 else:
-                    check_reachable(address)
+                    check_reachable(address, shown)
                     with _quiet_core():
                         ray.init(address=address, **options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -212,9 +216,12 @@ def _quiet_core() -> Iterator[None]:
         os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+def check_reachable(
+    address: str, shown: str | None = None, timeout: float = CONNECT_TIMEOUT
+) -> None:
     """InputError, in one line, unless something accepts connections at a HOST:PORT or
-    ray://HOST:PORT address within `timeout` seconds (other forms are left to Ray)."""
+    ray://HOST:PORT address within `timeout` seconds (other forms are left to Ray).
+    `shown`: where the address came from, as the error names it (`--address ADDRESS`)."""
     found = _HOST_PORT.match(address.strip())
     if found is None:
         return
@@ -229,9 +236,9 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     except OSError as exc:
         problem = (exc.strerror or type(exc).__name__).lower()
     raise InputError(
-        f"--engine ray --address {address}: no Ray cluster there ({problem}); start one with "
-        "`ray start --head` and give the address it prints, or --address auto on a node of "
-        "the cluster"
+        f"--engine ray {shown or f'--address {address}'}: no Ray cluster there ({problem}); "
+        "start one with `ray start --head` and give the address it prints, or --address auto "
+        "on a node of the cluster"
     )
 
 
