@@ -79,8 +79,10 @@ def img2dataset_scan(
     rounds: int = 3,
     thread_counts: tuple[int, ...] = (1, 2),
     compare_tree: Path | None = None,
+    breakdown_rounds: int = 0,
 ) -> None:
-    """`clearset scan` (CLI, 1 worker) against the hashing rate, measured in one run."""
+    """`clearset scan` (CLI, 1 worker) against the hashing rate, measured in one run; with
+    `breakdown_rounds`, only `breakdown` of the set's first shard."""
     import multiprocessing as mp
     import subprocess
     import sys
@@ -104,6 +106,9 @@ def img2dataset_scan(
             f" in {-(-images // shard_size)} shards, a list of {list_size:,} PDQ hashes; "
             f"built in {time.perf_counter() - started:.0f} s"
         )
+        if breakdown_rounds:
+            breakdown(root / "src", breakdown_rounds)
+            return
         # Hashing alone, as a scan calls it, one process (CPU time: the machine is shared).
         sample = items[: min(len(items), 4000)]
         hash_bytes(sample[0].data)
@@ -198,6 +203,78 @@ def img2dataset_scan(
         shutil.rmtree(root, ignore_errors=True)
 
 
+def breakdown(source_dir: Path, rounds: int) -> None:
+    """Where a scanned sample's CPU time goes, in this process, on the set's first shard:
+    `hash_bytes` of its pictures alone (the hashing rate's loop), of every member (the
+    .txt and .json too), the scan's machinery alone (`scan_shard` with every member's
+    `hash_bytes` answered from a table: reading the tar, items, rows, manifest, marker),
+    and the whole `scan_shard`. What the whole costs beyond hashing every member plus the
+    machinery is the two run interleaved instead of apart. Each figure is the least and
+    the median of `rounds`, the five taken in turn in every round (the machine's load
+    moves between rounds, not within one)."""
+    import statistics
+
+    import clearset.stages.scan as stage
+    from clearset.hashing import hash_bytes
+
+    source = open_source(str(source_dir))
+    shard = source.shards()[0]
+    items = [(i, i.data) for i in source.read_shard(shard, {}) if i.data is not None]
+    samples = len({i.key for i, _ in items})
+    pictures = [(i, data) for i, data in items if i.expect_image]
+    settings = ScanSettings()
+    # Answers by size: hashing each member's bytes to look it up would cost what is timed
+    # (two members of one size get the same answer, which changes no time worth seeing).
+    by_size = {len(data): hash_bytes(data) for _, data in items}
+
+    def pictures_alone() -> None:
+        for item, data in pictures:
+            hash_bytes(data, original_size=item.extra.get("original_size"))
+
+    def every_member() -> None:
+        for item, data in items:
+            hash_bytes(data, original_size=item.extra.get("original_size"))
+
+    def scan(answered: bool) -> None:
+        real = stage.hash_bytes
+        if answered:
+            stage.hash_bytes = lambda data, **_: by_size[len(data)]
+        run = Path(tempfile.mkdtemp(prefix="clearset-bench-breakdown-"))
+        try:
+            stage.scan_shard(source, shard, run, settings)
+        finally:
+            stage.hash_bytes = real
+            shutil.rmtree(run, ignore_errors=True)
+
+    parts = {
+        "hash_bytes, the pictures alone": pictures_alone,
+        "hash_bytes, every member": every_member,
+        "the machinery alone (hashes answered)": lambda: scan(True),
+        "scan_shard, whole": lambda: scan(False),
+    }
+    for part in parts.values():
+        part()  # warm: numba's cache, Pillow's plugins, the page cache
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(rounds):
+        for name, part in parts.items():
+            started = time.thread_time()
+            part()
+            times[name].append((time.thread_time() - started) / samples * 1e3)
+    print(f"breakdown: one shard, {samples} samples ({len(items)} members), ms a sample (CPU):")
+    least = {name: min(t) for name, t in times.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
+    for name in parts:
+        print(f"  {name:40s} least {least[name]:6.3f}   median {median[name]:6.3f}")
+    names = list(parts)
+    for label, figures in (("least", least), ("median", median)):
+        apart = figures[names[1]] + figures[names[2]]
+        print(
+            f"  {label}: whole / pictures alone = {figures[names[0]] / figures[names[3]]:.2f}x the"
+            f" hashing rate; whole - (every member + machinery) = {figures[names[3]] - apart:+.3f}"
+            " ms a sample (the cost of running them interleaved)"
+        )
+
+
 def resource_usage() -> float:
     """CPU seconds of this process's finished children (the scan and its workers)."""
     import resource
@@ -235,12 +312,26 @@ def main() -> None:
         metavar="DIR",
         help="--img2dataset: also time every scan with the clearset of this tree (a before)",
     )
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="--img2dataset: only the in-process breakdown of a sample's time, ROUNDS rounds",
+    )
     args = parser.parse_args()
     if args.img2dataset:
         threads = tuple(int(n) for n in args.hash_threads.split(","))
         compare = args.compare_tree.resolve() if args.compare_tree else None
         img2dataset_scan(
-            args.img2dataset, args.images, args.list_size, 1000, args.rounds, threads, compare
+            args.img2dataset,
+            args.images,
+            args.list_size,
+            1000,
+            args.rounds,
+            threads,
+            compare,
+            args.breakdown,
         )
         return
 
