@@ -142,7 +142,6 @@ class ManifestWriter:
 
     def __init__(self, path: Path, row_group: int) -> None:
         self._schema = manifest_schema()
-        self._columns = tuple(self._schema.names)
         self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
         # Rows as added, turned into columns once per row group (not once per row).
         self._rows: list[dict[str, Any]] = []
@@ -157,9 +156,8 @@ class ManifestWriter:
 
     def _flush(self) -> None:
         if self._rows:
-            rows = self._rows
-            columns = {name: [row.get(name) for row in rows] for name in self._columns}
-            table = pa.Table.from_pydict(columns, schema=self._schema)
+            # Arrow reads each row's fields by the schema's names, absent ones as nulls.
+            table = pa.Table.from_pylist(self._rows, schema=self._schema)
             self._writer.write_table(table)
             self._rows = []
 

@@ -314,7 +314,8 @@ def _stream_members(stream: Any, block: int = tarfile.RECORDSIZE) -> Iterator[Ta
             yield from handed_on
             return
         name = _tarfile.nts(header[0:100], encoding, errors)
-        prefix = _tarfile.nts(header[345:500], encoding, errors)
+        # ustar's name prefix, mostly empty (a first byte NUL): then no decoding.
+        prefix = _tarfile.nts(header[345:500], encoding, errors) if header[345] else ""
         if kind == "dir":
             name = name.rstrip("/")
         if prefix:
