@@ -259,6 +259,9 @@ def test_y_planes_equal_the_numpy_twin(full_range: bool, photos: list[np.ndarray
     assert fused.fused_pdq_luma(frozen, full_range) == _plane_twin(plane, full_range)
     turned = np.ascontiguousarray(plane.T).T
     assert fused.fused_pdq_luma(turned, full_range) == _plane_twin(plane, full_range)
+    for wrong in (plane.astype(np.uint16), plane[:, :, None]):
+        with pytest.raises(ValueError, match="uint8 plane"):
+            fused.fused_pdq_luma(wrong, full_range)
 
 
 def test_video_range_is_rescaled_inside_the_pass() -> None:

@@ -955,11 +955,16 @@ def fused_pdq_luma(plane: np.ndarray, full_range: bool) -> tuple[bytes, int]:
     The same as `fast_pdq.pdq_from_luma(video.luma_from_plane(plane, full_range))` bit
     for bit (tests/test_fused.py).
     """
+    if plane.dtype != np.uint8 or plane.ndim != 2:
+        # A 10-bit plane (uint16) would be read wrongly, not merely slowly: say so.
+        raise ValueError(
+            f"fused_pdq_luma: needs an H x W uint8 plane, not {plane.dtype} {plane.shape}"
+        )
     height, width = plane.shape
     if min(height, width) < PDQ_MIN_DIM:
         return bytes(32), 0
-    if plane.dtype != np.uint8 or plane.strides[1] != 1 or plane.strides[0] < width:
-        plane = np.ascontiguousarray(plane, np.uint8)
+    if plane.strides[1] != 1 or plane.strides[0] < width:
+        plane = np.ascontiguousarray(plane)  # a transposed or reversed view: rare
     stride = plane.strides[0]
     # The rows as one flat read-only run of bytes from the first pixel to the last (no
     # copy): one compiled signature, whatever the line size.
