@@ -210,3 +210,73 @@ def test_png_and_webp_equal_pdqhash(fmt: str, photos: list[np.ndarray]) -> None:
             exact.pdq_quality,
             exact.pdq_dihedral,
         )
+
+
+# ------------------------------------------------------------ video frames: a Y plane
+
+
+def _plane_twin(plane: np.ndarray, full_range: bool) -> tuple[bytes, int]:
+    from clearset.hashing.video import luma_from_plane
+
+    return pdq_from_luma(luma_from_plane(plane, full_range))
+
+
+def _strided(values: np.ndarray, pad: int) -> np.ndarray:
+    """`values` as a view whose rows lie `pad` bytes further apart than its width, as a
+    decoder's planes do (PyAV's line_size), with junk in the padding."""
+    height, width = values.shape
+    buffer = np.full((height, width + pad), 99, np.uint8)
+    buffer[:, :width] = values
+    view = buffer[:, :width]
+    assert view.strides[0] == width + pad
+    return view
+
+
+@pytest.mark.parametrize("full_range", [False, True])
+def test_y_planes_equal_the_numpy_twin(full_range: bool, photos: list[np.ndarray]) -> None:
+    """Photo planes at odd sizes, 1-pixel-wide and -tall, too small, flat at the ends of
+    both ranges (below 16 and above 235 too), each contiguous and with padded rows."""
+    rng = np.random.default_rng(2 + full_range)
+    sizes = [(160, 96), (161, 97), (7, 301), (640, 352), (65, 63), (300, 5), (5, 5)]
+    planes = [
+        np.asarray(Image.fromarray(photo).convert("L").resize(size))
+        for photo, size in zip(photos, sizes, strict=True)
+    ]
+    shapes = [(1, 300), (300, 1), (4, 9), (1, 1), (6, 17_000)]  # the last: 265 column taps
+    planes += [rng.integers(0, 256, shape).astype(np.uint8) for shape in shapes]
+    planes += [np.full((70, 90), value, np.uint8) for value in (0, 15, 16, 128, 235, 240, 255)]
+    for plane in planes:
+        expected = _plane_twin(plane, full_range)
+        for pad in (0, 1, 32):
+            view = _strided(plane, pad) if pad else np.ascontiguousarray(plane)
+            assert fused.fused_pdq_luma(view, full_range) == expected, (plane.shape, pad)
+        if min(plane.shape) < 5:
+            assert expected == (bytes(32), 0)
+    # Read-only, transposed (column stride not 1): still the same hash.
+    plane = planes[0]
+    frozen = plane.copy()
+    frozen.setflags(write=False)
+    assert fused.fused_pdq_luma(frozen, full_range) == _plane_twin(plane, full_range)
+    turned = np.ascontiguousarray(plane.T).T
+    assert fused.fused_pdq_luma(turned, full_range) == _plane_twin(plane, full_range)
+    for wrong in (plane.astype(np.uint16), plane[:, :, None]):
+        with pytest.raises(ValueError, match="uint8 plane"):
+            fused.fused_pdq_luma(wrong, full_range)
+
+
+def test_video_range_is_rescaled_inside_the_pass() -> None:
+    """The luma the pass hashes (left in the thread's workspace) is the plane's values
+    as stored (full range) or (Y - 16) * 255 / 219 (video range), the twin's bit for bit;
+    junk in the padding of the rows is never read."""
+    from clearset.hashing.video import luma_from_plane
+
+    plane = np.arange(256, dtype=np.uint8).repeat(3).reshape(24, 32)
+    view = _strided(plane, 13)
+    for full_range in (False, True):
+        fused.fused_pdq_luma(view, full_range)
+        luma = fused._WORKSPACE.luma[: plane.size].reshape(plane.shape)
+        expected = luma_from_plane(plane, full_range)
+        assert luma.dtype == np.float32 and np.array_equal(luma, expected)
+        exact = plane if full_range else (plane.astype(np.float64) - 16) * 255 / 219
+        assert np.abs(luma - exact).max() < 1e-4
+    assert luma_from_plane(plane, False)[0, 0] < 0  # below black: not clipped, as before

@@ -69,6 +69,7 @@ FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("clearset.matching.pdq_index", "clearset.matching.pdq_kernels"): _NUMBA,
     ("clearset.receipts.batch_sha", "clearset.receipts.sha_kernel"): _NUMBA,
     ("clearset.hashing.item", "clearset.hashing.fused"): _NUMBA,
+    ("clearset.hashing.video", "clearset.hashing.fused"): _NUMBA,
 }
 
 

@@ -141,6 +141,38 @@ def test_frames_match_metas_vpdq_within_the_pdq_bars(videos: dict[str, Path]) ->
     assert np.mean(distances) <= 2 and np.percentile(distances, 99) <= 10
 
 
+def test_compiled_frame_pass_equals_the_numpy_twin(videos: dict[str, Path]) -> None:
+    """Every hashed frame of the test videos (h264, mpeg4, vp9: rows padded past the
+    width), and frames in other layouts: full-range planes (yuvj, or a color_range
+    flag), 4:4:4, and RGB and grey frames (through RGB): the compiled pass gives the
+    numpy path's hash and quality bit for bit."""
+    from clearset.hashing.video import _frame_pdq, frame_pdq_reference
+
+    padded = 0
+    for name in ("listed.mp4", "reencoded.avi", "resized.webm", "unrelated2.mkv"):
+        with av.open(str(videos[name])) as container:
+            for number, frame in enumerate(container.decode(video=0)):
+                if number % FPS == 0:
+                    assert frame.format.name == "yuv420p"
+                    padded += frame.planes[0].line_size > frame.width
+                    assert _frame_pdq(frame) == frame_pdq_reference(frame), (name, number)
+    assert padded >= 6
+    still = picture(3, 90, 70)
+    made = [av.VideoFrame.from_ndarray(still, format="rgb24")]
+    grey = np.asarray(Image.fromarray(still).convert("L"))
+    made.append(av.VideoFrame.from_ndarray(grey, format="gray"))
+    for fmt in ("yuv420p", "yuvj420p", "yuv444p"):
+        made.append(made[0].reformat(format=fmt))
+    made.append(made[0].reformat(format="yuv420p"))
+    made[-1].color_range = 2  # full range, said by the flag rather than the format
+    for frame in made:
+        got = _frame_pdq(frame)
+        assert got == frame_pdq_reference(frame), frame.format.name
+        # The Y plane (any range) is the picture's luma: a few bits from its RGB's.
+        distance = bin(int(got[0].hex(), 16) ^ int(_frame_pdq(made[0])[0].hex(), 16))
+        assert distance.count("1") <= 8
+
+
 def test_metadata_and_detection_by_content(videos: dict[str, Path]) -> None:
     data = videos["resized.webm"].read_bytes()
     result = hash_video(data)

@@ -707,6 +707,74 @@ def borders_kernel(
     _borders(luma, height, width, block, scratch32, ints)
 
 
+#: Video range: luma 16..235 stretched to 0..255 ((Y - 16) * 255 / 219, in float32).
+_SIXTEEN_F = np.float32(16)
+_VIDEO_SCALE = np.float32(255.0 / 219.0)
+
+
+@_kernel
+def _plane_luma(
+    plane: np.ndarray, stride: int, height: int, width: int, full_range: bool, luma: np.ndarray
+) -> None:
+    """The luma of a uint8 Y plane whose rows start `stride` bytes apart (a decoder's line
+    size) into the flat float32 buffer `luma` (height x width, row-major): the value as
+    stored (full range) or (Y - 16) * 255 / 219 in float32 (video range), as
+    `video.luma_from_plane` computes it in numpy."""
+    for y in range(height):
+        line = plane[y * stride : y * stride + width]
+        out = luma[y * width : (y + 1) * width]
+        if full_range:
+            for x in range(width):
+                out[x] = np.float32(line[x])
+        else:
+            for x in range(width):
+                out[x] = (np.float32(line[x]) - _SIXTEEN_F) * _VIDEO_SCALE
+
+
+@_kernel
+def plane_pdq_kernel(
+    plane: np.ndarray,
+    stride: int,
+    height: int,
+    width: int,
+    full_range: bool,
+    row_index: np.ndarray,
+    row_weights: np.ndarray,
+    col_index: np.ndarray,
+    col_weights: np.ndarray,
+    col_index_t: np.ndarray,
+    col_weights_t: np.ndarray,
+    luma: np.ndarray,
+    gathered: np.ndarray,
+    grid: np.ndarray,
+    floats: np.ndarray,
+    hashes: np.ndarray,
+) -> int:
+    """The whole per-frame pass from a Y plane: luma (rescaled from video range unless
+    `full_range`), the filter, quality, DCT and hash; returns the quality."""
+    _plane_luma(plane, stride, height, width, full_range, luma)
+    origin = width - width  # not literals: see `_grid`
+    one = origin + 1
+    return _pdq_region(
+        luma,
+        width,
+        origin,
+        origin,
+        width,
+        row_index,
+        row_weights,
+        col_index,
+        col_weights,
+        col_index_t,
+        col_weights_t,
+        one,
+        gathered,
+        grid,
+        floats,
+        hashes,
+    )
+
+
 # ---------------------------------------------------------------- per-thread workspace
 
 
@@ -870,6 +938,49 @@ def region_pdq(
         borders.left,
         inner_width,
         *_operators(rows, cols),
+        work.gathered,
+        work.grid,
+        work.floats,
+        work.hashes,
+    )
+    return work.hashes[0].tobytes(), int(quality)
+
+
+def fused_pdq_luma(plane: np.ndarray, full_range: bool) -> tuple[bytes, int]:
+    """(hash, quality) of a video frame from its Y plane, in one compiled pass.
+
+    `plane` is the H x W uint8 luma plane as the decoder holds it: its rows may lie
+    further apart than W bytes (PyAV's `line_size`), and are read in place, not copied.
+    Video range (`full_range` False) is rescaled, (Y - 16) * 255 / 219, inside the pass.
+    The same as `fast_pdq.pdq_from_luma(video.luma_from_plane(plane, full_range))` bit
+    for bit (tests/test_fused.py).
+    """
+    if plane.dtype != np.uint8 or plane.ndim != 2:
+        # A 10-bit plane (uint16) would be read wrongly, not merely slowly: say so.
+        raise ValueError(
+            f"fused_pdq_luma: needs an H x W uint8 plane, not {plane.dtype} {plane.shape}"
+        )
+    height, width = plane.shape
+    if min(height, width) < PDQ_MIN_DIM:
+        return bytes(32), 0
+    if plane.strides[1] != 1 or plane.strides[0] < width:
+        plane = np.ascontiguousarray(plane)  # a transposed or reversed view: rare
+    stride = plane.strides[0]
+    # The rows as one flat read-only run of bytes from the first pixel to the last (no
+    # copy): one compiled signature, whatever the line size.
+    flat = np.lib.stride_tricks.as_strided(
+        plane, shape=((height - 1) * stride + width,), strides=(1,), writeable=False
+    )
+    work = _WORKSPACE
+    work.fit(height, width)
+    quality = plane_pdq_kernel(
+        flat,
+        stride,
+        height,
+        width,
+        bool(full_range),
+        *_operators((height, 1, 1), (width, 1, 1)),
+        work.luma,
         work.gathered,
         work.grid,
         work.floats,

@@ -7,7 +7,8 @@ is the stream's average (its ``r_frame_rate`` when the container gives none); th
 converted to RGB at the stream's own size and hashed with PDQ; its timestamp is
 ``n / frame_rate``. Each hashed frame keeps its number, timestamp and PDQ quality. We do
 the same with PyAV (FFmpeg inside the wheel), from memory: the video and its frames never
-touch the disk. The frames are hashed by clearset's own PDQ (`fast_pdq.pdq_from_rgb_full`).
+touch the disk. The frames are hashed by clearset's own PDQ, one compiled pass a frame
+(`fused.fused_pdq_luma` from the Y plane), whose numpy twin is `frame_pdq_reference`.
 
 Like Meta's hasher, frames are hashed as stored: a rotation the container records is not
 applied (lists made by `vpdq` hold the unrotated frames); it is reported in `rotation`.
@@ -36,7 +37,7 @@ import numpy as np
 
 from clearset import settings
 from clearset.hashing.crypto import crypto_digests
-from clearset.hashing.fast_pdq import pdq_from_luma, pdq_from_rgb_full
+from clearset.hashing.fast_pdq import PDQ_MIN_DIM, pdq_from_luma, pdq_from_rgb_full
 
 #: Seconds between hashed frames (Meta's default: one frame a second).
 VIDEO_SECONDS_PER_HASH = 1.0
@@ -229,25 +230,59 @@ _PLANAR_YUV = frozenset(
 _FULL_RANGE = 2
 
 
-def _frame_pdq(frame: object) -> tuple[bytes, int]:
-    """PDQ of one decoded frame. From a planar YUV frame (nearly every video), the luma is
-    its Y plane, rescaled from video range: (Y - 16) * 255 / 219 is what Meta's path gets
-    (FFmpeg's BT.601 conversion to RGB, then PDQ's 0.299 R + 0.587 G + 0.114 B) up to
-    rounding and clipping, without converting the frame to RGB. Other pixel formats go
-    through RGB as Meta's hasher does."""
+def _y_plane(frame: object) -> tuple[np.ndarray, bool] | None:
+    """A planar YUV frame's Y plane as an H x W uint8 view of the decoder's buffer (rows
+    `line_size` bytes apart, nothing copied) and whether it is full range; None for
+    another pixel format."""
     name = getattr(frame, "format").name  # noqa: B009 - PyAV is untyped here
     if name not in _PLANAR_YUV:
-        rgb = getattr(frame, "to_ndarray")(format="rgb24")  # noqa: B009
-        return pdq_from_rgb_full(np.ascontiguousarray(rgb))
+        return None
     plane = getattr(frame, "planes")[0]  # noqa: B009
     width, height = getattr(frame, "width"), getattr(frame, "height")  # noqa: B009
     rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
-    luma = rows.astype(np.float32)
     full = name.startswith("yuvj") or getattr(frame, "color_range", 0) == _FULL_RANGE
-    if not full:
-        luma -= 16.0
+    return rows, full
+
+
+def luma_from_plane(plane: np.ndarray, full_range: bool) -> np.ndarray:
+    """PDQ's float32 luma of a Y plane, in numpy: the reference twin of the compiled
+    pass (`fused.fused_pdq_luma`), which computes the same values in the same order."""
+    luma = plane.astype(np.float32)
+    if not full_range:
+        luma -= np.float32(16.0)
         luma *= np.float32(255.0 / 219.0)
-    return pdq_from_luma(luma)
+    return luma
+
+
+def _frame_pdq(frame: object) -> tuple[bytes, int]:
+    """PDQ of one decoded frame, by the compiled per-picture pass (`fused`). From a
+    planar YUV frame (nearly every video), the luma is its Y plane, rescaled from video
+    range: (Y - 16) * 255 / 219 is what Meta's path gets (FFmpeg's BT.601 conversion to
+    RGB, then PDQ's 0.299 R + 0.587 G + 0.114 B) up to rounding and clipping, without
+    converting the frame to RGB; the plane is read in place, once. Other pixel formats
+    go through RGB as Meta's hasher does, then the same compiled pass as a still RGB
+    picture. `frame_pdq_reference` is the numpy twin, equal bit for bit."""
+    from clearset.hashing.fused import fused_pdq, fused_pdq_luma  # numba: on first use
+
+    found = _y_plane(frame)
+    if found is not None:
+        return fused_pdq_luma(*found)
+    rgb = np.ascontiguousarray(getattr(frame, "to_ndarray")(format="rgb24"))  # noqa: B009
+    height, width = rgb.shape[:2]
+    if min(height, width) < PDQ_MIN_DIM:
+        return bytes(32), 0
+    result = fused_pdq(rgb, 1, (height, 1, 1), (width, 1, 1))
+    return result.hashes[0], result.quality
+
+
+def frame_pdq_reference(frame: object) -> tuple[bytes, int]:
+    """`_frame_pdq` as separate numpy steps (`fast_pdq`): the twin tests and
+    bench/video.py compare the compiled pass with."""
+    found = _y_plane(frame)
+    if found is None:
+        rgb = getattr(frame, "to_ndarray")(format="rgb24")  # noqa: B009
+        return pdq_from_rgb_full(np.ascontiguousarray(rgb))
+    return pdq_from_luma(luma_from_plane(*found))
 
 
 def vpdq_lines(frames: list[VideoFrame]) -> list[str]:
