@@ -100,3 +100,44 @@ def test_a_scan_with_a_bad_thread_count_stops_before_any_work(
         f"clearset: error: {HASH_THREADS_ENV}='lots': expected a positive whole number\n"
     )
     assert not run.exists(), "no run folder begun"
+
+
+@pytest.mark.parametrize(
+    ("read_ahead", "read_ahead_bytes", "sizes", "first_batch"),
+    [
+        (4, 1 << 20, [10] * 10, 4),  # by count
+        (64, 250, [100] * 10, 3),  # by bytes: the item that reaches the cap is in it
+        (64, 1 << 20, [10] * 10, 10),  # all: fewer items than a batch
+    ],
+)
+def test_without_threads_items_are_read_ahead_a_bounded_batch(
+    read_ahead: int,
+    read_ahead_bytes: int,
+    sizes: list[int],
+    first_batch: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read a batch, hash it, hand it on: every row in the items' order, and never more
+    items held than READ_AHEAD or than reach READ_AHEAD_BYTES."""
+    monkeypatch.setattr(scan_stage, "READ_AHEAD", read_ahead)
+    monkeypatch.setattr(scan_stage, "READ_AHEAD_BYTES", read_ahead_bytes)
+    pulled: list[int] = []
+
+    class Item:
+        def __init__(self, n: int, size: int) -> None:
+            self.n, self.data = n, bytes(size)
+
+    def items():
+        for n, size in enumerate(sizes):
+            pulled.append(n)
+            yield Item(n, size)
+
+    def row(item: Item, settings: ScanSettings) -> dict[str, int]:
+        return {"n": item.n, "read": len(pulled)}
+
+    monkeypatch.setattr(scan_stage, "manifest_row", row)
+    rows = list(scan_stage.manifest_rows(items(), ScanSettings(), threads=1))
+    assert [r["n"] for r in rows] == list(range(len(sizes)))
+    # Every row of the first batch was made once its items were read, before the next.
+    assert [r["read"] for r in rows[:first_batch]] == [first_batch] * first_batch
+    assert rows[first_batch - 1]["read"] < len(sizes) or first_batch == len(sizes)
