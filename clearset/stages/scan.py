@@ -85,7 +85,7 @@ def manifest_rows(
         held = 0
         for item in items:
             batch.append(item)
-            held += len(item.data or b"")
+            held += len(item.data or b"") + len(item.image_data or b"")
             if len(batch) >= READ_AHEAD or held >= READ_AHEAD_BYTES:
                 yield from [manifest_row(i, settings) for i in batch]
                 batch, held = [], 0
