@@ -125,7 +125,7 @@ def test_without_threads_items_are_read_ahead_a_bounded_batch(
 
     class Item:
         def __init__(self, n: int, size: int) -> None:
-            self.n, self.data = n, bytes(size)
+            self.n, self.data, self.image_data = n, bytes(size), None
 
     def items():
         for n, size in enumerate(sizes):
