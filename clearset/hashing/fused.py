@@ -753,9 +753,8 @@ def plane_pdq_kernel(
     """The whole per-frame pass from a Y plane: luma (rescaled from video range unless
     `full_range`), the filter, quality, DCT and hash; returns the quality."""
     _plane_luma(plane, stride, height, width, full_range, luma)
-    origin = width - width  # not literals: see `_grid`
-    one = origin + 1
-    return _pdq_region(
+    origin = width - width  # not a literal: see `_grid`
+    return region_pdq_kernel(
         luma,
         width,
         origin,
@@ -767,7 +766,6 @@ def plane_pdq_kernel(
         col_weights,
         col_index_t,
         col_weights_t,
-        one,
         gathered,
         grid,
         floats,
