@@ -49,7 +49,11 @@ def test_threads_write_the_same_manifest(
     threaded, threaded_summary = _scan(shard, tmp_path / "one", "3", monkeypatch)
     monkeypatch.setattr(scan_stage, "HASH_BATCH", 8)
     batched, batched_summary = _scan(shard, tmp_path / "eight", "2", monkeypatch)
-    assert plain == threaded == batched
+    # Batches cut by bytes (each picture over the cap) rather than by count.
+    monkeypatch.setattr(scan_stage, "HASH_BATCH", 32)
+    monkeypatch.setattr(scan_stage, "HASH_BATCH_BYTES", 1000)
+    by_bytes, _ = _scan(shard, tmp_path / "bytes", "2", monkeypatch)
+    assert plain == threaded == batched == by_bytes
     assert plain_summary.rows == threaded_summary.rows == batched_summary.rows == 30
     assert plain_summary.status == threaded_summary.status == batched_summary.status
     assert plain_summary.status.get("error")  # the broken members went through too

@@ -47,9 +47,12 @@ PROGRESS_EVERY = 32
 #: worker on a machine, or fewer workers than cores): the rows come out in the same
 #: order and the manifest is byte for byte the same.
 HASH_THREADS_ENV = "CLEARSET_HASH_THREADS"
-#: Items handed to a hashing thread at a time (fewer hand-offs), and batches in flight
-#: per thread: at most threads x HASH_BATCHES_PER_THREAD x HASH_BATCH items are held.
-HASH_BATCH = 8
+#: Items handed to a hashing thread at a time (fewer hand-offs: 32 rather than 8 took
+#: ~6 % off the CPU and the wall time of a 2-thread worker at 256 px), or fewer when they
+#: hold HASH_BATCH_BYTES; and batches in flight per thread: at most threads x
+#: HASH_BATCHES_PER_THREAD batches are held.
+HASH_BATCH = 32
+HASH_BATCH_BYTES = 8 * 1024 * 1024
 HASH_BATCHES_PER_THREAD = 2
 #: Without hashing threads, items are read this many at a time (or until they hold
 #: READ_AHEAD_BYTES), then hashed one after another, then handed on: reading the tar,
@@ -79,7 +82,7 @@ def manifest_rows(
     made by that many threads while this one goes on reading items: Pillow's decoders,
     hashlib and the compiled PDQ kernel release the GIL, so reading a tar, decoding and
     hashing overlap. Memory stays bounded: at most `threads` x HASH_BATCHES_PER_THREAD
-    batches of HASH_BATCH items are read ahead."""
+    batches of HASH_BATCH items (or HASH_BATCH_BYTES) are read ahead."""
     if threads <= 1:
         batch: list[Item] = []
         held = 0
@@ -98,13 +101,14 @@ def manifest_rows(
     pending: deque[Future[list[dict[str, Any]]]] = deque()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="clearset-hash")
     try:
-        batch = []
+        batch, held = [], 0
         for item in items:
             batch.append(item)
-            if len(batch) < HASH_BATCH:
+            held += len(item.data or b"") + len(item.image_data or b"")
+            if len(batch) < HASH_BATCH and held < HASH_BATCH_BYTES:
                 continue
             pending.append(pool.submit(rows_of, batch))
-            batch = []
+            batch, held = [], 0
             while len(pending) >= threads * HASH_BATCHES_PER_THREAD:
                 yield from pending.popleft().result()
         if batch:
