@@ -57,8 +57,9 @@ HASH_BATCHES_PER_THREAD = 2
 #: Without hashing threads, items are read this many at a time (or until they hold
 #: READ_AHEAD_BYTES), then hashed one after another, then handed on: reading the tar,
 #: decoding and writing rows each run back to back instead of taking turns per sample,
-#: which keeps each one's code and data in the core's caches (`bench/scan.py
-#: --breakdown`: ~4-6 % less CPU a sample at 256 px, ~3 % at 512 px).
+#: which keeps each one's code and data in the core's caches (a same-run A/B in one
+#: process, docs/benchmarks.md "Fifth pass": ~4-6 % less CPU a sample at 256 px, ~3 %
+#: at 512 px).
 READ_AHEAD = 64
 READ_AHEAD_BYTES = 32 * 1024 * 1024
 
@@ -83,42 +84,42 @@ def manifest_rows(
     hashlib and the compiled PDQ kernel release the GIL, so reading a tar, decoding and
     hashing overlap. Memory stays bounded: at most `threads` x HASH_BATCHES_PER_THREAD
     batches of HASH_BATCH items (or HASH_BATCH_BYTES) are read ahead."""
-    if threads <= 1:
-        batch: list[Item] = []
-        held = 0
-        for item in items:
-            batch.append(item)
-            held += len(item.data or b"") + len(item.image_data or b"")
-            if len(batch) >= READ_AHEAD or held >= READ_AHEAD_BYTES:
-                yield from [manifest_row(i, settings) for i in batch]
-                batch, held = [], 0
-        yield from [manifest_row(i, settings) for i in batch]
-        return
 
     def rows_of(batch: list[Item]) -> list[dict[str, Any]]:
         return [manifest_row(item, settings) for item in batch]
 
+    if threads <= 1:
+        for batch in _batches(items, READ_AHEAD, READ_AHEAD_BYTES):
+            yield from rows_of(batch)
+        return
     pending: deque[Future[list[dict[str, Any]]]] = deque()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="clearset-hash")
     try:
-        batch, held = [], 0
-        for item in items:
-            batch.append(item)
-            held += len(item.data or b"") + len(item.image_data or b"")
-            if len(batch) < HASH_BATCH and held < HASH_BATCH_BYTES:
-                continue
+        for batch in _batches(items, HASH_BATCH, HASH_BATCH_BYTES):
             pending.append(pool.submit(rows_of, batch))
-            batch, held = [], 0
             while len(pending) >= threads * HASH_BATCHES_PER_THREAD:
                 yield from pending.popleft().result()
-        if batch:
-            pending.append(pool.submit(rows_of, batch))
         while pending:
             yield from pending.popleft().result()
     finally:
         # An error (or a consumer that stops early): drop what has not started, wait for
         # what has, so that no thread outlives the shard.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _batches(items: Iterable[Item], count: int, nbytes: int) -> Iterator[list[Item]]:
+    """`items` in order, in lists of `count`, or fewer once they hold `nbytes` (stored and
+    unpacked bytes; the item that reaches it is the last of its list)."""
+    batch: list[Item] = []
+    held = 0
+    for item in items:
+        batch.append(item)
+        held += len(item.data or b"") + len(item.image_data or b"")
+        if len(batch) >= count or held >= nbytes:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True)
