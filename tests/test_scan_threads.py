@@ -145,3 +145,51 @@ def test_without_threads_items_are_read_ahead_a_bounded_batch(
     # Every row of the first batch was made once its items were read, before the next.
     assert [r["read"] for r in rows[:first_batch]] == [first_batch] * first_batch
     assert rows[first_batch - 1]["read"] < len(sizes) or first_batch == len(sizes)
+
+
+def test_members_that_hold_no_picture_get_the_rows_hashing_would_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `manifest_row` skips `hash_bytes` for a member no image plugin takes; every such
+    # row must be the one the full path gives (status, reason, digests, empty columns),
+    # and anything that might be a picture must still take the full path.
+    import gzip
+    import io
+
+    from PIL import Image
+
+    from clearset.formats.base import Item
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(png, "PNG")
+    members = {
+        "caption.txt": b"a photo of a red square",
+        "meta.json": b'{"url": "http://example.com/a.jpg", "caption": "x"}',
+        "label.cls": b"7",
+        "noise.bin": bytes(range(256)) * 3,
+        "empty.txt": b"",
+        "png_named_txt.txt": png.getvalue(),
+        "truncated_jpeg.txt": b"\xff\xd8\xff\xe0" + b"\x00" * 40,
+        "caption.txt.gz": gzip.compress(b"a caption, compressed"),
+    }
+    settings = ScanSettings()
+
+    def rows() -> dict[str, dict[str, object]]:
+        found = {}
+        for name, data in members.items():
+            unpacked = gzip.decompress(data) if name.endswith(".gz") else None
+            item = Item(
+                key="k", shard="s.tar", position=0, members=tuple(members), member=name,
+                data=data, expect_image=False, image_data=unpacked, note=None,
+            )  # fmt: skip
+            found[name] = scan_stage.manifest_row(item, settings)
+        return found
+
+    fast = rows()
+    monkeypatch.setattr(scan_stage, "maybe_image", lambda data: True)  # the full path
+    assert fast == rows()
+    assert fast["caption.txt"]["status"] == "other"
+    assert fast["caption.txt"]["reason"] == "not_an_image"
+    assert fast["empty.txt"]["reason"] == "empty"
+    assert fast["png_named_txt.txt"]["status"] == "ok"  # a picture under any name
+    assert fast["caption.txt.gz"]["size"] == len(members["caption.txt.gz"])

@@ -26,6 +26,7 @@ from clearset.atomic import TMP_PREFIX, atomic_path, write_json_atomic
 from clearset.errors import InputError
 from clearset.formats.base import ORIGINAL_SIZE, Item, ShardRef, Source, shard_fingerprint
 from clearset.hashing import crypto_digests, hash_bytes
+from clearset.hashing.decode import maybe_image
 from clearset.hashing.item import STATUS_ERROR, STATUS_MISSING, STATUS_OK
 from clearset.hashing.video import hash_video, sniff_video
 from clearset.manifest import FRAMES_SCHEMA, STATUS_OTHER, UNREAD, ManifestWriter, row_account
@@ -190,6 +191,18 @@ def manifest_row(item: Item, settings: ScanSettings) -> dict[str, Any]:
     picture = item.image_data if item.image_data is not None else item.data
     if sniff_video(picture) is not None:
         return _video_row(row, item, picture)
+    if picture and not item.expect_image and not maybe_image(picture):
+        # A caption, a .json, a .cls that no image plugin takes: the row `hash_bytes` and
+        # the branch below would give it ("not_an_image", accounted as other), without
+        # its result object and raised failure (~2/3 of such a member's hashing time).
+        row.update(
+            size=len(item.data),
+            **crypto_digests(item.data),
+            **_NO_PICTURE,
+            status=STATUS_OTHER,
+            reason=NOT_AN_IMAGE,
+        )
+        return row
     hashes = hash_bytes(
         picture,
         exact_pdq=settings.exact_pdq,
@@ -269,7 +282,12 @@ def _video_row(row: dict[str, Any], item: Item, video: bytes) -> dict[str, Any]:
 
 
 #: Decode failures that mean "these bytes are no image at all", not "a broken image".
-NOT_IMAGE = frozenset({"not_an_image", "empty"})
+NOT_AN_IMAGE = "not_an_image"
+NOT_IMAGE = frozenset({NOT_AN_IMAGE, "empty"})
+#: The picture columns of a member that holds none.
+_NO_PICTURE: dict[str, None] = dict.fromkeys(
+    ("pdq", "pdq_quality", "pdq_trimmed", "pdq_trimmed_quality", "width", "height", "format")
+)
 
 
 def scan_task(
