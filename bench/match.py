@@ -11,7 +11,10 @@ run so that a noisy machine moves both sides alike:
   against clearset.matching.reference.brute_force_search on a smaller sample;
 * the two multi-index kernels on one batch of `--kernel-sample` random queries: the
   query-by-query one and the sorted, windowed one that large batches use (their queries/s,
-  ratio, and whether they return the same pairs).
+  ratio, and whether they return the same pairs);
+* a scan's batch (one shard: 1,000 queries) through the query-by-query kernel, CPU time a
+  query with the bucket occupancy bits against every bit set (every probe reads its
+  bucket's offsets, as before the bits), alternated in the same run.
 
 Each size runs in a child process so that peak RSS belongs to that size alone. numba's
 compile time is measured once, first, in a child with an empty numba cache.
@@ -136,6 +139,23 @@ def run_size(args: argparse.Namespace, size: int) -> dict:
             setattr(pdq_index, knob, value)
     kernels_same = same(kernels["query-by-query"], kernels["sorted"])
 
+    # A scan's batch (one shard's 1,000 pictures) takes the query-by-query kernel: CPU
+    # time a query (numba's threads included) with the bucket occupancy bits, and with
+    # every bit set (every probe reads its bucket's offsets: the kernel before the bits),
+    # alternated, the least of 7 rounds each.
+    shard_queries = np.ascontiguousarray(queries[: min(n_queries, 1000)])
+    occupancy = index._occupancy()
+    every_bucket = np.full_like(occupancy, np.iinfo(np.uint64).max)
+    shard_cpu: dict[str, list[float]] = {"bits": [], "every": []}
+    shard_results = {}
+    for _ in range(7):
+        for name, bits in (("bits", occupancy), ("every", every_bucket)):
+            index._occupied = bits
+            started = time.process_time()
+            shard_results[name] = index.search(shard_queries, threshold)
+            shard_cpu[name].append((time.process_time() - started) / len(shard_queries))
+    index._occupied = occupancy
+
     flat = faiss.IndexBinaryFlat(256)
     started = time.perf_counter()
     flat.add(entries)
@@ -212,6 +232,13 @@ def run_size(args: argparse.Namespace, size: int) -> dict:
         "per_query_kernel_qps": kernels["query-by-query_qps"],
         "sorted_kernel_qps": kernels["sorted_qps"],
         "kernels_same": kernels_same,
+        "shard_queries": len(shard_queries),
+        "occupancy_fill": float(
+            np.unpackbits(occupancy.view(np.uint8)).sum() / (occupancy.size * 64)
+        ),
+        "shard_bits_us": min(shard_cpu["bits"]) * 1e6,
+        "shard_every_us": min(shard_cpu["every"]) * 1e6,
+        "shard_same": same(shard_results["bits"], shard_results["every"]),
         "rss_end_mib": peak_rss_mib(),
     }
 
@@ -256,6 +283,13 @@ def report(result: dict) -> None:
         f"{r['sorted_kernel_qps']:,.0f} queries/s: "
         f"{r['sorted_kernel_qps'] / r['per_query_kernel_qps']:.2f} x on the same "
         f"{r['kernel_sample']:,} random queries; same pairs: {r['kernels_same']}"
+    )
+    print(
+        f"  a shard's batch  {r['shard_bits_us']:.1f} us CPU a query with the occupancy bits, "
+        f"{r['shard_every_us']:.1f} probing every bucket: "
+        f"{r['shard_every_us'] / r['shard_bits_us']:.2f} x fewer CPU seconds "
+        f"({r['shard_queries']:,} queries, {r['occupancy_fill']:.0%} of buckets hold entries); "
+        f"same pairs: {r['shard_same']}"
     )
     print(f"  peak RSS at end  {r['rss_end_mib']:8.0f} MiB (with faiss's copy of the list)")
     sys.stdout.flush()
@@ -336,15 +370,17 @@ def main() -> None:
     print(f"total {time.perf_counter() - started:.0f} s")
     print(
         "size        build_s  peak_rss_MiB  ours_q/s   flat_q/s  ratio  exact  recall  "
-        "sorted/query-by-query"
+        "sorted/query-by-query  occupancy bits (shard batch)"
     )
     for r in results:
         exact = r["flat_exact"] and r["brute_exact"] and r["wide_exact"] and r["kernels_same"]
+        exact = exact and r["shard_same"]
         print(
             f"{r['size']:<11,} {r['build_s']:7.1f}  {r['rss_after_build_mib']:12.0f}  "
             f"{r['ours_qps']:8,.0f}  {r['flat_qps']:9,.0f}  {r['ours_qps'] / r['flat_qps']:5.1f}  "
             f"{exact!s:5}  {r['recall']:.4f}  "
             f"{r['sorted_kernel_qps'] / r['per_query_kernel_qps']:.2f} x"
+            f"                 {r['shard_every_us'] / r['shard_bits_us']:.2f} x"
         )
 
 

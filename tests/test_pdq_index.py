@@ -297,3 +297,21 @@ def test_non_contiguous_inputs_are_accepted(entries: np.ndarray) -> None:
     index = PDQIndex(strided)
     queries = np.asfortranarray(entries[:20])
     assert_same(index.search(queries, 31), brute_force_search(entries[:200], queries, 31))
+
+
+@pytest.mark.parametrize("chunk_bits", [8, 13])
+def test_occupancy_bits_mark_exactly_the_buckets_that_hold_entries(chunk_bits: int) -> None:
+    # The query-by-query kernel probes only buckets whose bit is set: a bit missing
+    # would lose matches, so the compiled bits are held to numpy's, bit for bit, on a
+    # list that leaves most buckets empty (13 bits) and one that fills them (8 bits).
+    rng = np.random.default_rng(3)
+    index = PDQIndex(random_hashes(rng, 3000), chunk_bits=chunk_bits)
+    offsets = index.arrays["offsets"].astype(np.int64)
+    held = np.packbits(np.diff(offsets, axis=1) > 0, axis=1, bitorder="little")
+    occupied = index._occupancy()
+    assert occupied.dtype == np.uint64
+    assert occupied.view(np.uint8).tobytes() == held.tobytes()
+    assert held.sum() > 0 and (chunk_bits == 8 or not held.all())
+    # An index over the same arrays (as the shared one adopts them) works out the same.
+    again = PDQIndex.from_arrays(**index.arrays)
+    assert np.array_equal(again._occupancy(), occupied)

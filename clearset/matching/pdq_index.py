@@ -23,11 +23,12 @@ Larger thresholds widen the radii; where that would cost more than comparing wit
 entry, the index does that instead (the same numba kernel style, blocked for the cache).
 Either way the result is exactly `reference.brute_force_search`'s, in the same order.
 
-Memory: the entries (32 bytes each) plus, per chunk, 4 bytes per entry and a
-`4 * 2**b`-byte offsets table: ~1.1 GiB at ten million entries. The index keeps a
-reference to the `entries` array it was given (no copy); do not modify that array later.
-`PDQIndex.from_arrays` adopts arrays built before (e.g. memory-mapped from files that
-every worker of a machine shares, `clearset.matching.shared`) without rebuilding them.
+Memory: the entries (32 bytes each) plus, per chunk, 4 bytes per entry, a
+`4 * 2**b`-byte offsets table and `2**b / 8` bytes of bucket occupancy bits: ~1.1 GiB at
+ten million entries. The index keeps a reference to the `entries` array it was given
+(no copy); do not modify that array later. `PDQIndex.from_arrays` adopts arrays built
+before (e.g. memory-mapped from files that every worker of a machine shares,
+`clearset.matching.shared`) without rebuilding them.
 """
 
 from __future__ import annotations
@@ -222,6 +223,18 @@ class PDQIndex:
         self._offsets = offsets
         self._rows = rows
         self._flips: dict[int, np.ndarray] = {}
+        self._occupied: np.ndarray | None = None
+
+    def _occupancy(self) -> np.ndarray:
+        """uint64[chunks, ceil(2**bits / 64)]: a bit per bucket, set where it holds an
+        entry (`mih_kernel` probes only those). Worked out from the offsets at the first
+        search (~0.1 s at 1e7 entries), not stored: shared arrays stay as they were."""
+        if self._occupied is None:
+            chunks = self._offsets.shape[0]
+            occupied = np.zeros((chunks, -(-(1 << self._bits) // 64)), dtype=np.uint64)
+            _kernels().occupancy_kernel(self._offsets, occupied)
+            self._occupied = occupied
+        return self._occupied
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -233,8 +246,9 @@ class PDQIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the index, the entries included."""
-        return self._entries.nbytes + self._offsets.nbytes + self._rows.nbytes
+        """Bytes held by the index, the entries and the occupancy bits included."""
+        occupancy = self._offsets.shape[0] * -(-(1 << self._bits) // 64) * 8
+        return self._entries.nbytes + self._offsets.nbytes + self._rows.nbytes + occupancy
 
     def plan(self, threshold: int) -> tuple[str, np.ndarray]:
         """The strategy `search` uses at `threshold`: ("mih", radius per chunk) or ("brute", [])."""
@@ -362,7 +376,7 @@ class PDQIndex:
             parts = kernels.thread_count() if len(query_words) >= _PARALLEL_MIN_QUERIES else 1
             kernels.mih_sorted_kernel(*arguments, *self.window_bits(), parts)
         else:
-            _kernels().mih_kernel(*arguments)
+            _kernels().mih_kernel(*arguments, self._occupancy())
         return found, found_rows, found_distances
 
     def window_bits(self) -> tuple[int, int]:
