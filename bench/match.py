@@ -255,7 +255,7 @@ def report(result: dict) -> None:
         f"peak RSS {r['rss_after_build_mib']:.0f} MiB after build "
         f"({r['rss_before_build_mib']:.0f} MiB before: interpreter, entries, queries)"
     )
-    print(f"  first call       {r['first_call_s']:8.3f} s   (numba cache load)")
+    print(f"  first call       {r['first_call_s']:8.3f} s   (numba cache load; the occupancy bits)")
     print(
         f"  PDQIndex         {r['ours_qps']:10,.0f} queries/s  (all {r['queries']:,} queries, "
         f"{r['matches']:,} matches)"

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from clearset.demo import DemoItem, demo_items, write_webdataset
 from clearset.engines.local import default_workers
 from clearset.formats import open_source
@@ -87,8 +89,6 @@ def img2dataset_scan(
     import subprocess
     import sys
 
-    import numpy as np
-
     from clearset.hashing import hash_bytes
 
     root = Path(tempfile.mkdtemp(prefix="clearset-bench-i2d-"))
@@ -107,7 +107,7 @@ def img2dataset_scan(
             f"built in {time.perf_counter() - started:.0f} s"
         )
         if breakdown_rounds:
-            breakdown(root / "src", breakdown_rounds)
+            breakdown(root / "src", breakdown_rounds, hashes)
             return
         # Hashing alone, as a scan calls it, one process (CPU time: the machine is shared).
         sample = items[: min(len(items), 4000)]
@@ -203,19 +203,33 @@ def img2dataset_scan(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def breakdown(source_dir: Path, rounds: int) -> None:
+def breakdown(source_dir: Path, rounds: int, list_hashes: np.ndarray) -> None:
     """Where a scanned sample's CPU time goes, in this process, on the set's first shard:
     `hash_bytes` of its pictures alone (the hashing rate's loop), of every member (the
     .txt and .json too), the scan's machinery alone (`scan_shard` with every member's
     `hash_bytes` answered from a table: reading the tar, items, rows, manifest, marker),
     and the whole `scan_shard`. What the whole costs beyond hashing every member plus the
-    machinery is the two run interleaved instead of apart. Each figure is the least and
-    the median of `rounds`, the five taken in turn in every round (the machine's load
-    moves between rounds, not within one)."""
+    machinery is the two run interleaved instead of apart. Then the parts of a scan's
+    work beside the pictures that no scan can skip, each timed alone: reading the shard
+    file with its SHA-256 (what a clean checks a copy against), the other members'
+    digests, their .json parsed, the shard's hashes searched in the list
+    (`list_hashes`), the manifest written (its rows given); and what they leave of the
+    budget that 0.85x the hashing rate allows. Each figure is the least and the median
+    of `rounds`, the parts taken in turn in every round (the machine's load moves
+    between rounds, not within one)."""
+    import glob
+    import hashlib
+    import json
     import statistics
+
+    import pyarrow.parquet as pq
 
     import clearset.stages.scan as stage
     from clearset.hashing import hash_bytes
+    from clearset.hashing.types import digests_of
+    from clearset.manifest import ManifestWriter
+    from clearset.matching.pdq_index import PDQIndex
+    from clearset.settings import MANIFEST_ROW_GROUP
 
     source = open_source(str(source_dir))
     shard = source.shards()[0]
@@ -246,20 +260,59 @@ def breakdown(source_dir: Path, rounds: int) -> None:
             stage.hash_bytes = real
             shutil.rmtree(run, ignore_errors=True)
 
+    # The parts no scan can skip, alone.
+    shard_file = source_dir / shard.name
+    others = [data for item, data in items if not item.expect_image]
+    metadata = [data for item, data in items if item.member and item.member.endswith(".json")]
+    answers = [by_size[len(data)] for _, data in pictures]
+    queries = np.frombuffer(
+        b"".join(
+            [h.pdq for h in answers if h.pdq] + [h.pdq_trimmed for h in answers if h.pdq_trimmed]
+        ),
+        np.uint8,
+    ).reshape(-1, 32)
+    index = PDQIndex(list_hashes)
+    manifest_dir = Path(tempfile.mkdtemp(prefix="clearset-bench-breakdown-"))
+    stage.scan_shard(source, shard, manifest_dir, settings)
+    rows = pq.read_table(glob.glob(f"{manifest_dir}/**/*.parquet", recursive=True)[0]).to_pylist()
+
+    def file_digest() -> None:
+        digest = hashlib.sha256()
+        with open(shard_file, "rb") as stream:
+            while block := stream.read(1 << 18):
+                digest.update(block)
+
+    def write_manifest() -> None:
+        writer = ManifestWriter(manifest_dir / "again.parquet", MANIFEST_ROW_GROUP)
+        for row in rows:
+            writer.add(row)
+        writer.close()
+
     parts = {
         "hash_bytes, the pictures alone": pictures_alone,
         "hash_bytes, every member": every_member,
         "the machinery alone (hashes answered)": lambda: scan(True),
         "scan_shard, whole": lambda: scan(False),
     }
-    for part in parts.values():
+    needed = {
+        "the shard file read, with its SHA-256": file_digest,
+        "the other members' digests": lambda: [digests_of(data) for data in others],
+        "their .json parsed": lambda: [json.loads(data) for data in metadata],
+        f"{len(queries)} hashes searched in {len(list_hashes):,}": lambda: index.search(
+            queries, 31
+        ),
+        "the manifest written (rows given)": write_manifest,
+    }
+    for part in [*parts.values(), *needed.values()]:
         part()  # warm: numba's cache, Pillow's plugins, the page cache
-    times: dict[str, list[float]] = {name: [] for name in parts}
+    times: dict[str, list[float]] = {name: [] for name in [*parts, *needed]}
     for _ in range(rounds):
-        for name, part in parts.items():
-            started = time.thread_time()
+        for name, part in [*parts.items(), *needed.items()]:
+            # Process time: the list search runs on numba's threads too.
+            started = time.process_time()
             part()
-            times[name].append((time.thread_time() - started) / samples * 1e3)
+            times[name].append((time.process_time() - started) / samples * 1e3)
+    shutil.rmtree(manifest_dir, ignore_errors=True)
     print(f"breakdown: one shard, {samples} samples ({len(items)} members), ms a sample (CPU):")
     least = {name: min(t) for name, t in times.items()}
     median = {name: statistics.median(t) for name, t in times.items()}
@@ -272,6 +325,18 @@ def breakdown(source_dir: Path, rounds: int) -> None:
             f"  {label}: whole / pictures alone = {figures[names[0]] / figures[names[3]]:.2f}x the"
             f" hashing rate; whole - (every member + machinery) = {figures[names[3]] - apart:+.3f}"
             " ms a sample (the cost of running them interleaved)"
+        )
+    print("parts beside the pictures that no scan can skip, each alone, ms a sample (CPU):")
+    for name in needed:
+        print(f"  {name:40s} least {least[name]:6.3f}   median {median[name]:6.3f}")
+    for label, figures in (("least", least), ("median", median)):
+        budget = figures[names[0]] * (1 / 0.85 - 1)
+        floor = sum(figures[name] for name in needed)
+        print(
+            f"  {label}: at 0.85x the hashing rate everything beside the pictures must fit in "
+            f"{budget:.3f} ms a sample; these parts alone take {floor:.3f} "
+            f"({floor / budget:.0%}), leaving {budget - floor:+.3f} for reading the tar's "
+            "headers, the items, the rows and their accounting"
         )
 
 
