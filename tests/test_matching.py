@@ -251,3 +251,19 @@ def test_changed_list_or_unfinished_scan_says_what_is_wrong(
     (run / "run.json").write_text(json.dumps(info))
     with pytest.raises(RunFolderError, match="scan is not finished"):
         run_match(run, job)
+
+
+def test_manifest_columns_are_made_when_read() -> None:
+    # Matching reads a manifest's columns through `ManifestColumns`: a column the table
+    # lacks reads as None, one matching never reads is never converted, a name that is
+    # not a matching column is an error (a typo must not read as an empty column).
+    from clearset.matching.matcher import ManifestColumns, manifest_columns
+
+    table = pa.table({"key": ["a", "b"], "pdq": [b"\x00" * 32, None], "caption": ["x", "y"]})
+    columns = ManifestColumns(table)
+    assert list(columns) == manifest_columns() and len(columns) == len(manifest_columns())
+    assert columns["pdq"] == [b"\x00" * 32, None]
+    assert columns["url"] is None  # a matching column this table lacks
+    assert set(columns._lists) == {"pdq", "url"}  # nothing else converted
+    with pytest.raises(KeyError):
+        columns["caption"]
