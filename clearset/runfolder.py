@@ -282,7 +282,7 @@ class RunFolder:
                 # spool and staging folders of an interrupted scan or match
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
-                else:  # run.json of a scan killed while it made the folder
+                elif _begun_here(leftover):  # run.json of a scan killed making the folder
                     leftover.unlink(missing_ok=True)
         info["finished"] = None
         info["tool"] = {"name": TOOL_NAME, "version": __version__}
