@@ -4,13 +4,14 @@
                            [--seed 0] [--keep DIR]
 
 Each cycle starts a fresh output, runs the command, kills its main process with SIGKILL
-after a random delay (uniform over the uninterrupted run's duration), and runs the same
-command again to resume, until a run finishes (the fifth attempt is not killed); then
-the outputs (every manifest parquet file of the run folder; every file of the cleaned
-copy) must equal those of an uninterrupted run byte for byte. After each kill no
-process of the command may be left: its workers must end with it (they are found by
-session id, so a worker forked an instant before the kill is found too). Prints the
-kills, resumes, cycles and any difference; exits 1 on a difference or an orphan.
+after a random delay (uniform over the duration of the latest uninterrupted run: the
+reference, then any run that finished before its kill), and runs the same command again
+to resume, until a run finishes (the fifth attempt is not killed); then the outputs
+(every manifest parquet file of the run folder; every file of the cleaned copy) must
+equal those of an uninterrupted run byte for byte. After each kill no process of the
+command may be left: its workers must end with it (they are found by session id, so a
+worker forked an instant before the kill is found too). Prints the kills, resumes,
+cycles and any difference; exits 1 on a difference or an orphan.
 
 The commands run in children forked from a fork server that has already imported
 clearset, so that a kill lands in the work and not in interpreter start-up; the children
@@ -89,12 +90,14 @@ def describe(pids: list[int]) -> str:
 # ---------------------------------------------------------------------- the commands
 
 
-def _cli_child(argv: list[str]) -> None:
+def _cli_child(argv: list[str], stderr: str) -> None:
     # Its own session, as a shell would give a command, so that all it starts is found.
     os.setsid()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    # Its error line is kept: a run that fails says why (a kill that left something its
+    # resume refuses, say), not just its exit code.
+    os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
     sys.argv = ["clearset", *argv]
     from clearset.cli import main
 
@@ -102,18 +105,22 @@ def _cli_child(argv: list[str]) -> None:
 
 
 class CommandRunner:
-    """Runs `clearset ARGV` in a forked child of a fork server that imported clearset."""
+    """Runs `clearset ARGV` in a forked child of a fork server that imported clearset;
+    the last command's stderr goes to the file `stderr`."""
 
-    def __init__(self) -> None:
+    def __init__(self, stderr: Path) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["clearset.cli"])
+        self.stderr = stderr
 
     def warm_up(self) -> None:
         """Start the fork server (it imports clearset) so that no timing includes that."""
         self.run(["--version"])
 
     def start(self, argv: list[str]) -> multiprocessing.process.BaseProcess:
-        process = self.context.Process(target=_cli_child, args=(argv,), daemon=False)
+        process = self.context.Process(
+            target=_cli_child, args=(argv, str(self.stderr)), daemon=False
+        )
         process.start()
         return process
 
@@ -123,8 +130,16 @@ class CommandRunner:
         process = self.start(argv)
         process.join()
         if process.exitcode != 0:
-            raise RuntimeError(f"clearset {' '.join(argv)} exited {process.exitcode}")
+            raise RuntimeError(self.failed(argv, process.exitcode))
         return time.monotonic() - started
+
+    def failed(self, argv: list[str], exitcode: int | None, after: str = "") -> str:
+        """What to say of a command that failed: it, its exit code, its last error lines."""
+        try:
+            said = self.stderr.read_text(errors="replace").strip().splitlines()[-3:]
+        except OSError:
+            said = []
+        return f"clearset {' '.join(argv)} exited {exitcode}{after}: {' | '.join(said)}"
 
 
 @dataclass
@@ -154,16 +169,20 @@ def kill_and_resume(
     while tally.kills < target:
         fresh()
         tally.cycles += 1
+        killed_at: list[str] = []  # when this cycle's kills landed, for a failure's report
         for attempt in range(kills_per_cycle + 1):
             if attempt:
                 tally.resumes += 1
+            started = time.monotonic()
             process = runner.start(argv)
+            delay = rng.uniform(0, duration) if attempt < kills_per_cycle else 0.0
             if attempt < kills_per_cycle:
-                process.join(rng.uniform(0, duration))
+                process.join(delay)
             if process.exitcode is None and tally.kills < target and attempt < kills_per_cycle:
                 os.kill(process.pid, signal.SIGKILL)  # the main process only
                 process.join()
                 tally.kills += 1
+                killed_at.append(f"{delay:.3f}s")
                 left = wait_session_empty(process.pid)
                 if left:
                     tally.orphans.append(describe(left))
@@ -172,16 +191,23 @@ def kill_and_resume(
                 continue
             process.join()
             if process.exitcode != 0:
-                raise RuntimeError(f"clearset {' '.join(argv)} exited {process.exitcode}")
+                after = f" after kills at {', '.join(killed_at)} of its cycle"
+                raise RuntimeError(runner.failed(argv, process.exitcode, after))
             if attempt == 0:
                 tally.finished_before_kill += 1
+                # An uninterrupted run: kills land within its time from now on. The
+                # reference run can take many times longer (it compiled the kernels that
+                # later runs load from numba's cache), and a delay past the end kills nothing.
+                duration = time.monotonic() - started
             break
         got = outputs()
         if got != expected:
             differing = sorted(
                 k for k in got.keys() | expected.keys() if got.get(k) != expected.get(k)
             )
-            tally.differences.append(f"cycle {tally.cycles}: {differing[:5]}")
+            tally.differences.append(
+                f"cycle {tally.cycles} (kills at {', '.join(killed_at)}): {differing[:5]}"
+            )
 
 
 # -------------------------------------------------------------------------- outputs
@@ -262,7 +288,7 @@ def fault_injection(
     """Kill scan `kills` times and clean `kills` times; the two tallies."""
     rng = random.Random(seed)
     scenario = build_scenario(root, images, shard_size, workers, seed)
-    runner = CommandRunner()
+    runner = CommandRunner(root / "clearset-stderr.txt")
     runner.warm_up()
 
     reference = root / "reference-run"

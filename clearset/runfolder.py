@@ -255,7 +255,11 @@ class RunFolder:
             info["resumed"] = recorded_info.resumed + 1
         else:
             if self.path.exists() and any(
-                not (entry.name == RUN_LOCK or (shared and _being_made(entry.name)))
+                not (
+                    entry.name == RUN_LOCK
+                    or _begun_here(entry)
+                    or (shared and _being_made(entry.name))
+                )
                 for entry in self.path.iterdir()
             ):
                 raise RunFolderError(f"{self.path}: exists, is not empty and is not a run folder")
@@ -278,6 +282,8 @@ class RunFolder:
                 # spool and staging folders of an interrupted scan or match
                 if leftover.is_dir():
                     shutil.rmtree(leftover, ignore_errors=True)
+                elif _begun_here(leftover):  # run.json of a scan killed making the folder
+                    leftover.unlink(missing_ok=True)
         info["finished"] = None
         info["tool"] = {"name": TOOL_NAME, "version": __version__}
         self.write_info(info)
@@ -407,6 +413,14 @@ def _by_identity(settings: dict[str, Any]) -> dict[str, Any]:
         for lst in matching["lists"]
     ]
     return {**settings, "matching": {**matching, "lists": lists}}
+
+
+def _begun_here(entry: Path) -> bool:
+    """What a scan killed while it made this run folder left before its run.json: the
+    empty manifest and marker folders, and run.json under a temporary name."""
+    if entry.name in ("manifest", "markers"):
+        return entry.is_dir() and not any(entry.iterdir())
+    return entry.name.startswith(TMP_PREFIX) and entry.name.endswith("-run.json")
 
 
 def _being_made(name: str) -> bool:

@@ -257,6 +257,61 @@ def test_file_size_limit_is_one_line_and_the_scan_resumes_exactly(
     assert manifest_files(run) == manifest_files(reference)
 
 
+def _killed_at_rename_of(name: str, *args: str) -> None:
+    """Run `clearset ARGS`, killed (SIGKILL) just before it renames a file called `name`
+    into place: where the random kills of bench/faults.py once landed by chance."""
+    script = (
+        "import os, signal, sys\n"
+        "rename = os.replace\n"
+        "def replace(src, dst):\n"
+        f"    if os.path.basename(dst) == {name!r}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    rename(src, dst)\n"
+        "os.replace = replace\n"
+        "from clearset.cli import main\n"
+        f"sys.argv = ['clearset', *{list(args)!r}]\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+
+
+def test_a_scan_killed_while_it_makes_its_run_folder_resumes_exactly(
+    scanned: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
+    # Killed between making RUN/manifest/ and RUN/markers/ and renaming run.json into
+    # place, the scan left a folder its own resume refused as "not a run folder".
+    from bench.faults import Scenario, manifest_files
+
+    _, reference, _, root = scanned
+    run = tmp_path / "run"
+    argv = Scenario(root, workers=1).scan_argv(run)
+    _killed_at_rename_of("run.json", *argv)
+    assert not (run / "run.json").exists() and _leftovers(run)
+    _cli(*argv)
+    assert manifest_files(run) == manifest_files(reference)
+    assert not _leftovers(run)
+
+
+def test_a_clean_killed_while_it_readies_its_copy_resumes_exactly(
+    scanned: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
+    # Killed between making the copy's state folder and renaming its state file into
+    # place, the clean left a copy its own resume refused as "not a clean in progress".
+    from bench.faults import Scenario, cleaned_files
+
+    _, reference_run, reference_clean, root = scanned
+    run, dest = tmp_path / "run", tmp_path / "cleaned"
+    shutil.copytree(reference_run, run)
+    argv = Scenario(root, workers=1).clean_argv(run, dest)
+    _killed_at_rename_of("clean.state", *argv)
+    assert _leftovers(dest) and not list(dest.glob("*.tar"))
+    _cli(*argv)
+    assert cleaned_files(dest) == cleaned_files(reference_clean)
+    assert not _leftovers(dest) and not any(dest.glob(".*"))
+
+
 def test_file_size_limit_in_clean_is_one_line_and_resumes_exactly(
     scanned: tuple[Path, Path, Path, Path], tmp_path: Path
 ) -> None:

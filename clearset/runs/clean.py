@@ -250,7 +250,7 @@ def prepare_destination(dest: Path, identity: dict[str, Any]) -> None:
                 f"{dest}: holds a clean of another run or with other options; "
                 "choose a new --to (or remove it)"
             )
-    elif dest.exists() and any(dest.iterdir()):
+    elif dest.exists() and any(not _begun_here(dest, entry) for entry in dest.iterdir()):
         raise OutputError(
             f"{dest}: exists, is not empty and is not a clearset clean output in progress "
             "(a finished clean keeps no state in its copy); choose a new or empty --to"
@@ -262,6 +262,16 @@ def prepare_destination(dest: Path, identity: dict[str, Any]) -> None:
     if not state.exists():
         write_json_atomic(state, {"format": CLEAN_FORMAT, "identity": identity})
     sweep_dest_tmp(dest)
+
+
+def _begun_here(dest: Path, entry: Path) -> bool:
+    """What a clean killed while it readied `dest` left before its state file: the state
+    folder, empty or holding that file under a temporary name (swept on resuming)."""
+    return (
+        entry == state_dir(dest)
+        and entry.is_dir()
+        and all(p.name.startswith(TMP_PREFIX) for p in entry.iterdir())
+    )
 
 
 def sweep_dest_tmp(dest: Path) -> None:
