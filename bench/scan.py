@@ -41,6 +41,9 @@ from clearset.engines.local import default_workers
 from clearset.formats import open_source
 from clearset.runs import ScanSettings, run_scan
 
+#: This tree's root: its clearset is the one the CLI scans import unless told otherwise.
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _i2d_item(args: tuple[int, int, int]) -> DemoItem:
     """One img2dataset-style item: a camera photo, cropped, tinted, with grain, at
@@ -134,11 +137,13 @@ def img2dataset_scan(
             command = [sys.executable, "-m", "clearset.cli", "scan", str(root / source)]
             command += ["--out", str(run), "--workers", "1", "--no-progress"]
             command += ["--list", f"{root / 'list.txt'},type=pdq"]
+            # The tree's clearset, and nothing from the current folder: `python -m` puts
+            # the working folder first on sys.path, so run from the repository's root a
+            # scan would import this tree's clearset whatever PYTHONPATH said.
             env = {**os.environ, "CLEARSET_HASH_THREADS": str(threads)}
-            if tree is not None:
-                env["PYTHONPATH"] = str(tree)
+            env["PYTHONPATH"] = str(tree if tree is not None else REPO)
             wall, child = time.perf_counter(), resource_usage()
-            subprocess.run(command, check=True, capture_output=True, env=env)
+            subprocess.run(command, check=True, capture_output=True, env=env, cwd=root)
             return time.perf_counter() - wall, resource_usage() - child
 
         # Untimed first: it fills numba's on-disk caches (a fresh checkout compiles the
