@@ -74,7 +74,9 @@ _QUERY_BATCH = 1 << 19
 #: which a batch is searched by `mih_sorted_kernel` (queries sorted per chunk, candidates
 #: checked on bucket-ordered copies) rather than `mih_kernel` (query by query). Below it,
 #: copying 16 bytes per list entry per chunk costs more than it saves. Measured on
-#: bench/match.py: 1.5-3x faster from ~20 probes per bucket. It only affects speed.
+#: bench/match.py: 1.5-3x faster from ~20 probes per bucket against the query-by-query
+#: kernel before its occupancy bits; 1.2-1.3x at 1e6 entries and 1.6-2.6x at 1e7 since.
+#: It only affects speed.
 _SORTED_MIN_PROBES_PER_BUCKET = 8.0
 
 #: Fewest queries searched by `mih_sorted_kernel`: it starts a few parallel loops per
@@ -82,8 +84,9 @@ _SORTED_MIN_PROBES_PER_BUCKET = 8.0
 _SORTED_MIN_QUERIES = 4096
 
 #: Fewest list entries searched by `mih_sorted_kernel`: a smaller index sits in cache,
-#: where it gains nothing (measured on bench/match.py: 0.7x at 1e4 entries, 1.07x at 1e5,
-#: 2-3x from 1e6).
+#: where it gains nothing (measured on bench/match.py against the query-by-query kernel
+#: with its occupancy bits: 0.4x at 1e4 entries, 0.6x at 1e5, 1.2-1.3x at 1e6, 1.6-2.6x
+#: at 1e7).
 _SORTED_MIN_ENTRIES = 1 << 18
 
 #: Fewest queries that `mih_sorted_kernel` splits between threads (only tests force it
@@ -225,13 +228,15 @@ class PDQIndex:
         self._flips: dict[int, np.ndarray] = {}
         self._occupied: np.ndarray | None = None
 
+    def _occupancy_shape(self) -> tuple[int, int]:
+        return self._offsets.shape[0], -(-(1 << self._bits) // 64)
+
     def _occupancy(self) -> np.ndarray:
         """uint64[chunks, ceil(2**bits / 64)]: a bit per bucket, set where it holds an
         entry (`mih_kernel` probes only those). Worked out from the offsets at the first
         search (~0.1 s at 1e7 entries), not stored: shared arrays stay as they were."""
         if self._occupied is None:
-            chunks = self._offsets.shape[0]
-            occupied = np.zeros((chunks, -(-(1 << self._bits) // 64)), dtype=np.uint64)
+            occupied = np.zeros(self._occupancy_shape(), dtype=np.uint64)
             _kernels().occupancy_kernel(self._offsets, occupied)
             self._occupied = occupied
         return self._occupied
@@ -247,7 +252,7 @@ class PDQIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held by the index, the entries and the occupancy bits included."""
-        occupancy = self._offsets.shape[0] * -(-(1 << self._bits) // 64) * 8
+        occupancy = math.prod(self._occupancy_shape()) * 8
         return self._entries.nbytes + self._offsets.nbytes + self._rows.nbytes + occupancy
 
     def plan(self, threshold: int) -> tuple[str, np.ndarray]:
