@@ -21,6 +21,14 @@ commit's tree, e.g. `git archive c13a40d | tar -x -C DIR`) also runs every scan 
 that tree's clearset, in the same rounds, against the same hashing rate (this tree's
 `hash_bytes`): a before/after in one run on a machine whose load moves between runs.
 
+    python bench/scan.py --img2dataset 256 --images 1000 --breakdown 9
+    python bench/scan.py --img2dataset 256 --images 5000 --paired 3
+
+--breakdown splits one shard's CPU time a sample into its parts (see `breakdown`);
+--paired times the scan against the hashing loop shard by shard, in pairs close in time,
+and prints the median of the pairs' ratios (see `paired`): the reading of the 0.85x goal
+that a host whose speed moves between seconds does not bias.
+
 Prints items/s and MB/s for each worker count and the speed-up over one worker (the
 baseline measured in the same run, since these machines are noisy).
 """
@@ -33,6 +41,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,9 +94,11 @@ def img2dataset_scan(
     thread_counts: tuple[int, ...] = (1, 2),
     compare_tree: Path | None = None,
     breakdown_rounds: int = 0,
+    paired_rounds: int = 0,
 ) -> None:
     """`clearset scan` (CLI, 1 worker) against the hashing rate, measured in one run; with
-    `breakdown_rounds`, only `breakdown` of the set's first shard."""
+    `breakdown_rounds`, only `breakdown` of the set's first shard; with `paired_rounds`,
+    only `paired`."""
     import multiprocessing as mp
     import subprocess
     import sys
@@ -111,6 +122,9 @@ def img2dataset_scan(
         )
         if breakdown_rounds:
             breakdown(root / "src", breakdown_rounds, hashes)
+            return
+        if paired_rounds:
+            paired(root / "src", paired_rounds, hashes)
             return
         # Hashing alone, as a scan calls it, one process (CPU time: the machine is shared).
         sample = items[: min(len(items), 4000)]
@@ -219,9 +233,12 @@ def breakdown(source_dir: Path, rounds: int, list_hashes: np.ndarray) -> None:
     file with its SHA-256 (what a clean checks a copy against), the other members'
     digests, their .json parsed, the shard's hashes searched in the list
     (`list_hashes`), the manifest written (its rows given); and what they leave of the
-    budget that 0.85x the hashing rate allows. Each figure is the least and the median
+    budget that 0.85x the hashing rate allows. Inside each whole scan it also times the
+    pictures' own `hash_bytes` calls and the garbage collector's passes: where the cost of
+    running the two interleaved lands. Each figure is the least and the median
     of `rounds`, the parts taken in turn in every round (the machine's load moves
     between rounds, not within one)."""
+    import gc
     import glob
     import hashlib
     import json
@@ -254,16 +271,45 @@ def breakdown(source_dir: Path, rounds: int, list_hashes: np.ndarray) -> None:
         for item, data in items:
             hash_bytes(data, original_size=item.extra.get("original_size"))
 
+    picture_sizes = {len(data) for _, data in pictures}
+    # Inside each whole scan: the thread time of the pictures' `hash_bytes` calls and of
+    # the garbage collector's passes, ms a sample (the interleaving's cost located).
+    inside: dict[str, list[float]] = {"pictures": [], "gc": []}
+
     def scan(answered: bool) -> None:
         real = stage.hash_bytes
+        spent = {"pictures": 0, "gc": 0}
+        gc_started = [0]
+
+        def timed(data: bytes, **options: Any) -> Any:
+            started = time.thread_time_ns()
+            hashes = real(data, **options)
+            if len(data) in picture_sizes:
+                spent["pictures"] += time.thread_time_ns() - started
+            return hashes
+
+        def collector(phase: str, _: dict[str, Any]) -> None:
+            if phase == "start":
+                gc_started[0] = time.thread_time_ns()
+            else:
+                spent["gc"] += time.thread_time_ns() - gc_started[0]
+
         if answered:
             stage.hash_bytes = lambda data, **_: by_size[len(data)]
+        else:
+            stage.hash_bytes = timed
+            gc.callbacks.append(collector)
         run = Path(tempfile.mkdtemp(prefix="clearset-bench-breakdown-"))
         try:
             stage.scan_shard(source, shard, run, settings)
         finally:
             stage.hash_bytes = real
+            if collector in gc.callbacks:
+                gc.callbacks.remove(collector)
             shutil.rmtree(run, ignore_errors=True)
+        if not answered:
+            for name, ns in spent.items():
+                inside[name].append(ns / samples / 1e6)
 
     # The parts no scan can skip, alone.
     shard_file = source_dir / shard.name
@@ -331,6 +377,16 @@ def breakdown(source_dir: Path, rounds: int, list_hashes: np.ndarray) -> None:
             f" hashing rate; whole - (every member + machinery) = {figures[names[3]] - apart:+.3f}"
             " ms a sample (the cost of running them interleaved)"
         )
+    pictures_inside = inside["pictures"][-rounds:]
+    gc_inside = inside["gc"][-rounds:]
+    ratios = [a / b for a, b in zip(pictures_inside, times[names[0]], strict=True)]
+    print(
+        "  inside the whole scan, the pictures' hash_bytes (thread time): least"
+        f" {min(pictures_inside):6.3f}   median {statistics.median(pictures_inside):6.3f};"
+        " against the loop in the same round, median"
+        f" {statistics.median(ratios):.2f}x;"
+        f" the garbage collector's passes: median {statistics.median(gc_inside):.4f}"
+    )
     print("parts beside the pictures that no scan can skip, each alone, ms a sample (CPU):")
     for name in needed:
         print(f"  {name:40s} least {least[name]:6.3f}   median {median[name]:6.3f}")
@@ -343,6 +399,85 @@ def breakdown(source_dir: Path, rounds: int, list_hashes: np.ndarray) -> None:
             f"({floor / budget:.0%}), leaving {budget - floor:+.3f} for reading the tar's "
             "headers, the items, the rows and their accounting"
         )
+
+
+def paired(source_dir: Path, rounds: int, list_hashes: np.ndarray) -> None:
+    """A scan's CPU time a sample against the hashing loop's, timed in pairs close in time:
+    for each shard (1,000 samples), its pictures' `hash_bytes`
+    in a loop, then `scan_shard` of the shard, then the shard's hashes searched in the list
+    (`list_hashes`), all in this process; the ratio of each pair, and the median over all
+    pairs (`rounds` x shards). On a host whose speed moves from one second to the next,
+    both halves of a pair see about the same speed, whereas the least of whole rounds
+    favours whichever figure is the shorter one to take (the loop)."""
+    import statistics
+
+    import clearset.stages.scan as stage
+    from clearset.formats.base import ORIGINAL_SIZE
+    from clearset.hashing import hash_bytes
+    from clearset.matching.pdq_index import PDQIndex
+
+    source = open_source(str(source_dir))
+    shards = source.shards()
+    settings = ScanSettings()
+    index = PDQIndex(list_hashes)
+    work = []
+    for shard in shards:
+        items = [i for i in source.read_shard(shard, {}) if i.data is not None]
+        pictures = [(i.data, i.extra.get(ORIGINAL_SIZE)) for i in items if i.expect_image]
+        answers = [hash_bytes(data, original_size=size) for data, size in pictures]
+        hashes = [h.pdq for h in answers if h.pdq] + [
+            h.pdq_trimmed for h in answers if h.pdq_trimmed
+        ]
+        queries = np.frombuffer(b"".join(hashes), np.uint8).reshape(-1, 32)
+        work.append((shard, len({i.key for i in items}), pictures, queries))
+    index.search(work[0][3], 31)  # warm: numba's cache, the occupancy bits
+
+    def one_pair(shard: Any, pictures: list[Any], queries: np.ndarray) -> tuple[float, ...]:
+        started = time.process_time()
+        for data, size in pictures:
+            hash_bytes(data, original_size=size)
+        loop = time.process_time() - started
+        run = Path(tempfile.mkdtemp(prefix="clearset-bench-paired-"))
+        try:
+            started = time.process_time()
+            stage.scan_shard(source, shard, run, settings)
+            scanned = time.process_time() - started
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+        started = time.process_time()
+        index.search(queries, 31)
+        return loop, scanned, time.process_time() - started
+
+    one_pair(work[0][0], work[0][2], work[0][3])
+    pairs: list[tuple[float, float, float]] = []
+    samples = []
+    for _ in range(rounds):
+        for shard, count, pictures, queries in work:
+            loop, scanned, searched = one_pair(shard, pictures, queries)
+            pairs.append((loop / count * 1e3, scanned / count * 1e3, searched / count * 1e3))
+            samples.append(count)
+
+    def quartiles(values: list[float]) -> str:
+        low, mid, high = statistics.quantiles(values, n=4)
+        return f"{mid:.3f} ({low:.3f}-{high:.3f})"
+
+    print(
+        f"paired: {len(pairs)} pairs ({rounds} rounds x {len(work)} shards of"
+        f" ~{statistics.median(samples):.0f} samples), ms a sample (CPU), median (quartiles):"
+    )
+    print(f"  hash_bytes, the pictures in a loop    {quartiles([p[0] for p in pairs])}")
+    print(f"  scan_shard                            {quartiles([p[1] for p in pairs])}")
+    print(f"  the shard's hashes searched           {quartiles([p[2] for p in pairs])}")
+    print(
+        "  scan / loop, each pair:    scan_shard "
+        f"{quartiles([p[1] / p[0] for p in pairs])}x;"
+        f"  with the search {quartiles([(p[1] + p[2]) / p[0] for p in pairs])}x"
+    )
+    print(
+        "  the hashing rate the scan keeps (loop / scan): scan_shard"
+        f" {statistics.median(p[0] / p[1] for p in pairs):.2f}x, with the search"
+        f" {statistics.median(p[0] / (p[1] + p[2]) for p in pairs):.2f}x (goal: 0.85x)"
+    )
 
 
 def resource_usage() -> float:
@@ -389,6 +524,13 @@ def main() -> None:
         metavar="ROUNDS",
         help="--img2dataset: only the in-process breakdown of a sample's time, ROUNDS rounds",
     )
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="--img2dataset: only the scan against the hashing loop in pairs, shard by shard",
+    )
     args = parser.parse_args()
     if args.img2dataset:
         threads = tuple(int(n) for n in args.hash_threads.split(","))
@@ -402,6 +544,7 @@ def main() -> None:
             threads,
             compare,
             args.breakdown,
+            args.paired,
         )
         return
 
