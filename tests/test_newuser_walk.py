@@ -114,6 +114,6 @@ def test_verify_with_a_request_says_what_the_root_is_over(walk: Path) -> None:
     done = cli("verify", str(run / "receipt.dsse.json"), "--pubkey", str(keys / "clearset.pub"),
                "--answer", str(walk / "ANS"), "--holder-pubkey", str(keys / "clearset.pub"),
                "--request", str(walk / "REQ"), check=True)  # fmt: skip
-    assert "is over the request's rows less the samples the holders matched (10 leaves)" in (
+    assert "is the request's rows less the samples the holders matched (10 leaves)" in (
         done.stdout
     ), done.stdout

@@ -899,7 +899,7 @@ def verify_exchange(
                     "the receipt's root is not the request's rows less the holders' matches"
                 )
             lines.append(
-                f"root {root} is over the request's rows less the samples the holders "
+                f"root {root} is the request's rows less the samples the holders "
                 f"matched ({plural(len(leaves), 'leaf', 'leaves')}): no matched member is in "
                 "the tree"
             )
