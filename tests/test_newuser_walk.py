@@ -117,3 +117,15 @@ def test_verify_with_a_request_says_what_the_root_is_over(walk: Path) -> None:
     assert "is the request's rows less the samples the holders matched (10 leaves)" in (
         done.stdout
     ), done.stdout
+
+
+def test_status_says_a_copy_cleaned_before_the_last_match_is_stale(walk: Path) -> None:
+    run = walk / "rematched"
+    cli("scan", str(walk / "pictures"), "--out", str(run), "--list", str(walk / "new.txt"),
+        "--clean-to", str(walk / "rematched-clean"), "--no-progress", check=True)  # fmt: skip
+    assert "stale" not in cli("status", str(run), check=True).stdout
+    cli("match", str(run), "--list", str(walk / "old.txt"), check=True)
+    said = cli("status", str(run), check=True).stdout
+    # The receipt and the documents refuse this copy; status must not read as current.
+    assert "cleaned copy is stale: made before the last `clearset match`" in said, said
+    assert cli("status", str(run), "--json", check=True).stdout.count('"clean_stale": true') == 1
