@@ -184,10 +184,11 @@ def apply_removals_command(
             retries=retries,
         )
     out.print(
-        f"removed {counts['keys_removed']:,} keys ({counts['members_removed']:,} members) "
-        f"from {counts['shards'] - counts['shards_copied_whole']:,} shards, which keep "
-        f"{counts['keys_kept_in_rewritten_shards']:,} keys; "
-        f"{counts['shards_copied_whole']:,} shards had nothing to remove and were copied "
+        f"removed {plural(counts['keys_removed'], 'key')} "
+        f"({plural(counts['members_removed'], 'member')}) "
+        f"from {plural(counts['shards'] - counts['shards_copied_whole'], 'shard')}, keeping "
+        f"{plural(counts['keys_kept_in_rewritten_shards'], 'key')} there; "
+        f"{plural(counts['shards_copied_whole'], 'shard')} with nothing to remove copied "
         f"whole; cleaned copy: {to}"
     )
 

@@ -313,12 +313,15 @@ def verify_command(
                 verify_removed(loaded, old_statement, statement)
                 old_tree = old_statement["predicate"]["tree"]
                 new_tree = statement["predicate"]["tree"]
+                old_size, new_size = (
+                    plural(t["size"], "leaf", "leaves") for t in (old_tree, new_tree)
+                )
                 message = (
                     f"valid: an item with these exact bytes, SHA-256 {loaded['sha256']}, was "
                     f"in the old set and is not in the new: it is in the old set of "
-                    f"{old_tree['size']:,} items under root {old_tree['root']} (receipt "
+                    f"{old_size} under root {old_tree['root']} (receipt "
                     f"{receipt_digest(old_envelope)}) and not in the new set of "
-                    f"{new_tree['size']:,} items under root {new_tree['root']}. Re-encoded or "
+                    f"{new_size} under root {new_tree['root']}. Re-encoded or "
                     "resized copies have another SHA-256 and are not covered."
                 )
             else:

@@ -32,6 +32,7 @@ from clearset.formats import source_from_spec
 from clearset.hashing.types import is_exact
 from clearset.hashing.types import label as hash_label
 from clearset.matching.review import review_lines, review_section
+from clearset.receipts.issue import source_label
 from clearset.records import RunInfo
 from clearset.runfolder import RunFolder, clean_info, utc_now
 from clearset.settings import PDQ_MATCH_THRESHOLD
@@ -87,7 +88,9 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
 
     by_list: dict[str, dict[str, Any]] = {}
     for record in matching.get("lists", []):
-        by_list[record["digest"]] = {**record, "matched_items": 0, "match_rows": 0}
+        # A list by identity, as a receipt names it: not by the path of its file.
+        named = {k: v for k, v in record.items() if k != "source"}
+        by_list[record["digest"]] = {**named, "matched_items": 0, "match_rows": 0}
     by_type: dict[str, set[tuple[str, str]]] = {}
     matched_keys: dict[tuple[str, str], dict[str, Any]] = {}
     shard_list_keys: dict[str, dict[str, set[str]]] = {}
@@ -143,8 +146,9 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "state": {k: v for k, v in state.items() if k != "matches_gathered"},
         "shows_urls": show_urls,
         "run": {
-            "path": storage.url_of(run.path),
-            "source": info.source,
+            # Places by their last part, as a receipt names them: the page is shared.
+            "path": source_label(storage.url_of(run.path)),
+            "source": _public_source(info.source),
             "tool": info.tool,
             "started": info.started,
             "finished": info.finished,
@@ -269,6 +273,14 @@ def _match_rows(run: RunFolder, *, gathered: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _public_source(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's source as a shared page may name it: its kind and the last part of its
+    path or URL (a local path or a bucket's credentials never come through)."""
+    if not source:
+        return source
+    return {"kind": source.get("kind"), "name": source_label(str(source.get("url") or ""))}
+
+
 def _clean_section(run: RunFolder, cleaned: dict[str, Any] | None) -> dict[str, Any] | None:
     if cleaned is None:
         return None
@@ -279,12 +291,14 @@ def _clean_section(run: RunFolder, cleaned: dict[str, Any] | None) -> dict[str, 
             if "undecodable" in row["reason"]:
                 dropped.append({k: row[k] for k in ("key", "shard", "member", "sha256")})
     return {
-        "destination": cleaned.get("destination"),
+        "destination": source_label(str(cleaned.get("destination") or "cleaned")),
         "options": cleaned.get("options"),
         "started": cleaned.get("started"),
         "finished": cleaned.get("finished"),
         "counts": cleaned.get("counts"),
-        "removal_list": storage.url_of(removals_path) if removals_path.exists() else None,
+        "removal_list": f"{source_label(storage.url_of(run.path))}/removals.parquet"
+        if removals_path.exists()
+        else None,
         "dropped_undecodable": dropped,
         # After a `clearset match` with other lists the copy no longer reflects them.
         "stale": cleaned.get("identity", {}).get("matching")
@@ -673,7 +687,7 @@ def render_html(report: dict[str, Any]) -> str:
             [
                 [
                     "data set",
-                    _Html(f"{_path(source.get('url'))} ({_e(source.get('kind') or '?')})"),
+                    _Html(f"{_path(source.get('name'))} ({_e(source.get('kind') or '?')})"),
                 ],
                 ["run folder", _path(run["path"])],
                 [

@@ -899,8 +899,9 @@ def verify_exchange(
                     "the receipt's root is not the request's rows less the holders' matches"
                 )
             lines.append(
-                f"root {root} is the request's {len(leaves):,} leaves less the samples the "
-                "holders matched: no matched member is in the tree"
+                f"root {root} is the request's rows less the samples the holders "
+                f"matched ({plural(len(leaves), 'leaf', 'leaves')}): no matched member is in "
+                "the tree"
             )
             return lines
         lines.append(

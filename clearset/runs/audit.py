@@ -47,6 +47,7 @@ from clearset.matching.matcher import frames_by_row
 from clearset.matching.reference import check_threshold
 from clearset.matching.vpdq import VPDQ_QUERY_MATCH_PERCENT, VpdqHash, VpdqIndex, VpdqList
 from clearset.receipts.dsse import parse_envelope, receipt_digest
+from clearset.receipts.issue import source_label
 from clearset.records import RunInfo
 from clearset.runfolder import RECEIPT_FILE, RunFolder, utc_now
 from clearset.runs.scan import run_scan
@@ -218,7 +219,8 @@ def run_audit(
         )  # fmt: skip
         result.summary["training"]["manifest_digest"] = _manifest_digest(run)
         result.summary["training"]["receipt_digest"] = receipt
-        result.summary["generated"]["source"] = source.url
+        # Places by their last part, as a receipt names them: the page is shared.
+        result.summary["generated"]["source"] = source_label(source.url)
         if vectors is not None:
             result.embeddings = _embedding_stage(result, settings, *vectors)
         _write(staging, result, _thumbnails(source, result.table))
@@ -347,8 +349,8 @@ def _audit(
     summary = _summary(
         table, settings, min_quality, stream_training,
         generated={"images": images, "searched": len(generated_ids), "rows": _rows(generated_run)},
-        training={"run": storage.url_of(run.path), "shards": len(markers), "rows": training_rows,
-                  "searched": searched_training},
+        training={"run": source_label(storage.url_of(run.path)), "shards": len(markers),
+                  "rows": training_rows, "searched": searched_training},
     )  # fmt: skip
     if videos:
         summary["videos"] = _audit_videos(videos, _run_videos(run), settings, staging)

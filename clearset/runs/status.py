@@ -19,7 +19,7 @@ from clearset.matching.review import review_lines, review_section
 from clearset.receipts.dsse import envelope_payload
 from clearset.receipts.issue import read_receipt
 from clearset.receipts.statement import parse_json
-from clearset.records import RunInfo
+from clearset.records import CleanRecord, RunInfo
 from clearset.runfolder import RECEIPT_FILE, RunFolder
 from clearset.runlock import RunBusy, holder, run_lock
 from clearset.runs.scan import RANKS_DIR, failed_shards, scanned_shards, summarise_markers
@@ -49,6 +49,9 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         # list holders' answers applied (`clearset exchange apply`): digest, holder, matched
         "answers": (run.read_info().get("exchange") or {}).get("answers", []),
         "review": review_section(info.matching or {}, info.counts.get("matches") or {}),
+        # The cleaned copy was made against other lists than the last match or apply names.
+        "clean_stale": (clean := CleanRecord.read(run.path)) is not None
+        and clean.identity.get("matching") != info.matching,
     }
     try:
         shards = source_from_spec(info.source).shards()
@@ -161,6 +164,11 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"cleaned copy {clean['destination']!r} (cleaned {clean['finished']}): "
             f"{kept.clean_text()}"
         )
+        if status.get("clean_stale"):
+            lines.append(
+                "cleaned copy is stale: made before the last `clearset match` or `clearset "
+                "exchange apply`; clean again (`clearset clean RUN --to NEW_OUTPUT`)"
+            )
     if counts["leaves"] is not None:
         leaves = LeafCounts(**counts["leaves"])
         covers = (
