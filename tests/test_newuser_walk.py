@@ -129,3 +129,32 @@ def test_status_says_a_copy_cleaned_before_the_last_match_is_stale(walk: Path) -
     # The receipt and the documents refuse this copy; status must not read as current.
     assert "cleaned copy is stale: made before the last `clearset match`" in said, said
     assert cli("status", str(run), "--json", check=True).stdout.count('"clean_stale": true') == 1
+
+
+def test_a_partial_report_names_no_local_path_and_the_operator_gets_the_command(
+    tmp_path: Path,
+) -> None:
+    """A scan with a shard that cannot be read stops short: its report is partial, and its
+    banner (the problem, how to finish) names the source, the run and the failed shard by
+    their last part, while the `report` command tells the operator the full command."""
+    import tarfile
+
+    source = tmp_path / "private" / "shards"
+    source.mkdir(parents=True)
+    _pictures(tmp_path / "pictures", 3)
+    with tarfile.open(source / "00000.tar", "w") as tar:
+        for path in sorted((tmp_path / "pictures").iterdir()):
+            tar.add(path, arcname=path.name)
+    (source / "00001.tar").write_bytes(b"not a tar at all" * 64)
+    run = tmp_path / "private" / "run"
+    scanned = cli("scan", str(source), "--out", str(run), "--no-progress")
+    assert scanned.returncode != 0
+    told = cli("report", str(run))
+    assert told.returncode == 0, told.stderr
+    assert f"re-run `clearset scan {source} --out {run}`" in told.stdout
+    report = json.loads((run / "report.json").read_text())
+    assert report["partial"] is True
+    assert "1 failed (first: 00001.tar: " in report["state"]["problem"]
+    assert "the same `clearset scan` of shards into run" in report["state"]["to_finish"]
+    for page in (run / "report.json", run / "report.html"):
+        assert str(tmp_path) not in _text(page), page.name

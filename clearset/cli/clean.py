@@ -22,8 +22,9 @@ from clearset.cli.app import (
     show_progress,
 )
 from clearset.documents.counts import plural, run_counts
-from clearset.documents.report import write_report
-from clearset.records import CleanRecord
+from clearset.documents.report import run_state, write_report
+from clearset.records import CleanRecord, RunInfo
+from clearset.runfolder import RunFolder
 from clearset.runs import apply_removals, clean_run
 from clearset.runs.clean import card_lines
 from clearset.runs.tasks import DEFAULT_RETRIES
@@ -139,6 +140,9 @@ def report(
     out.print(f"report: {html_path} (data: {json_path})")
     state = json.loads(json_path.read_text()).get("state") or {}
     if state.get("partial"):
+        # The page names places by their last part; the operator gets the full command.
+        run = RunFolder(Path(run_dir))
+        state = run_state(run, RunInfo.read(run))
         out.print(f"  PARTIAL: {state['problem']}; every figure is a lower bound")
         out.print(f"  to finish: {state['to_finish']}; then run `clearset report` again")
     if show_urls:

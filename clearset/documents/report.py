@@ -61,10 +61,11 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
     run = RunFolder(Path(run_dir))
     info = RunInfo.read(run)
     matching = info.matching or {}
-    state = run_state(run, info)
+    state = run_state(run, info, public=True)
     if state["partial"] and not state["shards_done"]:
-        raise RunFolderError(f"{run.path}: {state['problem']}; nothing to report yet: "
-                             f"{state['to_finish']}")  # fmt: skip
+        told = run_state(run, info)  # the operator's own line: the command with its paths
+        raise RunFolderError(f"{run.path}: {told['problem']}; nothing to report yet: "
+                             f"{told['to_finish']}")  # fmt: skip
     manifest = run.read_manifest(columns=["key", "shard", "status", "reason", "pdq_quality"])
     matches = _match_rows(run, gathered=state["matches_gathered"])
     rows = manifest.to_pylist()
@@ -190,8 +191,12 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
     return report
 
 
-def run_state(run: RunFolder, info: RunInfo) -> dict[str, Any]:
+def run_state(run: RunFolder, info: RunInfo, *, public: bool = False) -> dict[str, Any]:
     """Whether the run backs whole figures, and if not why and how to make it so.
+
+    `public` words it for a shared page: the source, the run and a failed shard by their
+    last part (as a receipt names them), where the operator's own lines give the command
+    to run with their full paths.
 
     `partial` is True for a scan that has not finished (stopped, failed shards, or ranks
     still at work: only the marked shards count), for one that failed its accounting
@@ -213,6 +218,7 @@ def run_state(run: RunFolder, info: RunInfo) -> dict[str, Any]:
         "matches_gathered": gathered,
     }
     source_url = str(info.source_url or "SOURCE")
+    run_url = storage.url_of(run.path)
     if not info.finished:
         total = state["shards"] or _shard_count(info)
         done = state["shards_done"]
@@ -221,15 +227,24 @@ def run_state(run: RunFolder, info: RunInfo) -> dict[str, Any]:
             if total
             else f"{done:,} shards (of a total not known now)"
         )
-        why = f"; {len(failed):,} failed (first: {failed[0].get('error')})" if failed else ""
-        scan = shlex.join(["clearset", "scan", source_url, "--out", storage.url_of(run.path)])
+        first = str(failed[0].get("error")) if failed else ""
+        if public:
+            first = _public_error(first, source_url)
+        why = f"; {len(failed):,} failed (first: {first})" if failed else ""
+        if public:
+            command = (
+                f"the same `clearset scan` of {source_label(source_url)} into "
+                f"{source_label(run_url)}"
+            )
+        else:
+            command = f"`{shlex.join(['clearset', 'scan', source_url, '--out', run_url])}`"
         state.update(
             partial=True,
             scan="not finished",
             shards=total,
             matches_gathered=False,  # a matches.parquet here is an earlier finish's
             problem=f"the scan has not finished: {of} scanned{why}",
-            to_finish=f"re-run `{scan}` with the same --list and other options (it resumes "
+            to_finish=f"re-run {command} with the same --list and other options (it resumes "
             "from the shards done; `clearset status` names what is left)",
         )
     elif info.verdict == "failed":
@@ -246,9 +261,21 @@ def run_state(run: RunFolder, info: RunInfo) -> dict[str, Any]:
             scan="match not finished",
             problem="the last `clearset match` did not finish gathering its matches",
             to_finish="re-run the same `clearset match "
-            f"{shlex.quote(storage.url_of(run.path))} --list ...`",
+            f"{shlex.quote(source_label(run_url) if public else run_url)} --list ...`",
         )
     return state
+
+
+def _public_error(error: str, source_url: str) -> str:
+    """A failed shard's error as a shared page may say it: a location it opens with, and
+    the source's path or URL anywhere in it, by their last part."""
+    place, colon, rest = error.partition(": ")
+    if colon and ("/" in place or "\\" in place):
+        error = f"{source_label(place)}: {rest}"
+    for where in {source_url, source_url.removeprefix("file://")}:
+        if len(where) > 1:
+            error = error.replace(where, source_label(where))
+    return error
 
 
 def _shard_count(info: RunInfo) -> int | None:
