@@ -442,13 +442,19 @@ def test_the_lists_are_loaded_once_and_workers_map_the_index_which_is_gone_after
 
 @pytest.mark.ray
 def test_a_ray_driver_killed_mid_run_resumes_to_the_local_result(
-    many: DemoData, local_many: Path, tmp_path: Path
+    many: DemoData, local_many: Path, ray_engine: Engine, tmp_path: Path
 ) -> None:
+    import ray
+
+    # Both drivers join the module's Ray instance (--address), as drivers on a cluster
+    # do: each a real `clearset` process whose tasks run on Ray's workers, without the
+    # start of a Ray instance of its own (several seconds each).
+    address = ray.get_runtime_context().gcs_address
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "clearset.cli", "scan", str(many.webdataset), "--out", str(run),
         "--list", str(many.pdq_list), "--list", str(many.md5_list), "--engine", "ray",
-        "--workers", "2", "--no-progress",
+        "--address", address, "--workers", "2", "--no-progress",
     ]  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
