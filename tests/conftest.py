@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,33 @@ def pytest_configure(config: pytest.Config) -> None:
             compileall.compile_dir(root / folder, quiet=1)
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder that `build(folder)` fills once for the whole test run: the first process
+    to ask builds it, the others (pytest-xdist's workers, each of which sets up module and
+    session fixtures of its own) wait for it and share it. For data the tests only read.
+
+    It lies beside the workers' own temporary folders, under the run's shared base; a
+    build that failed half-way is removed and made again by the next to ask.
+    """
+    from filelock import FileLock
+
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # basetemp/popen-gwN: the parent is the run's, shared
+    folder = base / f"built-once-{name}"
+    built = base / f"built-once-{name}.done"
+    with FileLock(f"{folder}.lock"):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
-    return build_demo_data(tmp_path_factory.mktemp("demo"))
+    return DemoData(built_once(tmp_path_factory, "demo", build_demo_data))
 
 
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -41,7 +41,7 @@ from clearset.runs import (
 )
 from clearset.runs.issue import issue_receipt
 from clearset.runs.status import run_status, status_lines
-from tests.conftest import cli, run_cli
+from tests.conftest import built_once, cli, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,14 +142,20 @@ class Faulty:
 @pytest.fixture(scope="module")
 def many(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
     """A few hundred items in many small shards (the planted matches among them)."""
-    return build_demo_data(tmp_path_factory.mktemp("many"), count=240, shard_size=5)
+    return DemoData(
+        built_once(
+            tmp_path_factory, "many", lambda root: build_demo_data(root, count=240, shard_size=5)
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def local_many(many: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("local-many") / "run"
-    scan(many, run, LocalEngine(2))
-    return run
+    """The local engine's run of `many`: the run every other engine's must equal."""
+    root = built_once(
+        tmp_path_factory, "local-many", lambda root: scan(many, root / "run", LocalEngine(2))
+    )
+    return root / "run"
 
 
 @pytest.fixture(scope="module")
