@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clearset.demo import DemoData, build_demo_data
+from clearset.demo import DemoData, DemoItem, build_demo_data, demo_items
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +50,13 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
             build(folder)
             built.touch()
     return folder
+
+
+@functools.cache
+def the_demo_items() -> tuple[DemoItem, ...]:
+    """`demo_items()`, the demo data set's items, made once per test process (about two
+    seconds each time): for tests that only read them."""
+    return tuple(demo_items())
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clearset.demo import demo_items, generate_image
+from clearset.demo import generate_image
 from clearset.errors import ClearsetError, InputError, OutputError
 from clearset.formats import detect, open_source
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, clean_run, run_scan
-from tests.conftest import built_once, cli, run_img2dataset, tree_state
+from tests.conftest import built_once, cli, run_img2dataset, the_demo_items, tree_state
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
@@ -564,6 +564,6 @@ def test_library_scan_raises_on_unaccounted(tmp_path: Path) -> None:
 
 def test_demo_items_are_unchanged_by_accounting() -> None:
     # The demo's broken members are few enough that the demo's own scan passes.
-    items = demo_items()
+    items = the_demo_items()
     broken = sum(i.broken is not None for i in items)
     assert 0 < broken / len(items) < 0.05
