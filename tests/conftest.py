@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,48 @@ def the_demo_items() -> tuple[DemoItem, ...]:
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
     return DemoData(built_once(tmp_path_factory, "demo", build_demo_data))
+
+
+_shared_ray: list[Any] = []
+
+
+@pytest.fixture
+def ray_engine() -> Any:
+    """The Ray engine (2 workers) on one local Ray instance that the tests of this test
+    process share: started by the first test that asks (several seconds), stopped when
+    the session ends or by `stop_shared_ray`. Its workers can import the tests' modules
+    (a test's own source classes travel to them by name)."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    import ray
+
+    from clearset.engines import make_engine
+
+    if not (_shared_ray and ray.is_initialized()):
+        stop_shared_ray()
+        root = Path(__file__).resolve().parents[1]
+        path = os.environ.get("PYTHONPATH")
+        # Ray's processes take the environment of the ray.init that starts them.
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(root), str(root / "tests"), path) if p
+        )
+        try:
+            _shared_ray.append(make_engine("ray", workers=2))
+        finally:
+            if path is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = path
+    return _shared_ray[0]
+
+
+def stop_shared_ray() -> None:
+    """Stop `ray_engine`'s Ray, for a test that needs none running in this process."""
+    while _shared_ray:
+        _shared_ray.pop().close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_shared_ray()
 
 
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

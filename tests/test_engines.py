@@ -1,7 +1,8 @@
 """Scale-out: the same run whatever runs it — local processes, Ray, or the ranks of an
 array job — with failed and killed shards retried, and `clearset status` on a half-done run.
 
-The Ray tests (marked `ray`) start one local Ray instance for the module; CI runs them.
+The Ray tests (marked `ray`) share one local Ray instance (conftest's `ray_engine`); CI
+runs them.
 """
 
 from __future__ import annotations
@@ -42,9 +43,6 @@ from clearset.runs import (
 from clearset.runs.issue import issue_receipt
 from clearset.runs.status import run_status, status_lines
 from tests.conftest import built_once, cli, run_cli
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -156,25 +154,6 @@ def local_many(many: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path
         tmp_path_factory, "local-many", lambda root: scan(many, root / "run", LocalEngine(2))
     )
     return root / "run"
-
-
-@pytest.fixture(scope="module")
-def ray_engine() -> Iterator[Engine]:
-    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
-    # Ray's workers import the test module's Faulty source by name.
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), str(REPO / "tests"), path) if p
-    )
-    engine = make_engine("ray", workers=2)
-    try:
-        yield engine
-    finally:
-        engine.close()
-        if path is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = path
 
 
 # ---------------------------------------------------------------- the same result
