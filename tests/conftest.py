@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from clearset.demo import DemoData, build_demo_data
+from clearset.demo import DemoData, DemoItem, build_demo_data, demo_items
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,9 +29,99 @@ def pytest_configure(config: pytest.Config) -> None:
             compileall.compile_dir(root / folder, quiet=1)
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder that `build(folder)` fills once for the whole test run: the first process
+    to ask builds it, the others (pytest-xdist's workers, each of which sets up module and
+    session fixtures of its own) wait for it and share it. For data the tests only read.
+
+    It lies beside the workers' own temporary folders, under the run's shared base; a
+    build that failed half-way is removed and made again by the next to ask.
+    """
+    from filelock import FileLock
+
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # basetemp/popen-gwN: the parent is the run's, shared
+    folder = base / f"built-once-{name}"
+    built = base / f"built-once-{name}.done"
+    with FileLock(f"{folder}.lock"):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
+@functools.cache
+def the_demo_items() -> tuple[DemoItem, ...]:
+    """`demo_items()`, the demo data set's items, made once per test process (about two
+    seconds each time): for tests that only read them."""
+    return tuple(demo_items())
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
-    return build_demo_data(tmp_path_factory.mktemp("demo"))
+    return DemoData(built_once(tmp_path_factory, "demo", build_demo_data))
+
+
+_shared_ray: list[Any] = []
+
+
+@pytest.fixture
+def ray_engine() -> Any:
+    """The Ray engine (2 workers) on one local Ray instance that the tests of this test
+    process share: started by the first test that asks (several seconds), stopped when
+    the session ends or by `stop_shared_ray`. Its workers can import the tests' modules
+    (a test's own source classes travel to them by name)."""
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    import ray
+
+    from clearset.engines import make_engine
+
+    if not (_shared_ray and ray.is_initialized()):
+        stop_shared_ray()
+        root = Path(__file__).resolve().parents[1]
+        path = os.environ.get("PYTHONPATH")
+        # Ray's processes take the environment of the ray.init that starts them.
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(root), str(root / "tests"), path) if p
+        )
+        try:
+            _shared_ray.append(make_engine("ray", workers=2))
+        finally:
+            if path is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = path
+    return _shared_ray[0]
+
+
+def stop_shared_ray() -> None:
+    """Stop `ray_engine`'s Ray, for a test that needs none running in this process."""
+    while _shared_ray:
+        _shared_ray.pop().close()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # An idle Ray costs a few per cent of a core: stopped after the last test in the
+    # collection's order that asks for it (one run out of order starts it again).
+    if _shared_ray:
+        order = item.session.items
+        last = max(
+            (
+                n
+                for n, each in enumerate(order)
+                if "ray_engine" in getattr(each, "fixturenames", ())
+            ),
+            default=-1,
+        )
+        if nextitem is None or order.index(item) >= last:
+            stop_shared_ray()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_shared_ray()
 
 
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clearset.demo import demo_items, generate_image
+from clearset.demo import generate_image
 from clearset.errors import ClearsetError, InputError, OutputError
 from clearset.formats import detect, open_source
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, clean_run, run_scan
-from tests.conftest import cli, run_img2dataset, tree_state
+from tests.conftest import built_once, cli, run_img2dataset, the_demo_items, tree_state
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
@@ -153,11 +153,14 @@ def test_hugging_face_hub_layout_written_by_datasets(tmp_path: Path) -> None:
 def img2dataset_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """img2dataset's own output in its three formats, downloaded from a loopback server
     of benign generated images (one URL fails on purpose)."""
-    root = tmp_path_factory.mktemp("i2d")
     images = [_jpeg(10 + n) for n in range(5)]
     options = {"thread_count": 2, "resize_mode": "no", "number_sample_per_shard": 3}
     runs = {fmt: {**options, "output_format": fmt} for fmt in ("webdataset", "parquet", "files")}
-    run_img2dataset(root, images, runs, missing=("gone.jpg",))
+    root = built_once(
+        tmp_path_factory,
+        "i2d-formats",
+        lambda root: run_img2dataset(root, images, runs, missing=("gone.jpg",)),
+    )
     return {"root": root, "images": images}
 
 
@@ -561,6 +564,6 @@ def test_library_scan_raises_on_unaccounted(tmp_path: Path) -> None:
 
 def test_demo_items_are_unchanged_by_accounting() -> None:
     # The demo's broken members are few enough that the demo's own scan passes.
-    items = demo_items()
+    items = the_demo_items()
     broken = sum(i.broken is not None for i in items)
     assert 0 < broken / len(items) < 0.05

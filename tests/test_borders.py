@@ -21,7 +21,7 @@ from clearset.hashing.borders import Borders, find_borders, trim
 from clearset.hashing.fast_pdq import luma_from_rgb
 from clearset.hashing.pdq import pdq_from_rgb
 from clearset.settings import PDQ_MATCH_THRESHOLD
-from tests.conftest import run_img2dataset
+from tests.conftest import built_once, run_img2dataset
 
 
 def distance(a: bytes, b: bytes) -> int:
@@ -183,11 +183,15 @@ def _i2d_pictures() -> list[tuple[str, bytes]]:
 def img2dataset_padded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The real img2dataset's border and center_crop output of the 24 pictures, from a
     loopback server (one process, files layout)."""
-    root = tmp_path_factory.mktemp("i2d-borders")
     pictures = _i2d_pictures()
     options = {"output_format": "files", "thread_count": 4, "image_size": I2D_SIZE}
     runs = {mode: {**options, "resize_mode": mode} for mode in ("border", "center_crop")}
-    urls = run_img2dataset(root, [data for _, data in pictures], runs)
+    root = built_once(
+        tmp_path_factory,
+        "i2d-borders",
+        lambda root: run_img2dataset(root, [data for _, data in pictures], runs),
+    )
+    urls = (root / "urls.txt").read_text().splitlines()[: len(pictures)]  # as it served them
     out: dict = {"pictures": pictures}
     for mode in runs:
         by_url = {}

@@ -34,7 +34,7 @@ from clearset.runfolder import read_cleaned_manifest
 from clearset.runs import MatchJob, ScanSettings, run_scan
 from clearset.runs.issue import issue_receipt
 from clearset.stages.clean import CleanJob
-from tests.conftest import cli, run_cli
+from tests.conftest import cli, run_cli, the_demo_items
 
 MARKDOWN = ("eu-ai-act", "ab2013", "datacard")
 
@@ -231,7 +231,7 @@ def test_no_list_entry_caption_pixels_or_local_path(
     removed = pq.read_table(run["run"] / "removals.parquet").to_pylist()
     removed_keys = {r["key"] for r in removed}
     captions = (
-        {i.caption for i in demo_items() if i.key in removed_keys}
+        {i.caption for i in the_demo_items() if i.key in removed_keys}
         if name == "demo"
         else {f"benign caption {int(k)}" for k in removed_keys}
     )

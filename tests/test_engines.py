@@ -1,7 +1,8 @@
 """Scale-out: the same run whatever runs it — local processes, Ray, or the ranks of an
 array job — with failed and killed shards retried, and `clearset status` on a half-done run.
 
-The Ray tests (marked `ray`) start one local Ray instance for the module; CI runs them.
+The Ray tests (marked `ray`) share one local Ray instance (conftest's `ray_engine`); CI
+runs them.
 """
 
 from __future__ import annotations
@@ -41,10 +42,7 @@ from clearset.runs import (
 )
 from clearset.runs.issue import issue_receipt
 from clearset.runs.status import run_status, status_lines
-from tests.conftest import cli, run_cli
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests.conftest import built_once, cli, run_cli
 
 # ---------------------------------------------------------------- helpers
 
@@ -142,33 +140,20 @@ class Faulty:
 @pytest.fixture(scope="module")
 def many(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
     """A few hundred items in many small shards (the planted matches among them)."""
-    return build_demo_data(tmp_path_factory.mktemp("many"), count=240, shard_size=5)
+    return DemoData(
+        built_once(
+            tmp_path_factory, "many", lambda root: build_demo_data(root, count=240, shard_size=5)
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def local_many(many: DemoData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("local-many") / "run"
-    scan(many, run, LocalEngine(2))
-    return run
-
-
-@pytest.fixture(scope="module")
-def ray_engine() -> Iterator[Engine]:
-    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
-    # Ray's workers import the test module's Faulty source by name.
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), str(REPO / "tests"), path) if p
+    """The local engine's run of `many`: the run every other engine's must equal."""
+    root = built_once(
+        tmp_path_factory, "local-many", lambda root: scan(many, root / "run", LocalEngine(2))
     )
-    engine = make_engine("ray", workers=2)
-    try:
-        yield engine
-    finally:
-        engine.close()
-        if path is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = path
+    return root / "run"
 
 
 # ---------------------------------------------------------------- the same result
@@ -442,13 +427,19 @@ def test_the_lists_are_loaded_once_and_workers_map_the_index_which_is_gone_after
 
 @pytest.mark.ray
 def test_a_ray_driver_killed_mid_run_resumes_to_the_local_result(
-    many: DemoData, local_many: Path, tmp_path: Path
+    many: DemoData, local_many: Path, ray_engine: Engine, tmp_path: Path
 ) -> None:
+    import ray
+
+    # Both drivers join the module's Ray instance (--address), as drivers on a cluster
+    # do: each a real `clearset` process whose tasks run on Ray's workers, without the
+    # start of a Ray instance of its own (several seconds each).
+    address = ray.get_runtime_context().gcs_address
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "clearset.cli", "scan", str(many.webdataset), "--out", str(run),
         "--list", str(many.pdq_list), "--list", str(many.md5_list), "--engine", "ray",
-        "--workers", "2", "--no-progress",
+        "--address", address, "--workers", "2", "--no-progress",
     ]  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

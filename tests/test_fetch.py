@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -516,22 +517,17 @@ def test_two_ranks_of_a_fetch_scan_equal_one_scan(url_list: Path, tmp_path: Path
 
 
 @pytest.mark.ray
-def test_a_fetch_scan_on_ray_equals_the_local_one(url_list: Path, tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
-    from clearset.engines import make_engine
-
+def test_a_fetch_scan_on_ray_equals_the_local_one(
+    url_list: Path, tmp_path: Path, ray_engine: Any
+) -> None:
     def source():
         return open_source(str(url_list), kind="fetch", fetch=FAST, shard_rows=4)
 
     local, ray = tmp_path / "local", tmp_path / "ray"
     run_scan(source(), local, ScanSettings(), workers=1, show_progress=False, allow_missing=True)
-    engine = make_engine("ray", workers=2)
-    try:
-        run_scan(
-            source(), ray, ScanSettings(), engine=engine, show_progress=False, allow_missing=True
-        )
-    finally:
-        engine.close()
+    run_scan(
+        source(), ray, ScanSettings(), engine=ray_engine, show_progress=False, allow_missing=True
+    )
     assert _fetch_rows(ray) == _fetch_rows(local)
 
 

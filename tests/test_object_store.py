@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("s3fs", reason="the object-store tests need s3fs: pip install -e '.[test]'")
 pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
 
-from conftest import cli  # noqa: E402
+from conftest import cli, stop_shared_ray  # noqa: E402
 from s3_server import FaultProxy, S3Server, s3_environment  # noqa: E402
 
 from clearset import storage  # noqa: E402
@@ -520,6 +520,8 @@ def test_a_two_node_ray_cluster_with_only_the_bucket_shared_equals_the_local_run
 ) -> None:
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
+
+    stop_shared_ray()  # this test starts and joins Rays of its own
 
     from clearset.runs import clean as clean_run
 

@@ -19,7 +19,7 @@ from clearset.errors import RunFolderError
 from clearset.formats import open_source
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanIncomplete, ScanSettings, run_scan
-from tests.conftest import cli, run_cli, tree_state
+from tests.conftest import cli, run_cli, the_demo_items, tree_state
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +34,17 @@ def demo_run(demo_data: DemoData, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_broken_members_get_rows_with_reasons(demo_run: Path) -> None:
     rows = RunFolder(demo_run).read_manifest().to_pylist()
     by_key = {r["key"]: r for r in rows if r["status"] != "other"}  # the image rows
-    broken = {i.key: i.broken for i in demo_items() if i.broken}
+    broken = {i.key: i.broken for i in the_demo_items() if i.broken}
     reasons = {by_key[k]["reason"].split(":", 1)[0] for k in broken}
     assert reasons == {"corrupt", "empty", "not_an_image", "decompression_bomb"}
     assert all(by_key[k]["status"] == "error" and by_key[k]["sha256"] for k in broken)
-    good = [i for i in demo_items() if not i.broken]
+    good = [i for i in the_demo_items() if not i.broken]
     assert all(by_key[i.key]["status"] == "ok" and len(by_key[i.key]["pdq"]) == 32 for i in good)
     # nothing lost: every key of the data set plus the failed download is in the manifest,
     # and every other member (captions, .json) is a row of its own, hashed
-    assert len(by_key) == len(demo_items()) + 1
+    assert len(by_key) == len(the_demo_items()) + 1
     others = [r for r in rows if r["status"] == "other"]
-    assert len(others) == 2 * len(demo_items()) and all(r["sha256"] for r in others)
+    assert len(others) == 2 * len(the_demo_items()) and all(r["sha256"] for r in others)
 
 
 def test_run_json_records_source_settings_and_counts(demo_run: Path) -> None:
@@ -52,7 +52,7 @@ def test_run_json_records_source_settings_and_counts(demo_run: Path) -> None:
     assert info["source"]["kind"] == "webdataset"
     assert info["settings"] == ScanSettings().to_dict()
     assert info["finished"] and info["started"] <= info["finished"]
-    assert info["counts"]["items"] == 3 * len(demo_items()) + 1  # manifest rows
+    assert info["counts"]["items"] == 3 * len(the_demo_items()) + 1  # manifest rows
     assert info["counts"]["status"]["error"] == 4
     totals = info["accounting"]["totals"]
     assert totals == {"hashed": 96, "unread": 4, "other": 200, "upstream_failed": 1}

@@ -19,6 +19,7 @@ from clearset.errors import InputError
 from clearset.formats import detect_kind, open_source
 from clearset.runfolder import RunFolder
 from clearset.runs import ScanSettings, run_scan
+from tests.conftest import the_demo_items
 
 
 def _rows_by_key(run_dir: Path) -> dict[str, tuple]:
@@ -46,7 +47,7 @@ def test_every_source_kind_yields_the_same_rows(demo_data: DemoData, tmp_path: P
     failed = {k for k, v in wds.items() if v[-1] == "not_in_shard"}
     assert len(failed) == 1
     assert {k: v for k, v in wds.items() if k not in failed} == folder == hf
-    assert len(folder) == len(demo_items())
+    assert len(folder) == len(the_demo_items())
 
 
 def test_kind_detection(demo_data: DemoData) -> None:
