@@ -158,3 +158,18 @@ def test_a_partial_report_names_no_local_path_and_the_operator_gets_the_command(
     assert "the same `clearset scan` of shards into run" in report["state"]["to_finish"]
     for page in (run / "report.json", run / "report.html"):
         assert str(tmp_path) not in _text(page), page.name
+
+
+def test_one_list_file_of_two_hash_types_is_counted_per_list_in_the_report(walk: Path) -> None:
+    """`hash --as-list threatexchange` writes a picture's PDQ and MD5 lines in one file,
+    which loads as one list a type under the file's name: the report counts each under
+    NAME/TYPE, where keyed by the name alone the second overwrote the first."""
+    run = walk / "old"
+    cli("report", str(run), check=True)
+    report = json.loads((run / "report.json").read_text())
+    types = sorted(r["hash_type"] for r in report["lists"])
+    assert [r["name"] for r in report["lists"]] == ["old", "old"] and types == ["md5", "pdq"]
+    assert report["matches"]["by_list"] == {"old/md5": 1, "old/pdq": 1}
+    assert set(report["thresholds"]["per_list"]) == {"old/md5", "old/pdq"}
+    shards = [s["matched_by_list"] for s in report["per_shard"].values() if s["matched_by_list"]]
+    assert shards == [{"old/md5": 1, "old/pdq": 1}]

@@ -107,7 +107,7 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         entry["match_rows"] += 1
         list_keys.setdefault(match["list_digest"], set()).add(item)
         by_type.setdefault(match["hash_type"], set()).add(item)
-        shard_list_keys.setdefault(match["shard"], {}).setdefault(match["list_name"], set()).add(
+        shard_list_keys.setdefault(match["shard"], {}).setdefault(match["list_digest"], set()).add(
             match["key"]
         )
         if match["hash_type"] == "pdq":
@@ -130,7 +130,9 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         by_list[digest]["matched_items"] = len(keys)
     for shard_name, lists in shard_list_keys.items():
         if shard_name in per_shard:
-            per_shard[shard_name]["matched_by_list"] = {n: len(k) for n, k in sorted(lists.items())}
+            per_shard[shard_name]["matched_by_list"] = dict(
+                sorted((_list_label(by_list, by_list[d]), len(k)) for d, k in lists.items())
+            )
             per_shard[shard_name]["matched_items"] = len(set().union(*lists.values()))
 
     threshold = matching.get("pdq_threshold", PDQ_MATCH_THRESHOLD)
@@ -159,7 +161,7 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "thresholds": {
             "pdq_threshold": threshold,
             "min_quality": matching.get("min_quality"),
-            "per_list": {r["name"]: r.get("threshold", 0) for r in by_list.values()},
+            "per_list": {_list_label(by_list, r): r.get("threshold", 0) for r in by_list.values()},
         },
         "lists": list(by_list.values()),
         "items": {
@@ -170,7 +172,7 @@ def build_report(run_dir: str | Path, *, show_urls: bool = False) -> dict[str, A
         "matches": {
             "rows": len(matches),
             "items": len(matched_keys),
-            "by_list": {r["name"]: r["matched_items"] for r in by_list.values()},
+            "by_list": {_list_label(by_list, r): r["matched_items"] for r in by_list.values()},
             "by_hash_type": {t: len(k) for t, k in sorted(by_type.items())},
         },
         "per_shard": dict(sorted(per_shard.items())),
@@ -264,6 +266,15 @@ def run_state(run: RunFolder, info: RunInfo, *, public: bool = False) -> dict[st
             f"{shlex.quote(source_label(run_url) if public else run_url)} --list ...`",
         )
     return state
+
+
+def _list_label(by_list: dict[str, dict[str, Any]], record: dict[str, Any]) -> str:
+    """A list's key in the report's per-list counts: its name, or NAME/TYPE where lists of
+    one name differ in hash type (one file of PDQ and MD5 lines loads as one list a type,
+    under the file's name), so that no list's count overwrites another's."""
+    name = str(record["name"])
+    same = [r for r in by_list.values() if r["name"] == name]
+    return f"{name}/{record.get('hash_type')}" if len(same) > 1 else name
 
 
 def _public_error(error: str, source_url: str) -> str:
