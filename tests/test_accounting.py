@@ -536,7 +536,7 @@ def test_every_scan_prints_its_accounting_line(tmp_path: Path) -> None:
     (src / "a.txt").write_text("caption")
     proc = cli("scan", str(src), "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
-    assert "accounting: 2 members: 1 images hashed; 0 unread; 1 other members hashed" in _said(
+    assert "accounting: 2 members: 1 image hashed; 0 unread; 1 other member hashed" in _said(
         proc.stdout
     )
 

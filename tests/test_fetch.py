@@ -428,7 +428,7 @@ def test_bad_url_lists_are_one_line_errors_that_leave_nothing(
     [
         (["--concurrency", "8", "--ignore-noai", "--url-column", "u"],
          "--url-column, --concurrency, --ignore-noai go with --fetch"),
-        (["--dry-run"], "--dry-run go with --fetch"),
+        (["--dry-run"], "--dry-run goes with --fetch"),
     ],
 )  # fmt: skip
 def test_fetch_options_without_fetch_are_refused_not_ignored(

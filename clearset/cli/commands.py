@@ -162,7 +162,8 @@ def scan(
             if value
         ]
         if given:
-            raise InputError(f"scan: {', '.join(given)} go with --fetch (SOURCE as a URL list)")
+            verb = "goes" if len(given) == 1 else "go"
+            raise InputError(f"scan: {', '.join(given)} {verb} with --fetch (SOURCE as a URL list)")
     if estimate.dry_run:
         _dry_run(
             source,

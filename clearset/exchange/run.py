@@ -415,7 +415,7 @@ def answer_review_lines(review: dict[str, Any]) -> list[str]:
         lines.append(
             f"held back {plural(held['rows'], 'match row')} ({plural(held['samples'], 'sample')}) "
             f"the holder's review allowed: allow list {allow['digest']}, "
-            f"{allow['entries']:,} entries"
+            f"{plural(allow['entries'], 'entry', 'entries')}"
         )
     hint = (
         "review the request rows matching this list, and add reviewed false positives to "

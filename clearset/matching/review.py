@@ -349,7 +349,7 @@ def review_text(review: dict[str, Any]) -> str:
     allow = review["allow_list"]
     return (
         f"kept {kept:,} matched sample{'s' if kept != 1 else ''} the operator's review allowed "
-        f"(allow list {allow['digest']}, {allow['entries']:,} entries)"
+        f"(allow list {allow['digest']}, {_entries(allow['entries'])})"
     )
 
 
@@ -362,7 +362,7 @@ def review_lines(summary: dict[str, Any]) -> list[str]:
         samples = summary.get("allowed", {}).get("samples", 0)
         lines.append(
             f"{samples:,} matched sample{'s' if samples != 1 else ''} allowed by review (kept, "
-            f"not removed): allow list {allow['digest'][:16]}, {allow['entries']:,} entries"
+            f"not removed): allow list {allow['digest'][:16]}, {_entries(allow['entries'])}"
         )
     threshold = summary.get("flood_threshold")
     lines += [flood_line(flood, threshold) for flood in summary.get("floods", ())]
@@ -396,3 +396,8 @@ def with_allowed_column(matches: pa.Table) -> pa.Table:
     return matches.append_column(
         pa.field(ALLOWED_COLUMN, pa.bool_()), pa.nulls(matches.num_rows, pa.bool_())
     )
+
+
+def _entries(count: int) -> str:
+    """An allow list's size: "1 entry", "2 entries"."""
+    return f"{count:,} entr{'y' if count == 1 else 'ies'}"
