@@ -27,6 +27,11 @@ from clearset.errors import InputError
 LITERAL: dict[str, Any] = {"markup": False, "emoji": False, "highlight": False, "soft_wrap": True}
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """A count and the noun that fits it: "1 sample", "2 samples", "3 leaves"."""
+    return f"{count:,} {word if count == 1 else words or word + 's'}"
+
+
 class ShownStream(io.TextIOBase):
     """sys.stdout or sys.stderr, looked up at each write (so pytest's capture and click's
     CliRunner still see it), with every path inside a bucket's local mirror written as

@@ -40,6 +40,7 @@ from clearset.manifest import (
     UPSTREAM_FAILED,
     read_manifest_files,
 )
+from clearset.progress import plural
 from clearset.records import CleanRecord, RunInfo
 from clearset.runlock import RUN_LOCK
 from clearset.settings import MAX_UNREAD_SHARE
@@ -479,9 +480,7 @@ def account_scan(account: dict[str, dict[str, int]], allow_missing: bool) -> dic
         # a cleaned copy or a receipt of it would vouch for nothing.
         failed = totals.get(UPSTREAM_FAILED, 0)
         problem = "hashed no image: the source holds no member" + (
-            f" (only {failed:,} failed download{'' if failed == 1 else 's'} the source records)"
-            if failed
-            else ""
+            f" (only {plural(failed, 'failed download')} the source records)" if failed else ""
         )
     elif items and unread / items > MAX_UNREAD_SHARE:
         problem = (
@@ -507,14 +506,11 @@ def accounting_line(accounting: dict[str, Any]) -> str:
         found = {k or "unknown": v for k, v in reasons.get(name, {}).items()}
         return " (" + ", ".join(f"{k} {v:,}" for k, v in found.items()) + ")" if found else ""
 
-    def counted(count: int, one: str, many: str) -> str:
-        return f"{count:,} {one if count == 1 else many}"
-
     found = sum(totals.values())
     parts = [
-        counted(totals.get(HASHED, 0), "image hashed", "images hashed"),
+        plural(totals.get(HASHED, 0), "image hashed", "images hashed"),
         f"{totals.get(UNREAD, 0):,} unread{why(UNREAD)}",
-        counted(
+        plural(
             totals.get(OTHER, 0),
             "other member hashed, not an image",
             "other members hashed, not images",
@@ -522,13 +518,13 @@ def accounting_line(accounting: dict[str, Any]) -> str:
     ]
     if totals.get(UPSTREAM_FAILED):
         parts.append(
-            counted(
+            plural(
                 totals[UPSTREAM_FAILED],
                 "failed download the source records",
                 "failed downloads the source records",
             )
         )
-    return f"accounting: {counted(found, 'member', 'members')}: " + "; ".join(parts)
+    return f"accounting: {plural(found, 'member', 'members')}: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------- RUN/cleaned/: the last clean

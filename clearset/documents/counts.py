@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from clearset import storage
 from clearset.errors import ClearsetError
 from clearset.manifest import STATUS_ERROR, STATUS_MISSING, STATUS_OK, STATUS_OTHER
+from clearset.progress import plural as plural  # where every layer finds it
 from clearset.receipts.issue import source_label
 from clearset.receipts.statement import canonical_json
 from clearset.records import CleanRecord
@@ -144,10 +145,6 @@ def statement_counts(statement: Mapping[str, Any]) -> tuple[SetCounts | None, Le
     leaves = kept["leaves"]
     members = SetCounts(**{k: v for k, v in kept.items() if k != "leaves"})
     return members, LeafCounts(size, leaves["images"], leaves["other_members"])
-
-
-def plural(count: int, word: str, words: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else words or word + 's'}"
 
 
 def marker_samples(marker: Mapping[str, Any], manifest: Path, field: str = "samples") -> int:

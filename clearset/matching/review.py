@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 from clearset.errors import InputError
 from clearset.lists.model import HashList, as_void
 from clearset.matching.matcher import Matcher
+from clearset.progress import plural
 
 #: Images one list entry may match before `floods` reports it (``--flood-threshold``).
 #: Real matches of one known image are a handful of copies; 50 identical hits on one
@@ -349,7 +350,7 @@ def review_text(review: dict[str, Any]) -> str:
     allow = review["allow_list"]
     return (
         f"kept {kept:,} matched sample{'s' if kept != 1 else ''} the operator's review allowed "
-        f"(allow list {allow['digest']}, {_entries(allow['entries'])})"
+        f"(allow list {allow['digest']}, {plural(allow['entries'], 'entry', 'entries')})"
     )
 
 
@@ -361,8 +362,8 @@ def review_lines(summary: dict[str, Any]) -> list[str]:
     if allow is not None:
         samples = summary.get("allowed", {}).get("samples", 0)
         lines.append(
-            f"{samples:,} matched sample{'s' if samples != 1 else ''} allowed by review (kept, "
-            f"not removed): allow list {allow['digest'][:16]}, {_entries(allow['entries'])}"
+            f"{plural(samples, 'matched sample')} allowed by review (kept, not removed): "
+            f"allow list {allow['digest'][:16]}, {plural(allow['entries'], 'entry', 'entries')}"
         )
     threshold = summary.get("flood_threshold")
     lines += [flood_line(flood, threshold) for flood in summary.get("floods", ())]
@@ -396,8 +397,3 @@ def with_allowed_column(matches: pa.Table) -> pa.Table:
     return matches.append_column(
         pa.field(ALLOWED_COLUMN, pa.bool_()), pa.nulls(matches.num_rows, pa.bool_())
     )
-
-
-def _entries(count: int) -> str:
-    """An allow list's size: "1 entry", "2 entries"."""
-    return f"{count:,} entr{'y' if count == 1 else 'ies'}"
