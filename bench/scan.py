@@ -458,6 +458,8 @@ def paired(source_dir: Path, rounds: int, list_hashes: np.ndarray) -> None:
             samples.append(count)
 
     def quartiles(values: list[float]) -> str:
+        if len(values) < 2:  # one shard, one round: no spread to give
+            return f"{values[0]:.3f}"
         low, mid, high = statistics.quantiles(values, n=4)
         return f"{mid:.3f} ({low:.3f}-{high:.3f})"
 

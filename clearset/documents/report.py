@@ -283,7 +283,8 @@ def _public_error(error: str, source_url: str) -> str:
     place, colon, rest = error.partition(": ")
     if colon and ("/" in place or "\\" in place):
         error = f"{source_label(place)}: {rest}"
-    for where in {source_url, source_url.removeprefix("file://")}:
+    # The URL before its path alone: replacing the path first would leave "file://NAME".
+    for where in dict.fromkeys((source_url, source_url.removeprefix("file://"))):
         if len(where) > 1:
             error = error.replace(where, source_label(where))
     return error
